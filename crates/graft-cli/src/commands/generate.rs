@@ -1,0 +1,120 @@
+//! `graft generate`: continue a prompt, or answer a chat message through the model's chat template.
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use graft_data::{ChatTemplate, Message};
+use graft_serve::{generate, GenerateOptions};
+use serde_json::json;
+
+use crate::io::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    about = "Generate text from a prompt or a chat message (KV-cached, streamed)",
+    after_help = "Examples:\n  graft generate --model SmolLM2-135M-Instruct.Q8_0.gguf --chat \"What is the capital of France?\"\n  \
+graft generate --model ./my-model --prompt \"Once upon a time\" --temperature 0.8 --top-p 0.95 --seed 1"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Raw text to continue (BOS added as the tokenizer adds it).
+    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    pub prompt: Option<String>,
+    /// A user message, rendered with the model's chat template and a generation prompt.
+    #[arg(long)]
+    pub chat: Option<String>,
+    /// A system message to put before the --chat message.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// 0 means greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
+        bail!("--top-p: must be in (0, 1], got {}", args.top_p);
+    }
+    if args.temperature < 0.0 {
+        bail!("--temperature: must be ≥ 0, got {}", args.temperature);
+    }
+    let (source, model, device) = args.model.load()?;
+    let tokenizer = source.tokenizer()?;
+    let (prompt, prompt_ids) = match (&args.prompt, &args.chat) {
+        (Some(p), _) => (p.clone(), tokenizer.encode(p, true)?),
+        (None, Some(c)) => {
+            let template = tokenizer.chat_template.as_deref().with_context(|| {
+                format!("{}: the model has no chat template; use --prompt", args.model.model.display())
+            })?;
+            let mut messages = Vec::new();
+            if let Some(s) = &args.system {
+                messages.push(Message::new("system", s));
+            }
+            messages.push(Message::new("user", c));
+            let text = ChatTemplate::new(template)?.render(
+                &messages,
+                true,
+                tokenizer.bos_token.as_deref(),
+                tokenizer.eos_token.as_deref(),
+            )?;
+            // The template already holds any BOS, as transformers' apply_chat_template assumes.
+            let ids = tokenizer.encode(&text, false)?;
+            (text, ids)
+        }
+        (None, None) => bail!("give --prompt or --chat"),
+    };
+    let opts = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        eos_token_ids: source.generation.eos_token_ids.clone(),
+    };
+    let start = std::time::Instant::now();
+    let mut generated = Vec::new();
+    let mut printed = 0;
+    let mut stdout = std::io::stdout();
+    let (ids, reason) = generate(&model, &prompt_ids, &opts, &device, |token| {
+        generated.push(token);
+        if !args.json {
+            // Print what decodes cleanly so far; a partial UTF-8 sequence waits for its next byte.
+            if let Ok(text) = tokenizer.decode(&generated, true) {
+                if !text.ends_with('\u{FFFD}') && text.len() > printed {
+                    let _ = write!(stdout, "{}", &text[printed..]);
+                    let _ = stdout.flush();
+                    printed = text.len();
+                }
+            }
+        }
+        true
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let completion = tokenizer.decode(&ids, true)?;
+    if args.json {
+        let out = json!({
+            "prompt": prompt,
+            "prompt_ids": prompt_ids,
+            "completion": completion,
+            "completion_ids": ids,
+            "stop_reason": reason.as_str(),
+            "tokens_per_second": ids.len() as f64 / seconds,
+        });
+        println!("{out}");
+    } else {
+        if completion.len() > printed {
+            print!("{}", &completion[printed.min(completion.len())..]);
+        }
+        println!();
+    }
+    Ok(())
+}

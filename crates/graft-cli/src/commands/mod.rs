@@ -1,0 +1,3 @@
+pub mod generate;
+pub mod quickstart;
+pub mod score;

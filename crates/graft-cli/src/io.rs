@@ -1,0 +1,88 @@
+//! Shared CLI plumbing: model options, opening a model, JSONL reading with line numbers, and writing
+//! outputs through a temporary file renamed into place.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use graft_models::{Decoder, ModelSource};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// HF model directory or .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Compute dtype: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl ModelArgs {
+    pub fn dtype(&self) -> Result<DType> {
+        match self.dtype.as_str() {
+            "f32" => Ok(DType::F32),
+            "bf16" => Ok(DType::BF16),
+            other => bail!("--dtype: `{other}` is not supported (f32, bf16)"),
+        }
+    }
+
+    /// Opens and builds the model; prints the loader's warnings to stderr.
+    pub fn load(&self) -> Result<(ModelSource, Decoder, Device)> {
+        let device = Device::Cpu;
+        let dtype = self.dtype()?;
+        let source = ModelSource::open(&self.model, dtype, &device)?;
+        for w in &source.warnings {
+            eprintln!("warning: {}: {w}", self.model.display());
+        }
+        let model = source.build(dtype, &device)?;
+        Ok((source, model, device))
+    }
+}
+
+/// The JSON objects of a JSONL file with their 1-based line numbers; blank lines are skipped.
+/// A malformed line is an error naming the file and line.
+pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let n = i + 1;
+        let line = line.with_context(|| format!("{}:{n}: cannot read", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("{}:{n}: invalid JSON", path.display()))?;
+        match value {
+            serde_json::Value::Object(o) => rows.push((n, o)),
+            _ => bail!("{}:{n}: expected a JSON object", path.display()),
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes `contents` to `path` atomically: a temporary file beside it, then a rename.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(contents).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(total: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} {{msg}} ETA {{eta}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}

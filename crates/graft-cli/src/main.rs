@@ -1,0 +1,36 @@
+//! `graft`: one binary for the whole adaptation pipeline. Each subcommand lives in its own file under
+//! `commands/`. Any error prints one line (`error: <file>:<line>: <what>`) and exits with code 2.
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod io;
+
+#[derive(Parser)]
+#[command(name = "graft", version, about = "Adapt a base language model to a new language or domain", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Score(commands::score::Args),
+    Generate(commands::generate::Args),
+    Quickstart(commands::quickstart::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Score(a) => commands::score::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Quickstart(a) => commands::quickstart::run(a),
+    };
+    if let Err(e) = result {
+        // One line: the chain joined, newlines flattened.
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("error: {msg}");
+        std::process::exit(2);
+    }
+}

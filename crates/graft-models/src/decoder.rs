@@ -1,0 +1,189 @@
+//! The decoder shared by every family: embeddings → blocks → final norm → LM head, with logits for
+//! every position and the KV cache passed in by the caller. What differs between families is data in
+//! [`DecoderConfig`], not code paths copied per family.
+//!
+//! Shapes: B batch, T new positions, C hidden, V vocab.
+//! input_ids (B, T) u32 → hidden (B, T, C) → logits (B, T, V).
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::config::{BlockKind, DecoderConfig};
+use crate::layers::{attention::causal_mask, attention::Attention, kv_cache::KvCache, mlp::Mlp, norm::RmsNorm, rope};
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: Option<RmsNorm>,
+    pub post_attention_layernorm: RmsNorm,
+    pub pre_feedforward_layernorm: Option<RmsNorm>,
+    pub post_feedforward_layernorm: Option<RmsNorm>,
+    kind: BlockKind,
+}
+
+impl Block {
+    fn new(vb: VarBuilder, cfg: &DecoderConfig) -> Result<Self> {
+        let norm = |name: &str| RmsNorm::new(vb.pp(name), cfg.hidden_size, cfg.rms_norm_eps, cfg.norm);
+        let (input, pre_ff, post_ff) = match cfg.block {
+            BlockKind::PreNorm => (true, false, false),
+            BlockKind::Sandwich => (true, true, true),
+            BlockKind::PostNorm => (false, false, true),
+        };
+        Ok(Self {
+            self_attn: Attention::new(vb.pp("self_attn"), cfg)?,
+            mlp: Mlp::new(vb.pp("mlp"), cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias, cfg.act)?,
+            input_layernorm: if input { Some(norm("input_layernorm")?) } else { None },
+            post_attention_layernorm: norm("post_attention_layernorm")?,
+            pre_feedforward_layernorm: if pre_ff { Some(norm("pre_feedforward_layernorm")?) } else { None },
+            post_feedforward_layernorm: if post_ff { Some(norm("post_feedforward_layernorm")?) } else { None },
+            kind: cfg.block,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, attn: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        let opt = |n: &Option<RmsNorm>, x: &Tensor| match n {
+            Some(n) => n.forward(x),
+            None => Ok(x.clone()),
+        };
+        match self.kind {
+            BlockKind::PreNorm => {
+                let x = (x + attn(&opt(&self.input_layernorm, x)?)?)?;
+                &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?
+            }
+            BlockKind::Sandwich => {
+                let h = self.post_attention_layernorm.forward(&attn(&opt(&self.input_layernorm, x)?)?)?;
+                let x = (x + h)?;
+                let h = self.mlp.forward(&opt(&self.pre_feedforward_layernorm, &x)?)?;
+                &x + opt(&self.post_feedforward_layernorm, &h)?
+            }
+            BlockKind::PostNorm => {
+                let x = (x + self.post_attention_layernorm.forward(&attn(x)?)?)?;
+                let h = self.mlp.forward(&x)?;
+                &x + opt(&self.post_feedforward_layernorm, &h)?
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    pub cfg: DecoderConfig,
+    pub embed_tokens: Tensor,
+    pub layers: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the embeddings are tied.
+    pub lm_head: Option<Tensor>,
+    /// Distinct rotary tables (usually one; Gemma 3 has a local and a global one) and each layer's index.
+    inv_freqs: Vec<Tensor>,
+    layer_rope: Vec<usize>,
+}
+
+impl Decoder {
+    /// Builds the model from `vb`, whose prefixes equal HF checkpoint keys (`model.layers.0.…`).
+    pub fn new(cfg: &DecoderConfig, vb: VarBuilder) -> Result<Self> {
+        let m = vb.pp("model");
+        let embed_tokens = m.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
+        let layers = (0..cfg.num_hidden_layers())
+            .map(|i| Block::new(m.pp(format!("layers.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps, cfg.norm)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?)
+        };
+        let mut distinct: Vec<&Vec<f64>> = Vec::new();
+        let mut layer_rope = Vec::new();
+        for layer in &cfg.layers {
+            let idx = distinct.iter().position(|f| **f == layer.rope.inv_freq).unwrap_or_else(|| {
+                distinct.push(&layer.rope.inv_freq);
+                distinct.len() - 1
+            });
+            layer_rope.push(idx);
+        }
+        let inv_freqs = distinct
+            .iter()
+            .map(|f| Tensor::from_iter(f.iter().map(|&x| x as f32), vb.device()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, inv_freqs, layer_rope })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    /// Logits (B, T, V) for every position of `input_ids` (B, T), continuing the sequences held in
+    /// `cache` if any. Positions count on from the cache length.
+    pub fn forward(&self, input_ids: &Tensor, cache: Option<&mut KvCache>, train: bool) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let positions = Tensor::arange(past as u32, (past + t) as u32, input_ids.device())?
+            .unsqueeze(0)?
+            .broadcast_as((b, t))?
+            .contiguous()?;
+        self.forward_with_positions(input_ids, &positions, cache, train)
+    }
+
+    /// As [`Self::forward`], with explicit rotary positions (B, T).
+    pub fn forward_with_positions(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let dtype = self.dtype();
+        let device = input_ids.device();
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, ()))?;
+        if let Some(scale) = self.cfg.embed_scale {
+            // transformers multiplies by a tensor of the model dtype: round the scale the same way.
+            x = x.broadcast_mul(&Tensor::new(scale as f32, device)?.to_dtype(dtype)?)?;
+        }
+        let cos_sin = self
+            .inv_freqs
+            .iter()
+            .map(|f| rope::cos_sin(f, positions, dtype))
+            .collect::<Result<Vec<_>>>()?;
+        let mut masks: HashMap<Option<usize>, Tensor> = HashMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let window = self.cfg.layers[i].sliding_window;
+            if !masks.contains_key(&window) {
+                masks.insert(window, causal_mask(t, past, window, device)?);
+            }
+            let mask = &masks[&window];
+            let (cos, sin) = &cos_sin[self.layer_rope[i]];
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(&x, |h| layer.self_attn.forward(h, cos, sin, mask, layer_cache, train))?;
+        }
+        let x = self.norm.forward(&x)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        let mut logits = x.reshape((b * t, ()))?.matmul(&head.t()?)?.reshape((b, t, ()))?;
+        if let Some(cap) = self.cfg.final_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        Ok(logits)
+    }
+
+    /// log-softmax of [`Self::forward`]'s logits, in f32.
+    pub fn log_probs(&self, input_ids: &Tensor, cache: Option<&mut KvCache>, train: bool) -> Result<Tensor> {
+        let logits = self.forward(input_ids, cache, train)?.to_dtype(DType::F32)?;
+        candle_nn::ops::log_softmax(&logits, D::Minus1)
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+}
+
+/// log p(ids[t] | ids[..t]) for t ≥ 1 of each row: (B, T-1), from log-probs (B, T, V).
+pub fn next_token_logprobs(log_probs: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
+    let t = input_ids.dim(1)?;
+    let lp = log_probs.narrow(1, 0, t - 1)?;
+    let targets = input_ids.narrow(1, 1, t - 1)?.unsqueeze(D::Minus1)?.contiguous()?;
+    lp.contiguous()?.gather(&targets, D::Minus1)?.squeeze(D::Minus1)
+}

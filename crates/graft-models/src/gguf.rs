@@ -1,0 +1,175 @@
+//! GGUF files as model paths: metadata → an HF-shaped `config.json` (then parsed by the family like
+//! any other), tensors dequantized and renamed to HF checkpoint keys, with llama.cpp's conversions
+//! undone — Llama's interleaved q/k rows and Gemma's `+1` on norm weights.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Map, Value as Json};
+
+use crate::registry::FAMILIES;
+use crate::{ModelError, Result};
+
+pub fn read_content(path: &Path) -> Result<Content> {
+    let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
+    Content::read(&mut file).map_err(|e| ModelError::file(path, format!("not a readable GGUF file: {e}")))
+}
+
+fn arch_of(path: &Path, content: &Content) -> Result<String> {
+    content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or_else(|| ModelError::config(path, "general.architecture", "missing"))
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.to_f64()
+        .ok()
+        .or_else(|| v.to_f32().ok().map(f64::from))
+        .or_else(|| v.to_u32().ok().map(f64::from))
+        .or_else(|| v.to_i32().ok().map(f64::from))
+        .or_else(|| v.to_u64().ok().map(|x| x as f64))
+}
+
+/// The HF `config.json` equivalent of the file's metadata.
+pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
+    let arch = arch_of(path, content)?;
+    let family = FAMILIES.iter().find(|f| f.gguf_arch == arch).ok_or_else(|| ModelError::UnknownArchitecture {
+        path: path.to_path_buf(),
+        name: arch.clone(),
+        supported: FAMILIES.iter().map(|f| f.gguf_arch).collect::<Vec<_>>().join(", "),
+    })?;
+    let get = |key: &str| content.metadata.get(&format!("{arch}.{key}")).and_then(num);
+    let need = |key: &str| get(key).ok_or_else(|| ModelError::config(path, &format!("{arch}.{key}"), "missing"));
+    let has_tensor = |name: &str| content.tensor_infos.contains_key(name);
+    let embd = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| ModelError::tensor(path, "token_embd.weight", "missing"))?;
+    let heads = need("attention.head_count")? as usize;
+    let hidden = need("embedding_length")? as usize;
+    let mut c = Map::new();
+    c.insert("model_type".into(), json!(family.model_type));
+    c.insert("architectures".into(), json!([family.architecture]));
+    c.insert("vocab_size".into(), json!(embd.shape.dims()[0]));
+    c.insert("hidden_size".into(), json!(hidden));
+    c.insert("intermediate_size".into(), json!(need("feed_forward_length")? as usize));
+    c.insert("num_hidden_layers".into(), json!(need("block_count")? as usize));
+    c.insert("num_attention_heads".into(), json!(heads));
+    c.insert("num_key_value_heads".into(), json!(get("attention.head_count_kv").map_or(heads, |v| v as usize)));
+    let head_dim = get("attention.key_length").map_or(hidden / heads, |v| v as usize);
+    c.insert("head_dim".into(), json!(head_dim));
+    c.insert("rms_norm_eps".into(), json!(need("attention.layer_norm_rms_epsilon")?));
+    c.insert("max_position_embeddings".into(), json!(get("context_length").unwrap_or(4096.0) as usize));
+    c.insert("rope_theta".into(), json!(get("rope.freq_base").unwrap_or(10_000.0)));
+    if let (Some(Value::String(kind)), Some(factor)) =
+        (content.metadata.get(&format!("{arch}.rope.scaling.type")), get("rope.scaling.factor"))
+    {
+        if kind != "none" {
+            c.insert("rope_scaling".into(), json!({"rope_type": kind, "factor": factor}));
+        }
+    }
+    if has_tensor("rope_freqs.weight") {
+        return Err(ModelError::tensor(path, "rope_freqs.weight", "per-frequency rope factors (Llama 3.1 style) are not supported yet; convert from the HF directory instead"));
+    }
+    c.insert("tie_word_embeddings".into(), json!(!has_tensor("output.weight")));
+    c.insert("attention_bias".into(), json!(has_tensor("blk.0.attn_q.bias")));
+    if let Some(w) = get("attention.sliding_window") {
+        c.insert("sliding_window".into(), json!(w as usize));
+    }
+    for (gguf_key, hf_key) in [("attn_logit_softcapping", "attn_logit_softcapping"), ("final_logit_softcapping", "final_logit_softcapping")] {
+        c.insert(hf_key.into(), get(gguf_key).map_or(Json::Null, |v| json!(v)));
+    }
+    if arch.starts_with("gemma") {
+        // llama.cpp scales queries by 1/sqrt(head_dim) for these files.
+        c.insert("query_pre_attn_scalar".into(), json!(head_dim));
+        c.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
+    }
+    if arch == "gemma3" {
+        c.insert("rope_local_base_freq".into(), json!(10_000.0));
+        c.insert("sliding_window_pattern".into(), json!(6));
+    }
+    let tok = |key: &str| content.metadata.get(key).and_then(num).map(|v| v as u32);
+    if let Some(id) = tok("tokenizer.ggml.bos_token_id") {
+        c.insert("bos_token_id".into(), json!(id));
+    }
+    if let Some(id) = tok("tokenizer.ggml.eos_token_id") {
+        c.insert("eos_token_id".into(), json!(id));
+    }
+    Ok(Json::Object(c))
+}
+
+/// HF key of a GGUF tensor name, for a family whose blocks are `PreNorm` (`ffn_norm` is the pre-MLP
+/// norm, HF's `post_attention_layernorm`) or sandwich (`ffn_norm` is `pre_feedforward_layernorm`).
+fn hf_name(name: &str, sandwich: bool) -> Option<String> {
+    let fixed = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, suffix) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" if sandwich => "pre_feedforward_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "post_attention_norm" => "post_attention_layernorm",
+        "post_ffw_norm" => "post_feedforward_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// Undo llama.cpp's q/k row interleaving: GGUF rows are (head, D/2, 2), HF rows (head, 2, D/2).
+fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let rows = dims[0];
+    let rest: Vec<usize> = dims[1..].to_vec();
+    let mut shape = vec![heads, rows / heads / 2, 2];
+    shape.extend(&rest);
+    t.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)
+}
+
+/// All tensors of the file, dequantized to `dtype`, under HF checkpoint keys.
+pub fn load_tensors(path: &Path, content: &Content, config: &Json, dtype: DType, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let arch = arch_of(path, content)?;
+    let sandwich = arch == "gemma2" || arch == "gemma3";
+    let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
+    let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
+    let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
+    let mut out = HashMap::new();
+    for name in content.tensor_infos.keys() {
+        let Some(hf) = hf_name(name, sandwich) else { continue };
+        let q = content.tensor(&mut file, name, device).map_err(|e| ModelError::tensor(path, name, e))?;
+        let mut t = q.dequantize(device).map_err(|e| ModelError::tensor(path, name, e))?;
+        let wrap = |e: candle_core::Error| ModelError::tensor(path, name, e);
+        if arch == "llama" && (name.contains(".attn_q.") || name.contains(".attn_k.")) {
+            let h = if name.contains(".attn_q.") { heads } else { kv_heads };
+            t = unpermute(&t, h).map_err(wrap)?;
+        }
+        if arch.starts_with("gemma") && name.ends_with("norm.weight") {
+            t = (t - 1.0).map_err(wrap)?;
+        }
+        out.insert(hf, t.to_dtype(dtype).map_err(wrap)?);
+    }
+    Ok(out)
+}

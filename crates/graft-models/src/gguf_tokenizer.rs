@@ -1,0 +1,247 @@
+//! Rebuilds a HF tokenizer from GGUF metadata (`tokenizer.ggml.*`), the way transformers' GGUF
+//! loader does: `gpt2` → byte-level BPE with the stored merges and the pre-tokenizer named by
+//! `tokenizer.ggml.pre`; `llama` → SentencePiece-style BPE with byte fallback whose merges are derived
+//! from the piece scores (transformers' `generate_merges`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use tokenizers::decoders::{byte_fallback::ByteFallback, byte_level::ByteLevel as ByteLevelDecoder, fuse::Fuse};
+use tokenizers::decoders::{sequence::Sequence as DecoderSequence, strip::Strip, DecoderWrapper};
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence, split::Split};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, SplitDelimiterBehavior};
+
+use crate::tokenizer::Tokenizer;
+use crate::{ModelError, Result};
+
+/// llama.cpp token types.
+const CONTROL: i64 = 3;
+const USER_DEFINED: i64 = 4;
+
+const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+fn meta<'a>(content: &'a Content, key: &str) -> Option<&'a Value> {
+    content.metadata.get(key)
+}
+
+fn meta_u32(content: &Content, key: &str) -> Option<u32> {
+    meta(content, key).and_then(|v| v.to_u32().ok().or_else(|| v.to_i32().ok().map(|x| x as u32)))
+}
+
+fn meta_bool(content: &Content, key: &str) -> Option<bool> {
+    meta(content, key).and_then(|v| v.to_bool().ok())
+}
+
+fn string_array(path: &Path, content: &Content, key: &str) -> Result<Vec<String>> {
+    let values = meta(content, key)
+        .ok_or_else(|| ModelError::config(path, key, "missing"))?
+        .to_vec()
+        .map_err(|e| ModelError::config(path, key, e))?;
+    values.iter().map(|v| v.to_string().cloned().map_err(|e| ModelError::config(path, key, e))).collect()
+}
+
+fn number_array(path: &Path, content: &Content, key: &str) -> Result<Option<Vec<f64>>> {
+    let Some(v) = meta(content, key) else { return Ok(None) };
+    let values = v.to_vec().map_err(|e| ModelError::config(path, key, e))?;
+    values
+        .iter()
+        .map(|v| {
+            v.to_f64()
+                .or_else(|_| v.to_f32().map(f64::from))
+                .or_else(|_| v.to_i32().map(f64::from))
+                .or_else(|_| v.to_u32().map(f64::from))
+                .map_err(|e| ModelError::config(path, key, e))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// Merges of a SentencePiece vocabulary, from its scores: every split of a piece into two pieces
+/// that are both in the vocabulary, ordered by the merged piece's score (highest first), ties by
+/// the lengths of the parts — transformers' `generate_merges`.
+pub fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<(String, String)> {
+    let vocab: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    // Python iterates a dict built from (piece, score) pairs: a later duplicate piece keeps the
+    // first position but the last score.
+    let mut order: Vec<&str> = Vec::new();
+    let mut score_of: HashMap<&str, f64> = HashMap::new();
+    for (t, &s) in tokens.iter().zip(scores) {
+        if score_of.insert(t.as_str(), s).is_none() {
+            order.push(t.as_str());
+        }
+    }
+    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    for piece in order {
+        let mut local: Vec<(&str, &str, f64)> = piece
+            .char_indices()
+            .skip(1)
+            .map(|(i, _)| (&piece[..i], &piece[i..]))
+            .filter(|(l, r)| vocab.contains_key(l) && vocab.contains_key(r))
+            .map(|(l, r)| (l, r, score_of[piece]))
+            .collect();
+        local.sort_by_key(|(l, r, _)| (vocab[l], vocab[r]));
+        merges.extend(local);
+    }
+    let key = |m: &(&str, &str, f64)| (m.2, m.0.chars().count(), m.1.chars().count());
+    // Stable, descending: equal keys keep their order, as Python's sorted(reverse=True) does.
+    merges.sort_by(|a, b| key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal));
+    merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
+}
+
+fn byte_level_pre_tokenizer(pre: &str) -> (PreTokenizerWrapper, Option<String>) {
+    let split = |re: &str| -> PreTokenizerWrapper {
+        let split = Split::new(tokenizers::pre_tokenizers::split::SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
+            .expect("built-in regex compiles");
+        Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
+    };
+    match pre {
+        "gpt2" | "default" | "gpt-2" => (ByteLevel::new(false, true, true).into(), None),
+        "smollm" => {
+            (Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(), None)
+        }
+        "llama-bpe" | "llama3" | "llama-v3" => (split(LLAMA3_REGEX), None),
+        "qwen2" | "deepseek-r1-qwen" => (split(QWEN2_REGEX), None),
+        other => (
+            ByteLevel::new(false, true, true).into(),
+            Some(format!("tokenizer.ggml.pre `{other}` is not known to graft: using GPT-2's pre-tokenizer")),
+        ),
+    }
+}
+
+/// The tokenizer stored in a GGUF file, plus warnings about approximations made.
+pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer, Vec<String>)> {
+    let model = meta(content, "tokenizer.ggml.model")
+        .ok_or_else(|| ModelError::config(path, "tokenizer.ggml.model", "missing: the file carries no tokenizer"))?
+        .to_string()
+        .map_err(|e| ModelError::config(path, "tokenizer.ggml.model", e))?
+        .clone();
+    let tokens = string_array(path, content, "tokenizer.ggml.tokens")?;
+    let types = number_array(path, content, "tokenizer.ggml.token_type")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t as i64)
+        .collect::<Vec<_>>();
+    let bos_id = meta_u32(content, "tokenizer.ggml.bos_token_id");
+    let eos_id = meta_u32(content, "tokenizer.ggml.eos_token_id");
+    let token = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned());
+    let mut warnings = Vec::new();
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+
+    let (mut inner, default_bos) = match model.as_str() {
+        "gpt2" => {
+            let merges = string_array(path, content, "tokenizer.ggml.merges")?
+                .into_iter()
+                .map(|m| match m.split_once(' ') {
+                    Some((l, r)) => Ok((l.to_string(), r.to_string())),
+                    None => Err(ModelError::config(path, "tokenizer.ggml.merges", format!("merge `{m}` has no space"))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let bpe = BPE::builder()
+                .vocab_and_merges(vocab, merges)
+                .build()
+                .map_err(|e| ModelError::config(path, "tokenizer.ggml.merges", e))?;
+            let pre = meta(content, "tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+            let (pre_tokenizer, warning) = byte_level_pre_tokenizer(&pre);
+            warnings.extend(warning);
+            let mut t = tokenizers::Tokenizer::new(bpe);
+            t.with_pre_tokenizer(Some(pre_tokenizer));
+            t.with_decoder(Some(ByteLevelDecoder::default()));
+            (t, false)
+        }
+        "llama" => {
+            let scores = number_array(path, content, "tokenizer.ggml.scores")?
+                .ok_or_else(|| ModelError::config(path, "tokenizer.ggml.scores", "missing (needed for a `llama` tokenizer)"))?;
+            if scores.len() != tokens.len() {
+                return Err(ModelError::config(path, "tokenizer.ggml.scores", format!("{} scores for {} tokens", scores.len(), tokens.len())));
+            }
+            let merges = merges_from_scores(&tokens, &scores);
+            let unk = token(meta_u32(content, "tokenizer.ggml.unknown_token_id")).unwrap_or_else(|| "<unk>".into());
+            let bpe = BPE::builder()
+                .vocab_and_merges(vocab, merges)
+                .unk_token(unk)
+                .fuse_unk(true)
+                .byte_fallback(true)
+                .build()
+                .map_err(|e| ModelError::config(path, "tokenizer.ggml.tokens", e))?;
+            let prefix = meta_bool(content, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
+            let mut normalizers = Vec::new();
+            if prefix {
+                normalizers.push(Prepend::new("▁".into()).into());
+            }
+            normalizers.push(Replace::new(" ", "▁").expect("literal pattern").into());
+            let mut decoders: Vec<DecoderWrapper> = vec![
+                Replace::new("▁", " ").expect("literal pattern").into(),
+                ByteFallback::new().into(),
+                Fuse::new().into(),
+            ];
+            if prefix {
+                decoders.push(Strip::new(' ', 1, 0).into());
+            }
+            let mut t = tokenizers::Tokenizer::new(bpe);
+            t.with_normalizer(Some(NormalizerSequence::new(normalizers)))
+                .map_err(|e| ModelError::config(path, "tokenizer.ggml.add_space_prefix", e))?;
+            t.with_decoder(Some(DecoderSequence::new(decoders)));
+            (t, true)
+        }
+        other => {
+            return Err(ModelError::config(path, "tokenizer.ggml.model", format!("`{other}` is not supported (gpt2, llama)")))
+        }
+    };
+
+    // Control tokens are matched whole and skipped when decoding with skip_special; user-defined
+    // ones are matched whole but kept.
+    let added: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types.iter())
+        .filter(|(_, &ty)| ty == CONTROL || ty == USER_DEFINED)
+        .map(|(t, &ty)| AddedToken::from(t.clone(), ty == CONTROL).normalized(false))
+        .collect();
+    let (special, normal): (Vec<_>, Vec<_>) = added.into_iter().partition(|t| t.special);
+    let err = |e| ModelError::config(path, "tokenizer.ggml.token_type", e);
+    inner.add_special_tokens(special).map_err(err)?;
+    inner.add_tokens(normal).map_err(err)?;
+
+    let add_bos = meta_bool(content, "tokenizer.ggml.add_bos_token").unwrap_or(default_bos);
+    let add_eos = meta_bool(content, "tokenizer.ggml.add_eos_token").unwrap_or(false);
+    let (bos_token, eos_token) = (token(bos_id), token(eos_id));
+    if add_bos || add_eos {
+        let mut single = Vec::new();
+        let mut specials = Vec::new();
+        if let (true, Some(b), Some(id)) = (add_bos, &bos_token, bos_id) {
+            single.push(b.clone());
+            specials.push((b.clone(), id));
+        }
+        single.push("$A".to_string());
+        if let (true, Some(e), Some(id)) = (add_eos, &eos_token, eos_id) {
+            single.push(e.clone());
+            specials.push((e.clone(), id));
+        }
+        let post = TemplateProcessing::builder()
+            .try_single(single.join(" "))
+            .map_err(|e| ModelError::config(path, "tokenizer.ggml.add_bos_token", e))?
+            .special_tokens(specials)
+            .build()
+            .map_err(|e| ModelError::config(path, "tokenizer.ggml.add_bos_token", e))?;
+        inner.with_post_processor(Some(post));
+    }
+    let chat_template = meta(content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+    Ok((
+        Tokenizer {
+            inner,
+            bos_token,
+            eos_token,
+            bos_id,
+            eos_id,
+            add_bos_token: None,
+            chat_template,
+            source: path.to_path_buf(),
+        },
+        warnings,
+    ))
+}

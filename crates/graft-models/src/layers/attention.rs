@@ -1,0 +1,129 @@
+//! Causal self-attention with GQA, optional QK-norm, soft-capping and sliding windows — the eager
+//! path of transformers, written with differentiable ops.
+//!
+//! Shapes: B batch, T new positions, S = cached + new positions, H query heads, K kv heads,
+//! R = H / K queries per kv head, D head_dim, C hidden.
+//! x (B, T, C) → q (B, H, T, D), k/v (B, K, S, D) → scores (B, K, R·T, S) → out (B, T, C).
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::{kv_cache::KvCache, linear::Linear, norm::RmsNorm, rope};
+use crate::config::{DecoderConfig, QkNorm};
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    qk_norm: QkNorm,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    scale: f64,
+    softcap: Option<f64>,
+    dropout: f64,
+}
+
+impl Attention {
+    pub fn new(vb: VarBuilder, cfg: &DecoderConfig) -> Result<Self> {
+        let (c, h, k, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (q_norm_size, k_norm_size) = match cfg.qk_norm {
+            QkNorm::None => (0, 0),
+            QkNorm::PerHead => (d, d),
+            QkNorm::Full => (h * d, k * d),
+        };
+        let norm = |name: &str, size: usize| -> Result<Option<RmsNorm>> {
+            if size == 0 {
+                return Ok(None);
+            }
+            RmsNorm::new(vb.pp(name), size, cfg.rms_norm_eps, cfg.norm).map(Some)
+        };
+        Ok(Self {
+            q_proj: Linear::new(vb.pp("q_proj"), c, h * d, cfg.qkv_bias)?,
+            k_proj: Linear::new(vb.pp("k_proj"), c, k * d, cfg.qkv_bias)?,
+            v_proj: Linear::new(vb.pp("v_proj"), c, k * d, cfg.qkv_bias)?,
+            o_proj: Linear::new(vb.pp("o_proj"), h * d, c, cfg.o_bias)?,
+            q_norm: norm("q_norm", q_norm_size)?,
+            k_norm: norm("k_norm", k_norm_size)?,
+            qk_norm: cfg.qk_norm,
+            heads: h,
+            kv_heads: k,
+            head_dim: d,
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_softcap,
+            dropout: cfg.attention_dropout,
+        })
+    }
+
+    /// `mask` is additive, (T, S): 0 where a query may see a key, -inf elsewhere.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, k, d) = (self.heads, self.kv_heads, self.head_dim);
+        let mut q = self.q_proj.forward(x)?;
+        let mut kk = self.k_proj.forward(x)?;
+        let v = self.v_proj.forward(x)?;
+        if self.qk_norm == QkNorm::Full {
+            q = self.q_norm.as_ref().expect("q_norm").forward(&q)?;
+            kk = self.k_norm.as_ref().expect("k_norm").forward(&kk)?;
+        }
+        let mut q = q.reshape((b, t, h, d))?;
+        let mut kk = kk.reshape((b, t, k, d))?;
+        if self.qk_norm == QkNorm::PerHead {
+            q = self.q_norm.as_ref().expect("q_norm").forward(&q)?;
+            kk = self.k_norm.as_ref().expect("k_norm").forward(&kk)?;
+        }
+        let q = rope::apply(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
+        let kk = rope::apply(&kk.transpose(1, 2)?.contiguous()?, cos, sin)?;
+        let v = v.reshape((b, t, k, d))?.transpose(1, 2)?.contiguous()?;
+        let (kk, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &kk, &v)?,
+            None => (kk, v),
+        };
+        let s = kk.dim(2)?;
+        let r = h / k;
+
+        // Query heads h = kv·R + r share kv head kv (HF's repeat_kv order): fold R into the rows.
+        let q = q.reshape((b, k, r * t, d))?;
+        let mut scores = (q.matmul(&kk.t()?)? * self.scale)?;
+        if let Some(cap) = self.softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        let scores = scores.to_dtype(DType::F32)?.reshape((b, k, r, t, s))?.broadcast_add(mask)?;
+        let mut probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(x.dtype())?;
+        if train && self.dropout > 0.0 {
+            probs = candle_nn::ops::dropout(&probs, self.dropout as f32)?;
+        }
+        let out = probs.reshape((b, k, r * t, s))?.matmul(&v)?; // (B, K, R·T, D)
+        let out = out.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// Additive causal mask (T, S) for `t` new positions after `past` cached ones; `window` keeps only the
+/// last `window` keys of each query (itself included), as transformers' sliding-window masks do.
+pub fn causal_mask(t: usize, past: usize, window: Option<usize>, device: &candle_core::Device) -> Result<Tensor> {
+    let s = past + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            let qi = past + i;
+            (0..s).map(move |j| {
+                let visible = j <= qi && window.is_none_or(|w| qi - j < w);
+                if visible { 0.0 } else { f32::NEG_INFINITY }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, s), device)
+}

@@ -1,0 +1,37 @@
+//! Gated MLP: `down(act(gate(x)) * up(x))` — SwiGLU with SiLU, GeGLU with GELU.
+//! Shapes: x (B, T, C) → (B, T, C) through (B, T, I).
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::linear::Linear;
+use crate::config::Activation;
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+    pub act: Activation,
+}
+
+impl Mlp {
+    pub fn new(vb: VarBuilder, hidden: usize, intermediate: usize, bias: bool, act: Activation) -> Result<Self> {
+        Ok(Self {
+            gate_proj: Linear::new(vb.pp("gate_proj"), hidden, intermediate, bias)?,
+            up_proj: Linear::new(vb.pp("up_proj"), hidden, intermediate, bias)?,
+            down_proj: Linear::new(vb.pp("down_proj"), intermediate, hidden, bias)?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?;
+        let gate = match self.act {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gate.gelu()?,
+            Activation::Gelu => gate.gelu_erf()?,
+        };
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}

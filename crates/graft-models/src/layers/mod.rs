@@ -1,0 +1,9 @@
+//! Building blocks shared by every decoder family. All of them are composed of differentiable candle
+//! ops (no fused op that detaches, see DESIGN.md "candle landmines").
+
+pub mod attention;
+pub mod kv_cache;
+pub mod linear;
+pub mod mlp;
+pub mod norm;
+pub mod rope;

@@ -1,0 +1,29 @@
+//! graft-models: decoder families faithful to transformers, usable for training (every op
+//! differentiable, logits for every position, caller-owned KV cache) and for inference; loading from
+//! HF directories and GGUF files, saving HF directories.
+
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod gemma;
+pub mod gemma2;
+pub mod gemma3;
+pub mod gguf;
+pub mod gguf_tokenizer;
+pub mod layers;
+pub mod llama;
+pub mod load;
+pub mod mistral;
+pub mod olmo2;
+pub mod qwen2;
+pub mod registry;
+pub mod save;
+pub mod score;
+pub mod tokenizer;
+
+pub use config::DecoderConfig;
+pub use decoder::{next_token_logprobs, Decoder};
+pub use error::{ModelError, Result};
+pub use layers::kv_cache::KvCache;
+pub use load::{GenerationConfig, ModelSource};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,173 @@
+//! Opening a model path: an HF directory (`config.json`, `model.safetensors` or a sharded index,
+//! memory-mapped; tokenizer files; `generation_config.json`) or a `.gguf` file. Every failure names
+//! the file and what is wrong with it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde_json::Value;
+
+use crate::config::DecoderConfig;
+use crate::decoder::Decoder;
+use crate::tokenizer::Tokenizer;
+use crate::{gguf, gguf_tokenizer, registry, ModelError, Result};
+
+/// What decoding needs from `generation_config.json` (or, failing that, `config.json`).
+#[derive(Debug, Clone, Default)]
+pub struct GenerationConfig {
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+fn ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub enum Weights {
+    /// Safetensors files, memory-mapped when the model is built.
+    Safetensors(Vec<PathBuf>),
+    /// Already materialised tensors under HF keys (dequantized GGUF).
+    Tensors(HashMap<String, Tensor>),
+}
+
+/// A model path opened and validated, weights not yet built into a model.
+pub struct ModelSource {
+    pub path: PathBuf,
+    /// HF `config.json` (synthesised from metadata for GGUF files).
+    pub config_json: Value,
+    pub config: DecoderConfig,
+    pub weights: Weights,
+    pub tokenizer: Option<Tokenizer>,
+    /// Why the tokenizer could not be loaded, when it could not.
+    pub tokenizer_error: Option<String>,
+    pub generation: GenerationConfig,
+    /// Approximations the loader had to make, for the CLI to show.
+    pub warnings: Vec<String>,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, e))?;
+    serde_json::from_str(&text).map_err(|e| ModelError::file(path, format!("invalid JSON: {e}")))
+}
+
+impl ModelSource {
+    /// Opens an HF directory or a `.gguf` file. GGUF tensors are dequantized to `dtype` here.
+    pub fn open(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        if !path.exists() {
+            return Err(ModelError::file(path, "no such file or directory"));
+        }
+        if path.is_dir() {
+            Self::open_hf_dir(path)
+        } else {
+            Self::open_gguf(path, dtype, device)
+        }
+    }
+
+    fn open_hf_dir(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        if !config_path.exists() {
+            return Err(ModelError::file(&config_path, "missing: not an HF model directory"));
+        }
+        let config_json = read_json(&config_path)?;
+        let config = registry::decoder_config(&config_path, &config_json)?;
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let files = if single.exists() {
+            vec![single]
+        } else if index.exists() {
+            let map = read_json(&index)?;
+            let weight_map = map
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| ModelError::config(&index, "weight_map", "missing or not an object"))?;
+            let names: BTreeSet<&str> = weight_map.values().filter_map(Value::as_str).collect();
+            let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
+            if let Some(missing) = files.iter().find(|f| !f.exists()) {
+                return Err(ModelError::file(missing, format!("missing: listed in {}", index.display())));
+            }
+            files
+        } else {
+            return Err(ModelError::file(dir, "no model.safetensors or model.safetensors.index.json"));
+        };
+        let (tokenizer, tokenizer_error) = match Tokenizer::from_hf_dir(dir) {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let gen_path = dir.join("generation_config.json");
+        let gen_json = if gen_path.exists() { read_json(&gen_path)? } else { Value::Null };
+        let generation = generation_config(&gen_json, &config_json, tokenizer.as_ref());
+        Ok(Self {
+            path: dir.to_path_buf(),
+            config_json,
+            config,
+            weights: Weights::Safetensors(files),
+            tokenizer,
+            tokenizer_error,
+            generation,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn open_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let content = gguf::read_content(path)?;
+        let config_json = gguf::config_json(path, &content)?;
+        let config = registry::decoder_config(path, &config_json)?;
+        let tensors = gguf::load_tensors(path, &content, &config_json, dtype, device)?;
+        let (tokenizer, tokenizer_error, warnings) = match gguf_tokenizer::tokenizer_from_gguf(path, &content) {
+            Ok((t, w)) => (Some(t), None, w),
+            Err(e) => (None, Some(e.to_string()), Vec::new()),
+        };
+        let generation = generation_config(&Value::Null, &config_json, tokenizer.as_ref());
+        Ok(Self {
+            path: path.to_path_buf(),
+            config_json,
+            config,
+            weights: Weights::Tensors(tensors),
+            tokenizer,
+            tokenizer_error,
+            generation,
+            warnings,
+        })
+    }
+
+    /// A VarBuilder over the weights whose keys are the HF checkpoint keys.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+        match &self.weights {
+            // SAFETY: the files are memory-mapped read-only; graft never writes to a model it reads.
+            Weights::Safetensors(files) => unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
+                .map_err(|e| ModelError::file(&files[0], format!("corrupt safetensors: {e}"))),
+            Weights::Tensors(t) => Ok(VarBuilder::from_tensors(t.clone(), dtype, device)),
+        }
+    }
+
+    /// Builds the model in `dtype` on `device`.
+    pub fn build(&self, dtype: DType, device: &Device) -> Result<Decoder> {
+        let vb = self.var_builder(dtype, device)?;
+        Decoder::new(&self.config, vb).map_err(|e| ModelError::file(&self.path, format!("weights do not fit config: {e}")))
+    }
+
+    /// The tokenizer, or an error that says why there is none.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            ModelError::file(&self.path, self.tokenizer_error.clone().unwrap_or_else(|| "no tokenizer".into()))
+        })
+    }
+}
+
+fn generation_config(gen: &Value, config: &Value, tokenizer: Option<&Tokenizer>) -> GenerationConfig {
+    let mut eos = ids(gen.get("eos_token_id"));
+    if eos.is_empty() {
+        eos = ids(config.get("eos_token_id"));
+    }
+    if eos.is_empty() {
+        eos.extend(tokenizer.and_then(|t| t.eos_id));
+    }
+    let bos = ids(gen.get("bos_token_id")).first().copied().or(ids(config.get("bos_token_id")).first().copied());
+    GenerationConfig { bos_token_id: bos.or(tokenizer.and_then(|t| t.bos_id)), eos_token_ids: eos }
+}
