@@ -23,8 +23,9 @@ fn model() -> String {
     fixture("models/llama").display().to_string()
 }
 
-/// Runs `graft score` on the texts of score_expected.jsonl and checks ids and log-probs.
-fn check_score(model_path: &str, tol: f64) {
+/// Runs `graft score` on the rows of score_expected.jsonl — as text, or as the token ids transformers
+/// produced — and checks ids and log-probs.
+fn check_score(model_path: &str, by_text: bool, tol: f64) {
     let dir = tempfile::tempdir().unwrap();
     let expected: Vec<Value> = std::fs::read_to_string(fixture("models/llama/score_expected.jsonl"))
         .unwrap()
@@ -32,7 +33,13 @@ fn check_score(model_path: &str, tol: f64) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let input = dir.path().join("in.jsonl");
-    let rows: Vec<String> = expected.iter().map(|e| serde_json::json!({"text": e["text"]}).to_string()).collect();
+    let rows: Vec<String> = expected
+        .iter()
+        .map(|e| match by_text {
+            true => serde_json::json!({"text": e["text"]}).to_string(),
+            false => serde_json::json!({"input_ids": e["input_ids"]}).to_string(),
+        })
+        .collect();
     std::fs::write(&input, rows.join("\n")).unwrap();
     let output = dir.path().join("out.jsonl");
     let o = graft(&["score", "--model", model_path, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
@@ -55,14 +62,15 @@ fn check_score(model_path: &str, tol: f64) {
 
 #[test]
 fn score_matches_transformers() {
-    check_score(&model(), 1e-4);
+    check_score(&model(), true, 1e-4);
 }
 
 #[test]
 fn score_from_gguf_matches_transformers() {
-    // The same model converted by llama.cpp's convert_hf_to_gguf.py (f32): tokenizer rebuilt from
-    // metadata, q/k un-permuted.
-    check_score(&fixture("models/llama.gguf").display().to_string(), 1e-4);
+    // The same model converted by llama.cpp's convert_hf_to_gguf.py (f32), q/k rows un-permuted on
+    // load. Ids are given: the converter stores placeholder scores (-1000) for this tiny tokenizer, so
+    // its SentencePiece merges cannot be rebuilt; real GGUF tokenizers are checked in real_models.rs.
+    check_score(&fixture("models/llama.gguf").display().to_string(), false, 1e-4);
 }
 
 #[test]
@@ -121,30 +129,33 @@ fn missing_model_is_a_one_line_error() {
     assert_user_error(&o, &["/no/such/model"]);
 }
 
-fn check_chat(model_path: &str) {
+fn check_chat(model_path: &str, check_ids: bool) {
     let expected = read_json("models/llama/chat_expected.json");
     let o = graft(&[
         "generate", "--model", model_path, "--system", "You are terse.", "--chat", "Hi there",
-        "--max-new-tokens", &expected["greedy_ids"].as_array().unwrap().len().to_string(), "--json",
+        "--max-new-tokens", &expected["greedy_new_ids"].as_array().unwrap().len().to_string(), "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let got: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(got["prompt"], expected["prompt"], "chat template rendering");
+    if !check_ids {
+        return;
+    }
     assert_eq!(got["prompt_ids"], expected["prompt_ids"], "prompt tokenization");
     // transformers' greedy generate stops at EOS too; compare the common prefix it produced.
-    let want = expected["greedy_ids"].as_array().unwrap();
+    let want = expected["greedy_new_ids"].as_array().unwrap();
     let have = got["completion_ids"].as_array().unwrap();
     assert_eq!(&have[..], &want[..have.len()], "greedy ids");
 }
 
 #[test]
 fn generate_chat_matches_transformers_greedy() {
-    check_chat(&model());
+    check_chat(&model(), true);
 }
 
 #[test]
-fn generate_chat_from_gguf_matches_transformers_greedy() {
-    check_chat(&fixture("models/llama.gguf").display().to_string());
+fn generate_chat_template_from_gguf_metadata() {
+    check_chat(&fixture("models/llama.gguf").display().to_string(), false);
 }
 
 #[test]

@@ -114,3 +114,18 @@ fn transformers_4_config_layout_reads_the_same() {
         assert_eq!(read("config.json"), read("config_legacy.json"), "{name}");
     }
 }
+
+#[test]
+fn gguf_files_match_transformers() {
+    // llama.cpp's convert_hf_to_gguf.py output of the llama fixture: f32 (compared with the HF
+    // reference), and Q8_0 (compared with transformers run on the dequantized Q8_0 weights).
+    for (file, expected) in [("llama.gguf", "llama/expected.json"), ("llama-q8_0.gguf", "llama-q8_0.expected.json")] {
+        let expected = read_json(&format!("models/{expected}"));
+        let source = ModelSource::open(&fixture(&format!("models/{file}")), DType::F32, &Device::Cpu).unwrap();
+        let model = source.build(DType::F32, &Device::Cpu).unwrap();
+        let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
+        let (values, shape) = json_tensor(&expected["logprobs"]);
+        let want = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+        assert_close!(got, want, 1e-4, "{file} vs {}", expected["reference"]);
+    }
+}
