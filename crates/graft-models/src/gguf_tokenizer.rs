@@ -142,11 +142,15 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
                     None => Err(ModelError::config(path, "tokenizer.ggml.merges", format!("merge `{m}` has no space"))),
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let pre = meta(content, "tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+            // Llama 3's tokenizer.json sets `ignore_merges`: a pre-token found whole in the vocabulary is
+            // one token even when the merges would not build it (llama.cpp does the same for this type).
+            let ignore_merges = matches!(pre.as_str(), "llama-bpe" | "llama3" | "llama-v3");
             let bpe = BPE::builder()
                 .vocab_and_merges(vocab, merges)
+                .ignore_merges(ignore_merges)
                 .build()
                 .map_err(|e| ModelError::config(path, "tokenizer.ggml.merges", e))?;
-            let pre = meta(content, "tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
             let (pre_tokenizer, warning) = byte_level_pre_tokenizer(&pre);
             warnings.extend(warning);
             let mut t = tokenizers::Tokenizer::new(bpe);
