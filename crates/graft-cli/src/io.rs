@@ -31,11 +31,13 @@ impl ModelArgs {
     pub fn load(&self) -> Result<(ModelSource, Decoder, Device)> {
         let device = Device::Cpu;
         let dtype = self.dtype()?;
+        let spinner = spinner(&format!("loading {}", self.model.display()));
         let source = ModelSource::open(&self.model, dtype, &device)?;
+        let model = source.build(dtype, &device)?;
+        spinner.finish_and_clear();
         for w in &source.warnings {
             eprintln!("warning: {}: {w}", self.model.display());
         }
-        let model = source.build(dtype, &device)?;
         Ok((source, model, device))
     }
 }
@@ -84,5 +86,13 @@ pub fn progress(total: u64, unit: &str) -> indicatif::ProgressBar {
     ))
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
+    bar
+}
+
+/// A spinner on stderr for work of unknown length (hidden when stderr is not a terminal).
+pub fn spinner(msg: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(msg.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }

@@ -16,6 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Score(commands::score::Args),
+    Convert(commands::convert::Args),
     Generate(commands::generate::Args),
     Quickstart(commands::quickstart::Args),
 }
@@ -24,6 +25,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Score(a) => commands::score::run(a),
+        Command::Convert(a) => commands::convert::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
     };

@@ -178,3 +178,45 @@ fn quickstart_runs_end_to_end() {
     assert!(stdout(&o).contains("3/3"));
     assert!(Path::new(&out.join("scored.jsonl")).exists());
 }
+
+#[test]
+fn convert_gguf_to_hf_dir_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("from-gguf");
+    let o = graft(&["convert", &fixture("models/llama.gguf").display().to_string(), out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        assert!(out.join(file).exists(), "{file} written");
+    }
+    // The written directory scores like transformers' reference of the original HF model.
+    check_score(out.to_str().unwrap(), false, 1e-4);
+    // …and carries the chat template from the GGUF metadata.
+    check_chat(out.to_str().unwrap(), false);
+    // Never overwrite: a second conversion to the same place is a one-line error.
+    let o = graft(&["convert", &fixture("models/llama.gguf").display().to_string(), out.to_str().unwrap()]);
+    assert_user_error(&o, &["already exists"]);
+}
+
+#[test]
+fn convert_to_bf16_halves_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bf16");
+    let o = graft(&["convert", &model(), out.to_str().unwrap(), "--dtype", "bf16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f32_size = std::fs::metadata(fixture("models/llama/model.safetensors")).unwrap().len();
+    let bf16_size = std::fs::metadata(out.join("model.safetensors")).unwrap().len();
+    assert!(bf16_size * 2 < f32_size + 8192, "{bf16_size} vs {f32_size}");
+    // bf16 weights, bf16 compute: the same argmax-level behaviour, log-probs within bf16 precision.
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"input_ids\": [1, 5, 7, 9, 11, 13]}\n").unwrap();
+    let score = |m: &str, dtype: &str| -> Vec<f64> {
+        let o = graft(&["score", "--model", m, "--input", input.to_str().unwrap(), "--dtype", dtype]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        v["token_logprobs"].as_array().unwrap()[1..].iter().map(|x| x.as_f64().unwrap()).collect()
+    };
+    let (a, b) = (score(&model(), "f32"), score(out.to_str().unwrap(), "bf16"));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 0.1, "f32 {x} vs bf16 {y}");
+    }
+}

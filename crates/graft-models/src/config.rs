@@ -238,11 +238,11 @@ impl CommonFields {
         let act = Activation::from_hf(act).ok_or(format!("activation `{act}` is not supported"))?;
         let heads = self.num_attention_heads;
         let kv_heads = self.num_key_value_heads.unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(format!("num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"));
         }
         let head_dim = self.head_dim();
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(format!("head_dim ({head_dim}) must be even for rotary embeddings"));
         }
         let rope = self.rope(None, 10_000.0)?;

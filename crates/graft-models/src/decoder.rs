@@ -152,10 +152,10 @@ impl Decoder {
         let mut masks: HashMap<Option<usize>, Tensor> = HashMap::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let window = self.cfg.layers[i].sliding_window;
-            if !masks.contains_key(&window) {
-                masks.insert(window, causal_mask(t, past, window, device)?);
-            }
-            let mask = &masks[&window];
+            let mask = match masks.entry(window) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(causal_mask(t, past, window, device)?),
+            };
             let (cos, sin) = &cos_sin[self.layer_rope[i]];
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             x = layer.forward(&x, |h| layer.self_attn.forward(h, cos, sin, mask, layer_cache, train))?;

@@ -36,3 +36,76 @@ pub fn save_hf_dir(out: &Path, config_json: &Value, tensors: &HashMap<String, Te
     }
     result
 }
+
+impl crate::ModelSource {
+    /// All weights under their HF keys, in `dtype`.
+    pub fn tensors(&self, dtype: candle_core::DType) -> Result<HashMap<String, Tensor>> {
+        let convert = |name: &str, t: Tensor| t.to_dtype(dtype).map_err(|e| ModelError::tensor(&self.path, name, e));
+        let mut out = HashMap::new();
+        match &self.weights {
+            crate::load::Weights::Tensors(map) => {
+                for (name, t) in map {
+                    out.insert(name.clone(), convert(name, t.clone())?);
+                }
+            }
+            crate::load::Weights::Safetensors(files) => {
+                for file in files {
+                    let map = candle_core::safetensors::load(file, &candle_core::Device::Cpu)
+                        .map_err(|e| ModelError::file(file, format!("corrupt safetensors: {e}")))?;
+                    for (name, t) in map {
+                        let t = convert(&name, t)?;
+                        out.insert(name, t);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes this model as an HF directory: config, weights in `dtype`, and the tokenizer files
+    /// (`tokenizer.json`, a `tokenizer_config.json` with BOS/EOS and the chat template,
+    /// `generation_config.json`) when a tokenizer is known.
+    pub fn save_hf(&self, out: &Path, dtype: candle_core::DType) -> Result<()> {
+        let mut config = self.config_json.clone();
+        if let Some(obj) = config.as_object_mut() {
+            let name = match dtype {
+                candle_core::DType::BF16 => "bfloat16",
+                candle_core::DType::F16 => "float16",
+                _ => "float32",
+            };
+            obj.insert("dtype".into(), name.into());
+        }
+        let mut extra = Vec::new();
+        if let Some(tok) = &self.tokenizer {
+            let json = tok.inner.to_string(true).map_err(|e| ModelError::file(&tok.source, e))?;
+            extra.push(("tokenizer.json", json));
+            let mut cfg = serde_json::Map::new();
+            cfg.insert("tokenizer_class".into(), "PreTrainedTokenizerFast".into());
+            if let Some(b) = &tok.bos_token {
+                cfg.insert("bos_token".into(), b.clone().into());
+            }
+            if let Some(e) = &tok.eos_token {
+                cfg.insert("eos_token".into(), e.clone().into());
+            }
+            if let Some(t) = &tok.chat_template {
+                cfg.insert("chat_template".into(), t.clone().into());
+            }
+            extra.push(("tokenizer_config.json", serde_json::to_string_pretty(&cfg).unwrap_or_default()));
+        }
+        let mut gen = serde_json::Map::new();
+        if let Some(b) = self.generation.bos_token_id {
+            gen.insert("bos_token_id".into(), b.into());
+        }
+        match self.generation.eos_token_ids.as_slice() {
+            [] => {}
+            [one] => {
+                gen.insert("eos_token_id".into(), (*one).into());
+            }
+            many => {
+                gen.insert("eos_token_id".into(), many.to_vec().into());
+            }
+        }
+        extra.push(("generation_config.json", serde_json::to_string_pretty(&gen).unwrap_or_default()));
+        save_hf_dir(out, &config, &self.tensors(dtype)?, &extra)
+    }
+}

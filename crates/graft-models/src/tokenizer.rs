@@ -1,5 +1,5 @@
 //! The tokenizer of a model path: HF's `tokenizer.json` run by the `tokenizers` crate (the same Rust
-//! code transformers uses), plus what `tokenizer_config.json` adds — BOS/EOS, `add_bos_token`, and the
+//! code transformers uses), plus what `tokenizer_config.json` adds — the BOS/EOS tokens and the
 //! chat template. GGUF files rebuild the same thing from their metadata (`gguf_tokenizer.rs`).
 
 use std::path::{Path, PathBuf};
@@ -15,8 +15,6 @@ pub struct Tokenizer {
     pub eos_token: Option<String>,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
-    /// `Some(b)` when the config forces BOS on or off regardless of the post-processor.
-    pub add_bos_token: Option<bool>,
     pub chat_template: Option<String>,
     /// Where it came from, for error messages.
     pub source: PathBuf,
@@ -69,29 +67,18 @@ impl Tokenizer {
             eos_id: id(&eos_token),
             bos_token,
             eos_token,
-            add_bos_token: config.get("add_bos_token").and_then(Value::as_bool),
             chat_template,
             source: path,
             inner,
         })
     }
 
-    /// Token ids of `text`; with `add_special`, as `tokenizer(text)` gives them in transformers.
+    /// Token ids of `text`; with `add_special`, as `tokenizer(text)` gives them in transformers 5:
+    /// BOS/EOS come from `tokenizer.json`'s post-processor alone (transformers 5.24 ignores
+    /// `add_bos_token` in `tokenizer_config.json`; checked for the generic, Llama and Gemma classes).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, add_special).map_err(|e| ModelError::file(&self.source, e))?;
-        let mut ids = enc.get_ids().to_vec();
-        if add_special {
-            if let (Some(add), Some(bos)) = (self.add_bos_token, self.bos_id) {
-                let has_bos = ids.first() == Some(&bos);
-                let literal_bos = self.bos_token.as_deref().is_some_and(|b| text.starts_with(b));
-                if add && !has_bos {
-                    ids.insert(0, bos);
-                } else if !add && has_bos && !literal_bos {
-                    ids.remove(0);
-                }
-            }
-        }
-        Ok(ids)
+        Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {

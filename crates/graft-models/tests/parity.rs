@@ -129,3 +129,18 @@ fn gguf_files_match_transformers() {
         assert_close!(got, want, 1e-4, "{file} vs {}", expected["reference"]);
     }
 }
+
+#[test]
+fn attention_dropout_applies_only_in_training() {
+    let dir = fixture("models/llama");
+    let source = ModelSource::open(&dir, DType::F32, &Device::Cpu).unwrap();
+    let mut cfg = source.config.clone();
+    cfg.attention_dropout = 0.5;
+    let model = Decoder::new(&cfg, source.var_builder(DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let ids = Tensor::new(&[[1u32, 5, 9, 3, 7, 2]], &Device::Cpu).unwrap();
+    let eval_a = model.forward(&ids, None, false).unwrap();
+    let eval_b = model.forward(&ids, None, false).unwrap();
+    assert_close!(eval_a, eval_b, 0.0, "eval is deterministic");
+    let train = model.forward(&ids, None, true).unwrap();
+    assert!(graft_testkit::max_abs_diff(&train, &eval_a) > 1e-3, "dropout changes training forwards");
+}

@@ -1,3 +1,4 @@
+pub mod convert;
 pub mod generate;
 pub mod quickstart;
 pub mod score;
