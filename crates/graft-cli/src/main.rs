@@ -19,6 +19,7 @@ enum Command {
     Convert(commands::convert::Args),
     Generate(commands::generate::Args),
     Quickstart(commands::quickstart::Args),
+    Bench(commands::bench::Args),
 }
 
 fn main() {
@@ -28,6 +29,7 @@ fn main() {
         Command::Convert(a) => commands::convert::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     };
     if let Err(e) = result {
         // One line: the chain joined, newlines flattened.

@@ -75,7 +75,8 @@ pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
         }
     }
     if has_tensor("rope_freqs.weight") {
-        return Err(ModelError::tensor(path, "rope_freqs.weight", "per-frequency rope factors (Llama 3.1 style) are not supported yet; convert from the HF directory instead"));
+        let theta = c["rope_theta"].as_f64().unwrap_or(10_000.0);
+        c.insert("rope_scaling".into(), llama3_scaling(path, content, theta, head_dim)?);
     }
     c.insert("tie_word_embeddings".into(), json!(!has_tensor("output.weight")));
     c.insert("attention_bias".into(), json!(has_tensor("blk.0.attn_q.bias")));
@@ -91,7 +92,7 @@ pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
         c.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
     }
     if arch == "gemma3" {
-        c.insert("rope_local_base_freq".into(), json!(10_000.0));
+        c.insert("rope_local_base_freq".into(), json!(get("rope.freq_base_swa").unwrap_or(10_000.0)));
         c.insert("sliding_window_pattern".into(), json!(6));
     }
     let tok = |key: &str| content.metadata.get(key).and_then(num).map(|v| v as u32);
@@ -102,6 +103,42 @@ pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
         c.insert("eos_token_id".into(), json!(id));
     }
     Ok(Json::Object(c))
+}
+
+/// llama.cpp stores Llama 3.x rope scaling as `rope_freqs.weight`, one divisor per frequency pair,
+/// not as parameters. Recover HF's `rope_scaling` by finding the llama3 parameters that reproduce the
+/// divisors (Llama 3.1/3.2 use low 1, high 4, original context 8192; others are searched), so the model
+/// and any HF directory written from it carry the exact scaling.
+fn llama3_scaling(path: &Path, content: &Content, theta: f64, head_dim: usize) -> Result<Json> {
+    let name = "rope_freqs.weight";
+    let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
+    let divisors: Vec<f32> = content
+        .tensor(&mut file, name, &Device::Cpu)
+        .and_then(|q| q.dequantize(&Device::Cpu))
+        .and_then(|t| t.flatten_all()?.to_vec1())
+        .map_err(|e| ModelError::tensor(path, name, e))?;
+    let factor = divisors.iter().copied().fold(1.0f32, f32::max) as f64;
+    let base = crate::config::Rope::new(theta, head_dim, None).map_err(|e| ModelError::tensor(path, name, e))?;
+    for (low, high) in [(1.0, 4.0), (1.0, 2.0), (2.0, 4.0)] {
+        for ctx in (4..=20).map(|p| 1usize << p) {
+            let scaling = crate::config::RopeScaling {
+                rope_type: "llama3".into(),
+                factor: Some(factor),
+                low_freq_factor: Some(low),
+                high_freq_factor: Some(high),
+                original_max_position_embeddings: Some(ctx),
+                rope_theta: None,
+            };
+            let Ok(scaled) = crate::config::Rope::new(theta, head_dim, Some(&scaling)) else { continue };
+            let fits = divisors.len() == base.inv_freq.len()
+                && base.inv_freq.iter().zip(&scaled.inv_freq).zip(&divisors).all(|((b, s), &d)| ((b / s) as f32 - d).abs() <= 1e-4 * d);
+            if fits {
+                return Ok(json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                    "high_freq_factor": high, "original_max_position_embeddings": ctx}));
+            }
+        }
+    }
+    Err(ModelError::tensor(path, name, "these rope frequency divisors match no llama3 rope_scaling; graft cannot represent them"))
 }
 
 /// HF key of a GGUF tensor name, for a family whose blocks are `PreNorm` (`ffn_norm` is the pre-MLP

@@ -144,3 +144,68 @@ fn attention_dropout_applies_only_in_training() {
     let train = model.forward(&ids, None, true).unwrap();
     assert!(graft_testkit::max_abs_diff(&train, &eval_a) > 1e-3, "dropout changes training forwards");
 }
+
+#[test]
+fn sharded_checkpoint_loads_like_a_single_file() {
+    // Split the llama fixture into two shards with a `model.safetensors.index.json`, as
+    // save_pretrained(max_shard_size=…) writes them.
+    let src = fixture("models/llama");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let tensors = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+        let sub: std::collections::HashMap<String, Tensor> = part.iter().map(|n| ((*n).clone(), tensors[*n].clone())).collect();
+        candle_core::safetensors::save(&sub, dir.path().join(shard)).unwrap();
+        for n in part {
+            weight_map.insert((*n).clone(), shard.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let expected = read_json("models/llama/expected.json");
+    let source = ModelSource::open(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let model = source.build(DType::F32, &Device::Cpu).unwrap();
+    let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
+    let (values, shape) = json_tensor(&expected["logprobs"]);
+    assert_close!(got, Tensor::from_vec(values, shape, &Device::Cpu).unwrap(), 1e-4, "sharded llama");
+
+    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let e = ModelSource::open(dir.path(), DType::F32, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn every_family_converted_by_llama_cpp_loads_from_gguf() {
+    // tools/fixtures/convert_fixtures_to_gguf.py: llama.cpp's convert_hf_to_gguf.py at f32. These
+    // families' GGUF metadata carries everything the HF config says (llama3 rope via rope_freqs, q/k
+    // permutation, Gemma's +1 norms, OLMo 2's norm placement), so they match transformers' reference.
+    for name in ["llama3_tied", "qwen2", "gemma", "olmo2"] {
+        let expected = read_json(&format!("models/{name}/expected.json"));
+        let source = ModelSource::open(&fixture(&format!("models/{name}.gguf")), DType::F32, &Device::Cpu).unwrap();
+        let model = source.build(DType::F32, &Device::Cpu).unwrap();
+        let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
+        let (values, shape) = json_tensor(&expected["logprobs"]);
+        assert_close!(got, Tensor::from_vec(values, shape, &Device::Cpu).unwrap(), 1e-4, "{name}.gguf");
+    }
+    // GGUF cannot express the rest of these fixtures' settings, and graft reads the files as llama.cpp
+    // does: mistral becomes `llama` without its window (the weights equal the llama fixture's), gemma2
+    // scales queries by head_dim instead of query_pre_attn_scalar = 24, gemma3 uses llama.cpp's 5:1
+    // local/global pattern instead of the fixture's [local, global, local].
+    let mistral = ModelSource::open(&fixture("models/mistral.gguf"), DType::F32, &Device::Cpu).unwrap();
+    let llama = read_json("models/llama/expected.json");
+    let got = mistral.build(DType::F32, &Device::Cpu).unwrap().log_probs(&input_ids(&llama), None, false).unwrap();
+    let (values, shape) = json_tensor(&llama["logprobs"]);
+    assert_close!(got, Tensor::from_vec(values, shape, &Device::Cpu).unwrap(), 1e-4, "mistral.gguf as llama");
+    for name in ["gemma2", "gemma3_text"] {
+        let source = ModelSource::open(&fixture(&format!("models/{name}.gguf")), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(source.config.head_dim as f64, source.config.attn_scale.powi(-2).round(), "{name}");
+        source.build(DType::F32, &Device::Cpu).unwrap();
+    }
+}

@@ -1,0 +1,88 @@
+//! `graft bench`: throughput of scoring (batched full-sequence forward) and KV-cached decoding, median
+//! of several runs after a warm-up. Compare with PyTorch using bench/score_decode.sh.
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use graft_serve::{generate, GenerateOptions};
+use serde_json::json;
+
+use crate::io::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    about = "Measure score and decode throughput (tokens/s) of a model",
+    after_help = "Example:\n  graft bench score --model SmolLM2-135M-Instruct.Q8_0.gguf --batch 4 --seq-len 256\n  graft bench decode --model SmolLM2-135M-Instruct.Q8_0.gguf --new-tokens 64"
+)]
+pub struct Args {
+    /// What to measure: score or decode.
+    pub kind: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Rows per scoring batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Tokens per row (score) or prompt tokens (decode).
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// New tokens per decode run (EOS ignored).
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+    /// Timed runs after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.repeats == 0 || args.seq_len < 2 || args.batch == 0 {
+        bail!("--repeats, --batch must be ≥ 1 and --seq-len ≥ 2");
+    }
+    let (_, model, device) = args.model.load()?;
+    let vocab = model.cfg.vocab_size as u32;
+    // Deterministic pseudo-random ids, spread over the vocabulary.
+    let ids: Vec<u32> = (0..args.batch * args.seq_len).map(|i| (i as u32).wrapping_mul(2_654_435_761) % vocab).collect();
+    let mut rates = Vec::new();
+    for run in 0..=args.repeats {
+        let start = std::time::Instant::now();
+        let tokens = match args.kind.as_str() {
+            "score" => {
+                let t = Tensor::from_slice(&ids, (args.batch, args.seq_len), &device)?;
+                model.log_probs(&t, None, false)?;
+                args.batch * args.seq_len
+            }
+            "decode" => {
+                let prompt = &ids[..args.seq_len];
+                // Prefill is timed apart so the rate is decode-only.
+                let opts = GenerateOptions { max_new_tokens: 1, temperature: 0.0, top_p: 1.0, seed: 0, eos_token_ids: vec![] };
+                let prefill = std::time::Instant::now();
+                generate(&model, prompt, &opts, &device, |_| true)?;
+                let prefill = prefill.elapsed();
+                let opts = GenerateOptions { max_new_tokens: args.new_tokens + 1, ..opts };
+                let all = std::time::Instant::now();
+                generate(&model, prompt, &opts, &device, |_| true)?;
+                let decode = all.elapsed().saturating_sub(prefill).as_secs_f64();
+                if run > 0 {
+                    rates.push(args.new_tokens as f64 / decode);
+                }
+                continue;
+            }
+            other => bail!("bench kind `{other}` is not known (score, decode)"),
+        };
+        if run > 0 {
+            rates.push(tokens as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let m = median(rates.clone());
+    let threads = candle_core::utils::get_num_threads();
+    println!(
+        "{}",
+        json!({"bench": args.kind, "model": args.model.model, "batch": args.batch, "seq_len": args.seq_len,
+               "new_tokens": args.new_tokens, "dtype": args.model.dtype, "threads": threads,
+               "tokens_per_second_median": m, "runs": rates})
+    );
+    Ok(())
+}
