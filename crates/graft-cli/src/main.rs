@@ -18,6 +18,7 @@ enum Command {
     Score(commands::score::Args),
     Convert(commands::convert::Args),
     Generate(commands::generate::Args),
+    Train(commands::train::Args),
     Quickstart(commands::quickstart::Args),
     Bench(commands::bench::Args),
 }
@@ -28,6 +29,7 @@ fn main() {
         Command::Score(a) => commands::score::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::Train(a) => commands::train::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::Bench(a) => commands::bench::run(a),
     };

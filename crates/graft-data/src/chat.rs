@@ -42,23 +42,91 @@ pub fn parse_messages(value: &serde_json::Value) -> Result<Vec<Message>, String>
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template marks assistant output with `{% generation %}…{% endgeneration %}`.
+    pub has_generation_markers: bool,
 }
 
 fn raise_exception(msg: String) -> Result<String, JinjaError> {
     Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
 }
 
+/// Private-use characters standing in for HF's `{% generation %}` / `{% endgeneration %}` tags,
+/// which jinja2 gets from a transformers extension and minijinja does not know.
+const GEN_START: char = '\u{E000}';
+const GEN_END: char = '\u{E001}';
+
+/// Rewrites the generation tags as expressions printing the sentinels, keeping the tags' whitespace
+/// behaviour (`-` trims, and trim_blocks / lstrip_blocks as for any block tag).
+fn replace_generation_tags(template: &str) -> (String, bool) {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    let mut found = false;
+    while let Some(open) = rest.find("{%") {
+        let Some(close_rel) = rest[open..].find("%}") else { break };
+        let close = open + close_rel + 2;
+        let inner = &rest[open + 2..close - 2];
+        let (trim_left, trim_right) = (inner.starts_with('-'), inner.ends_with('-'));
+        let word = inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        let sentinel = match word {
+            "generation" => GEN_START,
+            "endgeneration" => GEN_END,
+            _ => {
+                out.push_str(&rest[..close]);
+                rest = &rest[close..];
+                continue;
+            }
+        };
+        found = true;
+        let mut before = &rest[..open];
+        if !trim_left {
+            // lstrip_blocks: spaces and tabs between a line start and a block tag go.
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            if before[line_start..].chars().all(|c| c == ' ' || c == '\t') && (line_start > 0 || out.is_empty() || out.ends_with('\n')) {
+                before = &before[..line_start];
+            }
+        }
+        out.push_str(before);
+        out.push_str(&format!("{{{{{} '{}' {}}}}}", if trim_left { "-" } else { "" }, sentinel, if trim_right { "-" } else { "" }));
+        rest = &rest[close..];
+        // trim_blocks: the first newline after a block tag goes.
+        if !trim_right {
+            rest = rest.strip_prefix('\n').unwrap_or(rest);
+        }
+    }
+    out.push_str(rest);
+    (out, found)
+}
+
+/// A rendered conversation and the byte ranges of its assistant turns (what the loss covers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub text: String,
+    pub assistant_spans: Vec<(usize, usize)>,
+}
+
 impl ChatTemplate {
     pub fn new(template: &str) -> Result<Self, DataError> {
+        let (source, has_generation_markers) = replace_generation_tags(template);
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
-        env.add_template_owned("chat", template.to_string())
+        env.add_template_owned("chat", source)
             .map_err(|e| DataError::Template(format!("chat template does not parse: {e}")))?;
-        Ok(Self { env })
+        Ok(Self { env, has_generation_markers })
+    }
+
+    fn render_raw(&self, messages: &[Message], add_generation_prompt: bool, bos: Option<&str>, eos: Option<&str>) -> Result<String, DataError> {
+        let tmpl = self.env.get_template("chat").map_err(|e| DataError::Template(e.to_string()))?;
+        tmpl.render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos.unwrap_or(""),
+            eos_token => eos.unwrap_or(""),
+        })
+        .map_err(|e| DataError::Template(format!("chat template failed: {e}")))
     }
 
     /// The prompt string, as `tokenizer.apply_chat_template(messages, tokenize=False, …)` gives it.
@@ -69,14 +137,50 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<String, DataError> {
-        let tmpl = self.env.get_template("chat").map_err(|e| DataError::Template(e.to_string()))?;
-        tmpl.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token.unwrap_or(""),
-            eos_token => eos_token.unwrap_or(""),
-        })
-        .map_err(|e| DataError::Template(format!("chat template failed: {e}")))
+        let raw = self.render_raw(messages, add_generation_prompt, bos_token, eos_token)?;
+        Ok(raw.replace([GEN_START, GEN_END], ""))
+    }
+
+    /// The whole conversation and its assistant spans. With generation markers, the spans are what
+    /// the markers enclose (transformers' `return_assistant_tokens_mask`). Without, assistant turn `i`
+    /// spans from the end of the rendering of `messages[..i]` with a generation prompt to the end of
+    /// the rendering of `messages[..=i]`; a template for which these are not prefixes of the full
+    /// rendering is refused rather than guessed at.
+    pub fn render_with_assistant_spans(&self, messages: &[Message], bos: Option<&str>, eos: Option<&str>) -> Result<Rendered, DataError> {
+        let raw = self.render_raw(messages, false, bos, eos)?;
+        if self.has_generation_markers {
+            let mut text = String::with_capacity(raw.len());
+            let mut spans = Vec::new();
+            let mut start = None;
+            for c in raw.chars() {
+                match c {
+                    GEN_START => start = Some(text.len()),
+                    GEN_END => {
+                        if let Some(s) = start.take() {
+                            spans.push((s, text.len()));
+                        }
+                    }
+                    c => text.push(c),
+                }
+            }
+            return Ok(Rendered { text, assistant_spans: spans });
+        }
+        let text = raw;
+        let mut spans = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            if m.role != "assistant" {
+                continue;
+            }
+            let before = self.render(&messages[..i], true, bos, eos)?;
+            let through = self.render(&messages[..=i], false, bos, eos)?;
+            if !through.starts_with(&before) || !text.starts_with(&through) {
+                return Err(DataError::Template(format!(
+                    "cannot locate assistant message {i} in the rendering (the template renders earlier turns differently once later ones exist); add {{% generation %}} markers to the template"
+                )));
+            }
+            spans.push((before.len(), through.len()));
+        }
+        Ok(Rendered { text, assistant_spans: spans })
     }
 }
 

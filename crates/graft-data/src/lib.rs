@@ -1,8 +1,12 @@
-//! graft-data: the data side of graft. For now: chat templates and TRL's conversational rows.
+//! graft-data: TRL row shapes, chat templates with assistant masks, tokenized examples and packing.
 
 pub mod chat;
+pub mod formats;
+pub mod pack;
 
-pub use chat::{parse_messages, ChatTemplate, Message};
+pub use chat::{parse_messages, ChatTemplate, Message, Rendered};
+pub use formats::{parse_row, Example, Row, Tokenize};
+pub use pack::{pack, PackedRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

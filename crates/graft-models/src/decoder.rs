@@ -6,12 +6,14 @@
 //! input_ids (B, T) u32 → hidden (B, T, C) → logits (B, T, V).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
+use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::{BlockKind, DecoderConfig};
-use crate::layers::{attention::causal_mask, attention::Attention, kv_cache::KvCache, mlp::Mlp, norm::RmsNorm, rope};
+use crate::layers::{attention::causal_mask, attention::segment_mask, attention::Attention, kv_cache::KvCache, mlp::Mlp, norm::RmsNorm, rope};
 
 #[derive(Debug, Clone)]
 pub struct Block {
@@ -68,7 +70,7 @@ impl Block {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Decoder {
     pub cfg: DecoderConfig,
     pub embed_tokens: Tensor,
@@ -79,6 +81,8 @@ pub struct Decoder {
     /// Distinct rotary tables (usually one; Gemma 3 has a local and a global one) and each layer's index.
     inv_freqs: Vec<Tensor>,
     layer_rope: Vec<usize>,
+    /// Draws dropout masks in training forwards; reseeded by the trainer at every micro-step.
+    dropout_rng: Mutex<StdRng>,
 }
 
 impl Decoder {
@@ -108,7 +112,15 @@ impl Decoder {
             .iter()
             .map(|f| Tensor::from_iter(f.iter().map(|&x| x as f32), vb.device()))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, inv_freqs, layer_rope })
+        let dropout_rng = Mutex::new(StdRng::seed_from_u64(0));
+        Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, inv_freqs, layer_rope, dropout_rng })
+    }
+
+    /// Makes the dropout masks of the following training forwards a function of `seed`.
+    pub fn set_dropout_seed(&self, seed: u64) {
+        if let Ok(mut rng) = self.dropout_rng.lock() {
+            *rng = StdRng::seed_from_u64(seed);
+        }
     }
 
     pub fn dtype(&self) -> DType {
@@ -124,14 +136,20 @@ impl Decoder {
             .unsqueeze(0)?
             .broadcast_as((b, t))?
             .contiguous()?;
-        self.forward_with_positions(input_ids, &positions, cache, train)
+        self.forward_inner(input_ids, &positions, None, cache, train)
     }
 
-    /// As [`Self::forward`], with explicit rotary positions (B, T).
-    pub fn forward_with_positions(
+    /// Packed rows: explicit rotary positions (B, T) and segment ids (B, T); a token attends only to
+    /// earlier tokens of its own segment (block-diagonal causal mask).
+    pub fn forward_packed(&self, input_ids: &Tensor, positions: &Tensor, segments: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_inner(input_ids, positions, Some(segments), None, train)
+    }
+
+    fn forward_inner(
         &self,
         input_ids: &Tensor,
         positions: &Tensor,
+        segments: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         train: bool,
     ) -> Result<Tensor> {
@@ -154,11 +172,15 @@ impl Decoder {
             let window = self.cfg.layers[i].sliding_window;
             let mask = match masks.entry(window) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(causal_mask(t, past, window, device)?),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(match segments {
+                    Some(seg) => segment_mask(seg, window)?,
+                    None => causal_mask(t, past, window, device)?,
+                }),
             };
             let (cos, sin) = &cos_sin[self.layer_rope[i]];
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(&x, |h| layer.self_attn.forward(h, cos, sin, mask, layer_cache, train))?;
+            let rng = train.then_some(&self.dropout_rng);
+            x = layer.forward(&x, |h| layer.self_attn.forward(h, cos, sin, mask, layer_cache, rng))?;
         }
         let x = self.norm.forward(&x)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);

@@ -62,23 +62,25 @@ impl crate::ModelSource {
         Ok(out)
     }
 
-    /// Writes this model as an HF directory: config, weights in `dtype`, and the tokenizer files
-    /// (`tokenizer.json`, a `tokenizer_config.json` with BOS/EOS and the chat template,
-    /// `generation_config.json`) when a tokenizer is known.
-    pub fn save_hf(&self, out: &Path, dtype: candle_core::DType) -> Result<()> {
-        let mut config = self.config_json.clone();
-        if let Some(obj) = config.as_object_mut() {
-            let name = match dtype {
-                candle_core::DType::BF16 => "bfloat16",
-                candle_core::DType::F16 => "float16",
-                _ => "float32",
-            };
-            obj.insert("dtype".into(), name.into());
+    /// The tokenizer and generation files an HF directory of this model needs: copied verbatim from
+    /// an HF source directory, or written from the tokenizer rebuilt out of a GGUF file.
+    pub fn tokenizer_files(&self) -> Result<Vec<(&'static str, String)>> {
+        const NAMES: [&str; 5] =
+            ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json"];
+        if self.path.is_dir() {
+            let mut out = Vec::new();
+            for name in NAMES {
+                let p = self.path.join(name);
+                if p.exists() {
+                    out.push((name, std::fs::read_to_string(&p).map_err(|e| ModelError::file(&p, e))?));
+                }
+            }
+            return Ok(out);
         }
-        let mut extra = Vec::new();
+        let mut out = Vec::new();
         if let Some(tok) = &self.tokenizer {
             let json = tok.inner.to_string(true).map_err(|e| ModelError::file(&tok.source, e))?;
-            extra.push(("tokenizer.json", json));
+            out.push(("tokenizer.json", json));
             let mut cfg = serde_json::Map::new();
             cfg.insert("tokenizer_class".into(), "PreTrainedTokenizerFast".into());
             if let Some(b) = &tok.bos_token {
@@ -90,7 +92,7 @@ impl crate::ModelSource {
             if let Some(t) = &tok.chat_template {
                 cfg.insert("chat_template".into(), t.clone().into());
             }
-            extra.push(("tokenizer_config.json", serde_json::to_string_pretty(&cfg).unwrap_or_default()));
+            out.push(("tokenizer_config.json", serde_json::to_string_pretty(&cfg).unwrap_or_default()));
         }
         let mut gen = serde_json::Map::new();
         if let Some(b) = self.generation.bos_token_id {
@@ -105,7 +107,28 @@ impl crate::ModelSource {
                 gen.insert("eos_token_id".into(), many.to_vec().into());
             }
         }
-        extra.push(("generation_config.json", serde_json::to_string_pretty(&gen).unwrap_or_default()));
-        save_hf_dir(out, &config, &self.tensors(dtype)?, &extra)
+        out.push(("generation_config.json", serde_json::to_string_pretty(&gen).unwrap_or_default()));
+        Ok(out)
+    }
+
+    /// `config.json` with `dtype` set to the dtype weights are written in.
+    pub fn config_json_for(&self, dtype: candle_core::DType) -> Value {
+        let mut config = self.config_json.clone();
+        if let Some(obj) = config.as_object_mut() {
+            let name = match dtype {
+                candle_core::DType::BF16 => "bfloat16",
+                candle_core::DType::F16 => "float16",
+                _ => "float32",
+            };
+            obj.insert("dtype".into(), name.into());
+        }
+        config
+    }
+
+    /// Writes this model as an HF directory: config, weights in `dtype`, tokenizer files.
+    pub fn save_hf(&self, out: &Path, dtype: candle_core::DType) -> Result<()> {
+        let extra = self.tokenizer_files()?;
+        let extra: Vec<(&str, String)> = extra.into_iter().collect();
+        save_hf_dir(out, &self.config_json_for(dtype), &self.tensors(dtype)?, &extra)
     }
 }

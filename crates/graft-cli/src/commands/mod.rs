@@ -3,3 +3,4 @@ pub mod convert;
 pub mod generate;
 pub mod quickstart;
 pub mod score;
+pub mod train;

@@ -5,7 +5,10 @@
 //! R = H / K queries per kv head, D head_dim, C hidden.
 //! x (B, T, C) → q (B, H, T, D), k/v (B, K, S, D) → scores (B, K, R·T, S) → out (B, T, C).
 
+use std::sync::Mutex;
+
 use candle_core::{DType, Result, Tensor, D};
+use rand::{rngs::StdRng, Rng};
 use candle_nn::VarBuilder;
 
 use super::{kv_cache::KvCache, linear::Linear, norm::RmsNorm, rope};
@@ -68,7 +71,7 @@ impl Attention {
         sin: &Tensor,
         mask: &Tensor,
         cache: Option<(&mut KvCache, usize)>,
-        train: bool,
+        dropout_rng: Option<&Mutex<StdRng>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, k, d) = (self.heads, self.kv_heads, self.head_dim);
@@ -103,8 +106,8 @@ impl Attention {
         }
         let scores = scores.to_dtype(DType::F32)?.reshape((b, k, r, t, s))?.broadcast_add(mask)?;
         let mut probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(x.dtype())?;
-        if train && self.dropout > 0.0 {
-            probs = candle_nn::ops::dropout(&probs, self.dropout as f32)?;
+        if let (Some(rng), true) = (dropout_rng, self.dropout > 0.0) {
+            probs = dropout(&probs, self.dropout, rng)?;
         }
         let out = probs.reshape((b, k, r * t, s))?.matmul(&v)?; // (B, K, R·T, D)
         let out = out.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
@@ -126,4 +129,34 @@ pub fn causal_mask(t: usize, past: usize, window: Option<usize>, device: &candle
         })
         .collect();
     Tensor::from_vec(mask, (t, s), device)
+}
+
+/// Additive block-diagonal causal mask (B, 1, 1, T, T) from segment ids (B, T): a query sees keys of
+/// its own segment at or before it (and within `window`).
+pub fn segment_mask(segments: &Tensor, window: Option<usize>) -> Result<Tensor> {
+    let rows: Vec<Vec<u32>> = segments.to_vec2()?;
+    let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
+    let mut mask = Vec::with_capacity(b * t * t);
+    for seg in &rows {
+        for i in 0..t {
+            for j in 0..t {
+                let visible = j <= i && seg[j] == seg[i] && window.is_none_or(|w| i - j < w);
+                mask.push(if visible { 0.0 } else { f32::NEG_INFINITY });
+            }
+        }
+    }
+    Tensor::from_vec(mask, (b, 1, 1, t, t), segments.device())
+}
+
+/// Inverted dropout with a mask drawn from graft's own seeded RNG: candle's CPU RNG cannot be seeded,
+/// and a resumed run must draw the same masks as an uninterrupted one.
+pub fn dropout(x: &Tensor, p: f64, rng: &Mutex<StdRng>) -> Result<Tensor> {
+    let n = x.elem_count();
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let keep: Vec<f32> = {
+        let mut rng = rng.lock().map_err(|_| candle_core::Error::Msg("dropout RNG poisoned".into()))?;
+        (0..n).map(|_| if rng.random::<f64>() >= p { scale } else { 0.0 }).collect()
+    };
+    let mask = Tensor::from_vec(keep, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
 }

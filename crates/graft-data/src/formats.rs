@@ -1,0 +1,120 @@
+//! TRL's dataset shapes and how each becomes a training example, as TRL's SFTTrainer tokenizes them:
+//! - `{"text"}`: the whole text, EOS appended so the model learns to stop;
+//! - `{"prompt", "completion"}`: the completion (EOS appended) is the target, the prompt is context;
+//! - `{"messages"}`: the model's chat template renders the conversation; assistant turns are the
+//!   targets, located by offsets in the rendering (see [`ChatTemplate::render_with_assistant_spans`]),
+//!   their end-of-turn tokens included.
+//!
+//! Shapes: `input_ids` (T); `targets` (T): `targets[i]` = token `i` is in the loss (predicted from
+//! tokens `..i`); `targets[0]` is always false.
+
+use graft_models::Tokenizer;
+use serde_json::{Map, Value};
+
+use crate::chat::{parse_messages, ChatTemplate, Message};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    Text(String),
+    PromptCompletion { prompt: String, completion: String },
+    Messages(Vec<Message>),
+}
+
+/// Which shape a JSON row has; errors name the field.
+pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
+    let string = |key: &str| -> Result<String, String> {
+        obj[key].as_str().map(str::to_string).ok_or(format!("field `{key}`: not a string"))
+    };
+    if obj.contains_key("messages") {
+        let messages = parse_messages(&obj["messages"])?;
+        if messages.is_empty() {
+            return Err("field `messages`: empty".into());
+        }
+        if !messages.iter().any(|m| m.role == "assistant") {
+            return Err("field `messages`: no assistant message to learn from".into());
+        }
+        return Ok(Row::Messages(messages));
+    }
+    if obj.contains_key("prompt") && obj.contains_key("completion") {
+        return Ok(Row::PromptCompletion { prompt: string("prompt")?, completion: string("completion")? });
+    }
+    if obj.contains_key("text") {
+        return Ok(Row::Text(string("text")?));
+    }
+    Err("no `text`, `prompt`/`completion` or `messages` field".into())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub input_ids: Vec<u32>,
+    pub targets: Vec<bool>,
+}
+
+impl Example {
+    pub fn num_targets(&self) -> usize {
+        self.targets.iter().filter(|&&t| t).count()
+    }
+}
+
+/// Turns rows into examples with one tokenizer and (for chat rows) one template.
+pub struct Tokenize<'a> {
+    pub tokenizer: &'a Tokenizer,
+    pub template: Option<&'a ChatTemplate>,
+    /// Longer examples are cut to this many tokens.
+    pub max_len: usize,
+}
+
+impl Tokenize<'_> {
+    fn with_eos(&self, mut ids: Vec<u32>) -> Vec<u32> {
+        if let Some(eos) = self.tokenizer.eos_id {
+            if ids.last() != Some(&eos) {
+                ids.push(eos);
+            }
+        }
+        ids
+    }
+
+    pub fn example(&self, row: &Row) -> Result<Example, String> {
+        let err = |e: graft_models::ModelError| e.to_string();
+        let (input_ids, mut targets) = match row {
+            Row::Text(text) => {
+                let ids = self.with_eos(self.tokenizer.encode(text, true).map_err(err)?);
+                let n = ids.len();
+                (ids, vec![true; n])
+            }
+            Row::PromptCompletion { prompt, completion } => {
+                // TRL: the context is the common prefix of the prompt's own tokenization and the
+                // whole row's (a token merged across the boundary counts as completion).
+                let prompt_ids = self.tokenizer.encode(prompt, true).map_err(err)?;
+                let ids = self.with_eos(self.tokenizer.encode(&format!("{prompt}{completion}"), true).map_err(err)?);
+                let prompt_len = prompt_ids.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+                let targets = (0..ids.len()).map(|i| i >= prompt_len).collect();
+                (ids, targets)
+            }
+            Row::Messages(messages) => {
+                let template = self.template.ok_or("the model has no chat template for `messages` rows")?;
+                let t = self.tokenizer;
+                let rendered = template
+                    .render_with_assistant_spans(messages, t.bos_token.as_deref(), t.eos_token.as_deref())
+                    .map_err(|e| e.to_string())?;
+                // The template writes any BOS itself, as apply_chat_template assumes.
+                let (ids, offsets) = t.encode_with_offsets(&rendered.text, false).map_err(err)?;
+                let targets = offsets
+                    .iter()
+                    .map(|&(start, end)| end > start && rendered.assistant_spans.iter().any(|&(a, b)| start >= a && start < b))
+                    .collect();
+                (ids, targets)
+            }
+        };
+        if input_ids.is_empty() {
+            return Err("the row has no tokens".into());
+        }
+        targets[0] = false;
+        let n = input_ids.len().min(self.max_len);
+        let ex = Example { input_ids: input_ids[..n].to_vec(), targets: targets[..n].to_vec() };
+        if ex.num_targets() == 0 {
+            return Err(format!("no target tokens within max_seq_len = {}", self.max_len));
+        }
+        Ok(ex)
+    }
+}

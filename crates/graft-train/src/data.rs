@@ -1,0 +1,150 @@
+//! Training rows from a JSONL file of TRL-shaped rows, and a deterministic loader: the order of rows
+//! in epoch e is a seeded permutation, a pure function of (seed, epoch), and the loader's position
+//! (epoch, cursor) is all a checkpoint needs to resume it exactly.
+//!
+//! Shapes: a batch is `ids` (B, T) u32, `mask` (B, T-1) f32 (target tokens), and for packed rows
+//! `positions`, `segments` (B, T) u32.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use candle_core::{Device, Result as CResult, Tensor};
+use graft_data::{pack, parse_row, Example, Tokenize};
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+
+use crate::TrainError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRow {
+    pub input_ids: Vec<u32>,
+    pub targets: Vec<bool>,
+    /// Set for packed rows (position resets and segment ids per document).
+    pub packed: Option<(Vec<u32>, Vec<u32>)>,
+}
+
+/// Reads and tokenizes every row of `path` (a malformed row is an error naming file and line).
+/// `completion_only = false` makes every token a target (LM objective).
+pub fn load_rows(path: &Path, tok: &Tokenize, completion_only: bool, packing: bool) -> Result<Vec<TrainRow>, TrainError> {
+    let at = |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
+    let mut examples: Vec<Example> = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| at(n, e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| at(n, format!("invalid JSON: {e}")))?;
+        let obj = value.as_object().ok_or_else(|| at(n, "expected a JSON object".into()))?;
+        let row = parse_row(obj).map_err(|e| at(n, e))?;
+        let mut ex = tok.example(&row).map_err(|e| at(n, e))?;
+        if !completion_only {
+            ex.targets = (0..ex.input_ids.len()).map(|i| i > 0).collect();
+        }
+        examples.push(ex);
+    }
+    if examples.is_empty() {
+        return Err(TrainError::Data(format!("{}: no rows", path.display())));
+    }
+    Ok(if packing {
+        pack(&examples, tok.max_len)
+            .into_iter()
+            .map(|r| TrainRow { input_ids: r.input_ids, targets: r.targets, packed: Some((r.positions, r.segments)) })
+            .collect()
+    } else {
+        examples.into_iter().map(|e| TrainRow { input_ids: e.input_ids, targets: e.targets, packed: None }).collect()
+    })
+}
+
+pub struct Batch {
+    pub ids: Tensor,
+    pub mask: Tensor,
+    pub packed: Option<(Tensor, Tensor)>,
+    pub target_tokens: usize,
+    pub input_tokens: usize,
+    pub rows: usize,
+}
+
+/// Right-pads `rows` to one length. Padding is never a target, and under a causal mask no real token
+/// attends to it, so padding changes nothing (a real EOS stays a target even when pad = eos).
+pub fn collate(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
+    let t = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0);
+    let (mut ids, mut mask, mut pos, mut seg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let packed = rows.iter().any(|r| r.packed.is_some());
+    for r in rows {
+        let n = r.input_ids.len();
+        ids.extend_from_slice(&r.input_ids);
+        ids.extend(std::iter::repeat_n(0u32, t - n));
+        mask.extend(r.targets[1..].iter().map(|&b| b as u8 as f32));
+        mask.extend(std::iter::repeat_n(0f32, t - n));
+        if packed {
+            let (p, s) = r.packed.clone().unwrap_or_else(|| ((0..n as u32).collect(), vec![0; n]));
+            pos.extend(p);
+            pos.extend(n as u32..t as u32);
+            seg.extend(s);
+            seg.extend(std::iter::repeat_n(u32::MAX, t - n));
+        }
+    }
+    let b = rows.len();
+    Ok(Batch {
+        ids: Tensor::from_vec(ids, (b, t), device)?,
+        mask: Tensor::from_vec(mask, (b, t - 1), device)?,
+        packed: if packed {
+            Some((Tensor::from_vec(pos, (b, t), device)?, Tensor::from_vec(seg, (b, t), device)?))
+        } else {
+            None
+        },
+        target_tokens: rows.iter().map(|r| r.targets.iter().filter(|&&x| x).count()).sum(),
+        input_tokens: rows.iter().map(|r| r.input_ids.len()).sum(),
+        rows: b,
+    })
+}
+
+/// Seeded, resumable iteration over rows, epoch after epoch.
+pub struct Loader {
+    rows: Vec<TrainRow>,
+    seed: u64,
+    pub epoch: usize,
+    pub cursor: usize,
+    order: Vec<usize>,
+}
+
+impl Loader {
+    pub fn new(rows: Vec<TrainRow>, seed: u64) -> Self {
+        let mut l = Self { rows, seed, epoch: 0, cursor: 0, order: Vec::new() };
+        l.seek(0, 0);
+        l
+    }
+
+    fn permutation(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        order.shuffle(&mut rng);
+        order
+    }
+
+    /// Moves to `cursor` within `epoch`.
+    pub fn seek(&mut self, epoch: usize, cursor: usize) {
+        self.epoch = epoch;
+        self.cursor = cursor;
+        self.order = self.permutation(epoch);
+    }
+
+    /// The next `n` rows, crossing into the next epoch when one ends.
+    pub fn next(&mut self, n: usize) -> Vec<&TrainRow> {
+        let mut picked = Vec::with_capacity(n);
+        for _ in 0..n {
+            if self.cursor == self.order.len() {
+                let next = self.epoch + 1;
+                self.seek(next, 0);
+            }
+            picked.push(self.order[self.cursor]);
+            self.cursor += 1;
+        }
+        picked.into_iter().map(|i| &self.rows[i]).collect()
+    }
+
+    pub fn rows(&self) -> &[TrainRow] {
+        &self.rows
+    }
+}

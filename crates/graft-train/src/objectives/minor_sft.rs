@@ -1,0 +1,37 @@
+//! MinorSFT (Xie et al. 2024, "Minor SFT loss for LLM fine-tune to increase performance and reduce
+//! model deviation", arXiv 2408.10642): SFT with DPO's sample-level dynamic coefficient. Per row with
+//! m response tokens and r = log πθ(y|x) − log πref(y|x),
+//! `L = −(2 / (β·m)) · log σ(β·r)`, whose gradient is the paper's
+//! `−(2/m) · σ(−β·r) · ∇ log πθ(y|x)`; averaged over the rows of the step.
+//! Needs the frozen reference model. Logs `deviation` = mean of r/m (the paper's metric).
+
+use candle_core::{Result, D};
+
+use super::{LossOutput, Objective, TokenBatch};
+
+pub struct MinorSft {
+    pub beta: f64,
+}
+
+impl Objective for MinorSft {
+    fn name(&self) -> &'static str {
+        "minor_sft"
+    }
+
+    fn needs_reference(&self) -> bool {
+        true
+    }
+
+    fn loss(&self, b: &TokenBatch) -> Result<LossOutput> {
+        let reference = b.ref_logps.ok_or_else(|| candle_core::Error::Msg("minor_sft needs reference log-probs".into()))?;
+        let m = b.mask.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?; // (B)
+        let r = ((b.logps - reference)? * b.mask)?.sum(D::Minus1)?; // (B)
+        // log σ(x) = −softplus(−x), written stably: min(x, 0) − log(1 + e^{−|x|}).
+        let x = (&r * self.beta)?;
+        let log_sigmoid = (x.minimum(0.0)? - ((x.abs()?.neg()?.exp()? + 1.0)?.log()?))?;
+        let per_row = ((log_sigmoid / &m)? * (-2.0 / self.beta))?;
+        let loss = (per_row.sum_all()? / b.step_rows)?;
+        let deviation = ((&r / &m)?.sum_all()?.to_scalar::<f32>()? as f64) / b.step_rows;
+        Ok(LossOutput { loss, metrics: vec![("deviation", deviation)] })
+    }
+}

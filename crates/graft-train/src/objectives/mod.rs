@@ -1,0 +1,49 @@
+//! Training objectives. An objective sees per-token log-probs and masks, never the model, so a new
+//! loss never changes the trainer. Each is one file plus one line in `registry.rs`.
+//!
+//! Shapes: B rows, T target positions (sequence length − 1).
+//! `logps` (B, T): log p(token t+1 | tokens ..=t) under the policy; `mask` (B, T) f32, 1 where the
+//! token is in the loss; `ref_logps` (B, T) the same under the frozen reference; `lse` (B, T) the
+//! log-partition log Σ exp(logits) at each position (for z-loss).
+
+pub mod lm;
+pub mod minor_sft;
+pub mod registry;
+
+use candle_core::{Result, Tensor};
+
+pub struct TokenBatch<'a> {
+    pub logps: &'a Tensor,
+    pub mask: &'a Tensor,
+    pub ref_logps: Option<&'a Tensor>,
+    pub lse: Option<&'a Tensor>,
+    /// Target tokens in the whole optimizer step (all micro-batches): token-mean losses divide by this,
+    /// so gradient accumulation equals one large batch.
+    pub step_tokens: f64,
+    /// Rows in the whole optimizer step, for row-mean losses.
+    pub step_rows: f64,
+}
+
+pub struct LossOutput {
+    /// This micro-batch's share of the step loss (the step loss is the sum over micro-batches).
+    pub loss: Tensor,
+    /// Extra per-step metrics (summed over micro-batches, like the loss).
+    pub metrics: Vec<(&'static str, f64)>,
+}
+
+pub trait Objective: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Whether the trainer must run the frozen reference model.
+    fn needs_reference(&self) -> bool {
+        false
+    }
+    /// Whether the trainer must provide `lse`.
+    fn needs_lse(&self) -> bool {
+        false
+    }
+    /// Whether only completion/assistant tokens are targets (SFT), or every token (LM).
+    fn completion_only(&self) -> bool {
+        true
+    }
+    fn loss(&self, batch: &TokenBatch) -> Result<LossOutput>;
+}

@@ -1,0 +1,163 @@
+//! Recipes: the TOML of DESIGN.md's recipe contract, with `--set key.path=value` overrides applied
+//! before parsing. Unknown keys are errors (a misspelt `learning_rate` must not silently do nothing).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub objective: toml::Table,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub path: PathBuf,
+    #[serde(default = "f32")]
+    pub dtype: String,
+}
+
+fn f32() -> String {
+    "f32".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub train: PathBuf,
+    #[serde(default)]
+    pub eval: Option<PathBuf>,
+    #[serde(default = "max_seq_len")]
+    pub max_seq_len: usize,
+    #[serde(default)]
+    pub packing: bool,
+}
+
+fn max_seq_len() -> usize {
+    1024
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub schedule: String,
+    pub warmup_steps: usize,
+    /// For `schedule = "wsd"`: the final fraction of steps that anneals to 0.
+    pub decay_fraction: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub max_grad_norm: Option<f64>,
+    pub seed: u64,
+    pub log_every: usize,
+    pub save_every: usize,
+    pub eval_every: usize,
+    /// Checkpoints kept (oldest removed first); 0 keeps all.
+    pub keep_last: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            batch_size: 8,
+            grad_accum: 1,
+            lr: 2e-5,
+            schedule: "cosine".into(),
+            warmup_steps: 0,
+            decay_fraction: 0.1,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            max_grad_norm: Some(1.0),
+            seed: 0,
+            log_every: 10,
+            save_every: 500,
+            eval_every: 200,
+            keep_last: 2,
+        }
+    }
+}
+
+/// Parses a `--set` value as TOML (numbers, booleans, arrays, quoted strings), else as a bare string.
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+/// Reads `path`, applies `key.path=value` overrides, and resolves relative paths against the recipe's
+/// folder. Errors name the file and the key.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut table: toml::Table = text.parse().map_err(|e| format!("{}: invalid TOML: {e}", path.display()))?;
+    for o in overrides {
+        let (key, value) = o.split_once('=').ok_or(format!("--set {o}: expected key=value"))?;
+        let mut node = &mut table;
+        let parts: Vec<&str> = key.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            node = node
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .ok_or(format!("--set {key}: `{part}` is not a table"))?;
+        }
+        node.insert(parts[parts.len() - 1].to_string(), parse_value(value));
+    }
+    let mut recipe: Recipe =
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() && !p.exists() && base.join(&*p).exists() {
+            *p = base.join(&*p);
+        }
+    };
+    resolve(&mut recipe.model.path);
+    resolve(&mut recipe.data.train);
+    if let Some(e) = recipe.data.eval.as_mut() {
+        resolve(e);
+    }
+    let t = &recipe.train;
+    if t.steps == 0 || t.batch_size == 0 || t.grad_accum == 0 {
+        return Err(format!("{}: train.steps, train.batch_size and train.grad_accum must be ≥ 1", path.display()));
+    }
+    if recipe.data.max_seq_len < 2 {
+        return Err(format!("{}: data.max_seq_len must be ≥ 2", path.display()));
+    }
+    Ok(recipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[objective]\nkind = \"sft\"\n[train]\nsteps = 5\n").unwrap();
+        let r = load(&path, &["train.lr=0.001".into(), "objective.z_loss=1e-4".into(), "output=\"runs/x\"".into()]).unwrap();
+        assert_eq!(r.train.lr, 0.001);
+        assert_eq!(r.train.steps, 5);
+        assert_eq!(r.objective["z_loss"].as_float(), Some(1e-4));
+        assert_eq!(r.output, Some(PathBuf::from("runs/x")));
+        let e = load(&path, &["train.learning_rate=1".into()]).unwrap_err();
+        assert!(e.contains("learning_rate") && e.contains("r.toml"), "{e}");
+    }
+}
