@@ -209,3 +209,22 @@ fn every_family_converted_by_llama_cpp_loads_from_gguf() {
         source.build(DType::F32, &Device::Cpu).unwrap();
     }
 }
+
+#[test]
+fn packed_documents_do_not_attend_to_each_other() {
+    // Two documents in one packed row (positions reset, segment ids 0 and 1) give exactly the
+    // logits each gives alone; with a sliding window too (gemma2 has windows of 4).
+    for name in ["llama", "gemma2"] {
+        let (_, model) = load(name);
+        let a = [5u32, 9, 17, 3, 44, 21, 8];
+        let b = [60u32, 2, 33, 7, 91];
+        let row = |v: &[u32]| Tensor::new(v, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let alone = |doc: &[u32]| model.forward(&row(doc), None, false).unwrap();
+        let ids: Vec<u32> = a.iter().chain(&b).copied().collect();
+        let positions: Vec<u32> = (0..a.len() as u32).chain(0..b.len() as u32).collect();
+        let segments: Vec<u32> = std::iter::repeat_n(0, a.len()).chain(std::iter::repeat_n(1, b.len())).collect();
+        let packed = model.forward_packed(&row(&ids), &row(&positions), &row(&segments), false).unwrap();
+        assert_close!(packed.narrow(1, 0, a.len()).unwrap(), alone(&a), 1e-4, "{name}: first document");
+        assert_close!(packed.narrow(1, a.len(), b.len()).unwrap(), alone(&b), 1e-4, "{name}: second document");
+    }
+}

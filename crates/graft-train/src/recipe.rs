@@ -23,6 +23,9 @@ pub struct ModelSection {
     pub path: PathBuf,
     #[serde(default = "f32")]
     pub dtype: String,
+    /// Overrides the config's `attention_dropout` for training.
+    #[serde(default)]
+    pub attention_dropout: Option<f64>,
 }
 
 fn f32() -> String {

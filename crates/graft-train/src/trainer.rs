@@ -93,8 +93,12 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
 
     // The model as trainable variables (keys = HF checkpoint keys), a frozen reference if needed.
     let source = ModelSource::open(&recipe.model.path, DType::F32, &device)?;
+    let mut config = source.config.clone();
+    if let Some(p) = recipe.model.attention_dropout {
+        config.attention_dropout = p;
+    }
     let varmap = VarMap::new();
-    let model = Decoder::new(&source.config, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let model = Decoder::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     set_vars(&varmap, &source.tensors(DType::F32)?, &recipe.model.path)?;
     let reference = if objective.needs_reference() { Some(source.build(DType::F32, &device)?) } else { None };
 

@@ -1,0 +1,152 @@
+//! `graft train` end to end on the tiny llama fixture: the loss falls on real bundled text, a run
+//! killed with SIGKILL resumes to bit-identical weights, bad data and non-finite losses stop cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use graft_testkit::fixture;
+
+fn graft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().expect("graft runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// JSONL of `{"text"}` rows: paragraphs of the bundled held-out Austen text.
+fn austen_rows(dir: &Path, n: usize) -> PathBuf {
+    let text = std::fs::read_to_string(fixture("../../data/pretrain/austen.eval.txt")).unwrap();
+    let rows: Vec<String> = text
+        .split("\n\n")
+        .filter(|p| p.len() > 40)
+        .take(n)
+        .map(|p| serde_json::json!({ "text": p.chars().take(300).collect::<String>() }).to_string())
+        .collect();
+    let path = dir.join("train.jsonl");
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    path
+}
+
+fn recipe(dir: &Path, train: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("recipe.toml");
+    let text = format!(
+        "[model]\npath = {:?}\n[data]\ntrain = {:?}\nmax_seq_len = 64\npacking = true\n[objective]\nkind = \"lm\"\n\
+         [train]\nbatch_size = 4\nlr = 3e-3\nschedule = \"constant\"\nlog_every = 1\nsave_every = 5\nkeep_last = 0\n{extra}",
+        fixture("models/llama").display().to_string(),
+        train.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn metrics(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn loss_falls_on_bundled_text_and_outputs_are_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = austen_rows(dir.path(), 24);
+    let r = recipe(dir.path(), &train, "steps = 30\n");
+    let out = dir.path().join("run");
+    let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = metrics(&out);
+    assert_eq!(rows.len(), 30);
+    assert_eq!(rows[0]["step"], 0);
+    let (first, last) = (rows[0]["loss"].as_f64().unwrap(), rows[29]["loss"].as_f64().unwrap());
+    assert!(last < first - 1.0, "loss should fall: {first} → {last}");
+    for key in ["lr", "tokens", "grad_norm"] {
+        assert!(rows[1].get(key).is_some(), "metrics has {key}");
+    }
+    for f in ["loss.png", "manifest.json", "final/config.json", "final/model.safetensors", "final/tokenizer.json", "checkpoint-30/optimizer.safetensors"] {
+        assert!(out.join(f).exists(), "{f} written");
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["inputs"].as_array().unwrap().iter().filter(|i| i["sha256"].as_str().unwrap().len() == 64).count(),
+        manifest["inputs"].as_array().unwrap().len());
+    // The result is an HF directory graft (and transformers) can load.
+    let input = dir.path().join("score.jsonl");
+    std::fs::write(&input, "{\"text\": \"It was a truth universally acknowledged\"}").unwrap();
+    let o = graft(&["score", "--model", out.join("final").to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn killed_run_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = austen_rows(dir.path(), 24);
+    // Dropout on, so resume must also reproduce the dropout masks.
+    let r = recipe(dir.path(), &train, "steps = 40\n");
+    let set = ["--set", "train.seed=7", "--set", "model.attention_dropout=0.1"];
+    let full = dir.path().join("full");
+    let o = graft(&[&["train", r.to_str().unwrap(), "--output", full.to_str().unwrap()][..], &set[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args([&["train", r.to_str().unwrap(), "--output", killed.to_str().unwrap()][..], &set[..]].concat())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // SIGKILL once a mid-run checkpoint exists (no chance to clean up).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !killed.join("checkpoint-10").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("final").exists(), "the run was killed before it finished");
+
+    let o = graft(&[&["train", r.to_str().unwrap(), "--output", killed.to_str().unwrap(), "--resume"][..], &set[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = std::fs::read(full.join("final/model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("final/model.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    // The metrics of the resumed run continue the killed one without duplicate steps.
+    let steps: Vec<u64> = metrics(&killed).iter().filter(|r| r.get("loss").is_some()).map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (0..40).collect::<Vec<_>>());
+}
+
+#[test]
+fn bad_training_data_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("{\"text\": \"fine\"}\n{\"text\": \"broken\"\n", vec!["train.jsonl:2", "invalid JSON"]),
+        ("{\"messages\": [{\"content\": \"hi\"}]}\n", vec!["train.jsonl:1", "messages[0].role"]),
+        ("{\"prompt\": \"a\"}\n", vec!["train.jsonl:1", "no `text`"]),
+        ("\n\n", vec!["train.jsonl", "no rows"]),
+    ];
+    for (data, needles) in cases {
+        let train = dir.path().join("train.jsonl");
+        std::fs::write(&train, data).unwrap();
+        let r = recipe(dir.path(), &train, "steps = 2\n");
+        let o = graft(&["train", r.to_str().unwrap(), "--output", dir.path().join("out").to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        for n in needles {
+            assert!(stderr(&o).contains(n), "`{n}` not in {}", stderr(&o));
+        }
+    }
+    // A misspelt recipe key is an error, not a silent default.
+    let train = austen_rows(dir.path(), 4);
+    let r = recipe(dir.path(), &train, "steps = 2\nlearning_rate = 1.0\n");
+    let o = graft(&["train", r.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("learning_rate"), "{}", stderr(&o));
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = austen_rows(dir.path(), 8);
+    // An absurd learning rate: the first update sends the weights to ±1e30 and the next loss is not finite.
+    let r = recipe(dir.path(), &train, "steps = 10\n");
+    let out = dir.path().join("run");
+    let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--set", "train.lr=1e30", "--set", "train.save_every=1", "--set", "train.max_grad_norm=1e9"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("not finite") && err.contains("checkpoint-"), "{err}");
+    assert!(!out.join("final").exists());
+}
