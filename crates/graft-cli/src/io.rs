@@ -45,7 +45,8 @@ impl ModelArgs {
 /// The JSON objects of a JSONL file with their 1-based line numbers; blank lines are skipped.
 /// A malformed line is an error naming the file and line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut rows = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let n = i + 1;
@@ -53,8 +54,8 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, ser
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("{}:{n}: invalid JSON", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{n}: invalid JSON", path.display()))?;
         match value {
             serde_json::Value::Object(o) => rows.push((n, o)),
             _ => bail!("{}:{n}: expected a JSON object", path.display()),
@@ -65,9 +66,15 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, ser
 
 /// Writes `contents` to `path` atomically: a temporary file beside it, then a rename.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(contents).and_then(|_| f.sync_all()))

@@ -1,14 +1,16 @@
 //! The CLI contract end to end on the tiny llama fixture (tokenizer, chat template and reference
 //! outputs from transformers, see tools/fixtures/make_decoder_fixtures.py).
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use graft_testkit::{fixture, read_json};
 use serde_json::Value;
 
 fn graft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().expect("graft runs")
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .output()
+        .expect("graft runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -27,11 +29,12 @@ fn model() -> String {
 /// produced — and checks ids and log-probs.
 fn check_score(model_path: &str, by_text: bool, tol: f64) {
     let dir = tempfile::tempdir().unwrap();
-    let expected: Vec<Value> = std::fs::read_to_string(fixture("models/llama/score_expected.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let expected: Vec<Value> =
+        std::fs::read_to_string(fixture("models/llama/score_expected.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     let input = dir.path().join("in.jsonl");
     let rows: Vec<String> = expected
         .iter()
@@ -42,21 +45,42 @@ fn check_score(model_path: &str, by_text: bool, tol: f64) {
         .collect();
     std::fs::write(&input, rows.join("\n")).unwrap();
     let output = dir.path().join("out.jsonl");
-    let o = graft(&["score", "--model", model_path, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    let o = graft(&[
+        "score",
+        "--model",
+        model_path,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let got: Vec<Value> = std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(got.len(), expected.len());
     for (g, e) in got.iter().zip(&expected) {
         assert_eq!(g["input_ids"], e["input_ids"], "token ids of {}", e["text"]);
-        let (gl, el) = (g["token_logprobs"].as_array().unwrap(), e["token_logprobs"].as_array().unwrap());
+        let (gl, el) = (
+            g["token_logprobs"].as_array().unwrap(),
+            e["token_logprobs"].as_array().unwrap(),
+        );
         assert_eq!(gl.len(), el.len());
         assert!(gl[0].is_null());
         for (a, b) in gl.iter().zip(el).skip(1) {
             let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-            assert!((a - b).abs() <= tol, "{}: {a} vs transformers {b}", e["text"]);
+            assert!(
+                (a - b).abs() <= tol,
+                "{}: {a} vs transformers {b}",
+                e["text"]
+            );
         }
         assert_eq!(g["num_tokens"].as_u64().unwrap() as usize, gl.len() - 1);
-        assert!((g["sum_logprob"].as_f64().unwrap() - e["sum_logprob"].as_f64().unwrap()).abs() < 1e-3);
+        assert!(
+            (g["sum_logprob"].as_f64().unwrap() - e["sum_logprob"].as_f64().unwrap()).abs() < 1e-3
+        );
     }
 }
 
@@ -70,17 +94,34 @@ fn score_from_gguf_matches_transformers() {
     // The same model converted by llama.cpp's convert_hf_to_gguf.py (f32), q/k rows un-permuted on
     // load. Ids are given: the converter stores placeholder scores (-1000) for this tiny tokenizer, so
     // its SentencePiece merges cannot be rebuilt; real GGUF tokenizers are checked in real_models.rs.
-    check_score(&fixture("models/llama.gguf").display().to_string(), false, 1e-4);
+    check_score(
+        &fixture("models/llama.gguf").display().to_string(),
+        false,
+        1e-4,
+    );
 }
 
 #[test]
 fn score_accepts_input_ids_and_writes_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    std::fs::write(&input, "{\"input_ids\": [1, 5, 7, 9]}\n\n{\"input_ids\": [3]}\n").unwrap();
-    let o = graft(&["score", "--model", &model(), "--input", input.to_str().unwrap()]);
+    std::fs::write(
+        &input,
+        "{\"input_ids\": [1, 5, 7, 9]}\n\n{\"input_ids\": [3]}\n",
+    )
+    .unwrap();
+    let o = graft(&[
+        "score",
+        "--model",
+        &model(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["num_tokens"], 3);
     assert_eq!(lines[1]["token_logprobs"], serde_json::json!([null]));
@@ -101,7 +142,15 @@ fn malformed_jsonl_names_file_and_line() {
     let input = dir.path().join("bad.jsonl");
     std::fs::write(&input, "{\"text\": \"fine\"}\n{\"text\": \"broken\"\n").unwrap();
     let output = dir.path().join("out.jsonl");
-    let o = graft(&["score", "--model", &model(), "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    let o = graft(&[
+        "score",
+        "--model",
+        &model(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
     assert_user_error(&o, &["bad.jsonl:2", "invalid JSON"]);
     assert!(!output.exists(), "nothing half-written");
 }
@@ -110,15 +159,30 @@ fn malformed_jsonl_names_file_and_line() {
 fn bad_fields_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("{\"txt\": \"x\"}", vec!["rows.jsonl:1", "no `text` or `input_ids`"]),
-        ("{\"input_ids\": [1, 100000]}", vec!["rows.jsonl:1", "input_ids[1]", "outside the vocabulary"]),
+        (
+            "{\"txt\": \"x\"}",
+            vec!["rows.jsonl:1", "no `text` or `input_ids`"],
+        ),
+        (
+            "{\"input_ids\": [1, 100000]}",
+            vec!["rows.jsonl:1", "input_ids[1]", "outside the vocabulary"],
+        ),
         ("{\"text\": 3}", vec!["rows.jsonl:1", "field `text`"]),
-        ("{\"inputs\": \"a\", \"targets\": \"b\"}", vec!["rows.jsonl:1", "encoder-decoder"]),
+        (
+            "{\"inputs\": \"a\", \"targets\": \"b\"}",
+            vec!["rows.jsonl:1", "encoder-decoder"],
+        ),
     ];
     for (row, needles) in cases {
         let input = dir.path().join("rows.jsonl");
         std::fs::write(&input, row).unwrap();
-        let o = graft(&["score", "--model", &model(), "--input", input.to_str().unwrap()]);
+        let o = graft(&[
+            "score",
+            "--model",
+            &model(),
+            "--input",
+            input.to_str().unwrap(),
+        ]);
         assert_user_error(&o, &needles);
     }
 }
@@ -132,8 +196,20 @@ fn missing_model_is_a_one_line_error() {
 fn check_chat(model_path: &str, check_ids: bool) {
     let expected = read_json("models/llama/chat_expected.json");
     let o = graft(&[
-        "generate", "--model", model_path, "--system", "You are terse.", "--chat", "Hi there",
-        "--max-new-tokens", &expected["greedy_new_ids"].as_array().unwrap().len().to_string(), "--json",
+        "generate",
+        "--model",
+        model_path,
+        "--system",
+        "You are terse.",
+        "--chat",
+        "Hi there",
+        "--max-new-tokens",
+        &expected["greedy_new_ids"]
+            .as_array()
+            .unwrap()
+            .len()
+            .to_string(),
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let got: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
@@ -141,7 +217,10 @@ fn check_chat(model_path: &str, check_ids: bool) {
     if !check_ids {
         return;
     }
-    assert_eq!(got["prompt_ids"], expected["prompt_ids"], "prompt tokenization");
+    assert_eq!(
+        got["prompt_ids"], expected["prompt_ids"],
+        "prompt tokenization"
+    );
     // transformers' greedy generate stops at EOS too; compare the common prefix it produced.
     let want = expected["greedy_new_ids"].as_array().unwrap();
     let have = got["completion_ids"].as_array().unwrap();
@@ -161,8 +240,20 @@ fn generate_chat_template_from_gguf_metadata() {
 #[test]
 fn sampling_is_reproducible_with_a_seed() {
     let run = |seed: &str| {
-        let o = graft(&["generate", "--model", &model(), "--prompt", "the", "--temperature", "1.0", "--seed", seed,
-            "--max-new-tokens", "12", "--json"]);
+        let o = graft(&[
+            "generate",
+            "--model",
+            &model(),
+            "--prompt",
+            "the",
+            "--temperature",
+            "1.0",
+            "--seed",
+            seed,
+            "--max-new-tokens",
+            "12",
+            "--json",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_str::<Value>(stdout(&o).trim()).unwrap()["completion_ids"].clone()
     };
@@ -171,21 +262,41 @@ fn sampling_is_reproducible_with_a_seed() {
 
 #[test]
 fn quickstart_runs_end_to_end() {
+    // The full default takes minutes in release; the same pipeline with a handful of steps.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("qs");
-    let o = graft(&["quickstart", "--output", out.to_str().unwrap()]);
+    let args = ["quickstart", "--output", out.to_str().unwrap(), "--pretrain-steps", "3", "--sft-steps", "2", "--vocab-size", "600"];
+    let o = graft(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("3/3"));
-    assert!(Path::new(&out.join("scored.jsonl")).exists());
+    assert!(stdout(&o).contains("5/5"));
+    for f in ["base/tokenizer.json", "pretrain/final/model.safetensors", "sft/final/model.safetensors", "sft/loss.png", "sft/manifest.json"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    // A rerun replaces its own earlier output; a folder that is not quickstart output is refused.
+    assert!(graft(&args).status.success());
+    let other = dir.path().join("mine");
+    std::fs::create_dir_all(&other).unwrap();
+    let o = graft(&["quickstart", "--output", other.to_str().unwrap()]);
+    assert_user_error(&o, &["not a quickstart folder"]);
 }
 
 #[test]
 fn convert_gguf_to_hf_dir_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("from-gguf");
-    let o = graft(&["convert", &fixture("models/llama.gguf").display().to_string(), out.to_str().unwrap()]);
+    let o = graft(&[
+        "convert",
+        &fixture("models/llama.gguf").display().to_string(),
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         assert!(out.join(file).exists(), "{file} written");
     }
     // The written directory scores like transformers' reference of the original HF model.
@@ -193,7 +304,11 @@ fn convert_gguf_to_hf_dir_round_trips() {
     // …and carries the chat template from the GGUF metadata.
     check_chat(out.to_str().unwrap(), false);
     // Never overwrite: a second conversion to the same place is a one-line error.
-    let o = graft(&["convert", &fixture("models/llama.gguf").display().to_string(), out.to_str().unwrap()]);
+    let o = graft(&[
+        "convert",
+        &fixture("models/llama.gguf").display().to_string(),
+        out.to_str().unwrap(),
+    ]);
     assert_user_error(&o, &["already exists"]);
 }
 
@@ -201,19 +316,40 @@ fn convert_gguf_to_hf_dir_round_trips() {
 fn convert_to_bf16_halves_the_weights() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bf16");
-    let o = graft(&["convert", &model(), out.to_str().unwrap(), "--dtype", "bf16"]);
+    let o = graft(&[
+        "convert",
+        &model(),
+        out.to_str().unwrap(),
+        "--dtype",
+        "bf16",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let f32_size = std::fs::metadata(fixture("models/llama/model.safetensors")).unwrap().len();
-    let bf16_size = std::fs::metadata(out.join("model.safetensors")).unwrap().len();
+    let f32_size = std::fs::metadata(fixture("models/llama/model.safetensors"))
+        .unwrap()
+        .len();
+    let bf16_size = std::fs::metadata(out.join("model.safetensors"))
+        .unwrap()
+        .len();
     assert!(bf16_size * 2 < f32_size + 8192, "{bf16_size} vs {f32_size}");
     // bf16 weights, bf16 compute: the same argmax-level behaviour, log-probs within bf16 precision.
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"input_ids\": [1, 5, 7, 9, 11, 13]}\n").unwrap();
     let score = |m: &str, dtype: &str| -> Vec<f64> {
-        let o = graft(&["score", "--model", m, "--input", input.to_str().unwrap(), "--dtype", dtype]);
+        let o = graft(&[
+            "score",
+            "--model",
+            m,
+            "--input",
+            input.to_str().unwrap(),
+            "--dtype",
+            dtype,
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-        v["token_logprobs"].as_array().unwrap()[1..].iter().map(|x| x.as_f64().unwrap()).collect()
+        v["token_logprobs"].as_array().unwrap()[1..]
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
     };
     let (a, b) = (score(&model(), "f32"), score(out.to_str().unwrap(), "bf16"));
     for (x, y) in a.iter().zip(&b) {

@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 use graft_testkit::fixture;
 
 fn graft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().expect("graft runs")
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .output()
+        .expect("graft runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -41,7 +44,11 @@ fn recipe(dir: &Path, train: &Path, extra: &str) -> PathBuf {
 }
 
 fn metrics(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -50,26 +57,59 @@ fn loss_falls_on_bundled_text_and_outputs_are_complete() {
     let train = austen_rows(dir.path(), 24);
     let r = recipe(dir.path(), &train, "steps = 30\n");
     let out = dir.path().join("run");
-    let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = metrics(&out);
     assert_eq!(rows.len(), 30);
     assert_eq!(rows[0]["step"], 0);
-    let (first, last) = (rows[0]["loss"].as_f64().unwrap(), rows[29]["loss"].as_f64().unwrap());
+    let (first, last) = (
+        rows[0]["loss"].as_f64().unwrap(),
+        rows[29]["loss"].as_f64().unwrap(),
+    );
     assert!(last < first - 1.0, "loss should fall: {first} → {last}");
     for key in ["lr", "tokens", "grad_norm"] {
         assert!(rows[1].get(key).is_some(), "metrics has {key}");
     }
-    for f in ["loss.png", "manifest.json", "final/config.json", "final/model.safetensors", "final/tokenizer.json", "checkpoint-30/optimizer.safetensors"] {
+    for f in [
+        "loss.png",
+        "manifest.json",
+        "final/config.json",
+        "final/model.safetensors",
+        "final/tokenizer.json",
+        "checkpoint-30/optimizer.safetensors",
+    ] {
         assert!(out.join(f).exists(), "{f} written");
     }
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["inputs"].as_array().unwrap().iter().filter(|i| i["sha256"].as_str().unwrap().len() == 64).count(),
-        manifest["inputs"].as_array().unwrap().len());
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["sha256"].as_str().unwrap().len() == 64)
+            .count(),
+        manifest["inputs"].as_array().unwrap().len()
+    );
     // The result is an HF directory graft (and transformers) can load.
     let input = dir.path().join("score.jsonl");
-    std::fs::write(&input, "{\"text\": \"It was a truth universally acknowledged\"}").unwrap();
-    let o = graft(&["score", "--model", out.join("final").to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    std::fs::write(
+        &input,
+        "{\"text\": \"It was a truth universally acknowledged\"}",
+    )
+    .unwrap();
+    let o = graft(&[
+        "score",
+        "--model",
+        out.join("final").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -79,14 +119,41 @@ fn killed_run_resumes_bit_identically() {
     let train = austen_rows(dir.path(), 24);
     // Dropout on, so resume must also reproduce the dropout masks.
     let r = recipe(dir.path(), &train, "steps = 40\n");
-    let set = ["--set", "train.seed=7", "--set", "model.attention_dropout=0.1"];
+    let set = [
+        "--set",
+        "train.seed=7",
+        "--set",
+        "model.attention_dropout=0.1",
+    ];
     let full = dir.path().join("full");
-    let o = graft(&[&["train", r.to_str().unwrap(), "--output", full.to_str().unwrap()][..], &set[..]].concat());
+    let o = graft(
+        &[
+            &[
+                "train",
+                r.to_str().unwrap(),
+                "--output",
+                full.to_str().unwrap(),
+            ][..],
+            &set[..],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 
     let killed = dir.path().join("killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
-        .args([&["train", r.to_str().unwrap(), "--output", killed.to_str().unwrap()][..], &set[..]].concat())
+        .args(
+            [
+                &[
+                    "train",
+                    r.to_str().unwrap(),
+                    "--output",
+                    killed.to_str().unwrap(),
+                ][..],
+                &set[..],
+            ]
+            .concat(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -98,15 +165,34 @@ fn killed_run_resumes_bit_identically() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!killed.join("final").exists(), "the run was killed before it finished");
+    assert!(
+        !killed.join("final").exists(),
+        "the run was killed before it finished"
+    );
 
-    let o = graft(&[&["train", r.to_str().unwrap(), "--output", killed.to_str().unwrap(), "--resume"][..], &set[..]].concat());
+    let o = graft(
+        &[
+            &[
+                "train",
+                r.to_str().unwrap(),
+                "--output",
+                killed.to_str().unwrap(),
+                "--resume",
+            ][..],
+            &set[..],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let a = std::fs::read(full.join("final/model.safetensors")).unwrap();
     let b = std::fs::read(killed.join("final/model.safetensors")).unwrap();
     assert!(a == b, "resumed weights differ from the uninterrupted run");
     // The metrics of the resumed run continue the killed one without duplicate steps.
-    let steps: Vec<u64> = metrics(&killed).iter().filter(|r| r.get("loss").is_some()).map(|r| r["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = metrics(&killed)
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(steps, (0..40).collect::<Vec<_>>());
 }
 
@@ -114,8 +200,14 @@ fn killed_run_resumes_bit_identically() {
 fn bad_training_data_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("{\"text\": \"fine\"}\n{\"text\": \"broken\"\n", vec!["train.jsonl:2", "invalid JSON"]),
-        ("{\"messages\": [{\"content\": \"hi\"}]}\n", vec!["train.jsonl:1", "messages[0].role"]),
+        (
+            "{\"text\": \"fine\"}\n{\"text\": \"broken\"\n",
+            vec!["train.jsonl:2", "invalid JSON"],
+        ),
+        (
+            "{\"messages\": [{\"content\": \"hi\"}]}\n",
+            vec!["train.jsonl:1", "messages[0].role"],
+        ),
         ("{\"prompt\": \"a\"}\n", vec!["train.jsonl:1", "no `text`"]),
         ("\n\n", vec!["train.jsonl", "no rows"]),
     ];
@@ -123,7 +215,12 @@ fn bad_training_data_names_file_and_line() {
         let train = dir.path().join("train.jsonl");
         std::fs::write(&train, data).unwrap();
         let r = recipe(dir.path(), &train, "steps = 2\n");
-        let o = graft(&["train", r.to_str().unwrap(), "--output", dir.path().join("out").to_str().unwrap()]);
+        let o = graft(&[
+            "train",
+            r.to_str().unwrap(),
+            "--output",
+            dir.path().join("out").to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         for n in needles {
             assert!(stderr(&o).contains(n), "`{n}` not in {}", stderr(&o));
@@ -144,9 +241,48 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     // An absurd learning rate: the first update sends the weights to ±1e30 and the next loss is not finite.
     let r = recipe(dir.path(), &train, "steps = 10\n");
     let out = dir.path().join("run");
-    let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--set", "train.lr=1e30", "--set", "train.save_every=1", "--set", "train.max_grad_norm=1e9"]);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.save_every=1",
+        "--set",
+        "train.max_grad_norm=1e9",
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("not finite") && err.contains("checkpoint-"), "{err}");
+    assert!(
+        err.contains("not finite") && err.contains("checkpoint-"),
+        "{err}"
+    );
     assert!(!out.join("final").exists());
+}
+
+#[test]
+fn every_objective_trains_on_its_row_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat: Vec<String> = (0..6)
+        .map(|i| serde_json::json!({"messages": [
+            {"role": "user", "content": format!("what is {i} and one?")},
+            {"role": "assistant", "content": format!("it is {}.", i + 1)}]}).to_string())
+        .collect();
+    let chat_path = dir.path().join("chat.jsonl");
+    std::fs::write(&chat_path, chat.join("\n")).unwrap();
+    let text_path = austen_rows(dir.path(), 6);
+    for (objective, data, metric) in [
+        ("{ kind = \"lm\", z_loss = 1e-4 }", &text_path, "z_loss"),
+        ("{ kind = \"sft\" }", &chat_path, "ce"),
+        ("{ kind = \"minor_sft\", beta = 0.1 }", &chat_path, "deviation"),
+    ] {
+        let r = recipe(dir.path(), data, "steps = 3\n");
+        let out = dir.path().join(format!("run-{metric}"));
+        let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--set", &format!("objective={objective}")]);
+        assert!(o.status.success(), "{objective}: {}", stderr(&o));
+        let rows = metrics(&out);
+        assert!(rows[0].get(metric).is_some_and(|v| v.as_f64().unwrap().is_finite()), "{objective}: {:?}", rows[0]);
+    }
 }

@@ -18,7 +18,11 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.into(), content: content.into(), extra: Default::default() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+            extra: Default::default(),
+        }
     }
 }
 
@@ -29,13 +33,24 @@ pub fn parse_messages(value: &serde_json::Value) -> Result<Vec<Message>, String>
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let obj = m.as_object().ok_or(format!("messages[{i}] is not an object"))?;
-            let role = obj.get("role").and_then(|r| r.as_str()).ok_or(format!("messages[{i}].role is missing"))?;
-            let content = obj.get("content").ok_or(format!("messages[{i}].content is missing"))?;
+            let obj = m
+                .as_object()
+                .ok_or(format!("messages[{i}] is not an object"))?;
+            let role = obj
+                .get("role")
+                .and_then(|r| r.as_str())
+                .ok_or(format!("messages[{i}].role is missing"))?;
+            let content = obj
+                .get("content")
+                .ok_or(format!("messages[{i}].content is missing"))?;
             let mut extra = obj.clone();
             extra.remove("role");
             extra.remove("content");
-            Ok(Message { role: role.to_string(), content: content.clone(), extra })
+            Ok(Message {
+                role: role.to_string(),
+                content: content.clone(),
+                extra,
+            })
         })
         .collect()
 }
@@ -62,7 +77,9 @@ fn replace_generation_tags(template: &str) -> (String, bool) {
     let mut rest = template;
     let mut found = false;
     while let Some(open) = rest.find("{%") {
-        let Some(close_rel) = rest[open..].find("%}") else { break };
+        let Some(close_rel) = rest[open..].find("%}") else {
+            break;
+        };
         let close = open + close_rel + 2;
         let inner = &rest[open + 2..close - 2];
         let (trim_left, trim_right) = (inner.starts_with('-'), inner.ends_with('-'));
@@ -81,12 +98,19 @@ fn replace_generation_tags(template: &str) -> (String, bool) {
         if !trim_left {
             // lstrip_blocks: spaces and tabs between a line start and a block tag go.
             let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            if before[line_start..].chars().all(|c| c == ' ' || c == '\t') && (line_start > 0 || out.is_empty() || out.ends_with('\n')) {
+            if before[line_start..].chars().all(|c| c == ' ' || c == '\t')
+                && (line_start > 0 || out.is_empty() || out.ends_with('\n'))
+            {
                 before = &before[..line_start];
             }
         }
         out.push_str(before);
-        out.push_str(&format!("{{{{{} '{}' {}}}}}", if trim_left { "-" } else { "" }, sentinel, if trim_right { "-" } else { "" }));
+        out.push_str(&format!(
+            "{{{{{} '{}' {}}}}}",
+            if trim_left { "-" } else { "" },
+            sentinel,
+            if trim_right { "-" } else { "" }
+        ));
         rest = &rest[close..];
         // trim_blocks: the first newline after a block tag goes.
         if !trim_right {
@@ -115,11 +139,23 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source)
             .map_err(|e| DataError::Template(format!("chat template does not parse: {e}")))?;
-        Ok(Self { env, has_generation_markers })
+        Ok(Self {
+            env,
+            has_generation_markers,
+        })
     }
 
-    fn render_raw(&self, messages: &[Message], add_generation_prompt: bool, bos: Option<&str>, eos: Option<&str>) -> Result<String, DataError> {
-        let tmpl = self.env.get_template("chat").map_err(|e| DataError::Template(e.to_string()))?;
+    fn render_raw(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        bos: Option<&str>,
+        eos: Option<&str>,
+    ) -> Result<String, DataError> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| DataError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -146,7 +182,12 @@ impl ChatTemplate {
     /// spans from the end of the rendering of `messages[..i]` with a generation prompt to the end of
     /// the rendering of `messages[..=i]`; a template for which these are not prefixes of the full
     /// rendering is refused rather than guessed at.
-    pub fn render_with_assistant_spans(&self, messages: &[Message], bos: Option<&str>, eos: Option<&str>) -> Result<Rendered, DataError> {
+    pub fn render_with_assistant_spans(
+        &self,
+        messages: &[Message],
+        bos: Option<&str>,
+        eos: Option<&str>,
+    ) -> Result<Rendered, DataError> {
         let raw = self.render_raw(messages, false, bos, eos)?;
         if self.has_generation_markers {
             let mut text = String::with_capacity(raw.len());
@@ -163,7 +204,10 @@ impl ChatTemplate {
                     c => text.push(c),
                 }
             }
-            return Ok(Rendered { text, assistant_spans: spans });
+            return Ok(Rendered {
+                text,
+                assistant_spans: spans,
+            });
         }
         let text = raw;
         let mut spans = Vec::new();
@@ -180,7 +224,10 @@ impl ChatTemplate {
             }
             spans.push((before.len(), through.len()));
         }
-        Ok(Rendered { text, assistant_spans: spans })
+        Ok(Rendered {
+            text,
+            assistant_spans: spans,
+        })
     }
 }
 
@@ -194,7 +241,9 @@ mod tests {
     #[test]
     fn renders_chatml_with_generation_prompt() {
         let t = ChatTemplate::new(CHATML).unwrap();
-        let out = t.render(&[Message::new("user", "Hi")], true, None, None).unwrap();
+        let out = t
+            .render(&[Message::new("user", "Hi")], true, None, None)
+            .unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -211,12 +260,19 @@ mod tests {
     #[test]
     fn python_string_methods_work() {
         let t = ChatTemplate::new("{{ messages[0]['content'].strip() }}").unwrap();
-        assert_eq!(t.render(&[Message::new("user", "  x  ")], false, None, None).unwrap(), "x");
+        assert_eq!(
+            t.render(&[Message::new("user", "  x  ")], false, None, None)
+                .unwrap(),
+            "x"
+        );
     }
 
     #[test]
     fn missing_role_is_named() {
         let v = serde_json::json!([{"content": "x"}]);
-        assert_eq!(parse_messages(&v).unwrap_err(), "messages[0].role is missing");
+        assert_eq!(
+            parse_messages(&v).unwrap_err(),
+            "messages[0].role is missing"
+        );
     }
 }

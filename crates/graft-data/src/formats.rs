@@ -23,7 +23,10 @@ pub enum Row {
 /// Which shape a JSON row has; errors name the field.
 pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
     let string = |key: &str| -> Result<String, String> {
-        obj[key].as_str().map(str::to_string).ok_or(format!("field `{key}`: not a string"))
+        obj[key]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("field `{key}`: not a string"))
     };
     if obj.contains_key("messages") {
         let messages = parse_messages(&obj["messages"])?;
@@ -36,7 +39,10 @@ pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
         return Ok(Row::Messages(messages));
     }
     if obj.contains_key("prompt") && obj.contains_key("completion") {
-        return Ok(Row::PromptCompletion { prompt: string("prompt")?, completion: string("completion")? });
+        return Ok(Row::PromptCompletion {
+            prompt: string("prompt")?,
+            completion: string("completion")?,
+        });
     }
     if obj.contains_key("text") {
         return Ok(Row::Text(string("text")?));
@@ -86,22 +92,42 @@ impl Tokenize<'_> {
                 // TRL: the context is the common prefix of the prompt's own tokenization and the
                 // whole row's (a token merged across the boundary counts as completion).
                 let prompt_ids = self.tokenizer.encode(prompt, true).map_err(err)?;
-                let ids = self.with_eos(self.tokenizer.encode(&format!("{prompt}{completion}"), true).map_err(err)?);
-                let prompt_len = prompt_ids.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+                let ids = self.with_eos(
+                    self.tokenizer
+                        .encode(&format!("{prompt}{completion}"), true)
+                        .map_err(err)?,
+                );
+                let prompt_len = prompt_ids
+                    .iter()
+                    .zip(&ids)
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 let targets = (0..ids.len()).map(|i| i >= prompt_len).collect();
                 (ids, targets)
             }
             Row::Messages(messages) => {
-                let template = self.template.ok_or("the model has no chat template for `messages` rows")?;
+                let template = self
+                    .template
+                    .ok_or("the model has no chat template for `messages` rows")?;
                 let t = self.tokenizer;
                 let rendered = template
-                    .render_with_assistant_spans(messages, t.bos_token.as_deref(), t.eos_token.as_deref())
+                    .render_with_assistant_spans(
+                        messages,
+                        t.bos_token.as_deref(),
+                        t.eos_token.as_deref(),
+                    )
                     .map_err(|e| e.to_string())?;
                 // The template writes any BOS itself, as apply_chat_template assumes.
                 let (ids, offsets) = t.encode_with_offsets(&rendered.text, false).map_err(err)?;
                 let targets = offsets
                     .iter()
-                    .map(|&(start, end)| end > start && rendered.assistant_spans.iter().any(|&(a, b)| start >= a && start < b))
+                    .map(|&(start, end)| {
+                        end > start
+                            && rendered
+                                .assistant_spans
+                                .iter()
+                                .any(|&(a, b)| start >= a && start < b)
+                    })
                     .collect();
                 (ids, targets)
             }
@@ -111,9 +137,15 @@ impl Tokenize<'_> {
         }
         targets[0] = false;
         let n = input_ids.len().min(self.max_len);
-        let ex = Example { input_ids: input_ids[..n].to_vec(), targets: targets[..n].to_vec() };
+        let ex = Example {
+            input_ids: input_ids[..n].to_vec(),
+            targets: targets[..n].to_vec(),
+        };
         if ex.num_targets() == 0 {
-            return Err(format!("no target tokens within max_seq_len = {}", self.max_len));
+            return Err(format!(
+                "no target tokens within max_seq_len = {}",
+                self.max_len
+            ));
         }
         Ok(ex)
     }

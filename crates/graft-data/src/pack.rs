@@ -47,7 +47,10 @@ mod tests {
     fn ex(ids: &[u32]) -> Example {
         let mut targets = vec![true; ids.len()];
         targets[0] = false;
-        Example { input_ids: ids.to_vec(), targets }
+        Example {
+            input_ids: ids.to_vec(),
+            targets,
+        }
     }
 
     #[test]

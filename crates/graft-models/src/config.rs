@@ -83,9 +83,12 @@ pub struct Rope {
 impl Rope {
     /// Mirrors transformers' `ROPE_INIT_FUNCTIONS` for `default`, `linear` and `llama3`.
     pub fn new(theta: f64, head_dim: usize, scaling: Option<&RopeScaling>) -> Result<Self, String> {
-        let base: Vec<f64> =
-            (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
-        let Some(s) = scaling else { return Ok(Self { inv_freq: base }) };
+        let base: Vec<f64> = (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
+            .collect();
+        let Some(s) = scaling else {
+            return Ok(Self { inv_freq: base });
+        };
         if s.rope_type == "default" {
             return Ok(Self { inv_freq: base });
         }
@@ -94,8 +97,12 @@ impl Rope {
             "default" => base,
             "linear" => base.iter().map(|f| f / factor).collect(),
             "llama3" => {
-                let low = s.low_freq_factor.ok_or("llama3 rope_scaling needs `low_freq_factor`")?;
-                let high = s.high_freq_factor.ok_or("llama3 rope_scaling needs `high_freq_factor`")?;
+                let low = s
+                    .low_freq_factor
+                    .ok_or("llama3 rope_scaling needs `low_freq_factor`")?;
+                let high = s
+                    .high_freq_factor
+                    .ok_or("llama3 rope_scaling needs `high_freq_factor`")?;
                 let old_ctx = s
                     .original_max_position_embeddings
                     .ok_or("llama3 rope_scaling needs `original_max_position_embeddings`")?
@@ -115,7 +122,11 @@ impl Rope {
                     })
                     .collect()
             }
-            other => return Err(format!("rope_scaling type `{other}` is not supported (default, linear, llama3)")),
+            other => {
+                return Err(format!(
+                    "rope_scaling type `{other}` is not supported (default, linear, llama3)"
+                ))
+            }
         };
         Ok(Self { inv_freq })
     }
@@ -169,7 +180,8 @@ pub fn parse_family<T: serde::de::DeserializeOwned>(
     path: &std::path::Path,
     json: &serde_json::Value,
 ) -> crate::Result<T> {
-    serde_json::from_value(json.clone()).map_err(|e| crate::ModelError::file(path, format!("invalid config: {e}")))
+    serde_json::from_value(json.clone())
+        .map_err(|e| crate::ModelError::file(path, format!("invalid config: {e}")))
 }
 
 /// Fields every supported family shares, with their HF names and defaults.
@@ -208,7 +220,8 @@ fn default_eps() -> f64 {
 
 impl CommonFields {
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
     /// The rope of a layer of type `layer_type` (`full_attention` / `sliding_attention`), reading the
@@ -218,9 +231,13 @@ impl CommonFields {
         let mut scaling = self.rope_scaling.clone();
         if let Some(params) = &self.rope_parameters {
             // Per-layer-type dicts (Gemma 3) are keyed by layer type; global layers by default.
-            let params = if params.get("full_attention").is_some() || params.get("sliding_attention").is_some() {
+            let params = if params.get("full_attention").is_some()
+                || params.get("sliding_attention").is_some()
+            {
                 let t = layer_type.unwrap_or("full_attention");
-                params.get(t).ok_or(format!("rope_parameters has no `{t}` entry"))?
+                params
+                    .get(t)
+                    .ok_or(format!("rope_parameters has no `{t}` entry"))?
             } else {
                 params
             };
@@ -243,7 +260,9 @@ impl CommonFields {
         }
         let head_dim = self.head_dim();
         if !head_dim.is_multiple_of(2) {
-            return Err(format!("head_dim ({head_dim}) must be even for rotary embeddings"));
+            return Err(format!(
+                "head_dim ({head_dim}) must be even for rotary embeddings"
+            ));
         }
         let rope = self.rope(None, 10_000.0)?;
         Ok(DecoderConfig {
@@ -268,7 +287,13 @@ impl CommonFields {
             final_softcap: None,
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
             attention_dropout: self.attention_dropout,
-            layers: vec![LayerSpec { sliding_window: None, rope }; self.num_hidden_layers],
+            layers: vec![
+                LayerSpec {
+                    sliding_window: None,
+                    rope
+                };
+                self.num_hidden_layers
+            ],
         })
     }
 
@@ -277,7 +302,11 @@ impl CommonFields {
         match &self.layer_types {
             Some(types) => {
                 if types.len() != self.num_hidden_layers {
-                    return Err(format!("layer_types has {} entries for {} layers", types.len(), self.num_hidden_layers));
+                    return Err(format!(
+                        "layer_types has {} entries for {} layers",
+                        types.len(),
+                        self.num_hidden_layers
+                    ));
                 }
                 types
                     .iter()

@@ -13,7 +13,10 @@ use candle_nn::VarBuilder;
 use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::{BlockKind, DecoderConfig};
-use crate::layers::{attention::causal_mask, attention::segment_mask, attention::Attention, kv_cache::KvCache, mlp::Mlp, norm::RmsNorm, rope};
+use crate::layers::{
+    attention::causal_mask, attention::segment_mask, attention::Attention, kv_cache::KvCache,
+    mlp::Mlp, norm::RmsNorm, rope,
+};
 
 #[derive(Debug, Clone)]
 pub struct Block {
@@ -28,7 +31,8 @@ pub struct Block {
 
 impl Block {
     fn new(vb: VarBuilder, cfg: &DecoderConfig) -> Result<Self> {
-        let norm = |name: &str| RmsNorm::new(vb.pp(name), cfg.hidden_size, cfg.rms_norm_eps, cfg.norm);
+        let norm =
+            |name: &str| RmsNorm::new(vb.pp(name), cfg.hidden_size, cfg.rms_norm_eps, cfg.norm);
         let (input, pre_ff, post_ff) = match cfg.block {
             BlockKind::PreNorm => (true, false, false),
             BlockKind::Sandwich => (true, true, true),
@@ -36,11 +40,29 @@ impl Block {
         };
         Ok(Self {
             self_attn: Attention::new(vb.pp("self_attn"), cfg)?,
-            mlp: Mlp::new(vb.pp("mlp"), cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias, cfg.act)?,
-            input_layernorm: if input { Some(norm("input_layernorm")?) } else { None },
+            mlp: Mlp::new(
+                vb.pp("mlp"),
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.mlp_bias,
+                cfg.act,
+            )?,
+            input_layernorm: if input {
+                Some(norm("input_layernorm")?)
+            } else {
+                None
+            },
             post_attention_layernorm: norm("post_attention_layernorm")?,
-            pre_feedforward_layernorm: if pre_ff { Some(norm("pre_feedforward_layernorm")?) } else { None },
-            post_feedforward_layernorm: if post_ff { Some(norm("post_feedforward_layernorm")?) } else { None },
+            pre_feedforward_layernorm: if pre_ff {
+                Some(norm("pre_feedforward_layernorm")?)
+            } else {
+                None
+            },
+            post_feedforward_layernorm: if post_ff {
+                Some(norm("post_feedforward_layernorm")?)
+            } else {
+                None
+            },
             kind: cfg.block,
         })
     }
@@ -53,12 +75,18 @@ impl Block {
         match self.kind {
             BlockKind::PreNorm => {
                 let x = (x + attn(&opt(&self.input_layernorm, x)?)?)?;
-                &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?
+                &x + self
+                    .mlp
+                    .forward(&self.post_attention_layernorm.forward(&x)?)?
             }
             BlockKind::Sandwich => {
-                let h = self.post_attention_layernorm.forward(&attn(&opt(&self.input_layernorm, x)?)?)?;
+                let h = self
+                    .post_attention_layernorm
+                    .forward(&attn(&opt(&self.input_layernorm, x)?)?)?;
                 let x = (x + h)?;
-                let h = self.mlp.forward(&opt(&self.pre_feedforward_layernorm, &x)?)?;
+                let h = self
+                    .mlp
+                    .forward(&opt(&self.pre_feedforward_layernorm, &x)?)?;
                 &x + opt(&self.post_feedforward_layernorm, &h)?
             }
             BlockKind::PostNorm => {
@@ -102,10 +130,13 @@ impl Decoder {
         let mut distinct: Vec<&Vec<f64>> = Vec::new();
         let mut layer_rope = Vec::new();
         for layer in &cfg.layers {
-            let idx = distinct.iter().position(|f| **f == layer.rope.inv_freq).unwrap_or_else(|| {
-                distinct.push(&layer.rope.inv_freq);
-                distinct.len() - 1
-            });
+            let idx = distinct
+                .iter()
+                .position(|f| **f == layer.rope.inv_freq)
+                .unwrap_or_else(|| {
+                    distinct.push(&layer.rope.inv_freq);
+                    distinct.len() - 1
+                });
             layer_rope.push(idx);
         }
         let inv_freqs = distinct
@@ -113,7 +144,16 @@ impl Decoder {
             .map(|f| Tensor::from_iter(f.iter().map(|&x| x as f32), vb.device()))
             .collect::<Result<Vec<_>>>()?;
         let dropout_rng = Mutex::new(StdRng::seed_from_u64(0));
-        Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, inv_freqs, layer_rope, dropout_rng })
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freqs,
+            layer_rope,
+            dropout_rng,
+        })
     }
 
     /// Makes the dropout masks of the following training forwards a function of `seed`.
@@ -129,7 +169,12 @@ impl Decoder {
 
     /// Logits (B, T, V) for every position of `input_ids` (B, T), continuing the sequences held in
     /// `cache` if any. Positions count on from the cache length.
-    pub fn forward(&self, input_ids: &Tensor, cache: Option<&mut KvCache>, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         let past = cache.as_ref().map_or(0, |c| c.len());
         let positions = Tensor::arange(past as u32, (past + t) as u32, input_ids.device())?
@@ -141,7 +186,13 @@ impl Decoder {
 
     /// Packed rows: explicit rotary positions (B, T) and segment ids (B, T); a token attends only to
     /// earlier tokens of its own segment (block-diagonal causal mask).
-    pub fn forward_packed(&self, input_ids: &Tensor, positions: &Tensor, segments: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward_packed(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        segments: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         self.forward_inner(input_ids, positions, Some(segments), None, train)
     }
 
@@ -157,7 +208,10 @@ impl Decoder {
         let dtype = self.dtype();
         let device = input_ids.device();
         let past = cache.as_ref().map_or(0, |c| c.len());
-        let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, ()))?;
+        let mut x = self
+            .embed_tokens
+            .index_select(&input_ids.flatten_all()?, 0)?
+            .reshape((b, t, ()))?;
         if let Some(scale) = self.cfg.embed_scale {
             // transformers multiplies by a tensor of the model dtype: round the scale the same way.
             x = x.broadcast_mul(&Tensor::new(scale as f32, device)?.to_dtype(dtype)?)?;
@@ -180,11 +234,16 @@ impl Decoder {
             let (cos, sin) = &cos_sin[self.layer_rope[i]];
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             let rng = train.then_some(&self.dropout_rng);
-            x = layer.forward(&x, |h| layer.self_attn.forward(h, cos, sin, mask, layer_cache, rng))?;
+            x = layer.forward(&x, |h| {
+                layer.self_attn.forward(h, cos, sin, mask, layer_cache, rng)
+            })?;
         }
         let x = self.norm.forward(&x)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        let mut logits = x.reshape((b * t, ()))?.matmul(&head.t()?)?.reshape((b, t, ()))?;
+        let mut logits = x
+            .reshape((b * t, ()))?
+            .matmul(&head.t()?)?
+            .reshape((b, t, ()))?;
         if let Some(cap) = self.cfg.final_softcap {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }
@@ -192,8 +251,15 @@ impl Decoder {
     }
 
     /// log-softmax of [`Self::forward`]'s logits, in f32.
-    pub fn log_probs(&self, input_ids: &Tensor, cache: Option<&mut KvCache>, train: bool) -> Result<Tensor> {
-        let logits = self.forward(input_ids, cache, train)?.to_dtype(DType::F32)?;
+    pub fn log_probs(
+        &self,
+        input_ids: &Tensor,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let logits = self
+            .forward(input_ids, cache, train)?
+            .to_dtype(DType::F32)?;
         candle_nn::ops::log_softmax(&logits, D::Minus1)
     }
 
@@ -206,6 +272,11 @@ impl Decoder {
 pub fn next_token_logprobs(log_probs: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
     let t = input_ids.dim(1)?;
     let lp = log_probs.narrow(1, 0, t - 1)?;
-    let targets = input_ids.narrow(1, 1, t - 1)?.unsqueeze(D::Minus1)?.contiguous()?;
-    lp.contiguous()?.gather(&targets, D::Minus1)?.squeeze(D::Minus1)
+    let targets = input_ids
+        .narrow(1, 1, t - 1)?
+        .unsqueeze(D::Minus1)?
+        .contiguous()?;
+    lp.contiguous()?
+        .gather(&targets, D::Minus1)?
+        .squeeze(D::Minus1)
 }

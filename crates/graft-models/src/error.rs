@@ -8,24 +8,47 @@ pub enum ModelError {
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
     #[error("{path}: field `{field}`: {msg}")]
-    Config { path: PathBuf, field: String, msg: String },
+    Config {
+        path: PathBuf,
+        field: String,
+        msg: String,
+    },
     #[error("{path}: unknown architecture `{name}` (supported: {supported})")]
-    UnknownArchitecture { path: PathBuf, name: String, supported: String },
+    UnknownArchitecture {
+        path: PathBuf,
+        name: String,
+        supported: String,
+    },
     #[error("{path}: tensor `{name}`: {msg}")]
-    Tensor { path: PathBuf, name: String, msg: String },
+    Tensor {
+        path: PathBuf,
+        name: String,
+        msg: String,
+    },
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
 }
 
 impl ModelError {
     pub fn file(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
-        Self::File { path: path.into(), msg: msg.to_string() }
+        Self::File {
+            path: path.into(),
+            msg: msg.to_string(),
+        }
     }
     pub fn config(path: impl Into<PathBuf>, field: &str, msg: impl std::fmt::Display) -> Self {
-        Self::Config { path: path.into(), field: field.to_string(), msg: msg.to_string() }
+        Self::Config {
+            path: path.into(),
+            field: field.to_string(),
+            msg: msg.to_string(),
+        }
     }
     pub fn tensor(path: impl Into<PathBuf>, name: &str, msg: impl std::fmt::Display) -> Self {
-        Self::Tensor { path: path.into(), name: name.to_string(), msg: msg.to_string() }
+        Self::Tensor {
+            path: path.into(),
+            name: name.to_string(),
+            msg: msg.to_string(),
+        }
     }
 }
 

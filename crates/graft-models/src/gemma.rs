@@ -19,11 +19,18 @@ pub struct GemmaConfig {
 
 /// Gemma's activation: `hidden_activation` wins over the legacy `hidden_act`, as in transformers.
 pub(crate) fn gemma_act(activation: &Option<String>, act: &Option<String>) -> String {
-    activation.clone().or(act.clone()).unwrap_or_else(|| "gelu_pytorch_tanh".into())
+    activation
+        .clone()
+        .or(act.clone())
+        .unwrap_or_else(|| "gelu_pytorch_tanh".into())
 }
 
 /// The changes every Gemma generation makes to the Llama reading.
-pub(crate) fn gemma_like(common: &CommonFields, model_type: &str, act: &str) -> Result<DecoderConfig, String> {
+pub(crate) fn gemma_like(
+    common: &CommonFields,
+    model_type: &str,
+    act: &str,
+) -> Result<DecoderConfig, String> {
     let mut d = common.llama_like(model_type, act)?;
     d.norm = NormKind::OnePlus;
     d.embed_scale = Some((common.hidden_size as f64).sqrt());

@@ -60,12 +60,18 @@ impl Gemma3TextConfig {
         let sliding = self.common.layer_types(|i| (i + 1) % pattern != 0)?;
         let global = self.common.rope(Some("full_attention"), 1_000_000.0)?;
         let local = match &self.common.rope_parameters {
-            Some(p) if p.get("sliding_attention").is_some() => self.common.rope(Some("sliding_attention"), 10_000.0)?,
+            Some(p) if p.get("sliding_attention").is_some() => {
+                self.common.rope(Some("sliding_attention"), 10_000.0)?
+            }
             _ => Rope::new(self.rope_local_base_freq, d.head_dim, None)?,
         };
         for (layer, sliding) in d.layers.iter_mut().zip(sliding) {
             layer.sliding_window = if sliding { self.sliding_window } else { None };
-            layer.rope = if sliding { local.clone() } else { global.clone() };
+            layer.rope = if sliding {
+                local.clone()
+            } else {
+                global.clone()
+            };
         }
         Ok(d)
     }

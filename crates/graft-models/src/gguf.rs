@@ -15,7 +15,8 @@ use crate::{ModelError, Result};
 
 pub fn read_content(path: &Path) -> Result<Content> {
     let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
-    Content::read(&mut file).map_err(|e| ModelError::file(path, format!("not a readable GGUF file: {e}")))
+    Content::read(&mut file)
+        .map_err(|e| ModelError::file(path, format!("not a readable GGUF file: {e}")))
 }
 
 fn arch_of(path: &Path, content: &Content) -> Result<String> {
@@ -39,13 +40,22 @@ fn num(v: &Value) -> Option<f64> {
 /// The HF `config.json` equivalent of the file's metadata.
 pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
     let arch = arch_of(path, content)?;
-    let family = FAMILIES.iter().find(|f| f.gguf_arch == arch).ok_or_else(|| ModelError::UnknownArchitecture {
-        path: path.to_path_buf(),
-        name: arch.clone(),
-        supported: FAMILIES.iter().map(|f| f.gguf_arch).collect::<Vec<_>>().join(", "),
-    })?;
+    let family = FAMILIES
+        .iter()
+        .find(|f| f.gguf_arch == arch)
+        .ok_or_else(|| ModelError::UnknownArchitecture {
+            path: path.to_path_buf(),
+            name: arch.clone(),
+            supported: FAMILIES
+                .iter()
+                .map(|f| f.gguf_arch)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
     let get = |key: &str| content.metadata.get(&format!("{arch}.{key}")).and_then(num);
-    let need = |key: &str| get(key).ok_or_else(|| ModelError::config(path, &format!("{arch}.{key}"), "missing"));
+    let need = |key: &str| {
+        get(key).ok_or_else(|| ModelError::config(path, &format!("{arch}.{key}"), "missing"))
+    };
     let has_tensor = |name: &str| content.tensor_infos.contains_key(name);
     let embd = content
         .tensor_infos
@@ -58,33 +68,70 @@ pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
     c.insert("architectures".into(), json!([family.architecture]));
     c.insert("vocab_size".into(), json!(embd.shape.dims()[0]));
     c.insert("hidden_size".into(), json!(hidden));
-    c.insert("intermediate_size".into(), json!(need("feed_forward_length")? as usize));
-    c.insert("num_hidden_layers".into(), json!(need("block_count")? as usize));
+    c.insert(
+        "intermediate_size".into(),
+        json!(need("feed_forward_length")? as usize),
+    );
+    c.insert(
+        "num_hidden_layers".into(),
+        json!(need("block_count")? as usize),
+    );
     c.insert("num_attention_heads".into(), json!(heads));
-    c.insert("num_key_value_heads".into(), json!(get("attention.head_count_kv").map_or(heads, |v| v as usize)));
+    c.insert(
+        "num_key_value_heads".into(),
+        json!(get("attention.head_count_kv").map_or(heads, |v| v as usize)),
+    );
     let head_dim = get("attention.key_length").map_or(hidden / heads, |v| v as usize);
     c.insert("head_dim".into(), json!(head_dim));
-    c.insert("rms_norm_eps".into(), json!(need("attention.layer_norm_rms_epsilon")?));
-    c.insert("max_position_embeddings".into(), json!(get("context_length").unwrap_or(4096.0) as usize));
-    c.insert("rope_theta".into(), json!(get("rope.freq_base").unwrap_or(10_000.0)));
-    if let (Some(Value::String(kind)), Some(factor)) =
-        (content.metadata.get(&format!("{arch}.rope.scaling.type")), get("rope.scaling.factor"))
-    {
+    c.insert(
+        "rms_norm_eps".into(),
+        json!(need("attention.layer_norm_rms_epsilon")?),
+    );
+    c.insert(
+        "max_position_embeddings".into(),
+        json!(get("context_length").unwrap_or(4096.0) as usize),
+    );
+    c.insert(
+        "rope_theta".into(),
+        json!(get("rope.freq_base").unwrap_or(10_000.0)),
+    );
+    if let (Some(Value::String(kind)), Some(factor)) = (
+        content.metadata.get(&format!("{arch}.rope.scaling.type")),
+        get("rope.scaling.factor"),
+    ) {
         if kind != "none" {
-            c.insert("rope_scaling".into(), json!({"rope_type": kind, "factor": factor}));
+            c.insert(
+                "rope_scaling".into(),
+                json!({"rope_type": kind, "factor": factor}),
+            );
         }
     }
     if has_tensor("rope_freqs.weight") {
         let theta = c["rope_theta"].as_f64().unwrap_or(10_000.0);
-        c.insert("rope_scaling".into(), llama3_scaling(path, content, theta, head_dim)?);
+        c.insert(
+            "rope_scaling".into(),
+            llama3_scaling(path, content, theta, head_dim)?,
+        );
     }
-    c.insert("tie_word_embeddings".into(), json!(!has_tensor("output.weight")));
-    c.insert("attention_bias".into(), json!(has_tensor("blk.0.attn_q.bias")));
+    c.insert(
+        "tie_word_embeddings".into(),
+        json!(!has_tensor("output.weight")),
+    );
+    c.insert(
+        "attention_bias".into(),
+        json!(has_tensor("blk.0.attn_q.bias")),
+    );
     if let Some(w) = get("attention.sliding_window") {
         c.insert("sliding_window".into(), json!(w as usize));
     }
-    for (gguf_key, hf_key) in [("attn_logit_softcapping", "attn_logit_softcapping"), ("final_logit_softcapping", "final_logit_softcapping")] {
-        c.insert(hf_key.into(), get(gguf_key).map_or(Json::Null, |v| json!(v)));
+    for (gguf_key, hf_key) in [
+        ("attn_logit_softcapping", "attn_logit_softcapping"),
+        ("final_logit_softcapping", "final_logit_softcapping"),
+    ] {
+        c.insert(
+            hf_key.into(),
+            get(gguf_key).map_or(Json::Null, |v| json!(v)),
+        );
     }
     if arch.starts_with("gemma") {
         // llama.cpp scales queries by 1/sqrt(head_dim) for these files.
@@ -92,7 +139,10 @@ pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
         c.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
     }
     if arch == "gemma3" {
-        c.insert("rope_local_base_freq".into(), json!(get("rope.freq_base_swa").unwrap_or(10_000.0)));
+        c.insert(
+            "rope_local_base_freq".into(),
+            json!(get("rope.freq_base_swa").unwrap_or(10_000.0)),
+        );
         c.insert("sliding_window_pattern".into(), json!(6));
     }
     let tok = |key: &str| content.metadata.get(key).and_then(num).map(|v| v as u32);
@@ -118,7 +168,8 @@ fn llama3_scaling(path: &Path, content: &Content, theta: f64, head_dim: usize) -
         .and_then(|t| t.flatten_all()?.to_vec1())
         .map_err(|e| ModelError::tensor(path, name, e))?;
     let factor = divisors.iter().copied().fold(1.0f32, f32::max) as f64;
-    let base = crate::config::Rope::new(theta, head_dim, None).map_err(|e| ModelError::tensor(path, name, e))?;
+    let base = crate::config::Rope::new(theta, head_dim, None)
+        .map_err(|e| ModelError::tensor(path, name, e))?;
     for (low, high) in [(1.0, 4.0), (1.0, 2.0), (2.0, 4.0)] {
         for ctx in (4..=20).map(|p| 1usize << p) {
             let scaling = crate::config::RopeScaling {
@@ -129,16 +180,29 @@ fn llama3_scaling(path: &Path, content: &Content, theta: f64, head_dim: usize) -
                 original_max_position_embeddings: Some(ctx),
                 rope_theta: None,
             };
-            let Ok(scaled) = crate::config::Rope::new(theta, head_dim, Some(&scaling)) else { continue };
+            let Ok(scaled) = crate::config::Rope::new(theta, head_dim, Some(&scaling)) else {
+                continue;
+            };
             let fits = divisors.len() == base.inv_freq.len()
-                && base.inv_freq.iter().zip(&scaled.inv_freq).zip(&divisors).all(|((b, s), &d)| ((b / s) as f32 - d).abs() <= 1e-4 * d);
+                && base
+                    .inv_freq
+                    .iter()
+                    .zip(&scaled.inv_freq)
+                    .zip(&divisors)
+                    .all(|((b, s), &d)| ((b / s) as f32 - d).abs() <= 1e-4 * d);
             if fits {
-                return Ok(json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
-                    "high_freq_factor": high, "original_max_position_embeddings": ctx}));
+                return Ok(
+                    json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                    "high_freq_factor": high, "original_max_position_embeddings": ctx}),
+                );
             }
         }
     }
-    Err(ModelError::tensor(path, name, "these rope frequency divisors match no llama3 rope_scaling; graft cannot represent them"))
+    Err(ModelError::tensor(
+        path,
+        name,
+        "these rope frequency divisors match no llama3 rope_scaling; graft cannot represent them",
+    ))
 }
 
 /// HF key of a GGUF tensor name, for a family whose blocks are `PreNorm` (`ffn_norm` is the pre-MLP
@@ -183,11 +247,20 @@ fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let rest: Vec<usize> = dims[1..].to_vec();
     let mut shape = vec![heads, rows / heads / 2, 2];
     shape.extend(&rest);
-    t.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)
+    t.reshape(shape)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
 }
 
 /// All tensors of the file, dequantized to `dtype`, under HF checkpoint keys.
-pub fn load_tensors(path: &Path, content: &Content, config: &Json, dtype: DType, device: &Device) -> Result<HashMap<String, Tensor>> {
+pub fn load_tensors(
+    path: &Path,
+    content: &Content,
+    config: &Json,
+    dtype: DType,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
     let arch = arch_of(path, content)?;
     let sandwich = arch == "gemma2" || arch == "gemma3";
     let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
@@ -195,12 +268,22 @@ pub fn load_tensors(path: &Path, content: &Content, config: &Json, dtype: DType,
     let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
     let mut out = HashMap::new();
     for name in content.tensor_infos.keys() {
-        let Some(hf) = hf_name(name, sandwich) else { continue };
-        let q = content.tensor(&mut file, name, device).map_err(|e| ModelError::tensor(path, name, e))?;
-        let mut t = q.dequantize(device).map_err(|e| ModelError::tensor(path, name, e))?;
+        let Some(hf) = hf_name(name, sandwich) else {
+            continue;
+        };
+        let q = content
+            .tensor(&mut file, name, device)
+            .map_err(|e| ModelError::tensor(path, name, e))?;
+        let mut t = q
+            .dequantize(device)
+            .map_err(|e| ModelError::tensor(path, name, e))?;
         let wrap = |e: candle_core::Error| ModelError::tensor(path, name, e);
         if arch == "llama" && (name.contains(".attn_q.") || name.contains(".attn_k.")) {
-            let h = if name.contains(".attn_q.") { heads } else { kv_heads };
+            let h = if name.contains(".attn_q.") {
+                heads
+            } else {
+                kv_heads
+            };
             t = unpermute(&t, h).map_err(wrap)?;
         }
         if arch.starts_with("gemma") && name.ends_with("norm.weight") {

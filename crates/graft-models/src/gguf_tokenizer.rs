@@ -7,12 +7,16 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use tokenizers::decoders::{byte_fallback::ByteFallback, byte_level::ByteLevel as ByteLevelDecoder, fuse::Fuse};
+use tokenizers::decoders::{
+    byte_fallback::ByteFallback, byte_level::ByteLevel as ByteLevelDecoder, fuse::Fuse,
+};
 use tokenizers::decoders::{sequence::Sequence as DecoderSequence, strip::Strip, DecoderWrapper};
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
-use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence, split::Split};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::{
+    byte_level::ByteLevel, digits::Digits, sequence::Sequence, split::Split,
+};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
@@ -31,7 +35,11 @@ fn meta<'a>(content: &'a Content, key: &str) -> Option<&'a Value> {
 }
 
 fn meta_u32(content: &Content, key: &str) -> Option<u32> {
-    meta(content, key).and_then(|v| v.to_u32().ok().or_else(|| v.to_i32().ok().map(|x| x as u32)))
+    meta(content, key).and_then(|v| {
+        v.to_u32()
+            .ok()
+            .or_else(|| v.to_i32().ok().map(|x| x as u32))
+    })
 }
 
 fn meta_bool(content: &Content, key: &str) -> Option<bool> {
@@ -43,11 +51,20 @@ fn string_array(path: &Path, content: &Content, key: &str) -> Result<Vec<String>
         .ok_or_else(|| ModelError::config(path, key, "missing"))?
         .to_vec()
         .map_err(|e| ModelError::config(path, key, e))?;
-    values.iter().map(|v| v.to_string().cloned().map_err(|e| ModelError::config(path, key, e))).collect()
+    values
+        .iter()
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|e| ModelError::config(path, key, e))
+        })
+        .collect()
 }
 
 fn number_array(path: &Path, content: &Content, key: &str) -> Result<Option<Vec<f64>>> {
-    let Some(v) = meta(content, key) else { return Ok(None) };
+    let Some(v) = meta(content, key) else {
+        return Ok(None);
+    };
     let values = v.to_vec().map_err(|e| ModelError::config(path, key, e))?;
     values
         .iter()
@@ -66,7 +83,11 @@ fn number_array(path: &Path, content: &Content, key: &str) -> Result<Option<Vec<
 /// that are both in the vocabulary, ordered by the merged piece's score (highest first), ties by
 /// the lengths of the parts — transformers' `generate_merges`.
 pub fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<(String, String)> {
-    let vocab: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let vocab: HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
     // Python iterates a dict built from (piece, score) pairs: a later duplicate piece keeps the
     // first position but the last score.
     let mut order: Vec<&str> = Vec::new();
@@ -90,26 +111,48 @@ pub fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<(String, Str
     }
     let key = |m: &(&str, &str, f64)| (m.2, m.0.chars().count(), m.1.chars().count());
     // Stable, descending: equal keys keep their order, as Python's sorted(reverse=True) does.
-    merges.sort_by(|a, b| key(b).partial_cmp(&key(a)).unwrap_or(std::cmp::Ordering::Equal));
-    merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
+    merges.sort_by(|a, b| {
+        key(b)
+            .partial_cmp(&key(a))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    merges
+        .into_iter()
+        .map(|(l, r, _)| (l.to_string(), r.to_string()))
+        .collect()
 }
 
 fn byte_level_pre_tokenizer(pre: &str) -> (PreTokenizerWrapper, Option<String>) {
     let split = |re: &str| -> PreTokenizerWrapper {
-        let split = Split::new(tokenizers::pre_tokenizers::split::SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
-            .expect("built-in regex compiles");
-        Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
+        let split = Split::new(
+            tokenizers::pre_tokenizers::split::SplitPattern::Regex(re.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .expect("built-in regex compiles");
+        Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into()
     };
     match pre {
         "gpt2" | "default" | "gpt-2" => (ByteLevel::new(false, true, true).into(), None),
-        "smollm" => {
-            (Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(), None)
-        }
+        "smollm" => (
+            Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])
+            .into(),
+            None,
+        ),
         "llama-bpe" | "llama3" | "llama-v3" => (split(LLAMA3_REGEX), None),
         "qwen2" | "deepseek-r1-qwen" => (split(QWEN2_REGEX), None),
         other => (
             ByteLevel::new(false, true, true).into(),
-            Some(format!("tokenizer.ggml.pre `{other}` is not known to graft: using GPT-2's pre-tokenizer")),
+            Some(format!(
+                "tokenizer.ggml.pre `{other}` is not known to graft: using GPT-2's pre-tokenizer"
+            )),
         ),
     }
 }
@@ -117,7 +160,13 @@ fn byte_level_pre_tokenizer(pre: &str) -> (PreTokenizerWrapper, Option<String>) 
 /// The tokenizer stored in a GGUF file, plus warnings about approximations made.
 pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer, Vec<String>)> {
     let model = meta(content, "tokenizer.ggml.model")
-        .ok_or_else(|| ModelError::config(path, "tokenizer.ggml.model", "missing: the file carries no tokenizer"))?
+        .ok_or_else(|| {
+            ModelError::config(
+                path,
+                "tokenizer.ggml.model",
+                "missing: the file carries no tokenizer",
+            )
+        })?
         .to_string()
         .map_err(|e| ModelError::config(path, "tokenizer.ggml.model", e))?
         .clone();
@@ -131,7 +180,11 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
     let eos_id = meta_u32(content, "tokenizer.ggml.eos_token_id");
     let token = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned());
     let mut warnings = Vec::new();
-    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
 
     let (mut inner, default_bos) = match model.as_str() {
         "gpt2" => {
@@ -139,10 +192,17 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
                 .into_iter()
                 .map(|m| match m.split_once(' ') {
                     Some((l, r)) => Ok((l.to_string(), r.to_string())),
-                    None => Err(ModelError::config(path, "tokenizer.ggml.merges", format!("merge `{m}` has no space"))),
+                    None => Err(ModelError::config(
+                        path,
+                        "tokenizer.ggml.merges",
+                        format!("merge `{m}` has no space"),
+                    )),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let pre = meta(content, "tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
+            let pre = meta(content, "tokenizer.ggml.pre")
+                .and_then(|v| v.to_string().ok())
+                .cloned()
+                .unwrap_or_default();
             // Llama 3's tokenizer.json sets `ignore_merges`: a pre-token found whole in the vocabulary is
             // one token even when the merges would not build it (llama.cpp does the same for this type).
             let ignore_merges = matches!(pre.as_str(), "llama-bpe" | "llama3" | "llama-v3");
@@ -159,13 +219,24 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
             (t, false)
         }
         "llama" => {
-            let scores = number_array(path, content, "tokenizer.ggml.scores")?
-                .ok_or_else(|| ModelError::config(path, "tokenizer.ggml.scores", "missing (needed for a `llama` tokenizer)"))?;
+            let scores =
+                number_array(path, content, "tokenizer.ggml.scores")?.ok_or_else(|| {
+                    ModelError::config(
+                        path,
+                        "tokenizer.ggml.scores",
+                        "missing (needed for a `llama` tokenizer)",
+                    )
+                })?;
             if scores.len() != tokens.len() {
-                return Err(ModelError::config(path, "tokenizer.ggml.scores", format!("{} scores for {} tokens", scores.len(), tokens.len())));
+                return Err(ModelError::config(
+                    path,
+                    "tokenizer.ggml.scores",
+                    format!("{} scores for {} tokens", scores.len(), tokens.len()),
+                ));
             }
             let merges = merges_from_scores(&tokens, &scores);
-            let unk = token(meta_u32(content, "tokenizer.ggml.unknown_token_id")).unwrap_or_else(|| "<unk>".into());
+            let unk = token(meta_u32(content, "tokenizer.ggml.unknown_token_id"))
+                .unwrap_or_else(|| "<unk>".into());
             let bpe = BPE::builder()
                 .vocab_and_merges(vocab, merges)
                 .unk_token(unk)
@@ -194,7 +265,11 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
             (t, true)
         }
         other => {
-            return Err(ModelError::config(path, "tokenizer.ggml.model", format!("`{other}` is not supported (gpt2, llama)")))
+            return Err(ModelError::config(
+                path,
+                "tokenizer.ggml.model",
+                format!("`{other}` is not supported (gpt2, llama)"),
+            ))
         }
     };
 
@@ -234,7 +309,9 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
             .map_err(|e| ModelError::config(path, "tokenizer.ggml.add_bos_token", e))?;
         inner.with_post_processor(Some(post));
     }
-    let chat_template = meta(content, "tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+    let chat_template = meta(content, "tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .cloned();
     Ok((
         Tokenizer {
             inner,

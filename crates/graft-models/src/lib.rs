@@ -10,6 +10,7 @@ pub mod gemma2;
 pub mod gemma3;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod init;
 pub mod layers;
 pub mod llama;
 pub mod load;

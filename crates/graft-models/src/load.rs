@@ -24,7 +24,11 @@ pub struct GenerationConfig {
 fn ids(v: Option<&Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -72,7 +76,10 @@ impl ModelSource {
     fn open_hf_dir(dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");
         if !config_path.exists() {
-            return Err(ModelError::file(&config_path, "missing: not an HF model directory"));
+            return Err(ModelError::file(
+                &config_path,
+                "missing: not an HF model directory",
+            ));
         }
         let config_json = read_json(&config_path)?;
         let config = registry::decoder_config(&config_path, &config_json)?;
@@ -85,22 +92,34 @@ impl ModelSource {
             let weight_map = map
                 .get("weight_map")
                 .and_then(Value::as_object)
-                .ok_or_else(|| ModelError::config(&index, "weight_map", "missing or not an object"))?;
+                .ok_or_else(|| {
+                    ModelError::config(&index, "weight_map", "missing or not an object")
+                })?;
             let names: BTreeSet<&str> = weight_map.values().filter_map(Value::as_str).collect();
             let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
             if let Some(missing) = files.iter().find(|f| !f.exists()) {
-                return Err(ModelError::file(missing, format!("missing: listed in {}", index.display())));
+                return Err(ModelError::file(
+                    missing,
+                    format!("missing: listed in {}", index.display()),
+                ));
             }
             files
         } else {
-            return Err(ModelError::file(dir, "no model.safetensors or model.safetensors.index.json"));
+            return Err(ModelError::file(
+                dir,
+                "no model.safetensors or model.safetensors.index.json",
+            ));
         };
         let (tokenizer, tokenizer_error) = match Tokenizer::from_hf_dir(dir) {
             Ok(t) => (Some(t), None),
             Err(e) => (None, Some(e.to_string())),
         };
         let gen_path = dir.join("generation_config.json");
-        let gen_json = if gen_path.exists() { read_json(&gen_path)? } else { Value::Null };
+        let gen_json = if gen_path.exists() {
+            read_json(&gen_path)?
+        } else {
+            Value::Null
+        };
         let generation = generation_config(&gen_json, &config_json, tokenizer.as_ref());
         Ok(Self {
             path: dir.to_path_buf(),
@@ -119,10 +138,11 @@ impl ModelSource {
         let config_json = gguf::config_json(path, &content)?;
         let config = registry::decoder_config(path, &config_json)?;
         let tensors = gguf::load_tensors(path, &content, &config_json, dtype, device)?;
-        let (tokenizer, tokenizer_error, warnings) = match gguf_tokenizer::tokenizer_from_gguf(path, &content) {
-            Ok((t, w)) => (Some(t), None, w),
-            Err(e) => (None, Some(e.to_string()), Vec::new()),
-        };
+        let (tokenizer, tokenizer_error, warnings) =
+            match gguf_tokenizer::tokenizer_from_gguf(path, &content) {
+                Ok((t, w)) => (Some(t), None, w),
+                Err(e) => (None, Some(e.to_string()), Vec::new()),
+            };
         let generation = generation_config(&Value::Null, &config_json, tokenizer.as_ref());
         Ok(Self {
             path: path.to_path_buf(),
@@ -140,8 +160,10 @@ impl ModelSource {
     pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
         match &self.weights {
             // SAFETY: the files are memory-mapped read-only; graft never writes to a model it reads.
-            Weights::Safetensors(files) => unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
-                .map_err(|e| ModelError::file(&files[0], format!("corrupt safetensors: {e}"))),
+            Weights::Safetensors(files) => {
+                unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
+                    .map_err(|e| ModelError::file(&files[0], format!("corrupt safetensors: {e}")))
+            }
             Weights::Tensors(t) => Ok(VarBuilder::from_tensors(t.clone(), dtype, device)),
         }
     }
@@ -149,18 +171,28 @@ impl ModelSource {
     /// Builds the model in `dtype` on `device`.
     pub fn build(&self, dtype: DType, device: &Device) -> Result<Decoder> {
         let vb = self.var_builder(dtype, device)?;
-        Decoder::new(&self.config, vb).map_err(|e| ModelError::file(&self.path, format!("weights do not fit config: {e}")))
+        Decoder::new(&self.config, vb)
+            .map_err(|e| ModelError::file(&self.path, format!("weights do not fit config: {e}")))
     }
 
     /// The tokenizer, or an error that says why there is none.
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
         self.tokenizer.as_ref().ok_or_else(|| {
-            ModelError::file(&self.path, self.tokenizer_error.clone().unwrap_or_else(|| "no tokenizer".into()))
+            ModelError::file(
+                &self.path,
+                self.tokenizer_error
+                    .clone()
+                    .unwrap_or_else(|| "no tokenizer".into()),
+            )
         })
     }
 }
 
-fn generation_config(gen: &Value, config: &Value, tokenizer: Option<&Tokenizer>) -> GenerationConfig {
+fn generation_config(
+    gen: &Value,
+    config: &Value,
+    tokenizer: Option<&Tokenizer>,
+) -> GenerationConfig {
     let mut eos = ids(gen.get("eos_token_id"));
     if eos.is_empty() {
         eos = ids(config.get("eos_token_id"));
@@ -168,6 +200,12 @@ fn generation_config(gen: &Value, config: &Value, tokenizer: Option<&Tokenizer>)
     if eos.is_empty() {
         eos.extend(tokenizer.and_then(|t| t.eos_id));
     }
-    let bos = ids(gen.get("bos_token_id")).first().copied().or(ids(config.get("bos_token_id")).first().copied());
-    GenerationConfig { bos_token_id: bos.or(tokenizer.and_then(|t| t.bos_id)), eos_token_ids: eos }
+    let bos = ids(gen.get("bos_token_id"))
+        .first()
+        .copied()
+        .or(ids(config.get("bos_token_id")).first().copied());
+    GenerationConfig {
+        bos_token_id: bos.or(tokenizer.and_then(|t| t.bos_id)),
+        eos_token_ids: eos,
+    }
 }

@@ -28,7 +28,9 @@ impl Qwen2Config {
         let mut d = self.common.llama_like("qwen2", &self.hidden_act)?;
         d.qkv_bias = true;
         let window = self.sliding_window.filter(|_| self.use_sliding_window);
-        let sliding = self.common.layer_types(|i| window.is_some() && i >= self.max_window_layers)?;
+        let sliding = self
+            .common
+            .layer_types(|i| window.is_some() && i >= self.max_window_layers)?;
         for (layer, sliding) in d.layers.iter_mut().zip(sliding) {
             layer.sliding_window = if sliding { window } else { None };
         }

@@ -25,7 +25,9 @@ macro_rules! family {
             architecture: $arch,
             gguf_arch: $gguf,
             parse: |path, json| {
-                parse_family::<$cfg>(path, json)?.to_decoder().map_err(|msg| ModelError::file(path, msg))
+                parse_family::<$cfg>(path, json)?
+                    .to_decoder()
+                    .map_err(|msg| ModelError::file(path, msg))
             },
         }
     };
@@ -33,26 +35,51 @@ macro_rules! family {
 
 pub const FAMILIES: &[Family] = &[
     family!("llama", "LlamaForCausalLM", "llama", llama::LlamaConfig),
-    family!("mistral", "MistralForCausalLM", "mistral", mistral::MistralConfig),
+    family!(
+        "mistral",
+        "MistralForCausalLM",
+        "mistral",
+        mistral::MistralConfig
+    ),
     family!("qwen2", "Qwen2ForCausalLM", "qwen2", qwen2::Qwen2Config),
     family!("gemma", "GemmaForCausalLM", "gemma", gemma::GemmaConfig),
-    family!("gemma2", "Gemma2ForCausalLM", "gemma2", gemma2::Gemma2Config),
-    family!("gemma3_text", "Gemma3ForCausalLM", "gemma3", gemma3::Gemma3TextConfig),
+    family!(
+        "gemma2",
+        "Gemma2ForCausalLM",
+        "gemma2",
+        gemma2::Gemma2Config
+    ),
+    family!(
+        "gemma3_text",
+        "Gemma3ForCausalLM",
+        "gemma3",
+        gemma3::Gemma3TextConfig
+    ),
     family!("olmo2", "Olmo2ForCausalLM", "olmo2", olmo2::Olmo2Config),
 ];
 
 /// The family a `config.json` names.
 pub fn family_of(path: &Path, json: &Value) -> Result<&'static Family> {
     let model_type = json.get("model_type").and_then(Value::as_str);
-    let arch = json.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str);
+    let arch = json
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(Value::as_str);
     FAMILIES
         .iter()
         .find(|f| Some(f.model_type) == model_type)
         .or_else(|| FAMILIES.iter().find(|f| Some(f.architecture) == arch))
         .ok_or_else(|| ModelError::UnknownArchitecture {
             path: path.to_path_buf(),
-            name: model_type.or(arch).unwrap_or("<none: no model_type or architectures>").to_string(),
-            supported: FAMILIES.iter().map(|f| f.model_type).collect::<Vec<_>>().join(", "),
+            name: model_type
+                .or(arch)
+                .unwrap_or("<none: no model_type or architectures>")
+                .to_string(),
+            supported: FAMILIES
+                .iter()
+                .map(|f| f.model_type)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 

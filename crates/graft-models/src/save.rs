@@ -12,22 +12,39 @@ use crate::{ModelError, Result};
 
 /// Writes `tensors` under their names as `model.safetensors`, with `config_json`, into `out`.
 /// `extra_files` are copied as (name, contents). `out` must not exist yet.
-pub fn save_hf_dir(out: &Path, config_json: &Value, tensors: &HashMap<String, Tensor>, extra_files: &[(&str, String)]) -> Result<()> {
+pub fn save_hf_dir(
+    out: &Path,
+    config_json: &Value,
+    tensors: &HashMap<String, Tensor>,
+    extra_files: &[(&str, String)],
+) -> Result<()> {
     if out.exists() {
-        return Err(ModelError::file(out, "already exists; refusing to overwrite"));
+        return Err(ModelError::file(
+            out,
+            "already exists; refusing to overwrite",
+        ));
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| ModelError::file(parent, e))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         std::fs::create_dir_all(&tmp).map_err(|e| ModelError::file(&tmp, e))?;
-        let config = serde_json::to_string_pretty(config_json).map_err(|e| ModelError::file(&tmp, e))?;
+        let config =
+            serde_json::to_string_pretty(config_json).map_err(|e| ModelError::file(&tmp, e))?;
         std::fs::write(tmp.join("config.json"), config).map_err(|e| ModelError::file(&tmp, e))?;
         let weights = tmp.join("model.safetensors");
-        candle_core::safetensors::save(tensors, &weights).map_err(|e| ModelError::file(&weights, e))?;
+        candle_core::safetensors::save(tensors, &weights)
+            .map_err(|e| ModelError::file(&weights, e))?;
         for (file, contents) in extra_files {
-            std::fs::write(tmp.join(file), contents).map_err(|e| ModelError::file(tmp.join(file), e))?;
+            std::fs::write(tmp.join(file), contents)
+                .map_err(|e| ModelError::file(tmp.join(file), e))?;
         }
         std::fs::rename(&tmp, out).map_err(|e| ModelError::file(out, e))
     })();
@@ -40,7 +57,10 @@ pub fn save_hf_dir(out: &Path, config_json: &Value, tensors: &HashMap<String, Te
 impl crate::ModelSource {
     /// All weights under their HF keys, in `dtype`.
     pub fn tensors(&self, dtype: candle_core::DType) -> Result<HashMap<String, Tensor>> {
-        let convert = |name: &str, t: Tensor| t.to_dtype(dtype).map_err(|e| ModelError::tensor(&self.path, name, e));
+        let convert = |name: &str, t: Tensor| {
+            t.to_dtype(dtype)
+                .map_err(|e| ModelError::tensor(&self.path, name, e))
+        };
         let mut out = HashMap::new();
         match &self.weights {
             crate::load::Weights::Tensors(map) => {
@@ -65,21 +85,32 @@ impl crate::ModelSource {
     /// The tokenizer and generation files an HF directory of this model needs: copied verbatim from
     /// an HF source directory, or written from the tokenizer rebuilt out of a GGUF file.
     pub fn tokenizer_files(&self) -> Result<Vec<(&'static str, String)>> {
-        const NAMES: [&str; 5] =
-            ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "generation_config.json"];
+        const NAMES: [&str; 5] = [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "chat_template.jinja",
+            "generation_config.json",
+        ];
         if self.path.is_dir() {
             let mut out = Vec::new();
             for name in NAMES {
                 let p = self.path.join(name);
                 if p.exists() {
-                    out.push((name, std::fs::read_to_string(&p).map_err(|e| ModelError::file(&p, e))?));
+                    out.push((
+                        name,
+                        std::fs::read_to_string(&p).map_err(|e| ModelError::file(&p, e))?,
+                    ));
                 }
             }
             return Ok(out);
         }
         let mut out = Vec::new();
         if let Some(tok) = &self.tokenizer {
-            let json = tok.inner.to_string(true).map_err(|e| ModelError::file(&tok.source, e))?;
+            let json = tok
+                .inner
+                .to_string(true)
+                .map_err(|e| ModelError::file(&tok.source, e))?;
             out.push(("tokenizer.json", json));
             let mut cfg = serde_json::Map::new();
             cfg.insert("tokenizer_class".into(), "PreTrainedTokenizerFast".into());
@@ -92,7 +123,10 @@ impl crate::ModelSource {
             if let Some(t) = &tok.chat_template {
                 cfg.insert("chat_template".into(), t.clone().into());
             }
-            out.push(("tokenizer_config.json", serde_json::to_string_pretty(&cfg).unwrap_or_default()));
+            out.push((
+                "tokenizer_config.json",
+                serde_json::to_string_pretty(&cfg).unwrap_or_default(),
+            ));
         }
         let mut gen = serde_json::Map::new();
         if let Some(b) = self.generation.bos_token_id {
@@ -107,7 +141,10 @@ impl crate::ModelSource {
                 gen.insert("eos_token_id".into(), many.to_vec().into());
             }
         }
-        out.push(("generation_config.json", serde_json::to_string_pretty(&gen).unwrap_or_default()));
+        out.push((
+            "generation_config.json",
+            serde_json::to_string_pretty(&gen).unwrap_or_default(),
+        ));
         Ok(out)
     }
 
@@ -129,6 +166,11 @@ impl crate::ModelSource {
     pub fn save_hf(&self, out: &Path, dtype: candle_core::DType) -> Result<()> {
         let extra = self.tokenizer_files()?;
         let extra: Vec<(&str, String)> = extra.into_iter().collect();
-        save_hf_dir(out, &self.config_json_for(dtype), &self.tensors(dtype)?, &extra)
+        save_hf_dir(
+            out,
+            &self.config_json_for(dtype),
+            &self.tensors(dtype)?,
+            &extra,
+        )
     }
 }

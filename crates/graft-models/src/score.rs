@@ -27,7 +27,11 @@ pub fn score_batch(model: &Decoder, rows: &[&[u32]], device: &Device) -> Result<
     let logits = model.forward(&ids, None, false)?.to_dtype(DType::F32)?;
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let values: Vec<Vec<f32>> = next_token_logprobs(&log_probs, &ids)?.to_vec2()?;
-    Ok(values.into_iter().zip(rows).map(|(v, r)| v[..r.len().saturating_sub(1)].to_vec()).collect())
+    Ok(values
+        .into_iter()
+        .zip(rows)
+        .map(|(v, r)| v[..r.len().saturating_sub(1)].to_vec())
+        .collect())
 }
 
 /// Scores all rows, `on_batch(tokens_done)` after each batch; results in input order.
@@ -49,7 +53,10 @@ pub fn score_rows(
         while end < order.len() && (end + 1 - start) * rows[order[end]].len() <= budget_tokens {
             end += 1;
         }
-        let batch: Vec<&[u32]> = order[start..end].iter().map(|&i| rows[i].as_slice()).collect();
+        let batch: Vec<&[u32]> = order[start..end]
+            .iter()
+            .map(|&i| rows[i].as_slice())
+            .collect();
         let scored = score_batch(model, &batch, device)?;
         for (&i, s) in order[start..end].iter().zip(scored) {
             out[i] = s;

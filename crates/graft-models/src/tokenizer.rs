@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use crate::{ModelError, Result};
 
+/// A token's byte range in the encoded text.
+pub type Span = (usize, usize);
+
 #[derive(Clone)]
 pub struct Tokenizer {
     pub inner: tokenizers::Tokenizer,
@@ -34,13 +37,19 @@ impl Tokenizer {
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
-            return Err(ModelError::file(&path, "missing: the model directory has no tokenizer.json"));
+            return Err(ModelError::file(
+                &path,
+                "missing: the model directory has no tokenizer.json",
+            ));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::file(&path, e))?;
+        let inner =
+            tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::file(&path, e))?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.exists() {
-            let text = std::fs::read_to_string(&config_path).map_err(|e| ModelError::file(&config_path, e))?;
-            serde_json::from_str(&text).map_err(|e| ModelError::file(&config_path, format!("invalid JSON: {e}")))?
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| ModelError::file(&config_path, e))?;
+            serde_json::from_str(&text)
+                .map_err(|e| ModelError::file(&config_path, format!("invalid JSON: {e}")))?
         } else {
             Value::Null
         };
@@ -57,7 +66,8 @@ impl Tokenizer {
         };
         let jinja = dir.join("chat_template.jinja");
         if chat_template.is_none() && jinja.exists() {
-            chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| ModelError::file(&jinja, e))?);
+            chat_template =
+                Some(std::fs::read_to_string(&jinja).map_err(|e| ModelError::file(&jinja, e))?);
         }
         let bos_token = token_string(config.get("bos_token"));
         let eos_token = token_string(config.get("eos_token"));
@@ -77,19 +87,31 @@ impl Tokenizer {
     /// BOS/EOS come from `tokenizer.json`'s post-processor alone (transformers 5.24 ignores
     /// `add_bos_token` in `tokenizer_config.json`; checked for the generic, Llama and Gemma classes).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, add_special).map_err(|e| ModelError::file(&self.source, e))?;
+        let enc = self
+            .inner
+            .encode(text, add_special)
+            .map_err(|e| ModelError::file(&self.source, e))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Token ids with each token's byte span in `text` (special tokens added by the post-processor
     /// get an empty span).
-    pub fn encode_with_offsets(&self, text: &str, add_special: bool) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
-        let enc = self.inner.encode(text, add_special).map_err(|e| ModelError::file(&self.source, e))?;
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special: bool,
+    ) -> Result<(Vec<u32>, Vec<Span>)> {
+        let enc = self
+            .inner
+            .encode(text, add_special)
+            .map_err(|e| ModelError::file(&self.source, e))?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner.decode(ids, skip_special).map_err(|e| ModelError::file(&self.source, e))
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| ModelError::file(&self.source, e))
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -7,7 +7,9 @@ use graft_models::ModelSource;
 use graft_testkit::fixture;
 
 fn open_err(path: &Path) -> String {
-    match ModelSource::open(path, DType::F32, &Device::Cpu).and_then(|s| s.build(DType::F32, &Device::Cpu).map(|_| ())) {
+    match ModelSource::open(path, DType::F32, &Device::Cpu)
+        .and_then(|s| s.build(DType::F32, &Device::Cpu).map(|_| ()))
+    {
         Ok(()) => panic!("{} opened without error", path.display()),
         Err(e) => e.to_string(),
     }
@@ -26,7 +28,10 @@ fn copy_llama() -> tempfile::TempDir {
 #[test]
 fn missing_path() {
     let e = open_err(Path::new("/nonexistent/model"));
-    assert!(e.contains("/nonexistent/model") && e.contains("no such file"), "{e}");
+    assert!(
+        e.contains("/nonexistent/model") && e.contains("no such file"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -40,28 +45,46 @@ fn missing_config() {
 #[test]
 fn corrupt_config() {
     let dir = copy_llama();
-    std::fs::write(dir.path().join("config.json"), "{\"model_type\": \"llama\", ").unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        "{\"model_type\": \"llama\", ",
+    )
+    .unwrap();
     let e = open_err(dir.path());
-    assert!(e.contains("config.json") && e.contains("invalid JSON"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("invalid JSON"),
+        "{e}"
+    );
 }
 
 #[test]
 fn config_missing_a_field() {
     let dir = copy_llama();
     let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
     cfg.as_object_mut().unwrap().remove("hidden_size");
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     let e = open_err(dir.path());
-    assert!(e.contains("config.json") && e.contains("hidden_size"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("hidden_size"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_architecture() {
     let dir = copy_llama();
-    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "bert", "architectures": ["BertModel"]}"#).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "bert", "architectures": ["BertModel"]}"#,
+    )
+    .unwrap();
     let e = open_err(dir.path());
-    assert!(e.contains("unknown architecture `bert`") && e.contains("llama"), "{e}");
+    assert!(
+        e.contains("unknown architecture `bert`") && e.contains("llama"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -77,7 +100,11 @@ fn truncated_safetensors() {
 #[test]
 fn garbage_safetensors() {
     let dir = copy_llama();
-    std::fs::write(dir.path().join("model.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a header").unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a header",
+    )
+    .unwrap();
     let e = open_err(dir.path());
     assert!(e.contains("model.safetensors"), "{e}");
 }
@@ -86,11 +113,15 @@ fn garbage_safetensors() {
 fn shape_mismatch() {
     let dir = copy_llama();
     let path = dir.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["intermediate_size"] = serde_json::json!(50);
     std::fs::write(&path, cfg.to_string()).unwrap();
     let e = open_err(dir.path());
-    assert!(e.contains("weights do not fit config") && e.contains("mlp"), "{e}");
+    assert!(
+        e.contains("weights do not fit config") && e.contains("mlp"),
+        "{e}"
+    );
 }
 
 #[test]

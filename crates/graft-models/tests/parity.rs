@@ -7,7 +7,16 @@ use candle_nn::{VarBuilder, VarMap};
 use graft_models::{next_token_logprobs, Decoder, ModelSource};
 use graft_testkit::{assert_close, fixture, json_tensor, read_json};
 
-const FAMILIES: &[&str] = &["llama", "llama3_tied", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "olmo2"];
+const FAMILIES: &[&str] = &[
+    "llama",
+    "llama3_tied",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "olmo2",
+];
 
 fn load(name: &str) -> (ModelSource, Decoder) {
     let dir = fixture(&format!("models/{name}"));
@@ -31,12 +40,26 @@ fn logprobs_match_transformers_for_every_family() {
         let (values, shape) = json_tensor(&expected["logprobs"]);
         let want = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
         // Quoted: expected["reference"] names the transformers class and version.
-        assert_close!(got, want, 1e-4, "{name} log-probs vs {}", expected["reference"]);
+        assert_close!(
+            got,
+            want,
+            1e-4,
+            "{name} log-probs vs {}",
+            expected["reference"]
+        );
 
-        let loss = next_token_logprobs(&got, &ids).unwrap().mean_all().unwrap().neg().unwrap();
+        let loss = next_token_logprobs(&got, &ids)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .neg()
+            .unwrap();
         let want_loss = expected["loss"].as_f64().unwrap() as f32;
         let loss = loss.to_scalar::<f32>().unwrap();
-        assert!((loss - want_loss).abs() < 1e-4, "{name}: loss {loss} vs transformers {want_loss}");
+        assert!(
+            (loss - want_loss).abs() < 1e-4,
+            "{name}: loss {loss} vs transformers {want_loss}"
+        );
     }
 }
 
@@ -50,9 +73,15 @@ fn kv_cache_decoding_equals_full_forward() {
         let full = model.forward(&ids, None, false).unwrap();
         // A prefill of 5 positions, then one position at a time (sliding windows of 4 are crossed).
         let mut cache = model.new_cache();
-        let mut parts = vec![model.forward(&ids.narrow(1, 0, 5).unwrap(), Some(&mut cache), false).unwrap()];
+        let mut parts = vec![model
+            .forward(&ids.narrow(1, 0, 5).unwrap(), Some(&mut cache), false)
+            .unwrap()];
         for i in 5..t {
-            parts.push(model.forward(&ids.narrow(1, i, 1).unwrap(), Some(&mut cache), false).unwrap());
+            parts.push(
+                model
+                    .forward(&ids.narrow(1, i, 1).unwrap(), Some(&mut cache), false)
+                    .unwrap(),
+            );
         }
         let cached = Tensor::cat(&parts, 1).unwrap();
         assert_close!(cached, full, 1e-4, "{name}: cached vs full logits");
@@ -65,7 +94,11 @@ fn trainable(name: &str) -> (VarMap, Decoder) {
     let dir = fixture(&format!("models/{name}"));
     let source = ModelSource::open(&dir, DType::F32, &Device::Cpu).unwrap();
     let varmap = VarMap::new();
-    let model = Decoder::new(&source.config, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let model = Decoder::new(
+        &source.config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
     let mut varmap = varmap;
     varmap.load(dir.join("model.safetensors")).unwrap();
     (varmap, model)
@@ -78,14 +111,30 @@ fn every_parameter_gets_a_gradient() {
         let (varmap, model) = trainable(name);
         let ids = input_ids(&expected);
         let lp = model.log_probs(&ids, None, true).unwrap();
-        let loss = next_token_logprobs(&lp, &ids).unwrap().mean_all().unwrap().neg().unwrap();
+        let loss = next_token_logprobs(&lp, &ids)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .neg()
+            .unwrap();
         let grads = loss.backward().unwrap();
         let vars = varmap.data().lock().unwrap();
         assert!(!vars.is_empty());
         for (key, var) in vars.iter() {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient for {key}"));
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(norm > 0.0 && norm.is_finite(), "{name}: gradient of {key} is {norm}");
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient for {key}"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{name}: gradient of {key} is {norm}"
+            );
         }
     }
 }
@@ -108,7 +157,8 @@ fn transformers_4_config_layout_reads_the_same() {
         let dir = fixture(&format!("models/{name}"));
         let read = |file: &str| {
             let path = dir.join(file);
-            let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             graft_models::registry::decoder_config(&path, &json).unwrap()
         };
         assert_eq!(read("config.json"), read("config_legacy.json"), "{name}");
@@ -119,9 +169,17 @@ fn transformers_4_config_layout_reads_the_same() {
 fn gguf_files_match_transformers() {
     // llama.cpp's convert_hf_to_gguf.py output of the llama fixture: f32 (compared with the HF
     // reference), and Q8_0 (compared with transformers run on the dequantized Q8_0 weights).
-    for (file, expected) in [("llama.gguf", "llama/expected.json"), ("llama-q8_0.gguf", "llama-q8_0.expected.json")] {
+    for (file, expected) in [
+        ("llama.gguf", "llama/expected.json"),
+        ("llama-q8_0.gguf", "llama-q8_0.expected.json"),
+    ] {
         let expected = read_json(&format!("models/{expected}"));
-        let source = ModelSource::open(&fixture(&format!("models/{file}")), DType::F32, &Device::Cpu).unwrap();
+        let source = ModelSource::open(
+            &fixture(&format!("models/{file}")),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
         let model = source.build(DType::F32, &Device::Cpu).unwrap();
         let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
         let (values, shape) = json_tensor(&expected["logprobs"]);
@@ -142,7 +200,10 @@ fn attention_dropout_applies_only_in_training() {
     let eval_b = model.forward(&ids, None, false).unwrap();
     assert_close!(eval_a, eval_b, 0.0, "eval is deterministic");
     let train = model.forward(&ids, None, true).unwrap();
-    assert!(graft_testkit::max_abs_diff(&train, &eval_a) > 1e-3, "dropout changes training forwards");
+    assert!(
+        graft_testkit::max_abs_diff(&train, &eval_a) > 1e-3,
+        "dropout changes training forwards"
+    );
 }
 
 #[test]
@@ -154,31 +215,53 @@ fn sharded_checkpoint_loads_like_a_single_file() {
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
-    let tensors = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let (a, b) = names.split_at(names.len() / 2);
     let mut weight_map = serde_json::Map::new();
-    for (shard, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
-        let sub: std::collections::HashMap<String, Tensor> = part.iter().map(|n| ((*n).clone(), tensors[*n].clone())).collect();
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        let sub: std::collections::HashMap<String, Tensor> = part
+            .iter()
+            .map(|n| ((*n).clone(), tensors[*n].clone()))
+            .collect();
         candle_core::safetensors::save(&sub, dir.path().join(shard)).unwrap();
         for n in part {
             weight_map.insert((*n).clone(), shard.into());
         }
     }
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
-    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
 
     let expected = read_json("models/llama/expected.json");
     let source = ModelSource::open(dir.path(), DType::F32, &Device::Cpu).unwrap();
     let model = source.build(DType::F32, &Device::Cpu).unwrap();
     let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
     let (values, shape) = json_tensor(&expected["logprobs"]);
-    assert_close!(got, Tensor::from_vec(values, shape, &Device::Cpu).unwrap(), 1e-4, "sharded llama");
+    assert_close!(
+        got,
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+        1e-4,
+        "sharded llama"
+    );
 
     std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
-    let e = ModelSource::open(dir.path(), DType::F32, &Device::Cpu).err().unwrap().to_string();
-    assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("missing"), "{e}");
+    let e = ModelSource::open(dir.path(), DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("model-00002-of-00002.safetensors") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -188,24 +271,53 @@ fn every_family_converted_by_llama_cpp_loads_from_gguf() {
     // permutation, Gemma's +1 norms, OLMo 2's norm placement), so they match transformers' reference.
     for name in ["llama3_tied", "qwen2", "gemma", "olmo2"] {
         let expected = read_json(&format!("models/{name}/expected.json"));
-        let source = ModelSource::open(&fixture(&format!("models/{name}.gguf")), DType::F32, &Device::Cpu).unwrap();
+        let source = ModelSource::open(
+            &fixture(&format!("models/{name}.gguf")),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
         let model = source.build(DType::F32, &Device::Cpu).unwrap();
         let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
         let (values, shape) = json_tensor(&expected["logprobs"]);
-        assert_close!(got, Tensor::from_vec(values, shape, &Device::Cpu).unwrap(), 1e-4, "{name}.gguf");
+        assert_close!(
+            got,
+            Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+            1e-4,
+            "{name}.gguf"
+        );
     }
     // GGUF cannot express the rest of these fixtures' settings, and graft reads the files as llama.cpp
     // does: mistral becomes `llama` without its window (the weights equal the llama fixture's), gemma2
     // scales queries by head_dim instead of query_pre_attn_scalar = 24, gemma3 uses llama.cpp's 5:1
     // local/global pattern instead of the fixture's [local, global, local].
-    let mistral = ModelSource::open(&fixture("models/mistral.gguf"), DType::F32, &Device::Cpu).unwrap();
+    let mistral =
+        ModelSource::open(&fixture("models/mistral.gguf"), DType::F32, &Device::Cpu).unwrap();
     let llama = read_json("models/llama/expected.json");
-    let got = mistral.build(DType::F32, &Device::Cpu).unwrap().log_probs(&input_ids(&llama), None, false).unwrap();
+    let got = mistral
+        .build(DType::F32, &Device::Cpu)
+        .unwrap()
+        .log_probs(&input_ids(&llama), None, false)
+        .unwrap();
     let (values, shape) = json_tensor(&llama["logprobs"]);
-    assert_close!(got, Tensor::from_vec(values, shape, &Device::Cpu).unwrap(), 1e-4, "mistral.gguf as llama");
+    assert_close!(
+        got,
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+        1e-4,
+        "mistral.gguf as llama"
+    );
     for name in ["gemma2", "gemma3_text"] {
-        let source = ModelSource::open(&fixture(&format!("models/{name}.gguf")), DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(source.config.head_dim as f64, source.config.attn_scale.powi(-2).round(), "{name}");
+        let source = ModelSource::open(
+            &fixture(&format!("models/{name}.gguf")),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            source.config.head_dim as f64,
+            source.config.attn_scale.powi(-2).round(),
+            "{name}"
+        );
         source.build(DType::F32, &Device::Cpu).unwrap();
     }
 }
@@ -222,9 +334,23 @@ fn packed_documents_do_not_attend_to_each_other() {
         let alone = |doc: &[u32]| model.forward(&row(doc), None, false).unwrap();
         let ids: Vec<u32> = a.iter().chain(&b).copied().collect();
         let positions: Vec<u32> = (0..a.len() as u32).chain(0..b.len() as u32).collect();
-        let segments: Vec<u32> = std::iter::repeat_n(0, a.len()).chain(std::iter::repeat_n(1, b.len())).collect();
-        let packed = model.forward_packed(&row(&ids), &row(&positions), &row(&segments), false).unwrap();
-        assert_close!(packed.narrow(1, 0, a.len()).unwrap(), alone(&a), 1e-4, "{name}: first document");
-        assert_close!(packed.narrow(1, a.len(), b.len()).unwrap(), alone(&b), 1e-4, "{name}: second document");
+        let segments: Vec<u32> = std::iter::repeat_n(0, a.len())
+            .chain(std::iter::repeat_n(1, b.len()))
+            .collect();
+        let packed = model
+            .forward_packed(&row(&ids), &row(&positions), &row(&segments), false)
+            .unwrap();
+        assert_close!(
+            packed.narrow(1, 0, a.len()).unwrap(),
+            alone(&a),
+            1e-4,
+            "{name}: first document"
+        );
+        assert_close!(
+            packed.narrow(1, a.len(), b.len()).unwrap(),
+            alone(&b),
+            1e-4,
+            "{name}: second document"
+        );
     }
 }

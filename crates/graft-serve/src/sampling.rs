@@ -12,7 +12,11 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(temperature: f64, top_p: f64, seed: u64) -> Self {
-        Self { temperature, top_p, rng: StdRng::seed_from_u64(seed) }
+        Self {
+            temperature,
+            top_p,
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     /// Picks a token from logits (V).
@@ -23,7 +27,11 @@ impl Sampler {
         }
         let t = self.temperature as f32;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut probs: Vec<(usize, f32)> = logits.iter().map(|&l| ((l - max) / t).exp()).enumerate().collect();
+        let mut probs: Vec<(usize, f32)> = logits
+            .iter()
+            .map(|&l| ((l - max) / t).exp())
+            .enumerate()
+            .collect();
         let total: f32 = probs.iter().map(|p| p.1).sum();
         probs.iter_mut().for_each(|p| p.1 /= total);
         if self.top_p < 1.0 {
@@ -86,10 +94,15 @@ mod tests {
         let logits = Tensor::new(&[1.0f32, 1.0, 1.0, 1.0], &Device::Cpu).unwrap();
         let draw = |seed| {
             let mut s = Sampler::new(1.0, 1.0, seed);
-            (0..32).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+            (0..32)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));
-        assert!(draw(3).iter().any(|&t| t != draw(3)[0]), "uniform logits should not always give one token");
+        assert!(
+            draw(3).iter().any(|&t| t != draw(3)[0]),
+            "uniform logits should not always give one token"
+        );
     }
 }

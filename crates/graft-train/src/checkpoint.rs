@@ -39,8 +39,10 @@ pub fn write(
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     let config = serde_json::to_string_pretty(config_json).map_err(|e| io(&tmp, e))?;
     std::fs::write(tmp.join("config.json"), config).map_err(|e| io(&tmp, e))?;
-    candle_core::safetensors::save(weights, tmp.join("model.safetensors")).map_err(|e| io(&tmp, e))?;
-    candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors")).map_err(|e| io(&tmp, e))?;
+    candle_core::safetensors::save(weights, tmp.join("model.safetensors"))
+        .map_err(|e| io(&tmp, e))?;
+    candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))
+        .map_err(|e| io(&tmp, e))?;
     let st = serde_json::to_string_pretty(state).map_err(|e| io(&tmp, e))?;
     std::fs::write(tmp.join("trainer_state.json"), st).map_err(|e| io(&tmp, e))?;
     if dir.exists() {
@@ -65,7 +67,10 @@ pub fn list(output: &Path) -> Vec<(usize, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
             let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path().join("trainer_state.json").exists().then(|| (step, e.path()))
+            e.path()
+                .join("trainer_state.json")
+                .exists()
+                .then(|| (step, e.path()))
         })
         .collect();
     found.sort();
@@ -80,7 +85,9 @@ pub struct Loaded {
 
 pub fn read(dir: &Path) -> Result<Loaded, TrainError> {
     let dev = candle_core::Device::Cpu;
-    let load = |f: &str| candle_core::safetensors::load(dir.join(f), &dev).map_err(|e| io(&dir.join(f), e));
+    let load = |f: &str| {
+        candle_core::safetensors::load(dir.join(f), &dev).map_err(|e| io(&dir.join(f), e))
+    };
     let state_path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| io(&state_path, e))?;
     Ok(Loaded {

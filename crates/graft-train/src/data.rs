@@ -24,9 +24,16 @@ pub struct TrainRow {
 
 /// Reads and tokenizes every row of `path` (a malformed row is an error naming file and line).
 /// `completion_only = false` makes every token a target (LM objective).
-pub fn load_rows(path: &Path, tok: &Tokenize, completion_only: bool, packing: bool) -> Result<Vec<TrainRow>, TrainError> {
-    let at = |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
+pub fn load_rows(
+    path: &Path,
+    tok: &Tokenize,
+    completion_only: bool,
+    packing: bool,
+) -> Result<Vec<TrainRow>, TrainError> {
+    let at =
+        |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
+    let file = std::fs::File::open(path)
+        .map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
     let mut examples: Vec<Example> = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let n = i + 1;
@@ -34,8 +41,11 @@ pub fn load_rows(path: &Path, tok: &Tokenize, completion_only: bool, packing: bo
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| at(n, format!("invalid JSON: {e}")))?;
-        let obj = value.as_object().ok_or_else(|| at(n, "expected a JSON object".into()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| at(n, format!("invalid JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| at(n, "expected a JSON object".into()))?;
         let row = parse_row(obj).map_err(|e| at(n, e))?;
         let mut ex = tok.example(&row).map_err(|e| at(n, e))?;
         if !completion_only {
@@ -49,10 +59,21 @@ pub fn load_rows(path: &Path, tok: &Tokenize, completion_only: bool, packing: bo
     Ok(if packing {
         pack(&examples, tok.max_len)
             .into_iter()
-            .map(|r| TrainRow { input_ids: r.input_ids, targets: r.targets, packed: Some((r.positions, r.segments)) })
+            .map(|r| TrainRow {
+                input_ids: r.input_ids,
+                targets: r.targets,
+                packed: Some((r.positions, r.segments)),
+            })
             .collect()
     } else {
-        examples.into_iter().map(|e| TrainRow { input_ids: e.input_ids, targets: e.targets, packed: None }).collect()
+        examples
+            .into_iter()
+            .map(|e| TrainRow {
+                input_ids: e.input_ids,
+                targets: e.targets,
+                packed: None,
+            })
+            .collect()
     })
 }
 
@@ -78,7 +99,10 @@ pub fn collate(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
         mask.extend(r.targets[1..].iter().map(|&b| b as u8 as f32));
         mask.extend(std::iter::repeat_n(0f32, t - n));
         if packed {
-            let (p, s) = r.packed.clone().unwrap_or_else(|| ((0..n as u32).collect(), vec![0; n]));
+            let (p, s) = r
+                .packed
+                .clone()
+                .unwrap_or_else(|| ((0..n as u32).collect(), vec![0; n]));
             pos.extend(p);
             pos.extend(n as u32..t as u32);
             seg.extend(s);
@@ -90,11 +114,17 @@ pub fn collate(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
         ids: Tensor::from_vec(ids, (b, t), device)?,
         mask: Tensor::from_vec(mask, (b, t - 1), device)?,
         packed: if packed {
-            Some((Tensor::from_vec(pos, (b, t), device)?, Tensor::from_vec(seg, (b, t), device)?))
+            Some((
+                Tensor::from_vec(pos, (b, t), device)?,
+                Tensor::from_vec(seg, (b, t), device)?,
+            ))
         } else {
             None
         },
-        target_tokens: rows.iter().map(|r| r.targets.iter().filter(|&&x| x).count()).sum(),
+        target_tokens: rows
+            .iter()
+            .map(|r| r.targets.iter().filter(|&&x| x).count())
+            .sum(),
         input_tokens: rows.iter().map(|r| r.input_ids.len()).sum(),
         rows: b,
     })
@@ -111,14 +141,21 @@ pub struct Loader {
 
 impl Loader {
     pub fn new(rows: Vec<TrainRow>, seed: u64) -> Self {
-        let mut l = Self { rows, seed, epoch: 0, cursor: 0, order: Vec::new() };
+        let mut l = Self {
+            rows,
+            seed,
+            epoch: 0,
+            cursor: 0,
+            order: Vec::new(),
+        };
         l.seek(0, 0);
         l
     }
 
     fn permutation(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.rows.len()).collect();
-        let mut rng = StdRng::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            StdRng::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         order.shuffle(&mut rng);
         order
     }

@@ -28,5 +28,10 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     /// Training stopped before a bad update; the last good checkpoint is kept.
     #[error("step {step}: {what} is not finite ({value}); stopped before the update. Last good checkpoint: {checkpoint}")]
-    NonFinite { step: usize, what: &'static str, value: f64, checkpoint: String },
+    NonFinite {
+        step: usize,
+        what: &'static str,
+        value: f64,
+        checkpoint: String,
+    },
 }

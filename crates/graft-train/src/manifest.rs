@@ -10,17 +10,24 @@ use sha2::{Digest, Sha256};
 use crate::TrainError;
 
 pub fn sha256(path: &Path) -> Result<String, TrainError> {
-    let mut file = std::fs::File::open(path).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Every file under `paths` (folders are walked, sorted) with its size and sha256.
@@ -49,7 +56,13 @@ pub fn inputs(paths: &[&Path]) -> Result<Vec<Value>, TrainError> {
         .collect()
 }
 
-pub fn write(path: &Path, recipe: &Value, inputs: Vec<Value>, seed: u64, extra: Value) -> Result<(), TrainError> {
+pub fn write(
+    path: &Path,
+    recipe: &Value,
+    inputs: Vec<Value>,
+    seed: u64,
+    extra: Value,
+) -> Result<(), TrainError> {
     let manifest = json!({
         "graft_version": env!("CARGO_PKG_VERSION"),
         "git_commit": option_env!("GRAFT_GIT_COMMIT").unwrap_or("unknown"),
@@ -59,7 +72,10 @@ pub fn write(path: &Path, recipe: &Value, inputs: Vec<Value>, seed: u64, extra: 
         "inputs": inputs,
         "run": extra,
     });
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| TrainError::Io(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&manifest).map_err(|e| TrainError::Io(e.to_string()))?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
 }

@@ -25,17 +25,26 @@ impl MetricsLog {
     }
 
     pub fn write(&mut self, row: &Value) -> Result<(), TrainError> {
-        writeln!(self.file, "{row}").and_then(|_| self.file.flush()).map_err(|e| TrainError::Io(e.to_string()))
+        writeln!(self.file, "{row}")
+            .and_then(|_| self.file.flush())
+            .map_err(|e| TrainError::Io(e.to_string()))
     }
 }
 
 /// Keeps only rows with step < `step` (a resumed run rewrites what the killed run logged after its
 /// last checkpoint).
 pub fn truncate_after(path: &Path, step: usize) -> Result<(), TrainError> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| (s as usize) < step))
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| (s as usize) < step)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(path, kept).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
@@ -45,10 +54,17 @@ const FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
 
 /// Draws `loss` (and `eval_loss` where present) against `step` from a metrics.jsonl into `png`.
 pub fn plot(metrics: &Path, png: &Path, title: &str) -> Result<(), TrainError> {
-    let text = std::fs::read_to_string(metrics).map_err(|e| TrainError::Io(format!("{}: {e}", metrics.display())))?;
-    let rows: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let text = std::fs::read_to_string(metrics)
+        .map_err(|e| TrainError::Io(format!("{}: {e}", metrics.display())))?;
+    let rows: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let series = |key: &str| -> Vec<(f64, f64)> {
-        rows.iter().filter_map(|r| Some((r["step"].as_f64()?, r.get(key)?.as_f64()?))).filter(|p| p.1.is_finite()).collect()
+        rows.iter()
+            .filter_map(|r| Some((r["step"].as_f64()?, r.get(key)?.as_f64()?)))
+            .filter(|p| p.1.is_finite())
+            .collect()
     };
     let (train, eval) = (series("loss"), series("eval_loss"));
     if train.is_empty() {
@@ -57,7 +73,10 @@ pub fn plot(metrics: &Path, png: &Path, title: &str) -> Result<(), TrainError> {
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     let err = |e: &dyn std::fmt::Display| TrainError::Io(format!("{}: {e}", png.display()));
     let all = train.iter().chain(&eval);
-    let (x_max, y_min, y_max) = all.fold((1.0f64, f64::INFINITY, f64::NEG_INFINITY), |(x, lo, hi), p| (x.max(p.0), lo.min(p.1), hi.max(p.1)));
+    let (x_max, y_min, y_max) = all.fold(
+        (1.0f64, f64::INFINITY, f64::NEG_INFINITY),
+        |(x, lo, hi), p| (x.max(p.0), lo.min(p.1), hi.max(p.1)),
+    );
     let pad = ((y_max - y_min) * 0.05).max(1e-3);
     let root = BitMapBackend::new(png, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -68,7 +87,12 @@ pub fn plot(metrics: &Path, png: &Path, title: &str) -> Result<(), TrainError> {
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
         .map_err(|e| err(&e))?;
-    chart.configure_mesh().x_desc("step").y_desc("loss").draw().map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .draw()
+        .map_err(|e| err(&e))?;
     chart
         .draw_series(LineSeries::new(train, &BLUE))
         .map_err(|e| err(&e))?
@@ -80,8 +104,15 @@ pub fn plot(metrics: &Path, png: &Path, title: &str) -> Result<(), TrainError> {
             .map_err(|e| err(&e))?
             .label("eval")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        chart.draw_series(eval.iter().map(|&p| Circle::new(p, 3, RED.filled()))).map_err(|e| err(&e))?;
+        chart
+            .draw_series(eval.iter().map(|&p| Circle::new(p, 3, RED.filled())))
+            .map_err(|e| err(&e))?;
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| err(&e))?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }

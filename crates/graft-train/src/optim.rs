@@ -26,8 +26,17 @@ struct Param {
 
 impl AdamW {
     /// Every variable of `varmap`, sorted by name so state order never depends on hashing.
-    pub fn new(varmap: &VarMap, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Result<Self> {
-        let vars = varmap.data().lock().map_err(|_| candle_core::Error::Msg("varmap poisoned".into()))?;
+    pub fn new(
+        varmap: &VarMap,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    ) -> Result<Self> {
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("varmap poisoned".into()))?;
         let mut names: Vec<&String> = vars.keys().collect();
         names.sort();
         let params = names
@@ -43,7 +52,14 @@ impl AdamW {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { params, beta1, beta2, eps, weight_decay, step: 0 })
+        Ok(Self {
+            params,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step: 0,
+        })
     }
 
     pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
@@ -75,15 +91,27 @@ impl AdamW {
     pub fn state(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
-            .flat_map(|p| [(format!("m.{}", p.name), p.m.clone()), (format!("v.{}", p.name), p.v.clone())])
+            .flat_map(|p| {
+                [
+                    (format!("m.{}", p.name), p.m.clone()),
+                    (format!("v.{}", p.name), p.v.clone()),
+                ]
+            })
             .collect()
     }
 
     /// Restores [`Self::state`] and the step count.
-    pub fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>, step: usize) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        state: &std::collections::HashMap<String, Tensor>,
+        step: usize,
+    ) -> Result<()> {
         for p in &mut self.params {
             let get = |k: String| {
-                state.get(&k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("optimizer state has no `{k}`")))
+                state
+                    .get(&k)
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state has no `{k}`")))
             };
             p.m = get(format!("m.{}", p.name))?;
             p.v = get(format!("v.{}", p.name))?;
@@ -98,7 +126,11 @@ impl AdamW {
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: Option<f64>) -> Result<f64> {
     let mut sq = 0.0f64;
     for g in grads.iter() {
-        sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        sq += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
     }
     let norm = sq.sqrt();
     if let Some(max) = max_norm {

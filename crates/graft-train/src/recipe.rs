@@ -100,7 +100,9 @@ impl Default for TrainSection {
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -109,9 +111,13 @@ fn parse_value(raw: &str) -> toml::Value {
 /// folder. Errors name the file and the key.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut table: toml::Table = text.parse().map_err(|e| format!("{}: invalid TOML: {e}", path.display()))?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: invalid TOML: {e}", path.display()))?;
     for o in overrides {
-        let (key, value) = o.split_once('=').ok_or(format!("--set {o}: expected key=value"))?;
+        let (key, value) = o
+            .split_once('=')
+            .ok_or(format!("--set {o}: expected key=value"))?;
         let mut node = &mut table;
         let parts: Vec<&str> = key.split('.').collect();
         for part in &parts[..parts.len() - 1] {
@@ -123,8 +129,9 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
         }
         node.insert(parts[parts.len() - 1].to_string(), parse_value(value));
     }
-    let mut recipe: Recipe =
-        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+    let mut recipe: Recipe = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &mut PathBuf| {
         if p.is_relative() && !p.exists() && base.join(&*p).exists() {
@@ -138,7 +145,10 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
     }
     let t = &recipe.train;
     if t.steps == 0 || t.batch_size == 0 || t.grad_accum == 0 {
-        return Err(format!("{}: train.steps, train.batch_size and train.grad_accum must be ≥ 1", path.display()));
+        return Err(format!(
+            "{}: train.steps, train.batch_size and train.grad_accum must be ≥ 1",
+            path.display()
+        ));
     }
     if recipe.data.max_seq_len < 2 {
         return Err(format!("{}: data.max_seq_len must be ≥ 2", path.display()));
@@ -155,7 +165,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.toml");
         std::fs::write(&path, "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[objective]\nkind = \"sft\"\n[train]\nsteps = 5\n").unwrap();
-        let r = load(&path, &["train.lr=0.001".into(), "objective.z_loss=1e-4".into(), "output=\"runs/x\"".into()]).unwrap();
+        let r = load(
+            &path,
+            &[
+                "train.lr=0.001".into(),
+                "objective.z_loss=1e-4".into(),
+                "output=\"runs/x\"".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(r.train.lr, 0.001);
         assert_eq!(r.train.steps, 5);
         assert_eq!(r.objective["z_loss"].as_float(), Some(1e-4));

@@ -18,8 +18,12 @@ impl Schedule {
             "linear" => Ok(Self::Linear),
             "cosine" => Ok(Self::Cosine),
             "wsd" if (0.0..=1.0).contains(&decay_fraction) => Ok(Self::Wsd { decay_fraction }),
-            "wsd" => Err(format!("decay_fraction must be in [0, 1], got {decay_fraction}")),
-            other => Err(format!("schedule `{other}` is not known (constant, linear, cosine, wsd)")),
+            "wsd" => Err(format!(
+                "decay_fraction must be in [0, 1], got {decay_fraction}"
+            )),
+            other => Err(format!(
+                "schedule `{other}` is not known (constant, linear, cosine, wsd)"
+            )),
         }
     }
 
@@ -54,16 +58,32 @@ mod tests {
     #[test]
     fn warmup_then_shapes() {
         let (base, total, warm) = (1.0, 110, 10);
-        for s in [Schedule::Constant, Schedule::Linear, Schedule::Cosine, Schedule::Wsd { decay_fraction: 0.2 }] {
+        for s in [
+            Schedule::Constant,
+            Schedule::Linear,
+            Schedule::Cosine,
+            Schedule::Wsd {
+                decay_fraction: 0.2,
+            },
+        ] {
             assert_eq!(s.lr(base, 0, total, warm), 0.0);
             assert!((s.lr(base, 5, total, warm) - 0.5).abs() < 1e-12);
-            assert!((s.lr(base, 10, total, warm) - 1.0).abs() < 1e-12, "{s:?} peaks after warmup");
+            assert!(
+                (s.lr(base, 10, total, warm) - 1.0).abs() < 1e-12,
+                "{s:?} peaks after warmup"
+            );
         }
         // transformers: cosine at the middle of the decay is half the peak.
         assert!((Schedule::Cosine.lr(base, 60, total, warm) - 0.5).abs() < 1e-12);
         assert!((Schedule::Linear.lr(base, 60, total, warm) - 0.5).abs() < 1e-12);
-        let wsd = Schedule::Wsd { decay_fraction: 0.2 };
-        assert_eq!(wsd.lr(base, 87, total, warm), 1.0, "stable until the last 22 steps");
+        let wsd = Schedule::Wsd {
+            decay_fraction: 0.2,
+        };
+        assert_eq!(
+            wsd.lr(base, 87, total, warm),
+            1.0,
+            "stable until the last 22 steps"
+        );
         assert!((wsd.lr(base, 99, total, warm) - 0.5).abs() < 1e-12);
         assert!(Schedule::parse("exp", 0.1).is_err());
     }

@@ -34,7 +34,12 @@ pub struct TrainSummary {
 }
 
 /// Log-probs of each next token (B, T-1) and, when asked, the log-partition at each position.
-fn token_logps(model: &Decoder, batch: &Batch, train: bool, want_lse: bool) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+fn token_logps(
+    model: &Decoder,
+    batch: &Batch,
+    train: bool,
+    want_lse: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let logits = match &batch.packed {
         Some((pos, seg)) => model.forward_packed(&batch.ids, pos, seg, train)?,
         None => model.forward(&batch.ids, None, train)?,
@@ -52,20 +57,34 @@ fn token_logps(model: &Decoder, batch: &Batch, train: bool, want_lse: bool) -> c
 }
 
 /// Token-mean cross-entropy over `rows` (no dropout, no gradient).
-fn eval_loss(model: &Decoder, rows: &[TrainRow], batch_size: usize, device: &Device) -> candle_core::Result<f64> {
+fn eval_loss(
+    model: &Decoder,
+    rows: &[TrainRow],
+    batch_size: usize,
+    device: &Device,
+) -> candle_core::Result<f64> {
     let (mut nll, mut n) = (0.0, 0usize);
     for chunk in rows.chunks(batch_size) {
         let refs: Vec<&TrainRow> = chunk.iter().collect();
         let batch = collate(&refs, device)?;
         let (logps, _) = token_logps(model, &batch, false, false)?;
-        nll -= (logps.detach() * &batch.mask)?.sum_all()?.to_scalar::<f32>()? as f64;
+        nll -= (logps.detach() * &batch.mask)?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
         n += batch.target_tokens;
     }
     Ok(nll / n.max(1) as f64)
 }
 
-fn set_vars(varmap: &VarMap, tensors: &std::collections::HashMap<String, Tensor>, from: &Path) -> Result<(), TrainError> {
-    let vars = varmap.data().lock().map_err(|_| TrainError::Io("varmap poisoned".into()))?;
+fn set_vars(
+    varmap: &VarMap,
+    tensors: &std::collections::HashMap<String, Tensor>,
+    from: &Path,
+) -> Result<(), TrainError> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Io("varmap poisoned".into()))?;
     for (name, var) in vars.iter() {
         let t = tensors
             .get(name)
@@ -75,20 +94,116 @@ fn set_vars(varmap: &VarMap, tensors: &std::collections::HashMap<String, Tensor>
     Ok(())
 }
 
-/// Mixes the seed with (step, micro-step) so each forward's dropout masks are reproducible.
-fn micro_seed(seed: u64, step: usize, micro: usize) -> u64 {
-    seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+/// Dropout seeds of a step's micro-batches: functions of (seed, step, micro-step), so a resumed run
+/// draws the masks an uninterrupted one would.
+fn micro_seeds(seed: u64, step: usize) -> impl Fn(usize) -> u64 {
+    move |micro| {
+        seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+    }
+}
+
+pub struct StepOutput {
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub metrics: std::collections::BTreeMap<&'static str, f64>,
+}
+
+/// One optimizer step over `batches` (the step's micro-batches): forwards, objective, backward,
+/// gradient accumulation, clipping, AdamW update. A non-finite loss or gradient norm stops it before
+/// the update.
+#[allow(clippy::too_many_arguments)]
+pub fn optimizer_step(
+    model: &Decoder,
+    reference: Option<&Decoder>,
+    objective: &dyn Objective,
+    opt: &mut AdamW,
+    batches: &[Batch],
+    lr: f64,
+    max_grad_norm: Option<f64>,
+    dropout_seed: impl Fn(usize) -> u64,
+) -> Result<StepOutput, TrainError> {
+    let step_tokens = batches
+        .iter()
+        .map(|b| b.target_tokens)
+        .sum::<usize>()
+        .max(1) as f64;
+    let step_rows = batches.iter().map(|b| b.rows).sum::<usize>() as f64;
+    let mut acc: Vec<Option<Tensor>> = vec![None; opt.vars().count()];
+    let (mut loss, mut metrics) = (
+        0.0f64,
+        std::collections::BTreeMap::<&'static str, f64>::new(),
+    );
+    for (micro, batch) in batches.iter().enumerate() {
+        model.set_dropout_seed(dropout_seed(micro));
+        let (logps, lse) = token_logps(model, batch, true, objective.needs_lse())?;
+        let ref_logps = match reference {
+            Some(r) => Some(token_logps(r, batch, false, false)?.0.detach()),
+            None => None,
+        };
+        let out = objective.loss(&TokenBatch {
+            logps: &logps,
+            mask: &batch.mask,
+            ref_logps: ref_logps.as_ref(),
+            lse: lse.as_ref(),
+            step_tokens,
+            step_rows,
+        })?;
+        loss += out.loss.to_scalar::<f32>()? as f64;
+        for (k, v) in out.metrics {
+            *metrics.entry(k).or_default() += v;
+        }
+        let grads = out.loss.backward()?;
+        for (slot, (_, var)) in acc.iter_mut().zip(opt.vars()) {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                *slot = Some(match slot.take() {
+                    Some(a) => (a + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+    }
+    let mut grads = acc
+        .into_iter()
+        .zip(opt.vars())
+        .map(|(g, (_, v))| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let non_finite = |what, value| TrainError::NonFinite {
+        step: opt.step,
+        what,
+        value,
+        checkpoint: String::new(),
+    };
+    if !loss.is_finite() {
+        return Err(non_finite("loss", loss));
+    }
+    let grad_norm = clip_grad_norm(&mut grads, max_grad_norm)?;
+    if !grad_norm.is_finite() {
+        return Err(non_finite("gradient norm", grad_norm));
+    }
+    opt.update(&grads, lr)?;
+    Ok(StepOutput {
+        loss,
+        grad_norm,
+        metrics,
+    })
 }
 
 pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let device = Device::Cpu;
     let t = &recipe.train;
     if recipe.model.dtype != "f32" {
-        return Err(TrainError::Recipe(format!("model.dtype: training runs in f32 for now, got `{}`", recipe.model.dtype)));
+        return Err(TrainError::Recipe(format!(
+            "model.dtype: training runs in f32 for now, got `{}`",
+            recipe.model.dtype
+        )));
     }
-    let objective_spec: Value = serde_json::to_value(&recipe.objective).map_err(|e| TrainError::Recipe(e.to_string()))?;
-    let objective: Box<dyn Objective> = registry::objective(&objective_spec).map_err(TrainError::Recipe)?;
-    let schedule = Schedule::parse(&t.schedule, t.decay_fraction).map_err(|e| TrainError::Recipe(format!("train.schedule: {e}")))?;
+    let objective_spec: Value =
+        serde_json::to_value(&recipe.objective).map_err(|e| TrainError::Recipe(e.to_string()))?;
+    let objective: Box<dyn Objective> =
+        registry::objective(&objective_spec).map_err(TrainError::Recipe)?;
+    let schedule = Schedule::parse(&t.schedule, t.decay_fraction)
+        .map_err(|e| TrainError::Recipe(format!("train.schedule: {e}")))?;
     let out = &opts.output;
 
     // The model as trainable variables (keys = HF checkpoint keys), a frozen reference if needed.
@@ -98,18 +213,37 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         config.attention_dropout = p;
     }
     let varmap = VarMap::new();
-    let model = Decoder::new(&config, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let model = Decoder::new(
+        &config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )?;
     set_vars(&varmap, &source.tensors(DType::F32)?, &recipe.model.path)?;
-    let reference = if objective.needs_reference() { Some(source.build(DType::F32, &device)?) } else { None };
+    let reference = if objective.needs_reference() {
+        Some(source.build(DType::F32, &device)?)
+    } else {
+        None
+    };
 
     // Data.
     let tokenizer = source.tokenizer()?;
     let template = match tokenizer.chat_template.as_deref() {
-        Some(t) => Some(ChatTemplate::new(t).map_err(|e| TrainError::Data(format!("{}: {e}", recipe.model.path.display())))?),
+        Some(t) => Some(
+            ChatTemplate::new(t)
+                .map_err(|e| TrainError::Data(format!("{}: {e}", recipe.model.path.display())))?,
+        ),
         None => None,
     };
-    let tok = Tokenize { tokenizer, template: template.as_ref(), max_len: recipe.data.max_seq_len };
-    let rows = load_rows(&recipe.data.train, &tok, objective.completion_only(), recipe.data.packing)?;
+    let tok = Tokenize {
+        tokenizer,
+        template: template.as_ref(),
+        max_len: recipe.data.max_seq_len,
+    };
+    let rows = load_rows(
+        &recipe.data.train,
+        &tok,
+        objective.completion_only(),
+        recipe.data.packing,
+    )?;
     let eval_rows = match &recipe.data.eval {
         Some(p) => load_rows(p, &tok, objective.completion_only(), false)?,
         None => Vec::new(),
@@ -120,12 +254,21 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     // Output folder, resume.
     std::fs::create_dir_all(out).map_err(|e| TrainError::Io(format!("{}: {e}", out.display())))?;
     let metrics_path = out.join("metrics.jsonl");
-    let mut state = TrainerState { step: 0, tokens: 0, epoch: 0, cursor: 0, seed: t.seed };
+    let mut state = TrainerState {
+        step: 0,
+        tokens: 0,
+        epoch: 0,
+        cursor: 0,
+        seed: t.seed,
+    };
     let mut last_checkpoint = "none".to_string();
     if opts.resume {
-        let (_, dir) = checkpoint::list(out)
-            .pop()
-            .ok_or_else(|| TrainError::Io(format!("{}: --resume: no checkpoint to resume from", out.display())))?;
+        let (_, dir) = checkpoint::list(out).pop().ok_or_else(|| {
+            TrainError::Io(format!(
+                "{}: --resume: no checkpoint to resume from",
+                out.display()
+            ))
+        })?;
         let ck = checkpoint::read(&dir)?;
         set_vars(&varmap, &ck.weights, &dir)?;
         opt.load_state(&ck.optimizer, ck.state.step)?;
@@ -134,20 +277,35 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         metrics::truncate_after(&metrics_path, state.step)?;
         last_checkpoint = dir.display().to_string();
     } else if metrics_path.exists() || !checkpoint::list(out).is_empty() {
-        return Err(TrainError::Io(format!("{}: holds an earlier run; use --resume or another --output", out.display())));
+        return Err(TrainError::Io(format!(
+            "{}: holds an earlier run; use --resume or another --output",
+            out.display()
+        )));
     }
     let recipe_json = serde_json::to_value(recipe).map_err(|e| TrainError::Io(e.to_string()))?;
-    let mut input_paths: Vec<&Path> = vec![recipe.model.path.as_path(), recipe.data.train.as_path()];
+    let mut input_paths: Vec<&Path> =
+        vec![recipe.model.path.as_path(), recipe.data.train.as_path()];
     input_paths.extend(recipe.data.eval.as_deref());
-    manifest::write(&out.join("manifest.json"), &recipe_json, manifest::inputs(&input_paths)?, t.seed,
+    manifest::write(
+        &out.join("manifest.json"),
+        &recipe_json,
+        manifest::inputs(&input_paths)?,
+        t.seed,
         json!({"objective": objective.name(), "train_rows": loader.rows().len(), "eval_rows": eval_rows.len(),
-               "resumed_from_step": state.step}))?;
+               "resumed_from_step": state.step}),
+    )?;
     let mut log = metrics::MetricsLog::open(&metrics_path)?;
 
-    let bar = if opts.progress { indicatif::ProgressBar::new(t.steps as u64) } else { indicatif::ProgressBar::hidden() };
+    let bar = if opts.progress {
+        indicatif::ProgressBar::new(t.steps as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps {msg} ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_position(state.step as u64);
     let (mut first_loss, mut last_loss) = (None, None);
@@ -159,57 +317,36 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         let batches = (0..t.grad_accum)
             .map(|_| collate(&loader.next(t.batch_size), &device))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let step_tokens = batches.iter().map(|b| b.target_tokens).sum::<usize>().max(1) as f64;
-        let step_rows = batches.iter().map(|b| b.rows).sum::<usize>() as f64;
 
-        let n_vars = opt.vars().count();
-        let mut acc: Vec<Option<Tensor>> = vec![None; n_vars];
-        let (mut loss, mut extra) = (0.0f64, std::collections::BTreeMap::<&str, f64>::new());
-        for (micro, batch) in batches.iter().enumerate() {
-            model.set_dropout_seed(micro_seed(t.seed, step, micro));
-            let (logps, lse) = token_logps(&model, batch, true, objective.needs_lse())?;
-            let ref_logps = match &reference {
-                Some(r) => Some(token_logps(r, batch, false, false)?.0.detach()),
-                None => None,
-            };
-            let out = objective.loss(&TokenBatch {
-                logps: &logps,
-                mask: &batch.mask,
-                ref_logps: ref_logps.as_ref(),
-                lse: lse.as_ref(),
-                step_tokens,
-                step_rows,
-            })?;
-            loss += out.loss.to_scalar::<f32>()? as f64;
-            for (k, v) in out.metrics {
-                *extra.entry(k).or_default() += v;
-            }
-            let grads = out.loss.backward()?;
-            for (slot, (_, var)) in acc.iter_mut().zip(opt.vars()) {
-                if let Some(g) = grads.get(var.as_tensor()) {
-                    *slot = Some(match slot.take() {
-                        Some(a) => (a + g)?,
-                        None => g.clone(),
-                    });
-                }
-            }
-        }
-        let mut grads = acc
-            .into_iter()
-            .zip(opt.vars())
-            .map(|(g, (_, v))| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        if !loss.is_finite() {
-            return Err(TrainError::NonFinite { step, what: "loss", value: loss, checkpoint: last_checkpoint });
-        }
-        let grad_norm = clip_grad_norm(&mut grads, t.max_grad_norm)?;
-        if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite { step, what: "gradient norm", value: grad_norm, checkpoint: last_checkpoint });
-        }
+        let eval = if !eval_rows.is_empty() && t.eval_every > 0 && step % t.eval_every == 0 {
+            Some(eval_loss(&model, &eval_rows, t.batch_size, &device)?)
+        } else {
+            None
+        };
+        let step_out = optimizer_step(
+            &model,
+            reference.as_ref(),
+            objective.as_ref(),
+            &mut opt,
+            &batches,
+            lr,
+            t.max_grad_norm,
+            micro_seeds(t.seed, step),
+        )
+        .map_err(|e| match e {
+            TrainError::NonFinite { what, value, .. } => TrainError::NonFinite {
+                step,
+                what,
+                value,
+                checkpoint: last_checkpoint.clone(),
+            },
+            other => other,
+        })?;
+        let (loss, grad_norm, extra) = (step_out.loss, step_out.grad_norm, step_out.metrics);
         first_loss.get_or_insert(loss);
         last_loss = Some(loss);
 
-        if step % t.log_every.max(1) == 0 || step + 1 == t.steps {
+        if step % t.log_every.max(1) == 0 || step + 1 == t.steps || eval.is_some() {
             let mut row = json!({"step": step, "loss": loss, "lr": lr, "tokens": state.tokens,
                 "grad_norm": grad_norm, "epoch": loader.epoch});
             let elapsed = start.elapsed().as_secs_f64();
@@ -219,41 +356,81 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             for (k, v) in &extra {
                 row[*k] = json!(v);
             }
-            if !eval_rows.is_empty() && t.eval_every > 0 && step % t.eval_every == 0 {
-                row["eval_loss"] = json!(eval_loss(&model, &eval_rows, t.batch_size, &device)?);
+            if let Some(e) = eval {
+                row["eval_loss"] = json!(e);
             }
             log.write(&row)?;
         }
 
-        opt.update(&grads, lr)?;
         state.step = step + 1;
         state.tokens += batches.iter().map(|b| b.input_tokens as u64).sum::<u64>();
         state.epoch = loader.epoch;
         state.cursor = loader.cursor;
         bar.set_position(state.step as u64);
-        bar.set_message(format!("loss {loss:.4} | {:.0} tok/s", (state.tokens - start_tokens) as f64 / start.elapsed().as_secs_f64()));
+        bar.set_message(format!(
+            "loss {loss:.4} | {:.0} tok/s",
+            (state.tokens - start_tokens) as f64 / start.elapsed().as_secs_f64()
+        ));
 
-        if (t.save_every > 0 && state.step % t.save_every == 0) || state.step == t.steps {
-            let weights = opt.vars().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
+        if (t.save_every > 0 && state.step.is_multiple_of(t.save_every)) || state.step == t.steps {
+            let weights = opt
+                .vars()
+                .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
+                .collect();
             let optimizer = opt.state().into_iter().collect();
-            let dir = checkpoint::write(out, &source.config_json_for(DType::F32), &weights, &optimizer, &state, t.keep_last)?;
+            let dir = checkpoint::write(
+                out,
+                &source.config_json_for(DType::F32),
+                &weights,
+                &optimizer,
+                &state,
+                t.keep_last,
+            )?;
             last_checkpoint = dir.display().to_string();
         }
     }
     bar.finish_and_clear();
 
-    let final_eval_loss = if eval_rows.is_empty() { None } else { Some(eval_loss(&model, &eval_rows, t.batch_size, &device)?) };
+    let final_eval_loss = if eval_rows.is_empty() {
+        None
+    } else {
+        Some(eval_loss(&model, &eval_rows, t.batch_size, &device)?)
+    };
     if let Some(e) = final_eval_loss {
         log.write(&json!({"step": t.steps, "eval_loss": e, "tokens": state.tokens}))?;
     }
     let final_dir = out.join("final");
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::Io(format!("{}: {e}", final_dir.display())))?;
+        std::fs::remove_dir_all(&final_dir)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", final_dir.display())))?;
     }
-    let weights = opt.vars().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
+    let weights = opt
+        .vars()
+        .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
+        .collect();
     let files = source.tokenizer_files()?;
-    graft_models::save::save_hf_dir(&final_dir, &source.config_json_for(DType::F32), &weights, &files)?;
-    let title = format!("{} — {}", objective.name(), recipe.model.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
+    graft_models::save::save_hf_dir(
+        &final_dir,
+        &source.config_json_for(DType::F32),
+        &weights,
+        &files,
+    )?;
+    let title = format!(
+        "{} — {}",
+        objective.name(),
+        recipe
+            .model
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    );
     metrics::plot(&metrics_path, &out.join("loss.png"), &title)?;
-    Ok(TrainSummary { output: out.clone(), steps: t.steps, first_loss, last_loss, final_eval_loss })
+    Ok(TrainSummary {
+        output: out.clone(),
+        steps: t.steps,
+        first_loss,
+        last_loss,
+        final_eval_loss,
+    })
 }

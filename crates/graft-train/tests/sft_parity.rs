@@ -24,14 +24,21 @@ fn one_sft_step_matches_transformers_and_torch_adamw() {
     let f = read_json("train/sft_step.json");
     let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
     let varmap = VarMap::new();
-    let model = Decoder::new(&source.config, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let model = Decoder::new(
+        &source.config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
     let mut vm = varmap.clone();
     vm.load(fixture("models/llama/model.safetensors")).unwrap();
 
     let ids_rows: Vec<Vec<u32>> = serde_json::from_value(f["input_ids"].clone()).unwrap();
     let labels: Vec<Vec<i64>> = serde_json::from_value(f["labels"].clone()).unwrap();
     let ids = Tensor::new(ids_rows, &Device::Cpu).unwrap();
-    let mask: Vec<Vec<f32>> = labels.iter().map(|r| r[1..].iter().map(|&l| (l != -100) as u8 as f32).collect()).collect();
+    let mask: Vec<Vec<f32>> = labels
+        .iter()
+        .map(|r| r[1..].iter().map(|&l| (l != -100) as u8 as f32).collect())
+        .collect();
     let mask = Tensor::new(mask, &Device::Cpu).unwrap();
     let n_targets = mask.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
     assert_eq!(n_targets as u64, f["num_target_tokens"].as_u64().unwrap());
@@ -40,20 +47,37 @@ fn one_sft_step_matches_transformers_and_torch_adamw() {
     let logps = next_token_logprobs(&lp, &ids).unwrap();
     let objective = registry::objective(&serde_json::json!({"kind": "sft"})).unwrap();
     let out = objective
-        .loss(&TokenBatch { logps: &logps, mask: &mask, ref_logps: None, lse: None, step_tokens: n_targets, step_rows: 2.0 })
+        .loss(&TokenBatch {
+            logps: &logps,
+            mask: &mask,
+            ref_logps: None,
+            lse: None,
+            step_tokens: n_targets,
+            step_rows: 2.0,
+        })
         .unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
-    assert!((loss - f["loss"].as_f64().unwrap()).abs() < 1e-5, "loss {loss} vs {}", f["loss"]);
+    assert!(
+        (loss - f["loss"].as_f64().unwrap()).abs() < 1e-5,
+        "loss {loss} vs {}",
+        f["loss"]
+    );
 
     let grads = out.loss.backward().unwrap();
     let mut opt = AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1).unwrap();
-    let mut g: Vec<Tensor> = opt.vars().map(|(_, v)| grads.get(v.as_tensor()).unwrap().clone()).collect();
+    let mut g: Vec<Tensor> = opt
+        .vars()
+        .map(|(_, v)| grads.get(v.as_tensor()).unwrap().clone())
+        .collect();
     for ((name, _), gi) in opt.vars().zip(&g) {
         let d = max_diff(gi, &tensor(&f["grads"][name]));
         assert!(d < 1e-5, "gradient of {name}: max |Δ| {d}");
     }
     let norm = clip_grad_norm(&mut g, Some(1.0)).unwrap();
-    assert!((norm - f["grad_norm"].as_f64().unwrap()).abs() < 1e-4, "grad norm {norm}");
+    assert!(
+        (norm - f["grad_norm"].as_f64().unwrap()).abs() < 1e-4,
+        "grad norm {norm}"
+    );
     opt.update(&g, 1e-3).unwrap();
     // The first AdamW step moves each weight by ≈ lr·g/(|g| + eps): where the clipped gradient is
     // within a few eps of 0 (2.4e-8 at the smallest here), float noise in g moves the update by a
@@ -61,11 +85,23 @@ fn one_sft_step_matches_transformers_and_torch_adamw() {
     let coef = f["clip_coef"].as_f64().unwrap() as f32;
     for (name, var) in opt.vars() {
         let got: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let want: Vec<f32> = tensor(&f["params_after_step"][name]).flatten_all().unwrap().to_vec1().unwrap();
-        let grad: Vec<f32> = tensor(&f["grads"][name]).flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = tensor(&f["params_after_step"][name])
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let grad: Vec<f32> = tensor(&f["grads"][name])
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for ((a, b), g) in got.iter().zip(&want).zip(&grad) {
             let tol = if (g * coef).abs() >= 1e-6 { 1e-6 } else { 2e-5 };
-            assert!((a - b).abs() <= tol, "{name} after one AdamW step: {a} vs torch {b} (clipped grad {})", g * coef);
+            assert!(
+                (a - b).abs() <= tol,
+                "{name} after one AdamW step: {a} vs torch {b} (clipped grad {})",
+                g * coef
+            );
         }
     }
 }
@@ -81,8 +117,17 @@ fn multi_turn_assistant_mask_matches_transformers() {
     let f = read_json("train/sft_mask.json");
     let (source, template) = tokenizer_and_template("train/chat_template_generation.jinja");
     assert!(template.has_generation_markers);
-    let tok = Tokenize { tokenizer: source.tokenizer().unwrap(), template: Some(&template), max_len: 4096 };
-    let row = parse_row(serde_json::json!({"messages": f["messages"]}).as_object().unwrap()).unwrap();
+    let tok = Tokenize {
+        tokenizer: source.tokenizer().unwrap(),
+        template: Some(&template),
+        max_len: 4096,
+    };
+    let row = parse_row(
+        serde_json::json!({"messages": f["messages"]})
+            .as_object()
+            .unwrap(),
+    )
+    .unwrap();
     let ex = tok.example(&row).unwrap();
     let want_ids: Vec<u32> = serde_json::from_value(f["input_ids"].clone()).unwrap();
     let want_mask: Vec<u8> = serde_json::from_value(f["assistant_masks"].clone()).unwrap();
@@ -92,9 +137,21 @@ fn multi_turn_assistant_mask_matches_transformers() {
 
     // The template without markers: assistant turns found by prefix renderings instead. They cover
     // the same tokens plus the newline after each <|im_end|> (part of the turn in the rendering).
-    let plain = ChatTemplate::new(source.tokenizer().unwrap().chat_template.as_deref().unwrap()).unwrap();
+    let plain = ChatTemplate::new(
+        source
+            .tokenizer()
+            .unwrap()
+            .chat_template
+            .as_deref()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(!plain.has_generation_markers);
-    let tok = Tokenize { tokenizer: source.tokenizer().unwrap(), template: Some(&plain), max_len: 4096 };
+    let tok = Tokenize {
+        tokenizer: source.tokenizer().unwrap(),
+        template: Some(&plain),
+        max_len: 4096,
+    };
     let ex2 = tok.example(&row).unwrap();
     assert_eq!(ex2.input_ids, want_ids);
     for (i, (&a, &b)) in ex2.targets.iter().zip(&want_mask).enumerate() {
@@ -109,22 +166,42 @@ fn multi_turn_assistant_mask_matches_transformers() {
 fn prompt_completion_and_text_rows_match_trl() {
     let f = read_json("train/prompt_completion.json");
     let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
-    let tok = Tokenize { tokenizer: source.tokenizer().unwrap(), template: None, max_len: 4096 };
+    let tok = Tokenize {
+        tokenizer: source.tokenizer().unwrap(),
+        template: None,
+        max_len: 4096,
+    };
     let rows = f["rows"].as_array().unwrap();
     for (i, r) in rows.iter().enumerate() {
-        let ex = tok.example(&parse_row(r.as_object().unwrap()).unwrap()).unwrap();
+        let ex = tok
+            .example(&parse_row(r.as_object().unwrap()).unwrap())
+            .unwrap();
         let want_ids: Vec<u32> = serde_json::from_value(f["input_ids"][i].clone()).unwrap();
         let want_mask: Vec<u8> = serde_json::from_value(f["completion_mask"][i].clone()).unwrap();
         assert_eq!(ex.input_ids, want_ids, "row {i}");
-        assert_eq!(ex.targets.iter().map(|&b| b as u8).collect::<Vec<_>>(), want_mask, "row {i}");
+        assert_eq!(
+            ex.targets.iter().map(|&b| b as u8).collect::<Vec<_>>(),
+            want_mask,
+            "row {i}"
+        );
     }
     let merge = &f["boundary_merge_row"];
-    let ex = tok.example(&parse_row(merge["row"].as_object().unwrap()).unwrap()).unwrap();
-    assert_eq!(ex.input_ids, serde_json::from_value::<Vec<u32>>(merge["input_ids"].clone()).unwrap());
+    let ex = tok
+        .example(&parse_row(merge["row"].as_object().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(
+        ex.input_ids,
+        serde_json::from_value::<Vec<u32>>(merge["input_ids"].clone()).unwrap()
+    );
     assert_eq!(
         ex.targets.iter().map(|&b| b as u8).collect::<Vec<_>>(),
         serde_json::from_value::<Vec<u8>>(merge["completion_mask"].clone()).unwrap()
     );
-    let text = tok.example(&parse_row(f["text_row"].as_object().unwrap()).unwrap()).unwrap();
-    assert_eq!(text.input_ids, serde_json::from_value::<Vec<u32>>(f["text_input_ids"].clone()).unwrap());
+    let text = tok
+        .example(&parse_row(f["text_row"].as_object().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(
+        text.input_ids,
+        serde_json::from_value::<Vec<u32>>(f["text_input_ids"].clone()).unwrap()
+    );
 }

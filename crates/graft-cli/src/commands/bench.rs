@@ -10,14 +10,17 @@ use crate::io::ModelArgs;
 
 #[derive(clap::Args, Debug)]
 #[command(
-    about = "Measure score and decode throughput (tokens/s) of a model",
+    about = "Measure score/decode throughput of a model, or full fine-tuning throughput and peak RSS (train)",
     after_help = "Example:\n  graft bench score --model SmolLM2-135M-Instruct.Q8_0.gguf --batch 4 --seq-len 256\n  graft bench decode --model SmolLM2-135M-Instruct.Q8_0.gguf --new-tokens 64"
 )]
 pub struct Args {
-    /// What to measure: score or decode.
+    /// What to measure: score, decode, or train (a random Llama; --model is ignored).
     pub kind: String,
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// HF directory or .gguf file (score, decode).
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
     /// Rows per scoring batch.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
@@ -30,6 +33,56 @@ pub struct Args {
     /// Timed runs after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// `train` only: the size of the random Llama (hidden, layers, intermediate, vocab; 8 heads).
+    #[arg(long, value_delimiter = ',', default_value = "512,8,1536,8192")]
+    pub llama: Vec<usize>,
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kb.unwrap_or(0.0) / 1024.0
+}
+
+/// Full fine-tuning steps (forward, LM loss, backward, clip, AdamW) of a random Llama on random ids;
+/// bench/train.sh runs the same in PyTorch.
+fn train(args: &Args) -> Result<()> {
+    let [hidden, layers, intermediate, vocab] = args.llama[..] else { bail!("--llama: give hidden,layers,intermediate,vocab") };
+    let config = json!({"model_type": "llama", "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
+        "num_hidden_layers": layers, "num_attention_heads": 8, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": true});
+    let cfg = graft_models::registry::decoder_config(std::path::Path::new("bench"), &config)?;
+    let weights = graft_models::init::init_weights(&cfg, 0.02, 0)?;
+    let device = candle_core::Device::Cpu;
+    let varmap = candle_nn::VarMap::new();
+    let model = graft_models::Decoder::new(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device))?;
+    for (name, var) in varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap poisoned"))?.iter() {
+        var.set(&weights[name])?;
+    }
+    let mut opt = graft_train::optim::AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
+    let objective = graft_train::objectives::registry::objective(&json!({"kind": "lm"})).map_err(anyhow::Error::msg)?;
+    let rows: Vec<graft_train::data::TrainRow> = (0..args.batch)
+        .map(|b| graft_train::data::TrainRow {
+            input_ids: (0..args.seq_len).map(|i| (((b * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32).collect(),
+            targets: (0..args.seq_len).map(|i| i > 0).collect(),
+            packed: None,
+        })
+        .collect();
+    let batch = graft_train::data::collate(&rows.iter().collect::<Vec<_>>(), &device)?;
+    let mut rates = Vec::new();
+    for run in 0..=args.repeats {
+        let start = std::time::Instant::now();
+        graft_train::trainer::optimizer_step(&model, None, objective.as_ref(), &mut opt, std::slice::from_ref(&batch), 1e-4, Some(1.0), |_| 0)?;
+        if run > 0 {
+            rates.push((args.batch * args.seq_len) as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let params: usize = weights.values().map(|t| t.elem_count()).sum();
+    println!("{}", json!({"bench": "train", "impl": "graft", "params": params, "batch": args.batch, "seq_len": args.seq_len,
+        "threads": candle_core::utils::get_num_threads(), "tokens_per_second_median": median(rates.clone()), "runs": rates,
+        "peak_rss_mib": peak_rss_mib()}));
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -41,10 +94,17 @@ pub fn run(args: Args) -> Result<()> {
     if args.repeats == 0 || args.seq_len < 2 || args.batch == 0 {
         bail!("--repeats, --batch must be ≥ 1 and --seq-len ≥ 2");
     }
-    let (_, model, device) = args.model.load()?;
+    if args.kind == "train" {
+        return train(&args);
+    }
+    let Some(path) = args.model.clone() else { bail!("--model: required for `{}`", args.kind) };
+    let model_args = ModelArgs { model: path, dtype: args.dtype.clone() };
+    let (_, model, device) = model_args.load()?;
     let vocab = model.cfg.vocab_size as u32;
     // Deterministic pseudo-random ids, spread over the vocabulary.
-    let ids: Vec<u32> = (0..args.batch * args.seq_len).map(|i| (i as u32).wrapping_mul(2_654_435_761) % vocab).collect();
+    let ids: Vec<u32> = (0..args.batch * args.seq_len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761) % vocab)
+        .collect();
     let mut rates = Vec::new();
     for run in 0..=args.repeats {
         let start = std::time::Instant::now();
@@ -57,11 +117,20 @@ pub fn run(args: Args) -> Result<()> {
             "decode" => {
                 let prompt = &ids[..args.seq_len];
                 // Prefill is timed apart so the rate is decode-only.
-                let opts = GenerateOptions { max_new_tokens: 1, temperature: 0.0, top_p: 1.0, seed: 0, eos_token_ids: vec![] };
+                let opts = GenerateOptions {
+                    max_new_tokens: 1,
+                    temperature: 0.0,
+                    top_p: 1.0,
+                    seed: 0,
+                    eos_token_ids: vec![],
+                };
                 let prefill = std::time::Instant::now();
                 generate(&model, prompt, &opts, &device, |_| true)?;
                 let prefill = prefill.elapsed();
-                let opts = GenerateOptions { max_new_tokens: args.new_tokens + 1, ..opts };
+                let opts = GenerateOptions {
+                    max_new_tokens: args.new_tokens + 1,
+                    ..opts
+                };
                 let all = std::time::Instant::now();
                 generate(&model, prompt, &opts, &device, |_| true)?;
                 let decode = all.elapsed().saturating_sub(prefill).as_secs_f64();
@@ -80,8 +149,8 @@ pub fn run(args: Args) -> Result<()> {
     let threads = candle_core::utils::get_num_threads();
     println!(
         "{}",
-        json!({"bench": args.kind, "model": args.model.model, "batch": args.batch, "seq_len": args.seq_len,
-               "new_tokens": args.new_tokens, "dtype": args.model.dtype, "threads": threads,
+        json!({"bench": args.kind, "model": model_args.model, "batch": args.batch, "seq_len": args.seq_len,
+               "new_tokens": args.new_tokens, "dtype": args.dtype, "threads": threads,
                "tokens_per_second_median": m, "runs": rates})
     );
     Ok(())

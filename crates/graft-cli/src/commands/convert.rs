@@ -31,7 +31,10 @@ pub fn run(args: Args) -> Result<()> {
         other => bail!("--dtype: `{other}` is not supported (f32, bf16, f16)"),
     };
     if args.output.extension().is_some_and(|e| e == "gguf") {
-        bail!("{}: writing GGUF is not supported yet; give a directory", args.output.display());
+        bail!(
+            "{}: writing GGUF is not supported yet; give a directory",
+            args.output.display()
+        );
     }
     let spinner = crate::io::spinner(&format!("reading {}", args.input.display()));
     let source = ModelSource::open(&args.input, candle_core::DType::F32, &Device::Cpu)?;
@@ -41,6 +44,11 @@ pub fn run(args: Args) -> Result<()> {
     for w in &source.warnings {
         eprintln!("warning: {}: {w}", args.input.display());
     }
-    println!("wrote {} ({} model, {})", args.output.display(), source.config.model_type, args.dtype);
+    println!(
+        "wrote {} ({} model, {})",
+        args.output.display(),
+        source.config.model_type,
+        args.dtype
+    );
     Ok(())
 }

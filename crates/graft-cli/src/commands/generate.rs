@@ -54,7 +54,10 @@ pub fn run(args: Args) -> Result<()> {
         (Some(p), _) => (p.clone(), tokenizer.encode(p, true)?),
         (None, Some(c)) => {
             let template = tokenizer.chat_template.as_deref().with_context(|| {
-                format!("{}: the model has no chat template; use --prompt", args.model.model.display())
+                format!(
+                    "{}: the model has no chat template; use --prompt",
+                    args.model.model.display()
+                )
             })?;
             let mut messages = Vec::new();
             if let Some(s) = &args.system {

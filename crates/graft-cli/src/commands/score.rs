@@ -26,7 +26,11 @@ pub struct Args {
 }
 
 /// Token ids of one row, or an error naming the file, line and field.
-fn row_ids(row: &Map<String, Value>, tokenizer: impl Fn(&str) -> Result<Vec<u32>>, vocab: usize) -> Result<Vec<u32>> {
+fn row_ids(
+    row: &Map<String, Value>,
+    tokenizer: impl Fn(&str) -> Result<Vec<u32>>,
+    vocab: usize,
+) -> Result<Vec<u32>> {
     let ids = if let Some(v) = row.get("input_ids") {
         let items = v.as_array().context("field `input_ids`: not a list")?;
         items
@@ -34,7 +38,9 @@ fn row_ids(row: &Map<String, Value>, tokenizer: impl Fn(&str) -> Result<Vec<u32>
             .enumerate()
             .map(|(i, x)| match x.as_u64() {
                 Some(id) if (id as usize) < vocab => Ok(id as u32),
-                Some(id) => bail!("field `input_ids[{i}]`: {id} is outside the vocabulary (size {vocab})"),
+                Some(id) => {
+                    bail!("field `input_ids[{i}]`: {id} is outside the vocabulary (size {vocab})")
+                }
                 None => bail!("field `input_ids[{i}]`: not a non-negative integer"),
             })
             .collect::<Result<Vec<_>>>()?
@@ -58,7 +64,9 @@ pub fn run(args: Args) -> Result<()> {
     let encode = |text: &str| -> Result<Vec<u32>> { Ok(source.tokenizer()?.encode(text, true)?) };
     let ids = rows
         .iter()
-        .map(|(line, row)| row_ids(row, encode, vocab).with_context(|| format!("{}:{line}", args.input.display())))
+        .map(|(line, row)| {
+            row_ids(row, encode, vocab).with_context(|| format!("{}:{line}", args.input.display()))
+        })
         .collect::<Result<Vec<_>>>()?;
 
     let total: usize = ids.iter().map(Vec::len).sum();
@@ -66,7 +74,10 @@ pub fn run(args: Args) -> Result<()> {
     let start = std::time::Instant::now();
     let scored = graft_models::score::score_rows(&model, &ids, &device, |n| {
         bar.inc(n as u64);
-        bar.set_message(format!("{:.0} tok/s", bar.position() as f64 / start.elapsed().as_secs_f64()));
+        bar.set_message(format!(
+            "{:.0} tok/s",
+            bar.position() as f64 / start.elapsed().as_secs_f64()
+        ));
     })?;
     bar.finish_and_clear();
 

@@ -27,20 +27,43 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let recipe = recipe::load(&args.recipe, &args.set).map_err(anyhow::Error::msg)?;
-    let output = args.output.clone().or(recipe.output.clone()).unwrap_or_else(|| {
-        PathBuf::from("runs").join(args.recipe.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or("run".into()))
-    });
-    let summary = train(&recipe, &TrainOptions { output: output.clone(), resume: args.resume, progress: true })
-        .with_context(|| format!("training {}", args.recipe.display()))?;
+    let output = args
+        .output
+        .clone()
+        .or(recipe.output.clone())
+        .unwrap_or_else(|| {
+            PathBuf::from("runs").join(
+                args.recipe
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or("run".into()),
+            )
+        });
+    let summary = train(
+        &recipe,
+        &TrainOptions {
+            output: output.clone(),
+            resume: args.resume,
+            progress: true,
+        },
+    )
+    .with_context(|| format!("training {}", args.recipe.display()))?;
     println!(
         "trained {} steps: loss {:.4} → {:.4}{}",
         summary.steps,
         summary.first_loss.unwrap_or(f64::NAN),
         summary.last_loss.unwrap_or(f64::NAN),
-        summary.final_eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default()
+        summary
+            .final_eval_loss
+            .map(|e| format!(", eval loss {e:.4}"))
+            .unwrap_or_default()
     );
-    println!("model: {}  metrics: {}  plot: {}  manifest: {}",
-        output.join("final").display(), output.join("metrics.jsonl").display(),
-        output.join("loss.png").display(), output.join("manifest.json").display());
+    println!(
+        "model: {}  metrics: {}  plot: {}  manifest: {}",
+        output.join("final").display(),
+        output.join("metrics.jsonl").display(),
+        output.join("loss.png").display(),
+        output.join("manifest.json").display()
+    );
     Ok(())
 }

@@ -8,8 +8,8 @@
 use std::sync::Mutex;
 
 use candle_core::{DType, Result, Tensor, D};
-use rand::{rngs::StdRng, Rng};
 use candle_nn::VarBuilder;
+use rand::{rngs::StdRng, Rng};
 
 use super::{kv_cache::KvCache, linear::Linear, norm::RmsNorm, rope};
 use crate::config::{DecoderConfig, QkNorm};
@@ -33,7 +33,12 @@ pub struct Attention {
 
 impl Attention {
     pub fn new(vb: VarBuilder, cfg: &DecoderConfig) -> Result<Self> {
-        let (c, h, k, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (c, h, k, d) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let (q_norm_size, k_norm_size) = match cfg.qk_norm {
             QkNorm::None => (0, 0),
             QkNorm::PerHead => (d, d),
@@ -104,27 +109,42 @@ impl Attention {
         if let Some(cap) = self.softcap {
             scores = ((scores / cap)?.tanh()? * cap)?;
         }
-        let scores = scores.to_dtype(DType::F32)?.reshape((b, k, r, t, s))?.broadcast_add(mask)?;
+        let scores = scores
+            .to_dtype(DType::F32)?
+            .reshape((b, k, r, t, s))?
+            .broadcast_add(mask)?;
         let mut probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(x.dtype())?;
         if let (Some(rng), true) = (dropout_rng, self.dropout > 0.0) {
             probs = dropout(&probs, self.dropout, rng)?;
         }
         let out = probs.reshape((b, k, r * t, s))?.matmul(&v)?; // (B, K, R·T, D)
-        let out = out.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
+        let out = out
+            .reshape((b, h, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * d))?;
         self.o_proj.forward(&out)
     }
 }
 
 /// Additive causal mask (T, S) for `t` new positions after `past` cached ones; `window` keeps only the
 /// last `window` keys of each query (itself included), as transformers' sliding-window masks do.
-pub fn causal_mask(t: usize, past: usize, window: Option<usize>, device: &candle_core::Device) -> Result<Tensor> {
+pub fn causal_mask(
+    t: usize,
+    past: usize,
+    window: Option<usize>,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
     let s = past + t;
     let mask: Vec<f32> = (0..t)
         .flat_map(|i| {
             let qi = past + i;
             (0..s).map(move |j| {
                 let visible = j <= qi && window.is_none_or(|w| qi - j < w);
-                if visible { 0.0 } else { f32::NEG_INFINITY }
+                if visible {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
             })
         })
         .collect();
@@ -154,8 +174,12 @@ pub fn dropout(x: &Tensor, p: f64, rng: &Mutex<StdRng>) -> Result<Tensor> {
     let n = x.elem_count();
     let scale = (1.0 / (1.0 - p)) as f32;
     let keep: Vec<f32> = {
-        let mut rng = rng.lock().map_err(|_| candle_core::Error::Msg("dropout RNG poisoned".into()))?;
-        (0..n).map(|_| if rng.random::<f64>() >= p { scale } else { 0.0 }).collect()
+        let mut rng = rng
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("dropout RNG poisoned".into()))?;
+        (0..n)
+            .map(|_| if rng.random::<f64>() >= p { scale } else { 0.0 })
+            .collect()
     };
     let mask = Tensor::from_vec(keep, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x * mask

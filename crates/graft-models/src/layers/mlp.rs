@@ -16,7 +16,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(vb: VarBuilder, hidden: usize, intermediate: usize, bias: bool, act: Activation) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        hidden: usize,
+        intermediate: usize,
+        bias: bool,
+        act: Activation,
+    ) -> Result<Self> {
         Ok(Self {
             gate_proj: Linear::new(vb.pp("gate_proj"), hidden, intermediate, bias)?,
             up_proj: Linear::new(vb.pp("up_proj"), hidden, intermediate, bias)?,

@@ -16,13 +16,19 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn new(vb: VarBuilder, size: usize, eps: f64, kind: NormKind) -> Result<Self> {
-        Ok(Self { weight: vb.get(size, "weight")?, eps, kind })
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            eps,
+            kind,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;
-        let inv_rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let inv_rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
+            .sqrt()?
+            .recip()?;
         let normed = xf.broadcast_mul(&inv_rms)?;
         match self.kind {
             // Llama: cast back first, then scale by the weight in the model dtype.

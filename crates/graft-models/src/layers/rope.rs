@@ -11,7 +11,10 @@ pub fn cos_sin(inv_freq: &Tensor, positions: &Tensor, dtype: DType) -> Result<(T
     let pos = positions.to_dtype(DType::F32)?.reshape((b, t, 1))?;
     let angles = pos.broadcast_mul(&inv_freq.reshape((1, 1, half))?)?;
     let angles = Tensor::cat(&[&angles, &angles], D::Minus1)?.unsqueeze(1)?;
-    Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+    Ok((
+        angles.cos()?.to_dtype(dtype)?,
+        angles.sin()?.to_dtype(dtype)?,
+    ))
 }
 
 /// `x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]`.

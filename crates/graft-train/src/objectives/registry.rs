@@ -13,23 +13,42 @@ fn num(spec: &Value, key: &str, default: f64) -> Result<f64, String> {
 
 /// Builds the objective a recipe's `[objective]` table names; unknown kinds and keys are errors.
 pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
-    let kind = spec.get("kind").and_then(Value::as_str).ok_or("objective.kind: missing")?;
+    let kind = spec
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("objective.kind: missing")?;
     let allowed: &[&str] = match kind {
         "lm" | "sft" => &["kind", "z_loss"],
         "minor_sft" => &["kind", "beta", "reference"],
-        other => return Err(format!("objective.kind: `{other}` is not known (lm, sft, minor_sft)")),
+        other => {
+            return Err(format!(
+                "objective.kind: `{other}` is not known (lm, sft, minor_sft)"
+            ))
+        }
     };
     if let Some(obj) = spec.as_object() {
         if let Some(bad) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(format!("objective.{bad}: not a parameter of `{kind}` ({})", allowed.join(", ")));
+            return Err(format!(
+                "objective.{bad}: not a parameter of `{kind}` ({})",
+                allowed.join(", ")
+            ));
         }
     }
     Ok(match kind {
-        "lm" => Box::new(Lm { z_loss: num(spec, "z_loss", 0.0)?, completion_only: false }),
-        "sft" => Box::new(Lm { z_loss: num(spec, "z_loss", 0.0)?, completion_only: true }),
+        "lm" => Box::new(Lm {
+            z_loss: num(spec, "z_loss", 0.0)?,
+            completion_only: false,
+        }),
+        "sft" => Box::new(Lm {
+            z_loss: num(spec, "z_loss", 0.0)?,
+            completion_only: true,
+        }),
         // The paper fixes no default β: the recipe must choose one.
         _ => Box::new(MinorSft {
-            beta: spec.get("beta").and_then(Value::as_f64).ok_or("objective.beta: required for minor_sft")?,
+            beta: spec
+                .get("beta")
+                .and_then(Value::as_f64)
+                .ok_or("objective.beta: required for minor_sft")?,
         }),
     })
 }
