@@ -1,7 +1,7 @@
 //! Shared CLI plumbing: model options, opening a model, JSONL reading with line numbers, and writing
 //! outputs through a temporary file renamed into place.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -40,28 +40,6 @@ impl ModelArgs {
         }
         Ok((source, model, device))
     }
-}
-
-/// The JSON objects of a JSONL file with their 1-based line numbers; blank lines are skipped.
-/// A malformed line is an error naming the file and line.
-pub fn read_jsonl(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut rows = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let line = line.with_context(|| format!("{}:{n}: cannot read", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{n}: invalid JSON", path.display()))?;
-        match value {
-            serde_json::Value::Object(o) => rows.push((n, o)),
-            _ => bail!("{}:{n}: expected a JSON object", path.display()),
-        }
-    }
-    Ok(rows)
 }
 
 /// Writes `contents` to `path` atomically: a temporary file beside it, then a rename.

@@ -265,11 +265,27 @@ fn quickstart_runs_end_to_end() {
     // The full default takes minutes in release; the same pipeline with a handful of steps.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("qs");
-    let args = ["quickstart", "--output", out.to_str().unwrap(), "--pretrain-steps", "3", "--sft-steps", "2", "--vocab-size", "600"];
+    let args = [
+        "quickstart",
+        "--output",
+        out.to_str().unwrap(),
+        "--pretrain-steps",
+        "3",
+        "--sft-steps",
+        "2",
+        "--vocab-size",
+        "600",
+    ];
     let o = graft(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("5/5"));
-    for f in ["base/tokenizer.json", "pretrain/final/model.safetensors", "sft/final/model.safetensors", "sft/loss.png", "sft/manifest.json"] {
+    for f in [
+        "base/tokenizer.json",
+        "pretrain/final/model.safetensors",
+        "sft/final/model.safetensors",
+        "sft/loss.png",
+        "sft/manifest.json",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
     // A rerun replaces its own earlier output; a folder that is not quickstart output is refused.

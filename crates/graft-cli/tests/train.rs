@@ -266,9 +266,12 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
 fn every_objective_trains_on_its_row_shape() {
     let dir = tempfile::tempdir().unwrap();
     let chat: Vec<String> = (0..6)
-        .map(|i| serde_json::json!({"messages": [
+        .map(|i| {
+            serde_json::json!({"messages": [
             {"role": "user", "content": format!("what is {i} and one?")},
-            {"role": "assistant", "content": format!("it is {}.", i + 1)}]}).to_string())
+            {"role": "assistant", "content": format!("it is {}.", i + 1)}]})
+            .to_string()
+        })
         .collect();
     let chat_path = dir.path().join("chat.jsonl");
     std::fs::write(&chat_path, chat.join("\n")).unwrap();
@@ -276,13 +279,45 @@ fn every_objective_trains_on_its_row_shape() {
     for (objective, data, metric) in [
         ("{ kind = \"lm\", z_loss = 1e-4 }", &text_path, "z_loss"),
         ("{ kind = \"sft\" }", &chat_path, "ce"),
-        ("{ kind = \"minor_sft\", beta = 0.1 }", &chat_path, "deviation"),
+        (
+            "{ kind = \"minor_sft\", beta = 0.1 }",
+            &chat_path,
+            "deviation",
+        ),
     ] {
         let r = recipe(dir.path(), data, "steps = 3\n");
         let out = dir.path().join(format!("run-{metric}"));
-        let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--set", &format!("objective={objective}")]);
+        let o = graft(&[
+            "train",
+            r.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--set",
+            &format!("objective={objective}"),
+        ]);
         assert!(o.status.success(), "{objective}: {}", stderr(&o));
         let rows = metrics(&out);
-        assert!(rows[0].get(metric).is_some_and(|v| v.as_f64().unwrap().is_finite()), "{objective}: {:?}", rows[0]);
+        assert!(
+            rows[0]
+                .get(metric)
+                .is_some_and(|v| v.as_f64().unwrap().is_finite()),
+            "{objective}: {:?}",
+            rows[0]
+        );
     }
+}
+
+#[test]
+fn parquet_training_data_trains_like_its_jsonl() {
+    // tools/fixtures/make_parquet_fixtures.py: the same chat rows as Parquet (pyarrow, snappy) and JSONL.
+    let dir = tempfile::tempdir().unwrap();
+    let mut finals = Vec::new();
+    for file in ["chat.parquet", "chat.jsonl"] {
+        let r = recipe(dir.path(), &fixture(&format!("data/{file}")), "steps = 3\n");
+        let out = dir.path().join(file);
+        let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--set", "objective.kind=\"sft\""]);
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        finals.push(std::fs::read(out.join("final/model.safetensors")).unwrap());
+    }
+    assert!(finals[0] == finals[1], "Parquet and JSONL rows train identically");
 }

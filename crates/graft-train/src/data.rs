@@ -1,11 +1,10 @@
-//! Training rows from a JSONL file of TRL-shaped rows, and a deterministic loader: the order of rows
+//! Training rows from a JSONL or Parquet file of TRL-shaped rows, and a deterministic loader: the order of rows
 //! in epoch e is a seeded permutation, a pure function of (seed, epoch), and the loader's position
 //! (epoch, cursor) is all a checkpoint needs to resume it exactly.
 //!
 //! Shapes: a batch is `ids` (B, T) u32, `mask` (B, T-1) f32 (target tokens), and for packed rows
 //! `positions`, `segments` (B, T) u32.
 
-use std::io::BufRead;
 use std::path::Path;
 
 use candle_core::{Device, Result as CResult, Tensor};
@@ -22,7 +21,8 @@ pub struct TrainRow {
     pub packed: Option<(Vec<u32>, Vec<u32>)>,
 }
 
-/// Reads and tokenizes every row of `path` (a malformed row is an error naming file and line).
+/// Reads and tokenizes every row of `path` (JSONL or Parquet; a malformed row is an error naming
+/// file and line).
 /// `completion_only = false` makes every token a target (LM objective).
 pub fn load_rows(
     path: &Path,
@@ -32,21 +32,9 @@ pub fn load_rows(
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
-    let file = std::fs::File::open(path)
-        .map_err(|e| TrainError::Data(format!("{}: {e}", path.display())))?;
     let mut examples: Vec<Example> = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| at(n, e.to_string()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| at(n, format!("invalid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| at(n, "expected a JSON object".into()))?;
-        let row = parse_row(obj).map_err(|e| at(n, e))?;
+    for (n, obj) in graft_data::source::read_rows(path).map_err(TrainError::Data)? {
+        let row = parse_row(&obj).map_err(|e| at(n, e))?;
         let mut ex = tok.example(&row).map_err(|e| at(n, e))?;
         if !completion_only {
             ex.targets = (0..ex.input_ids.len()).map(|i| i > 0).collect();

@@ -65,7 +65,7 @@ pub fn write(
 ) -> Result<(), TrainError> {
     let manifest = json!({
         "graft_version": env!("CARGO_PKG_VERSION"),
-        "git_commit": option_env!("GRAFT_GIT_COMMIT").unwrap_or("unknown"),
+        "git_commit": env!("GRAFT_GIT_COMMIT"),
         "created_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "seed": seed,
         "recipe": recipe,

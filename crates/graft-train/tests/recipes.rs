@@ -9,7 +9,8 @@ fn example_recipes_parse() {
         if path.extension().is_some_and(|e| e == "toml") {
             let recipe = graft_train::recipe::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
             let spec = serde_json::to_value(&recipe.objective).unwrap();
-            graft_train::objectives::registry::objective(&spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            graft_train::objectives::registry::objective(&spec)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             n += 1;
         }
     }

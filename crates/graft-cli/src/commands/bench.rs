@@ -41,14 +41,19 @@ pub struct Args {
 /// Peak resident memory of this process (VmHWM), in MiB.
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
     kb.unwrap_or(0.0) / 1024.0
 }
 
 /// Full fine-tuning steps (forward, LM loss, backward, clip, AdamW) of a random Llama on random ids;
 /// bench/train.sh runs the same in PyTorch.
 fn train(args: &Args) -> Result<()> {
-    let [hidden, layers, intermediate, vocab] = args.llama[..] else { bail!("--llama: give hidden,layers,intermediate,vocab") };
+    let [hidden, layers, intermediate, vocab] = args.llama[..] else {
+        bail!("--llama: give hidden,layers,intermediate,vocab")
+    };
     let config = json!({"model_type": "llama", "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
         "num_hidden_layers": layers, "num_attention_heads": 8, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
         "tie_word_embeddings": true});
@@ -56,15 +61,26 @@ fn train(args: &Args) -> Result<()> {
     let weights = graft_models::init::init_weights(&cfg, 0.02, 0)?;
     let device = candle_core::Device::Cpu;
     let varmap = candle_nn::VarMap::new();
-    let model = graft_models::Decoder::new(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device))?;
-    for (name, var) in varmap.data().lock().map_err(|_| anyhow::anyhow!("varmap poisoned"))?.iter() {
+    let model = graft_models::Decoder::new(
+        &cfg,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device),
+    )?;
+    for (name, var) in varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("varmap poisoned"))?
+        .iter()
+    {
         var.set(&weights[name])?;
     }
     let mut opt = graft_train::optim::AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
-    let objective = graft_train::objectives::registry::objective(&json!({"kind": "lm"})).map_err(anyhow::Error::msg)?;
+    let objective = graft_train::objectives::registry::objective(&json!({"kind": "lm"}))
+        .map_err(anyhow::Error::msg)?;
     let rows: Vec<graft_train::data::TrainRow> = (0..args.batch)
         .map(|b| graft_train::data::TrainRow {
-            input_ids: (0..args.seq_len).map(|i| (((b * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32).collect(),
+            input_ids: (0..args.seq_len)
+                .map(|i| (((b * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32)
+                .collect(),
             targets: (0..args.seq_len).map(|i| i > 0).collect(),
             packed: None,
         })
@@ -73,15 +89,27 @@ fn train(args: &Args) -> Result<()> {
     let mut rates = Vec::new();
     for run in 0..=args.repeats {
         let start = std::time::Instant::now();
-        graft_train::trainer::optimizer_step(&model, None, objective.as_ref(), &mut opt, std::slice::from_ref(&batch), 1e-4, Some(1.0), |_| 0)?;
+        graft_train::trainer::optimizer_step(
+            &model,
+            None,
+            objective.as_ref(),
+            &mut opt,
+            std::slice::from_ref(&batch),
+            1e-4,
+            Some(1.0),
+            |_| 0,
+        )?;
         if run > 0 {
             rates.push((args.batch * args.seq_len) as f64 / start.elapsed().as_secs_f64());
         }
     }
     let params: usize = weights.values().map(|t| t.elem_count()).sum();
-    println!("{}", json!({"bench": "train", "impl": "graft", "params": params, "batch": args.batch, "seq_len": args.seq_len,
+    println!(
+        "{}",
+        json!({"bench": "train", "impl": "graft", "params": params, "batch": args.batch, "seq_len": args.seq_len,
         "threads": candle_core::utils::get_num_threads(), "tokens_per_second_median": median(rates.clone()), "runs": rates,
-        "peak_rss_mib": peak_rss_mib()}));
+        "peak_rss_mib": peak_rss_mib()})
+    );
     Ok(())
 }
 
@@ -97,8 +125,13 @@ pub fn run(args: Args) -> Result<()> {
     if args.kind == "train" {
         return train(&args);
     }
-    let Some(path) = args.model.clone() else { bail!("--model: required for `{}`", args.kind) };
-    let model_args = ModelArgs { model: path, dtype: args.dtype.clone() };
+    let Some(path) = args.model.clone() else {
+        bail!("--model: required for `{}`", args.kind)
+    };
+    let model_args = ModelArgs {
+        model: path,
+        dtype: args.dtype.clone(),
+    };
     let (_, model, device) = model_args.load()?;
     let vocab = model.cfg.vocab_size as u32;
     // Deterministic pseudo-random ids, spread over the vocabulary.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 
-use crate::io::{progress, read_jsonl, write_atomic, ModelArgs};
+use crate::io::{progress, write_atomic, ModelArgs};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -17,7 +17,7 @@ Example:\n  graft score --model SmolLM2-135M-Instruct.Q8_0.gguf --input rows.jso
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// JSONL file of rows to score.
+    /// JSONL (or Parquet) file of rows to score.
     #[arg(long)]
     pub input: PathBuf,
     /// Where to write the scored JSONL (stdout when absent).
@@ -58,7 +58,7 @@ fn row_ids(
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let rows = read_jsonl(&args.input)?;
+    let rows = graft_data::source::read_rows(&args.input).map_err(anyhow::Error::msg)?;
     let (source, model, device) = args.model.load()?;
     let vocab = model.cfg.vocab_size;
     let encode = |text: &str| -> Result<Vec<u32>> { Ok(source.tokenizer()?.encode(text, true)?) };
