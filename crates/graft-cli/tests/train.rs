@@ -321,3 +321,43 @@ fn parquet_training_data_trains_like_its_jsonl() {
     }
     assert!(finals[0] == finals[1], "Parquet and JSONL rows train identically");
 }
+
+#[test]
+fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = austen_rows(dir.path(), 12);
+    let r = recipe(dir.path(), &train, "steps = 6\n");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--set", "model.dtype=\"bf16\"", "--set", "train.save_every=3"];
+        args.extend_from_slice(extra);
+        let o = graft(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let bf16 = run("bf16", &[]);
+    let f32_out = dir.path().join("f32");
+    assert!(graft(&["train", r.to_str().unwrap(), "--output", f32_out.to_str().unwrap()]).status.success());
+    let (a, b) = (metrics(&bf16), metrics(&f32_out));
+    let (l16, l32) = (a[0]["loss"].as_f64().unwrap(), b[0]["loss"].as_f64().unwrap());
+    assert!((l16 - l32).abs() < 0.05, "step-0 loss bf16 {l16} vs f32 {l32}");
+    assert!(a[5]["loss"].as_f64().unwrap() < l16, "bf16 training lowers the loss");
+    let weights = candle_core::safetensors::load(bf16.join("final/model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert!(weights.values().all(|t| t.dtype() == candle_core::DType::BF16), "final/ is bf16");
+    let masters = candle_core::safetensors::load(bf16.join("checkpoint-3/model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert!(masters.values().all(|t| t.dtype() == candle_core::DType::F32), "checkpoints keep the f32 masters");
+    // Resume from checkpoint-3 after removing the later results: the same final weights.
+    let resumed = dir.path().join("resumed");
+    std::fs::create_dir_all(&resumed).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    };
+    copy(&bf16.join("checkpoint-3"), &resumed.join("checkpoint-3"));
+    std::fs::copy(bf16.join("metrics.jsonl"), resumed.join("metrics.jsonl")).unwrap();
+    let resumed = run("resumed", &["--resume"]);
+    assert!(std::fs::read(bf16.join("final/model.safetensors")).unwrap() == std::fs::read(resumed.join("final/model.safetensors")).unwrap());
+}

@@ -3,7 +3,7 @@
 //! `p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)`. One-dimensional parameters (norms, biases) get no
 //! decay by default, the usual grouping in transformers' Trainer.
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::VarMap;
 
 pub struct AdamW {
@@ -22,6 +22,9 @@ struct Param {
     decay: bool,
     m: Tensor,
     v: Tensor,
+    /// f32 master copy when the variable is bf16/f16: updates accumulate here, the variable gets
+    /// the rounded result (small updates are not lost to bf16's 8-bit mantissa).
+    master: Option<Tensor>,
 }
 
 impl AdamW {
@@ -43,11 +46,17 @@ impl AdamW {
             .into_iter()
             .map(|name| {
                 let var = vars[name].clone();
+                let master = match var.dtype() {
+                    DType::F32 => None,
+                    _ => Some(var.as_tensor().to_dtype(DType::F32)?),
+                };
+                let zeros = var.as_tensor().zeros_like()?.to_dtype(DType::F32)?;
                 Ok(Param {
                     name: name.clone(),
                     decay: var.rank() >= 2,
-                    m: var.zeros_like()?,
-                    v: var.zeros_like()?,
+                    m: zeros.clone(),
+                    v: zeros,
+                    master,
                     var,
                 })
             })
@@ -66,7 +75,15 @@ impl AdamW {
         self.params.iter().map(|p| (p.name.as_str(), &p.var))
     }
 
-    /// One update with gradients `grads` (same order as [`Self::vars`]).
+    /// The weights at full precision (the f32 masters where kept), for checkpoints.
+    pub fn weights(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.master.clone().unwrap_or_else(|| p.var.as_tensor().clone())))
+            .collect()
+    }
+
+    /// One update with gradients `grads` (same order as [`Self::vars`]; any float dtype).
     pub fn update(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
@@ -74,7 +91,11 @@ impl AdamW {
         let step_size = lr / (1.0 - b1.powi(t));
         let bias2_sqrt = (1.0 - b2.powi(t)).sqrt();
         for (p, g) in self.params.iter_mut().zip(grads) {
-            let mut w = p.var.as_tensor().detach();
+            let g = &g.to_dtype(DType::F32)?;
+            let mut w = match &p.master {
+                Some(m) => m.clone(),
+                None => p.var.as_tensor().detach(),
+            };
             if p.decay && self.weight_decay > 0.0 {
                 w = (w * (1.0 - lr * self.weight_decay))?;
             }
@@ -82,20 +103,25 @@ impl AdamW {
             p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let denom = ((p.v.sqrt()? / bias2_sqrt)? + self.eps)?;
             let w = (w - ((&p.m / denom)? * step_size)?)?;
-            p.var.set(&w)?;
+            match &mut p.master {
+                Some(m) => {
+                    p.var.set(&w.to_dtype(p.var.dtype())?)?;
+                    *m = w;
+                }
+                None => p.var.set(&w)?,
+            }
         }
         Ok(())
     }
 
-    /// Optimizer state as named tensors (`m.<param>`, `v.<param>`) for checkpoints.
+    /// Optimizer state as named tensors (`m.<param>`, `v.<param>`, `master.<param>`) for checkpoints.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
             .flat_map(|p| {
-                [
-                    (format!("m.{}", p.name), p.m.clone()),
-                    (format!("v.{}", p.name), p.v.clone()),
-                ]
+                let mut s = vec![(format!("m.{}", p.name), p.m.clone()), (format!("v.{}", p.name), p.v.clone())];
+                s.extend(p.master.clone().map(|m| (format!("master.{}", p.name), m)));
+                s
             })
             .collect()
     }
@@ -115,6 +141,11 @@ impl AdamW {
             };
             p.m = get(format!("m.{}", p.name))?;
             p.v = get(format!("v.{}", p.name))?;
+            if p.master.is_some() {
+                let m = get(format!("master.{}", p.name))?;
+                p.var.set(&m.to_dtype(p.var.dtype())?)?;
+                p.master = Some(m);
+            }
         }
         self.step = step;
         Ok(())

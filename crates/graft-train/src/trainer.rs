@@ -156,9 +156,11 @@ pub fn optimizer_step(
         let grads = out.loss.backward()?;
         for (slot, (_, var)) in acc.iter_mut().zip(opt.vars()) {
             if let Some(g) = grads.get(var.as_tensor()) {
+                // Accumulate in f32 whatever the model dtype.
+                let g = g.to_dtype(DType::F32)?;
                 *slot = Some(match slot.take() {
                     Some(a) => (a + g)?,
-                    None => g.clone(),
+                    None => g,
                 });
             }
         }
@@ -166,7 +168,7 @@ pub fn optimizer_step(
     let mut grads = acc
         .into_iter()
         .zip(opt.vars())
-        .map(|(g, (_, v))| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+        .map(|(g, (_, v))| g.map_or_else(|| v.as_tensor().zeros_like()?.to_dtype(DType::F32), Ok))
         .collect::<candle_core::Result<Vec<_>>>()?;
     let non_finite = |what, value| TrainError::NonFinite {
         step: opt.step,
@@ -192,12 +194,12 @@ pub fn optimizer_step(
 pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let device = Device::Cpu;
     let t = &recipe.train;
-    if recipe.model.dtype != "f32" {
-        return Err(TrainError::Recipe(format!(
-            "model.dtype: training runs in f32 for now, got `{}`",
-            recipe.model.dtype
-        )));
-    }
+    // bf16: weights and activations in bf16, f32 master weights and optimizer state (optim.rs).
+    let dtype = match recipe.model.dtype.as_str() {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        other => return Err(TrainError::Recipe(format!("model.dtype: `{other}` is not supported (f32, bf16)"))),
+    };
     let objective_spec: Value =
         serde_json::to_value(&recipe.objective).map_err(|e| TrainError::Recipe(e.to_string()))?;
     let objective: Box<dyn Objective> =
@@ -215,11 +217,11 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let varmap = VarMap::new();
     let model = Decoder::new(
         &config,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        VarBuilder::from_varmap(&varmap, dtype, &device),
     )?;
     set_vars(&varmap, &source.tensors(DType::F32)?, &recipe.model.path)?;
     let reference = if objective.needs_reference() {
-        Some(source.build(DType::F32, &device)?)
+        Some(source.build(dtype, &device)?)
     } else {
         None
     };
@@ -373,10 +375,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         ));
 
         if (t.save_every > 0 && state.step.is_multiple_of(t.save_every)) || state.step == t.steps {
-            let weights = opt
-                .vars()
-                .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
-                .collect();
+            let weights = opt.weights().into_iter().collect();
             let optimizer = opt.state().into_iter().collect();
             let dir = checkpoint::write(
                 out,
@@ -411,7 +410,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let files = source.tokenizer_files()?;
     graft_models::save::save_hf_dir(
         &final_dir,
-        &source.config_json_for(DType::F32),
+        &source.config_json_for(dtype),
         &weights,
         &files,
     )?;
