@@ -315,11 +315,21 @@ fn parquet_training_data_trains_like_its_jsonl() {
     for file in ["chat.parquet", "chat.jsonl"] {
         let r = recipe(dir.path(), &fixture(&format!("data/{file}")), "steps = 3\n");
         let out = dir.path().join(file);
-        let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--set", "objective.kind=\"sft\""]);
+        let o = graft(&[
+            "train",
+            r.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--set",
+            "objective.kind=\"sft\"",
+        ]);
         assert!(o.status.success(), "{file}: {}", stderr(&o));
         finals.push(std::fs::read(out.join("final/model.safetensors")).unwrap());
     }
-    assert!(finals[0] == finals[1], "Parquet and JSONL rows train identically");
+    assert!(
+        finals[0] == finals[1],
+        "Parquet and JSONL rows train identically"
+    );
 }
 
 #[test]
@@ -329,7 +339,16 @@ fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
     let r = recipe(dir.path(), &train, "steps = 6\n");
     let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
-        let mut args = vec!["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--set", "model.dtype=\"bf16\"", "--set", "train.save_every=3"];
+        let mut args = vec![
+            "train",
+            r.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--set",
+            "model.dtype=\"bf16\"",
+            "--set",
+            "train.save_every=3",
+        ];
         args.extend_from_slice(extra);
         let o = graft(&args);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -337,15 +356,49 @@ fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
     };
     let bf16 = run("bf16", &[]);
     let f32_out = dir.path().join("f32");
-    assert!(graft(&["train", r.to_str().unwrap(), "--output", f32_out.to_str().unwrap()]).status.success());
+    assert!(graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        f32_out.to_str().unwrap()
+    ])
+    .status
+    .success());
     let (a, b) = (metrics(&bf16), metrics(&f32_out));
-    let (l16, l32) = (a[0]["loss"].as_f64().unwrap(), b[0]["loss"].as_f64().unwrap());
-    assert!((l16 - l32).abs() < 0.05, "step-0 loss bf16 {l16} vs f32 {l32}");
-    assert!(a[5]["loss"].as_f64().unwrap() < l16, "bf16 training lowers the loss");
-    let weights = candle_core::safetensors::load(bf16.join("final/model.safetensors"), &candle_core::Device::Cpu).unwrap();
-    assert!(weights.values().all(|t| t.dtype() == candle_core::DType::BF16), "final/ is bf16");
-    let masters = candle_core::safetensors::load(bf16.join("checkpoint-3/model.safetensors"), &candle_core::Device::Cpu).unwrap();
-    assert!(masters.values().all(|t| t.dtype() == candle_core::DType::F32), "checkpoints keep the f32 masters");
+    let (l16, l32) = (
+        a[0]["loss"].as_f64().unwrap(),
+        b[0]["loss"].as_f64().unwrap(),
+    );
+    assert!(
+        (l16 - l32).abs() < 0.05,
+        "step-0 loss bf16 {l16} vs f32 {l32}"
+    );
+    assert!(
+        a[5]["loss"].as_f64().unwrap() < l16,
+        "bf16 training lowers the loss"
+    );
+    let weights = candle_core::safetensors::load(
+        bf16.join("final/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        weights
+            .values()
+            .all(|t| t.dtype() == candle_core::DType::BF16),
+        "final/ is bf16"
+    );
+    let masters = candle_core::safetensors::load(
+        bf16.join("checkpoint-3/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        masters
+            .values()
+            .all(|t| t.dtype() == candle_core::DType::F32),
+        "checkpoints keep the f32 masters"
+    );
     // Resume from checkpoint-3 after removing the later results: the same final weights.
     let resumed = dir.path().join("resumed");
     std::fs::create_dir_all(&resumed).unwrap();
@@ -359,5 +412,8 @@ fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
     copy(&bf16.join("checkpoint-3"), &resumed.join("checkpoint-3"));
     std::fs::copy(bf16.join("metrics.jsonl"), resumed.join("metrics.jsonl")).unwrap();
     let resumed = run("resumed", &["--resume"]);
-    assert!(std::fs::read(bf16.join("final/model.safetensors")).unwrap() == std::fs::read(resumed.join("final/model.safetensors")).unwrap());
+    assert!(
+        std::fs::read(bf16.join("final/model.safetensors")).unwrap()
+            == std::fs::read(resumed.join("final/model.safetensors")).unwrap()
+    );
 }

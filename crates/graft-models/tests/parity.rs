@@ -25,6 +25,20 @@ fn load(name: &str) -> (ModelSource, Decoder) {
     (source, model)
 }
 
+/// Opens and builds the model at `path` (HF dir or GGUF) in f32.
+fn open(path: &std::path::Path) -> Decoder {
+    let source = ModelSource::open(path, DType::F32, &Device::Cpu).unwrap();
+    source.build(DType::F32, &Device::Cpu).unwrap()
+}
+
+/// The model's log-probs on a fixture's input ids equal the fixture's reference to 1e-4.
+fn assert_matches_reference(model: &Decoder, expected: &serde_json::Value, what: &str) {
+    let got = model.log_probs(&input_ids(expected), None, false).unwrap();
+    let (values, shape) = json_tensor(&expected["logprobs"]);
+    let want = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+    assert_close!(got, want, 1e-4, "{what} vs {}", expected["reference"]);
+}
+
 fn input_ids(expected: &serde_json::Value) -> Tensor {
     let rows: Vec<Vec<u32>> = serde_json::from_value(expected["input_ids"].clone()).unwrap();
     Tensor::new(rows, &Device::Cpu).unwrap()
@@ -174,17 +188,7 @@ fn gguf_files_match_transformers() {
         ("llama-q8_0.gguf", "llama-q8_0.expected.json"),
     ] {
         let expected = read_json(&format!("models/{expected}"));
-        let source = ModelSource::open(
-            &fixture(&format!("models/{file}")),
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap();
-        let model = source.build(DType::F32, &Device::Cpu).unwrap();
-        let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
-        let (values, shape) = json_tensor(&expected["logprobs"]);
-        let want = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
-        assert_close!(got, want, 1e-4, "{file} vs {}", expected["reference"]);
+        assert_matches_reference(&open(&fixture(&format!("models/{file}"))), &expected, file);
     }
 }
 
@@ -242,16 +246,7 @@ fn sharded_checkpoint_loads_like_a_single_file() {
     .unwrap();
 
     let expected = read_json("models/llama/expected.json");
-    let source = ModelSource::open(dir.path(), DType::F32, &Device::Cpu).unwrap();
-    let model = source.build(DType::F32, &Device::Cpu).unwrap();
-    let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
-    let (values, shape) = json_tensor(&expected["logprobs"]);
-    assert_close!(
-        got,
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
-        1e-4,
-        "sharded llama"
-    );
+    assert_matches_reference(&open(dir.path()), &expected, "sharded llama");
 
     std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
     let e = ModelSource::open(dir.path(), DType::F32, &Device::Cpu)
@@ -271,40 +266,21 @@ fn every_family_converted_by_llama_cpp_loads_from_gguf() {
     // permutation, Gemma's +1 norms, OLMo 2's norm placement), so they match transformers' reference.
     for name in ["llama3_tied", "qwen2", "gemma", "olmo2"] {
         let expected = read_json(&format!("models/{name}/expected.json"));
-        let source = ModelSource::open(
-            &fixture(&format!("models/{name}.gguf")),
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap();
-        let model = source.build(DType::F32, &Device::Cpu).unwrap();
-        let got = model.log_probs(&input_ids(&expected), None, false).unwrap();
-        let (values, shape) = json_tensor(&expected["logprobs"]);
-        assert_close!(
-            got,
-            Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
-            1e-4,
-            "{name}.gguf"
+        assert_matches_reference(
+            &open(&fixture(&format!("models/{name}.gguf"))),
+            &expected,
+            name,
         );
     }
     // GGUF cannot express the rest of these fixtures' settings, and graft reads the files as llama.cpp
     // does: mistral becomes `llama` without its window (the weights equal the llama fixture's), gemma2
     // scales queries by head_dim instead of query_pre_attn_scalar = 24, gemma3 uses llama.cpp's 5:1
     // local/global pattern instead of the fixture's [local, global, local].
-    let mistral =
-        ModelSource::open(&fixture("models/mistral.gguf"), DType::F32, &Device::Cpu).unwrap();
     let llama = read_json("models/llama/expected.json");
-    let got = mistral
-        .build(DType::F32, &Device::Cpu)
-        .unwrap()
-        .log_probs(&input_ids(&llama), None, false)
-        .unwrap();
-    let (values, shape) = json_tensor(&llama["logprobs"]);
-    assert_close!(
-        got,
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
-        1e-4,
-        "mistral.gguf as llama"
+    assert_matches_reference(
+        &open(&fixture("models/mistral.gguf")),
+        &llama,
+        "mistral.gguf as llama",
     );
     for name in ["gemma2", "gemma3_text"] {
         let source = ModelSource::open(

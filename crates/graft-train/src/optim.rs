@@ -79,7 +79,14 @@ impl AdamW {
     pub fn weights(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
-            .map(|p| (p.name.clone(), p.master.clone().unwrap_or_else(|| p.var.as_tensor().clone())))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.master
+                        .clone()
+                        .unwrap_or_else(|| p.var.as_tensor().clone()),
+                )
+            })
             .collect()
     }
 
@@ -119,7 +126,10 @@ impl AdamW {
         self.params
             .iter()
             .flat_map(|p| {
-                let mut s = vec![(format!("m.{}", p.name), p.m.clone()), (format!("v.{}", p.name), p.v.clone())];
+                let mut s = vec![
+                    (format!("m.{}", p.name), p.m.clone()),
+                    (format!("v.{}", p.name), p.v.clone()),
+                ];
                 s.extend(p.master.clone().map(|m| (format!("master.{}", p.name), m)));
                 s
             })

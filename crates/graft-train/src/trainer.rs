@@ -198,7 +198,11 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let dtype = match recipe.model.dtype.as_str() {
         "f32" => DType::F32,
         "bf16" => DType::BF16,
-        other => return Err(TrainError::Recipe(format!("model.dtype: `{other}` is not supported (f32, bf16)"))),
+        other => {
+            return Err(TrainError::Recipe(format!(
+                "model.dtype: `{other}` is not supported (f32, bf16)"
+            )))
+        }
     };
     let objective_spec: Value =
         serde_json::to_value(&recipe.objective).map_err(|e| TrainError::Recipe(e.to_string()))?;
@@ -215,10 +219,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         config.attention_dropout = p;
     }
     let varmap = VarMap::new();
-    let model = Decoder::new(
-        &config,
-        VarBuilder::from_varmap(&varmap, dtype, &device),
-    )?;
+    let model = Decoder::new(&config, VarBuilder::from_varmap(&varmap, dtype, &device))?;
     set_vars(&varmap, &source.tensors(DType::F32)?, &recipe.model.path)?;
     let reference = if objective.needs_reference() {
         Some(source.build(dtype, &device)?)
@@ -408,12 +409,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
         .collect();
     let files = source.tokenizer_files()?;
-    graft_models::save::save_hf_dir(
-        &final_dir,
-        &source.config_json_for(dtype),
-        &weights,
-        &files,
-    )?;
+    graft_models::save::save_hf_dir(&final_dir, &source.config_json_for(dtype), &weights, &files)?;
     let title = format!(
         "{} — {}",
         objective.name(),
