@@ -8,8 +8,11 @@ use std::path::Path;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::{Map, Value};
 
+/// A row and its 1-based line (JSONL) or row (Parquet) number.
+pub type NumberedRow = (usize, Map<String, Value>);
+
 /// Rows of `path` by its extension (`.parquet`, else JSONL). Errors name the file and line/row.
-pub fn read_rows(path: &Path) -> Result<Vec<(usize, Map<String, Value>)>, String> {
+pub fn read_rows(path: &Path) -> Result<Vec<NumberedRow>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if path.extension().is_some_and(|e| e == "parquet") {
         let reader = SerializedFileReader::new(file)
