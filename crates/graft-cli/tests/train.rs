@@ -226,6 +226,38 @@ fn bad_training_data_names_file_and_line() {
             assert!(stderr(&o).contains(n), "`{n}` not in {}", stderr(&o));
         }
     }
+    // A chat template that fails to render names the row.
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for e in std::fs::read_dir(fixture("models/llama")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let cfg_path = model.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["chat_template"] = "{{ raise_exception('only two turns, please') }}".into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(&train, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n").unwrap();
+    let r = recipe(dir.path(), &train, "steps = 2\n");
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        dir.path().join("t").to_str().unwrap(),
+        "--set",
+        &format!("model.path={:?}", model.display().to_string()),
+        "--set",
+        "objective.kind=\"sft\"",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("train.jsonl:1") && stderr(&o).contains("only two turns"),
+        "{}",
+        stderr(&o)
+    );
+
     // A misspelt recipe key is an error, not a silent default.
     let train = austen_rows(dir.path(), 4);
     let r = recipe(dir.path(), &train, "steps = 2\nlearning_rate = 1.0\n");
