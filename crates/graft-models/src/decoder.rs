@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::{BlockKind, DecoderConfig};
+use crate::layers::linear::Linear;
 use crate::layers::{
     attention::causal_mask, attention::segment_mask, attention::Attention, kv_cache::KvCache,
     mlp::Mlp, norm::RmsNorm, rope,
@@ -67,7 +68,12 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, attn: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rng: Option<&Mutex<StdRng>>,
+        attn: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let opt = |n: &Option<RmsNorm>, x: &Tensor| match n {
             Some(n) => n.forward(x),
             None => Ok(x.clone()),
@@ -77,7 +83,7 @@ impl Block {
                 let x = (x + attn(&opt(&self.input_layernorm, x)?)?)?;
                 &x + self
                     .mlp
-                    .forward(&self.post_attention_layernorm.forward(&x)?)?
+                    .forward(&self.post_attention_layernorm.forward(&x)?, rng)?
             }
             BlockKind::Sandwich => {
                 let h = self
@@ -86,12 +92,12 @@ impl Block {
                 let x = (x + h)?;
                 let h = self
                     .mlp
-                    .forward(&opt(&self.pre_feedforward_layernorm, &x)?)?;
+                    .forward(&opt(&self.pre_feedforward_layernorm, &x)?, rng)?;
                 &x + opt(&self.post_feedforward_layernorm, &h)?
             }
             BlockKind::PostNorm => {
                 let x = (x + self.post_attention_layernorm.forward(&attn(x)?)?)?;
-                let h = self.mlp.forward(&x)?;
+                let h = self.mlp.forward(&x, rng)?;
                 &x + opt(&self.post_feedforward_layernorm, &h)?
             }
         }
@@ -234,7 +240,7 @@ impl Decoder {
             let (cos, sin) = &cos_sin[self.layer_rope[i]];
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             let rng = train.then_some(&self.dropout_rng);
-            x = layer.forward(&x, |h| {
+            x = layer.forward(&x, rng, |h| {
                 layer.self_attn.forward(h, cos, sin, mask, layer_cache, rng)
             })?;
         }
@@ -261,6 +267,25 @@ impl Decoder {
             .forward(input_ids, cache, train)?
             .to_dtype(DType::F32)?;
         candle_nn::ops::log_softmax(&logits, D::Minus1)
+    }
+
+    /// Every linear layer with its HF module name (`model.layers.0.self_attn.q_proj`, …), for
+    /// adapters to wrap.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &mut layer.self_attn;
+            out.push((format!("{p}.self_attn.q_proj"), &mut a.q_proj));
+            out.push((format!("{p}.self_attn.k_proj"), &mut a.k_proj));
+            out.push((format!("{p}.self_attn.v_proj"), &mut a.v_proj));
+            out.push((format!("{p}.self_attn.o_proj"), &mut a.o_proj));
+            let m = &mut layer.mlp;
+            out.push((format!("{p}.mlp.gate_proj"), &mut m.gate_proj));
+            out.push((format!("{p}.mlp.up_proj"), &mut m.up_proj));
+            out.push((format!("{p}.mlp.down_proj"), &mut m.down_proj));
+        }
+        out
     }
 
     pub fn new_cache(&self) -> KvCache {

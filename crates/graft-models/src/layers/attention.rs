@@ -80,9 +80,9 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, k, d) = (self.heads, self.kv_heads, self.head_dim);
-        let mut q = self.q_proj.forward(x)?;
-        let mut kk = self.k_proj.forward(x)?;
-        let v = self.v_proj.forward(x)?;
+        let mut q = self.q_proj.forward(x, dropout_rng)?;
+        let mut kk = self.k_proj.forward(x, dropout_rng)?;
+        let v = self.v_proj.forward(x, dropout_rng)?;
         if self.qk_norm == QkNorm::Full {
             q = self.q_norm.as_ref().expect("q_norm").forward(&q)?;
             kk = self.k_norm.as_ref().expect("k_norm").forward(&kk)?;
@@ -122,7 +122,7 @@ impl Attention {
             .reshape((b, h, t, d))?
             .transpose(1, 2)?
             .reshape((b, t, h * d))?;
-        self.o_proj.forward(&out)
+        self.o_proj.forward(&out, dropout_rng)
     }
 }
 

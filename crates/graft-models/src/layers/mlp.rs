@@ -1,8 +1,11 @@
 //! Gated MLP: `down(act(gate(x)) * up(x))` — SwiGLU with SiLU, GeGLU with GELU.
 //! Shapes: x (B, T, C) → (B, T, C) through (B, T, I).
 
+use std::sync::Mutex;
+
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use rand::rngs::StdRng;
 
 use super::linear::Linear;
 use crate::config::Activation;
@@ -31,13 +34,14 @@ impl Mlp {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?;
+    pub fn forward(&self, x: &Tensor, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x, rng)?;
         let gate = match self.act {
             Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gate.gelu()?,
             Activation::Gelu => gate.gelu_erf()?,
         };
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        self.down_proj
+            .forward(&(gate * self.up_proj.forward(x, rng)?)?, rng)
     }
 }

@@ -1,0 +1,33 @@
+//! graft-adapters: parameter-efficient adapters that wrap graft-models' linear layers — LoRA,
+//! rsLoRA, DoRA — read and written in PEFT's format, attachable for inference (`--adapter DIR`),
+//! trainable (`[adapter]` in a recipe), and mergeable into the base weights.
+
+pub mod config;
+pub mod dora;
+pub mod lora;
+pub mod peft_format;
+
+pub use config::LoraConfig;
+pub use lora::{attach, init_trainable, merged_weights};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("{0}: {1}")]
+    File(String, String),
+    #[error("adapter config: {0}")]
+    Config(String),
+    #[error("adapter tensor `{0}`: {1}")]
+    Tensor(String, String),
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Loads the PEFT adapter in `dir` onto `model`; returns the wrapped module names.
+pub fn load_onto(
+    model: &mut graft_models::Decoder,
+    dir: &std::path::Path,
+) -> Result<Vec<String>, AdapterError> {
+    let (cfg, tensors) = peft_format::load(dir)?;
+    attach(model, &cfg, &tensors)
+        .map_err(|e| AdapterError::File(dir.display().to_string(), e.to_string()))
+}

@@ -1,0 +1,176 @@
+//! LoRA (Hu et al. 2021, arXiv 2106.09685) and rsLoRA (Kalajdzievski 2023, arXiv 2312.03732):
+//! `y = x Wᵀ + b + s · (dropout(x) Aᵀ) Bᵀ` with A (r, in), B (out, r), and s = α/r (α/√r for
+//! rsLoRA), as PEFT's `lora.Linear`. New adapters start with A ~ U(±1/√in) (PEFT's
+//! kaiming_uniform(a=√5)) and B = 0, so training starts from the base model.
+//! Shapes: x (…, in) → (…, r) → (…, out).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::VarMap;
+use graft_models::layers::linear::{Linear, LinearAdapter};
+use graft_models::Decoder;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::config::LoraConfig;
+use crate::peft_format::{key_a, key_b};
+use crate::AdapterError;
+
+#[derive(Debug)]
+pub struct Lora {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+    pub dropout: f64,
+}
+
+impl LinearAdapter for Lora {
+    fn forward(&self, x: &Tensor, base: &Linear, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
+        let y = base.base_forward(x)?;
+        let x = match rng {
+            Some(rng) if self.dropout > 0.0 => {
+                graft_models::layers::attention::dropout(x, self.dropout, rng)?
+            }
+            _ => x.clone(),
+        };
+        let delta = x
+            .broadcast_matmul(&self.a.t()?)?
+            .broadcast_matmul(&self.b.t()?)?;
+        y + (delta * self.scale)?
+    }
+}
+
+/// Wraps every linear layer `cfg` targets with the LoRA weights in `tensors` (PEFT keys). Returns
+/// the wrapped module names; an adapter with no matching module, or a missing or misshapen tensor,
+/// is an error naming it.
+pub fn attach(
+    model: &mut Decoder,
+    cfg: &LoraConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> std::result::Result<Vec<String>, AdapterError> {
+    cfg.validate().map_err(AdapterError::Config)?;
+    let mut wrapped = Vec::new();
+    for (name, linear) in model.linears_mut() {
+        if !cfg.targets(&name).map_err(AdapterError::Config)? {
+            continue;
+        }
+        let get =
+            |key: String, shape: (usize, usize)| -> std::result::Result<Tensor, AdapterError> {
+                let t = tensors
+                    .get(&key)
+                    .ok_or_else(|| AdapterError::Tensor(key.clone(), "missing".into()))?;
+                if t.dims() != [shape.0, shape.1] {
+                    return Err(AdapterError::Tensor(
+                        key,
+                        format!("shape {:?}, expected {:?}", t.dims(), [shape.0, shape.1]),
+                    ));
+                }
+                Ok(t.to_dtype(linear.weight.dtype())?)
+            };
+        let a = get(key_a(&name), (cfg.r, linear.in_dim()))?;
+        let b = get(key_b(&name), (linear.out_dim(), cfg.r))?;
+        let adapter: Arc<dyn LinearAdapter> = if cfg.use_dora {
+            Arc::new(crate::dora::Dora::new(linear, a, b, cfg, tensors, &name)?)
+        } else {
+            Arc::new(Lora {
+                a,
+                b,
+                scale: cfg.scale(),
+                dropout: cfg.lora_dropout,
+            })
+        };
+        linear.adapter = Some(adapter);
+        wrapped.push(name);
+    }
+    if wrapped.is_empty() {
+        return Err(AdapterError::Config(format!(
+            "target_modules {:?} matches no layer of the model",
+            cfg.target_modules
+        )));
+    }
+    Ok(wrapped)
+}
+
+/// Fresh trainable adapter weights for every targeted layer, as variables in `varmap` under PEFT's
+/// keys (seeded: A ~ U(±1/√in), B = 0; DoRA magnitudes = the base rows' norms), then attached.
+pub fn init_trainable(
+    model: &mut Decoder,
+    cfg: &LoraConfig,
+    varmap: &VarMap,
+    seed: u64,
+) -> std::result::Result<Vec<String>, AdapterError> {
+    cfg.validate().map_err(AdapterError::Config)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut tensors = HashMap::new();
+    let mut names: Vec<(String, usize, usize, Tensor)> = Vec::new();
+    for (name, linear) in model.linears_mut() {
+        if cfg.targets(&name).map_err(AdapterError::Config)? {
+            names.push((
+                name,
+                linear.in_dim(),
+                linear.out_dim(),
+                linear.weight.clone(),
+            ));
+        }
+    }
+    let mut data = varmap
+        .data()
+        .lock()
+        .map_err(|_| AdapterError::Config("varmap poisoned".into()))?;
+    for (name, in_dim, out_dim, weight) in names {
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let a: Vec<f32> = (0..cfg.r * in_dim)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        let a = Var::from_tensor(
+            &Tensor::from_vec(a, (cfg.r, in_dim), &Device::Cpu)?.to_dtype(weight.dtype())?,
+        )?;
+        let b = Var::from_tensor(&Tensor::zeros(
+            (out_dim, cfg.r),
+            weight.dtype(),
+            &Device::Cpu,
+        )?)?;
+        tensors.insert(key_a(&name), a.as_tensor().clone());
+        tensors.insert(key_b(&name), b.as_tensor().clone());
+        data.insert(key_a(&name), a);
+        data.insert(key_b(&name), b);
+        if cfg.use_dora {
+            let m = Var::from_tensor(&crate::dora::row_norms(&weight)?)?;
+            tensors.insert(
+                crate::peft_format::key_magnitude(&name),
+                m.as_tensor().clone(),
+            );
+            data.insert(crate::peft_format::key_magnitude(&name), m);
+        }
+    }
+    drop(data);
+    attach(model, cfg, &tensors)
+}
+
+/// `W + s·B·A` for every wrapped layer (PEFT's merge_and_unload), by HF weight key; DoRA layers also
+/// rescale rows to their magnitudes.
+pub fn merged_weights(model: &mut Decoder) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for (name, linear) in model.linears_mut() {
+        let Some(adapter) = linear.adapter.take() else {
+            continue;
+        };
+        let merged = adapter_delta_merge(linear, adapter.as_ref())?;
+        linear.weight = merged.to_dtype(linear.weight.dtype())?;
+        out.insert(format!("{name}.weight"), linear.weight.clone());
+    }
+    Ok(out)
+}
+
+fn adapter_delta_merge(linear: &Linear, adapter: &dyn LinearAdapter) -> Result<Tensor> {
+    // Probe the adapted layer with the identity: row j of f(I) − b is (W_merged)ᵀ row j.
+    let n = linear.in_dim();
+    let eye =
+        Tensor::eye(n, DType::F32, linear.weight.device())?.to_dtype(linear.weight.dtype())?;
+    let mut y = adapter.forward(&eye, linear, None)?;
+    if let Some(b) = &linear.bias {
+        y = y.broadcast_sub(b)?;
+    }
+    y.t()?.contiguous()
+}
