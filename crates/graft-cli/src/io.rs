@@ -13,6 +13,9 @@ pub struct ModelArgs {
     /// HF model directory or .gguf file.
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT adapter directory (LoRA, rsLoRA, DoRA) to apply on top of the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Compute dtype: f32 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -33,7 +36,10 @@ impl ModelArgs {
         let dtype = self.dtype()?;
         let spinner = spinner(&format!("loading {}", self.model.display()));
         let source = ModelSource::open(&self.model, dtype, &device)?;
-        let model = source.build(dtype, &device)?;
+        let mut model = source.build(dtype, &device)?;
+        if let Some(dir) = &self.adapter {
+            graft_adapters::load_onto(&mut model, dir)?;
+        }
         spinner.finish_and_clear();
         for w in &source.warnings {
             eprintln!("warning: {}: {w}", self.model.display());

@@ -1,6 +1,6 @@
 //! Checkpoints: `checkpoint-<step>/` holds the weights (an HF directory: config.json +
-//! model.safetensors), the optimizer state, and `trainer_state.json` (updates done, tokens seen,
-//! loader position, seed). Dropout masks and data order are functions of (seed, step), so no RNG state
+//! model.safetensors, or a PEFT adapter directory), the optimizer state, and `trainer_state.json`
+//! (updates done, tokens seen, loader position, seed). Dropout masks and data order are functions of (seed, step), so no RNG state
 //! needs saving. Written to a temporary directory and renamed; the oldest beyond `keep_last` go.
 
 use std::collections::HashMap;
@@ -25,9 +25,14 @@ fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Io(format!("{}: {e}", path.display()))
 }
 
+/// `files` are (name, contents) written beside the weights (`config.json`, or a PEFT
+/// `adapter_config.json`); `weights_file` names the weights (`model.safetensors` or
+/// `adapter_model.safetensors`), so a checkpoint is itself an HF or PEFT directory.
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     output: &Path,
-    config_json: &serde_json::Value,
+    files: &[(&str, String)],
+    weights_file: &str,
     weights: &HashMap<String, Tensor>,
     optimizer: &HashMap<String, Tensor>,
     state: &TrainerState,
@@ -37,10 +42,10 @@ pub fn write(
     let tmp = output.join(format!(".checkpoint-{}.tmp", state.step));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    let config = serde_json::to_string_pretty(config_json).map_err(|e| io(&tmp, e))?;
-    std::fs::write(tmp.join("config.json"), config).map_err(|e| io(&tmp, e))?;
-    candle_core::safetensors::save(weights, tmp.join("model.safetensors"))
-        .map_err(|e| io(&tmp, e))?;
+    for (name, contents) in files {
+        std::fs::write(tmp.join(name), contents).map_err(|e| io(&tmp, e))?;
+    }
+    candle_core::safetensors::save(weights, tmp.join(weights_file)).map_err(|e| io(&tmp, e))?;
     candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))
         .map_err(|e| io(&tmp, e))?;
     let st = serde_json::to_string_pretty(state).map_err(|e| io(&tmp, e))?;
@@ -91,7 +96,11 @@ pub fn read(dir: &Path) -> Result<Loaded, TrainError> {
     let state_path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| io(&state_path, e))?;
     Ok(Loaded {
-        weights: load("model.safetensors")?,
+        weights: load(if dir.join("adapter_model.safetensors").exists() {
+            "adapter_model.safetensors"
+        } else {
+            "model.safetensors"
+        })?,
         optimizer: load("optimizer.safetensors")?,
         state: serde_json::from_str(&text).map_err(|e| io(&state_path, e))?,
     })

@@ -11,6 +11,9 @@ pub struct Recipe {
     pub model: ModelSection,
     pub data: DataSection,
     pub objective: toml::Table,
+    /// Parameter-efficient training: the base stays frozen, only the adapter trains.
+    #[serde(default)]
+    pub adapter: Option<AdapterSection>,
     #[serde(default)]
     pub train: TrainSection,
     #[serde(default)]
@@ -30,6 +33,33 @@ pub struct ModelSection {
 
 fn f32() -> String {
     "f32".into()
+}
+
+/// `[adapter]`: DESIGN's recipe keys, mapped onto PEFT's LoraConfig fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterSection {
+    /// `lora` or `dora`.
+    pub kind: String,
+    #[serde(default = "sixteen")]
+    pub r: usize,
+    #[serde(default = "thirty_two")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    /// Module-name suffixes, or `"all-linear"`.
+    pub target_modules: toml::Value,
+    #[serde(default)]
+    pub layers_to_transform: Option<Vec<usize>>,
+    #[serde(default)]
+    pub rslora: bool,
+}
+
+fn sixteen() -> usize {
+    16
+}
+fn thirty_two() -> f64 {
+    32.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -56,6 +56,35 @@ fn token_logps(
     Ok((logps, lse))
 }
 
+fn json_text(v: &impl serde::Serialize) -> Result<String, TrainError> {
+    serde_json::to_string_pretty(v).map_err(|e| TrainError::Io(e.to_string()))
+}
+
+/// The recipe's `[adapter]` as PEFT's LoraConfig (so final/ loads in `peft`).
+fn peft_config(
+    a: &crate::recipe::AdapterSection,
+    base: &Path,
+) -> Result<graft_adapters::LoraConfig, TrainError> {
+    let use_dora = match a.kind.as_str() {
+        "lora" => false,
+        "dora" => true,
+        other => {
+            return Err(TrainError::Recipe(format!(
+                "adapter.kind: `{other}` is not known (lora, dora)"
+            )))
+        }
+    };
+    let target: Value =
+        serde_json::to_value(&a.target_modules).map_err(|e| TrainError::Recipe(e.to_string()))?;
+    serde_json::from_value(serde_json::json!({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": a.r, "lora_alpha": a.alpha,
+        "lora_dropout": a.dropout, "target_modules": target, "layers_to_transform": a.layers_to_transform,
+        "use_rslora": a.rslora, "use_dora": use_dora, "bias": "none", "fan_in_fan_out": false,
+        "init_lora_weights": true, "inference_mode": true, "base_model_name_or_path": base,
+    }))
+    .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))
+}
+
 /// Token-mean cross-entropy over `rows` (no dropout, no gradient).
 fn eval_loss(
     model: &Decoder,
@@ -218,9 +247,41 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     if let Some(p) = recipe.model.attention_dropout {
         config.attention_dropout = p;
     }
+    // Full fine-tuning: every weight is a variable. With an adapter: the base is frozen (plain
+    // tensors) and the varmap holds only the adapter, under PEFT's keys.
     let varmap = VarMap::new();
-    let model = Decoder::new(&config, VarBuilder::from_varmap(&varmap, dtype, &device))?;
-    set_vars(&varmap, &source.tensors(DType::F32)?, &recipe.model.path)?;
+    let adapter = recipe
+        .adapter
+        .as_ref()
+        .map(|a| peft_config(a, &recipe.model.path))
+        .transpose()?;
+    let model = match &adapter {
+        None => {
+            let model = Decoder::new(&config, VarBuilder::from_varmap(&varmap, dtype, &device))?;
+            set_vars(&varmap, &source.tensors(DType::F32)?, &recipe.model.path)?;
+            model
+        }
+        Some(cfg) => {
+            let mut model = Decoder::new(&config, source.var_builder(dtype, &device)?)?;
+            graft_adapters::init_trainable(&mut model, cfg, &varmap, t.seed)
+                .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
+            model
+        }
+    };
+    // What checkpoints and final/ hold: an HF directory, or a PEFT adapter directory.
+    let (weights_file, saved_files): (&str, Vec<(&str, String)>) = match &adapter {
+        None => (
+            "model.safetensors",
+            vec![(
+                "config.json",
+                json_text(&source.config_json_for(DType::F32))?,
+            )],
+        ),
+        Some(cfg) => (
+            "adapter_model.safetensors",
+            vec![("adapter_config.json", json_text(cfg)?)],
+        ),
+    };
     let reference = if objective.needs_reference() {
         Some(source.build(dtype, &device)?)
     } else {
@@ -380,7 +441,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             let optimizer = opt.state().into_iter().collect();
             let dir = checkpoint::write(
                 out,
-                &source.config_json_for(DType::F32),
+                &saved_files,
+                weights_file,
                 &weights,
                 &optimizer,
                 &state,
@@ -404,12 +466,23 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         std::fs::remove_dir_all(&final_dir)
             .map_err(|e| TrainError::Io(format!("{}: {e}", final_dir.display())))?;
     }
-    let weights = opt
+    let weights: std::collections::HashMap<String, Tensor> = opt
         .vars()
         .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
         .collect();
-    let files = source.tokenizer_files()?;
-    graft_models::save::save_hf_dir(&final_dir, &source.config_json_for(dtype), &weights, &files)?;
+    match &adapter {
+        None => {
+            let files = source.tokenizer_files()?;
+            graft_models::save::save_hf_dir(
+                &final_dir,
+                &source.config_json_for(dtype),
+                &weights,
+                &files,
+            )?;
+        }
+        Some(cfg) => graft_adapters::peft_format::save(&final_dir, cfg, &weights)
+            .map_err(|e| TrainError::Io(e.to_string()))?,
+    }
     let title = format!(
         "{} — {}",
         objective.name(),

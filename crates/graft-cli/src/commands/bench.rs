@@ -131,6 +131,7 @@ pub fn run(args: Args) -> Result<()> {
     let model_args = ModelArgs {
         model: path,
         dtype: args.dtype.clone(),
+        adapter: None,
     };
     let (_, model, device) = model_args.load()?;
     let vocab = model.cfg.vocab_size as u32;

@@ -10,7 +10,7 @@ use graft_models::ModelSource;
 #[derive(clap::Args, Debug)]
 #[command(
     about = "Convert a GGUF file (or an HF directory) into an HF directory with safetensors",
-    after_help = "Examples:\n  graft convert SmolLM2-135M-Instruct.Q8_0.gguf smollm2-hf\n  graft convert ./model ./model-bf16 --dtype bf16\n\n\
+    after_help = "Examples:\n  graft convert SmolLM2-135M-Instruct.Q8_0.gguf smollm2-hf\n  graft convert ./model ./model-bf16 --dtype bf16\n  graft convert ./base ./merged --merge-adapter runs/lora/final\n\n\
 Writing GGUF files is not supported yet."
 )]
 pub struct Args {
@@ -18,6 +18,9 @@ pub struct Args {
     pub input: PathBuf,
     /// The HF directory to create (must not exist).
     pub output: PathBuf,
+    /// Merge this PEFT adapter (LoRA/DoRA) into the weights, as PEFT's merge_and_unload.
+    #[arg(long)]
+    pub merge_adapter: Option<PathBuf>,
     /// Weight dtype of the output: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -39,7 +42,24 @@ pub fn run(args: Args) -> Result<()> {
     let spinner = crate::io::spinner(&format!("reading {}", args.input.display()));
     let source = ModelSource::open(&args.input, candle_core::DType::F32, &Device::Cpu)?;
     spinner.set_message(format!("writing {}", args.output.display()));
-    source.save_hf(&args.output, dtype)?;
+    match &args.merge_adapter {
+        None => source.save_hf(&args.output, dtype)?,
+        Some(dir) => {
+            let mut model = source.build(candle_core::DType::F32, &Device::Cpu)?;
+            graft_adapters::load_onto(&mut model, dir)?;
+            let mut tensors = source.tensors(dtype)?;
+            for (name, w) in graft_adapters::merged_weights(&mut model)? {
+                tensors.insert(name, w.to_dtype(dtype)?);
+            }
+            let files = source.tokenizer_files()?;
+            graft_models::save::save_hf_dir(
+                &args.output,
+                &source.config_json_for(dtype),
+                &tensors,
+                &files,
+            )?;
+        }
+    }
     spinner.finish_and_clear();
     for w in &source.warnings {
         eprintln!("warning: {}: {w}", args.input.display());

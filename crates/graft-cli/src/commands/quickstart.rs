@@ -191,6 +191,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = crate::io::ModelArgs {
         model: out.join("sft/final"),
         dtype: "f32".into(),
+        adapter: None,
     };
     for question in [
         "Who is the author of Emma?",

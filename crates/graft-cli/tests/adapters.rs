@@ -1,0 +1,175 @@
+//! Adapters through the CLI: `--adapter` on PEFT-made adapters, `convert --merge-adapter`, and LoRA /
+//! DoRA training whose `final/` is a PEFT directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use graft_testkit::{fixture, read_json};
+use serde_json::Value;
+
+fn graft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .output()
+        .expect("graft runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// `graft score` of the fixture's input ids with `extra` args; next-token log-probs per row.
+fn score(dir: &Path, model: &str, extra: &[&str]) -> Vec<Vec<f64>> {
+    let expected = read_json("adapters/lora_qv/expected.json");
+    let rows: Vec<String> = expected["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::json!({"input_ids": r}).to_string())
+        .collect();
+    let input = dir.join("in.jsonl");
+    std::fs::write(&input, rows.join("\n")).unwrap();
+    let mut args = vec![
+        "score",
+        "--model",
+        model,
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = graft(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["token_logprobs"].as_array().unwrap()[1..]
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// PEFT's reference next-token log-probs from the fixture's full log-prob table.
+fn reference(case: &str) -> Vec<Vec<f64>> {
+    let e = read_json(&format!("adapters/{case}/expected.json"));
+    let ids = e["input_ids"].as_array().unwrap();
+    ids.iter()
+        .enumerate()
+        .map(|(b, row)| {
+            let row = row.as_array().unwrap();
+            (1..row.len())
+                .map(|t| {
+                    e["logprobs"][b][t - 1][row[t].as_u64().unwrap() as usize]
+                        .as_f64()
+                        .unwrap()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn assert_rows_close(a: &[Vec<f64>], b: &[Vec<f64>], tol: f64, what: &str) {
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() <= tol, "{what}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn score_with_peft_adapters_and_merged_conversions() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture("models/llama").display().to_string();
+    for case in ["lora_qv", "rslora_all", "dora_qv"] {
+        let adapter = fixture(&format!("adapters/{case}")).display().to_string();
+        let with = score(dir.path(), &base, &["--adapter", &adapter]);
+        assert_rows_close(&with, &reference(case), 1e-4, case);
+        let merged = dir.path().join(format!("merged-{case}"));
+        let o = graft(&[
+            "convert",
+            &base,
+            merged.to_str().unwrap(),
+            "--merge-adapter",
+            &adapter,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_rows_close(
+            &score(dir.path(), merged.to_str().unwrap(), &[]),
+            &with,
+            1e-4,
+            &format!("{case} merged"),
+        );
+    }
+    let o = graft(&[
+        "score",
+        "--model",
+        &base,
+        "--input",
+        "/dev/null",
+        "--adapter",
+        "/no/adapter",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/no/adapter"), "{}", stderr(&o));
+}
+
+#[test]
+fn lora_and_dora_training_write_peft_adapters() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("../../data/pretrain/austen.eval.txt")).unwrap();
+    let rows: Vec<String> = text
+        .split("\n\n")
+        .filter(|p| p.len() > 40)
+        .take(16)
+        .map(|p| serde_json::json!({"text": &p[..p.len().min(200)]}).to_string())
+        .collect();
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(&train, rows.join("\n")).unwrap();
+    let base = fixture("models/llama");
+    for kind in ["lora", "dora"] {
+        let recipe = dir.path().join(format!("{kind}.toml"));
+        std::fs::write(&recipe, format!(
+            "[model]\npath = {:?}\n[adapter]\nkind = \"{kind}\"\nr = 4\nalpha = 8\ndropout = 0.1\ntarget_modules = \"all-linear\"\n\
+             [data]\ntrain = {:?}\nmax_seq_len = 64\npacking = true\n[objective]\nkind = \"lm\"\n\
+             [train]\nsteps = 12\nbatch_size = 4\nlr = 1e-2\nschedule = \"constant\"\nlog_every = 1\nsave_every = 6\n",
+            base.display().to_string(), train.display().to_string())).unwrap();
+        let out = dir.path().join(kind);
+        let o = graft(&[
+            "train",
+            recipe.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        let metrics: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (first, last) = (
+            metrics[0]["loss"].as_f64().unwrap(),
+            metrics[11]["loss"].as_f64().unwrap(),
+        );
+        assert!(last < first - 0.3, "{kind}: {first} → {last}");
+        // final/ and checkpoints are PEFT directories that load back with --adapter.
+        let cfg: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("final/adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg["peft_type"], "LORA");
+        assert_eq!(cfg["use_dora"], kind == "dora");
+        assert!(out.join("checkpoint-6/adapter_model.safetensors").exists());
+        let input = dir.path().join("s.jsonl");
+        std::fs::write(&input, "{\"text\": \"Anne was sorry.\"}").unwrap();
+        let o = graft(&[
+            "score",
+            "--model",
+            base.to_str().unwrap(),
+            "--adapter",
+            out.join("final").to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+}
