@@ -76,9 +76,14 @@ impl LinearAdapter for Dora {
             _ => x.clone(),
         };
         let ba = self.b.matmul(&self.a)?; // (out, in)
-        let norm = row_norms(&(&base.weight + (ba.detach() * self.scale)?)?)?.detach();
+        let w = base.dense_weight()?;
+        let norm = row_norms(&(&w + (ba.detach() * self.scale)?)?)?.detach();
         let mag_scale = (&self.magnitude / norm)?; // (out)
-        let base_part = x.broadcast_matmul(&base.weight.t()?)?;
+                                                   // x' Wᵀ through the base layer (quantized or not), without its bias.
+        let base_part = match &base.bias {
+            Some(b) => base.base_forward(&x)?.broadcast_sub(b)?,
+            None => base.base_forward(&x)?,
+        };
         let lora_part = (x
             .broadcast_matmul(&self.a.t()?)?
             .broadcast_matmul(&self.b.t()?)?

@@ -110,7 +110,7 @@ pub fn init_trainable(
                 name,
                 linear.in_dim(),
                 linear.out_dim(),
-                linear.weight.clone(),
+                linear.dense_weight()?,
             ));
         }
     }
@@ -158,6 +158,7 @@ pub fn merged_weights(model: &mut Decoder) -> Result<HashMap<String, Tensor>> {
         };
         let merged = adapter_delta_merge(linear, adapter.as_ref())?;
         linear.weight = merged.to_dtype(linear.weight.dtype())?;
+        linear.quantized = None;
         out.insert(format!("{name}.weight"), linear.weight.clone());
     }
     Ok(out)

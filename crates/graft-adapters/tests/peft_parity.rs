@@ -187,3 +187,58 @@ fn bad_adapters_are_named() {
         .to_string();
     assert!(e.contains("matches no layer"), "{e}");
 }
+
+#[test]
+fn lora_on_a_quantized_base_trains_every_layer() {
+    // QLoRA-style: the tiny llama's Q8_0 GGUF kept quantized, PEFT's rsLoRA weights on every linear
+    // of layers 0 and 2; every adapter tensor gets a gradient through the quantized layers, and the
+    // log-probs equal the same adapter on the dequantized base.
+    let path = fixture("models/llama-q8_0.gguf");
+    let (cfg, tensors) = peft_format::load(&fixture("adapters/rslora_all")).unwrap();
+    let vars: HashMap<String, Var> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), Var::from_tensor(t).unwrap()))
+        .collect();
+    let as_tensors: HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let mut quantized = ModelSource::open_with(&path, DType::F32, &Device::Cpu, true)
+        .unwrap()
+        .build(DType::F32, &Device::Cpu)
+        .unwrap();
+    let mut dense = ModelSource::open(&path, DType::F32, &Device::Cpu)
+        .unwrap()
+        .build(DType::F32, &Device::Cpu)
+        .unwrap();
+    attach(&mut quantized, &cfg, &as_tensors).unwrap();
+    attach(&mut dense, &cfg, &tensors).unwrap();
+    let ids = Tensor::new(&[[1u32, 7, 30, 2, 55, 90, 12, 4]], &Device::Cpu).unwrap();
+    let lp = quantized.log_probs(&ids, None, true).unwrap();
+    assert_close!(
+        lp,
+        dense.log_probs(&ids, None, false).unwrap(),
+        1e-4,
+        "quantized vs dequantized base"
+    );
+    let loss = next_token_logprobs(&lp, &ids)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .neg()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    for (key, var) in &vars {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {key}"));
+        let n = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(n > 0.0 && n.is_finite(), "{key}: {n}");
+    }
+}

@@ -16,6 +16,9 @@ pub struct ModelArgs {
     /// A PEFT adapter directory (LoRA, rsLoRA, DoRA) to apply on top of the model.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Keep a GGUF file's quantized linear weights quantized in memory (dequantized per use).
+    #[arg(long)]
+    pub keep_quantized: bool,
     /// Compute dtype: f32 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -35,7 +38,7 @@ impl ModelArgs {
         let device = Device::Cpu;
         let dtype = self.dtype()?;
         let spinner = spinner(&format!("loading {}", self.model.display()));
-        let source = ModelSource::open(&self.model, dtype, &device)?;
+        let source = ModelSource::open_with(&self.model, dtype, &device, self.keep_quantized)?;
         let mut model = source.build(dtype, &device)?;
         if let Some(dir) = &self.adapter {
             graft_adapters::load_onto(&mut model, dir)?;

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Map, Value as Json};
 
@@ -254,19 +257,25 @@ fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
 }
 
 /// All tensors of the file, dequantized to `dtype`, under HF checkpoint keys.
+/// Tensors of the file under HF keys. Quantized linear weights go to the second map, kept as stored
+/// (`keep_quantized`), with a zero-stride placeholder of their shape in the first; everything else
+/// is dequantized to `dtype`.
+pub type Loaded = (HashMap<String, Tensor>, HashMap<String, Arc<QTensor>>);
+
 pub fn load_tensors(
     path: &Path,
     content: &Content,
     config: &Json,
     dtype: DType,
     device: &Device,
-) -> Result<HashMap<String, Tensor>> {
+    keep_quantized: bool,
+) -> Result<Loaded> {
     let arch = arch_of(path, content)?;
     let sandwich = arch == "gemma2" || arch == "gemma3";
     let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
     let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
     let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
-    let mut out = HashMap::new();
+    let (mut out, mut quantized) = (HashMap::new(), HashMap::new());
     for name in content.tensor_infos.keys() {
         let Some(hf) = hf_name(name, sandwich) else {
             continue;
@@ -274,16 +283,36 @@ pub fn load_tensors(
         let q = content
             .tensor(&mut file, name, device)
             .map_err(|e| ModelError::tensor(path, name, e))?;
-        let mut t = q
-            .dequantize(device)
-            .map_err(|e| ModelError::tensor(path, name, e))?;
         let wrap = |e: candle_core::Error| ModelError::tensor(path, name, e);
-        if arch == "llama" && (name.contains(".attn_q.") || name.contains(".attn_k.")) {
-            let h = if name.contains(".attn_q.") {
-                heads
-            } else {
-                kv_heads
+        let permuted_heads = match (
+            arch.as_str(),
+            name.contains(".attn_q."),
+            name.contains(".attn_k."),
+        ) {
+            ("llama", true, _) => Some(heads),
+            ("llama", _, true) => Some(kv_heads),
+            _ => None,
+        };
+        let is_quant = !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        if keep_quantized
+            && is_quant
+            && name.starts_with("blk.")
+            && name.ends_with(".weight")
+            && q.shape().rank() == 2
+        {
+            let q = match permuted_heads {
+                Some(h) => unpermute_quantized(&q, h, device).map_err(wrap)?,
+                None => q,
             };
+            let placeholder = Tensor::zeros((), dtype, device)
+                .and_then(|z| z.broadcast_as(q.shape().clone()))
+                .map_err(wrap)?;
+            out.insert(hf.clone(), placeholder);
+            quantized.insert(hf, Arc::new(q));
+            continue;
+        }
+        let mut t = q.dequantize(device).map_err(wrap)?;
+        if let Some(h) = permuted_heads {
             t = unpermute(&t, h).map_err(wrap)?;
         }
         if arch.starts_with("gemma") && name.ends_with("norm.weight") {
@@ -291,5 +320,26 @@ pub fn load_tensors(
         }
         out.insert(hf, t.to_dtype(dtype).map_err(wrap)?);
     }
-    Ok(out)
+    Ok((out, quantized))
+}
+
+/// [`unpermute`] on quantized rows: quantization blocks run along a row, so whole rows move as bytes.
+fn unpermute_quantized(q: &QTensor, heads: usize, device: &Device) -> candle_core::Result<QTensor> {
+    let dims = q.shape().dims().to_vec();
+    let rows = dims[0];
+    let data = q.data()?;
+    let row_bytes = data.len() / rows;
+    let half = rows / heads / 2;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for j in 0..half {
+                let hf_row = h * 2 * half + s * half + j;
+                let gguf_row = h * 2 * half + j * 2 + s;
+                out[hf_row * row_bytes..(hf_row + 1) * row_bytes]
+                    .copy_from_slice(&data[gguf_row * row_bytes..(gguf_row + 1) * row_bytes]);
+            }
+        }
+    }
+    candle_core::quantized::ggml_file::qtensor_from_ggml(q.dtype(), &out, dims, device)
 }

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
@@ -53,6 +55,8 @@ pub struct ModelSource {
     pub generation: GenerationConfig,
     /// Approximations the loader had to make, for the CLI to show.
     pub warnings: Vec<String>,
+    /// Linear weights kept quantized (GGUF opened with `keep_quantized`), by HF weight key.
+    pub quantized: HashMap<String, Arc<QTensor>>,
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -63,13 +67,30 @@ fn read_json(path: &Path) -> Result<Value> {
 impl ModelSource {
     /// Opens an HF directory or a `.gguf` file. GGUF tensors are dequantized to `dtype` here.
     pub fn open(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::open_with(path, dtype, device, false)
+    }
+
+    /// As [`Self::open`]; with `keep_quantized`, a GGUF file's quantized linear weights stay
+    /// quantized in memory (frozen bases for QLoRA-style adapter training and for inference).
+    pub fn open_with(
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+        keep_quantized: bool,
+    ) -> Result<Self> {
         if !path.exists() {
             return Err(ModelError::file(path, "no such file or directory"));
         }
         if path.is_dir() {
+            if keep_quantized {
+                return Err(ModelError::file(
+                    path,
+                    "keeping weights quantized needs a .gguf file",
+                ));
+            }
             Self::open_hf_dir(path)
         } else {
-            Self::open_gguf(path, dtype, device)
+            Self::open_gguf(path, dtype, device, keep_quantized)
         }
     }
 
@@ -130,14 +151,16 @@ impl ModelSource {
             tokenizer_error,
             generation,
             warnings: Vec::new(),
+            quantized: HashMap::new(),
         })
     }
 
-    fn open_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+    fn open_gguf(path: &Path, dtype: DType, device: &Device, keep_quantized: bool) -> Result<Self> {
         let content = gguf::read_content(path)?;
         let config_json = gguf::config_json(path, &content)?;
         let config = registry::decoder_config(path, &config_json)?;
-        let tensors = gguf::load_tensors(path, &content, &config_json, dtype, device)?;
+        let (tensors, quantized) =
+            gguf::load_tensors(path, &content, &config_json, dtype, device, keep_quantized)?;
         let (tokenizer, tokenizer_error, warnings) =
             match gguf_tokenizer::tokenizer_from_gguf(path, &content) {
                 Ok((t, w)) => (Some(t), None, w),
@@ -153,6 +176,7 @@ impl ModelSource {
             tokenizer_error,
             generation,
             warnings,
+            quantized,
         })
     }
 
@@ -170,9 +194,25 @@ impl ModelSource {
 
     /// Builds the model in `dtype` on `device`.
     pub fn build(&self, dtype: DType, device: &Device) -> Result<Decoder> {
+        self.build_with(&self.config, dtype, device)
+    }
+
+    /// Builds the model with a (possibly adjusted) config; quantized weights are attached as such.
+    pub fn build_with(
+        &self,
+        config: &DecoderConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Decoder> {
         let vb = self.var_builder(dtype, device)?;
-        Decoder::new(&self.config, vb)
-            .map_err(|e| ModelError::file(&self.path, format!("weights do not fit config: {e}")))
+        let mut model = Decoder::new(config, vb)
+            .map_err(|e| ModelError::file(&self.path, format!("weights do not fit config: {e}")))?;
+        for (name, linear) in model.linears_mut() {
+            if let Some(q) = self.quantized.get(&format!("{name}.weight")) {
+                linear.quantized = Some(q.clone());
+            }
+        }
+        Ok(model)
     }
 
     /// The tokenizer, or an error that says why there is none.

@@ -65,7 +65,13 @@ impl crate::ModelSource {
         match &self.weights {
             crate::load::Weights::Tensors(map) => {
                 for (name, t) in map {
-                    out.insert(name.clone(), convert(name, t.clone())?);
+                    let t = match self.quantized.get(name) {
+                        Some(q) => q
+                            .dequantize(&candle_core::Device::Cpu)
+                            .map_err(|e| ModelError::tensor(&self.path, name, e))?,
+                        None => t.clone(),
+                    };
+                    out.insert(name.clone(), convert(name, t)?);
                 }
             }
             crate::load::Weights::Safetensors(files) => {

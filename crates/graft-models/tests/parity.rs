@@ -330,3 +330,27 @@ fn packed_documents_do_not_attend_to_each_other() {
         );
     }
 }
+
+#[test]
+fn gguf_weights_kept_quantized_match_their_dequantized_reference() {
+    // Q8_0 linear weights stay quantized (q/k rows un-permuted as bytes); the log-probs equal
+    // transformers' on the dequantized weights. (Gradients through them: graft-adapters' QLoRA test.)
+    let path = fixture("models/llama-q8_0.gguf");
+    let source = ModelSource::open_with(&path, DType::F32, &Device::Cpu, true).unwrap();
+    assert!(
+        source.quantized.len() >= 12,
+        "{} linear weights kept quantized",
+        source.quantized.len()
+    );
+    let model = source.build(DType::F32, &Device::Cpu).unwrap();
+    let expected = read_json("models/llama-q8_0.expected.json");
+    assert_matches_reference(&model, &expected, "llama-q8_0.gguf kept quantized");
+    // Saving dequantizes: the HF copy scores the same.
+    let dir = tempfile::tempdir().unwrap();
+    source.save_hf(&dir.path().join("hf"), DType::F32).unwrap();
+    assert_matches_reference(
+        &open(&dir.path().join("hf")),
+        &expected,
+        "re-saved from quantized",
+    );
+}

@@ -26,6 +26,9 @@ pub struct ModelSection {
     pub path: PathBuf,
     #[serde(default = "f32")]
     pub dtype: String,
+    /// Keep a GGUF base's quantized linear weights quantized (QLoRA-style; needs `[adapter]`).
+    #[serde(default)]
+    pub quantized: bool,
     /// Overrides the config's `attention_dropout` for training.
     #[serde(default)]
     pub attention_dropout: Option<f64>,

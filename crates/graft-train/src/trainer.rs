@@ -242,7 +242,17 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let out = &opts.output;
 
     // The model as trainable variables (keys = HF checkpoint keys), a frozen reference if needed.
-    let source = ModelSource::open(&recipe.model.path, DType::F32, &device)?;
+    if recipe.model.quantized && recipe.adapter.is_none() {
+        return Err(TrainError::Recipe(
+            "model.quantized: a quantized base is frozen; add an [adapter] to train".into(),
+        ));
+    }
+    let source = ModelSource::open_with(
+        &recipe.model.path,
+        DType::F32,
+        &device,
+        recipe.model.quantized,
+    )?;
     let mut config = source.config.clone();
     if let Some(p) = recipe.model.attention_dropout {
         config.attention_dropout = p;
@@ -262,7 +272,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             model
         }
         Some(cfg) => {
-            let mut model = Decoder::new(&config, source.var_builder(dtype, &device)?)?;
+            let mut model = source.build_with(&config, dtype, &device)?;
             graft_adapters::init_trainable(&mut model, cfg, &varmap, t.seed)
                 .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
             model

@@ -132,6 +132,7 @@ pub fn run(args: Args) -> Result<()> {
         model: path,
         dtype: args.dtype.clone(),
         adapter: None,
+        keep_quantized: false,
     };
     let (_, model, device) = model_args.load()?;
     let vocab = model.cfg.vocab_size as u32;

@@ -192,6 +192,7 @@ pub fn run(args: Args) -> Result<()> {
         model: out.join("sft/final"),
         dtype: "f32".into(),
         adapter: None,
+        keep_quantized: false,
     };
     for question in [
         "Who is the author of Emma?",

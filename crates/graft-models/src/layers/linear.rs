@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use candle_core::quantized::QTensor;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use rand::rngs::StdRng;
@@ -15,9 +16,12 @@ pub trait LinearAdapter: Send + Sync + std::fmt::Debug {
 
 #[derive(Debug, Clone)]
 pub struct Linear {
+    /// The weight (out, in); a zero-stride placeholder of that shape when `quantized` holds it.
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub adapter: Option<Arc<dyn LinearAdapter>>,
+    /// A frozen quantized weight used instead of `weight` (QLoRA on GGUF bases).
+    pub quantized: Option<Arc<QTensor>>,
 }
 
 impl Linear {
@@ -32,6 +36,7 @@ impl Linear {
             weight,
             bias,
             adapter: None,
+            quantized: None,
         })
     }
 
@@ -43,9 +48,22 @@ impl Linear {
         self.weight.dims()[0]
     }
 
+    /// The weight as a dense tensor (dequantized when kept quantized).
+    pub fn dense_weight(&self) -> Result<Tensor> {
+        match &self.quantized {
+            Some(q) => q
+                .dequantize(self.weight.device())?
+                .to_dtype(self.weight.dtype()),
+            None => Ok(self.weight.clone()),
+        }
+    }
+
     /// The layer without its adapter.
     pub fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        let y = match &self.quantized {
+            Some(q) => super::quant::quant_matmul(x, q)?,
+            None => x.broadcast_matmul(&self.weight.t()?)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),

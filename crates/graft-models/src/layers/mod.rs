@@ -6,4 +6,5 @@ pub mod kv_cache;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
+pub mod quant;
 pub mod rope;
