@@ -173,3 +173,35 @@ fn lora_and_dora_training_write_peft_adapters() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn qlora_fine_tunes_smollm2_from_its_gguf() {
+    // The issue's bar: LoRA on SmolLM2-135M-Instruct with its Q4_1/Q8_0 GGUF weights kept quantized.
+    let Some(models) = graft_testkit::real_models("qlora_fine_tunes_smollm2_from_its_gguf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("qlora.toml");
+    std::fs::write(&recipe, format!(
+        "[model]\npath = {:?}\nquantized = true\n[adapter]\nkind = \"lora\"\nr = 8\nalpha = 16\ntarget_modules = [\"q_proj\", \"v_proj\"]\n\
+         [data]\ntrain = {:?}\nmax_seq_len = 96\n[objective]\nkind = \"sft\"\n[train]\nsteps = 4\nbatch_size = 2\nlr = 1e-3\nlog_every = 1\n",
+        models.join("smollm2-135m-instruct.gguf").display().to_string(),
+        fixture("../../data/chat/quickstart.jsonl").display().to_string())).unwrap();
+    let out = dir.path().join("run");
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows
+        .iter()
+        .all(|r| r["loss"].as_f64().is_some_and(f64::is_finite)));
+    assert!(out.join("final/adapter_model.safetensors").exists());
+}
