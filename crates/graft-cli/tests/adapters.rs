@@ -205,3 +205,82 @@ fn qlora_fine_tunes_smollm2_from_its_gguf() {
         .all(|r| r["loss"].as_f64().is_some_and(f64::is_finite)));
     assert!(out.join("final/adapter_model.safetensors").exists());
 }
+
+#[test]
+fn dpo_with_lora_learns_the_preference() {
+    // Preference rows (plain and conversational); DPO with a LoRA adapter on the tiny llama: the
+    // chosen responses gain on the rejected ones and TRL's reward metrics are logged.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    for (p, c, r) in [
+        ("the cat", " sat.", " ran off fast."),
+        ("a dog", " slept.", " barked loud."),
+        ("the fox", " hid.", " jumped up."),
+    ] {
+        rows.push(serde_json::json!({"prompt": p, "chosen": c, "rejected": r}).to_string());
+    }
+    rows.push(serde_json::json!({"prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "hello."}], "rejected": [{"role": "assistant", "content": "go away."}]}).to_string());
+    let train = dir.path().join("prefs.jsonl");
+    std::fs::write(&train, rows.join("\n")).unwrap();
+    let recipe = dir.path().join("dpo.toml");
+    std::fs::write(&recipe, format!(
+        "[model]\npath = {:?}\n[adapter]\nkind = \"lora\"\nr = 4\nalpha = 8\ntarget_modules = \"all-linear\"\n[data]\ntrain = {:?}\nmax_seq_len = 64\n\
+         [objective]\nkind = \"dpo\"\nbeta = 0.1\n[train]\nsteps = 15\nbatch_size = 4\nlr = 5e-3\nschedule = \"constant\"\nlog_every = 1\n",
+        fixture("models/llama").display().to_string(), train.display().to_string())).unwrap();
+    let out = dir.path().join("run");
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        (m[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4,
+        "step 0: policy = reference, loss = ln 2"
+    );
+    let last = &m[14];
+    assert!(last["loss"].as_f64().unwrap() < 0.6, "{last}");
+    assert!(
+        last["rewards/margins"].as_f64().unwrap() > 0.0
+            && last["rewards/accuracies"].as_f64().unwrap() >= 0.75,
+        "{last}"
+    );
+    // Packing is refused for pairs; SFT rows are refused by a preference objective.
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        dir.path().join("x").to_str().unwrap(),
+        "--set",
+        "data.packing=true",
+    ]);
+    assert!(
+        o.status.code() == Some(2) && stderr(&o).contains("packing"),
+        "{}",
+        stderr(&o)
+    );
+    let sft = dir.path().join("sft.jsonl");
+    std::fs::write(&sft, "{\"text\": \"plain text\"}\n").unwrap();
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        dir.path().join("y").to_str().unwrap(),
+        "--set",
+        &format!("data.train={:?}", sft.display().to_string()),
+    ]);
+    assert!(
+        o.status.code() == Some(2)
+            && stderr(&o).contains("sft.jsonl:1")
+            && stderr(&o).contains("preference rows"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -16,7 +16,23 @@ use crate::chat::{parse_messages, ChatTemplate, Message};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Row {
     Text(String),
-    PromptCompletion { prompt: String, completion: String },
+    PromptCompletion {
+        prompt: String,
+        completion: String,
+    },
+    Messages(Vec<Message>),
+    /// `{"prompt", "chosen", "rejected"}`: plain strings, or conversational (message lists).
+    Preference {
+        prompt: Turns,
+        chosen: Turns,
+        rejected: Turns,
+    },
+}
+
+/// A preference row's part: a plain string or a list of messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Turns {
+    Text(String),
     Messages(Vec<Message>),
 }
 
@@ -28,6 +44,32 @@ pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
             .map(str::to_string)
             .ok_or(format!("field `{key}`: not a string"))
     };
+    if obj.contains_key("chosen") || obj.contains_key("rejected") {
+        let part = |key: &str| -> Result<Turns, String> {
+            match obj.get(key) {
+                Some(Value::String(s)) => Ok(Turns::Text(s.clone())),
+                Some(v @ Value::Array(_)) => parse_messages(v)
+                    .map(Turns::Messages)
+                    .map_err(|e| format!("field `{key}`: {e}")),
+                Some(_) => Err(format!("field `{key}`: not a string or a list of messages")),
+                None => Err(format!("field `{key}`: missing")),
+            }
+        };
+        let (prompt, chosen, rejected) = (part("prompt")?, part("chosen")?, part("rejected")?);
+        let conversational = |t: &Turns| matches!(t, Turns::Messages(_));
+        if conversational(&chosen) != conversational(&rejected)
+            || conversational(&chosen) != conversational(&prompt)
+        {
+            return Err(
+                "fields `prompt`/`chosen`/`rejected`: mix plain strings and message lists".into(),
+            );
+        }
+        return Ok(Row::Preference {
+            prompt,
+            chosen,
+            rejected,
+        });
+    }
     if obj.contains_key("messages") {
         let messages = parse_messages(&obj["messages"])?;
         if messages.is_empty() {
@@ -71,6 +113,75 @@ pub struct Tokenize<'a> {
 }
 
 impl Tokenize<'_> {
+    /// The chosen and rejected sequences of a preference row, as TRL 1.16's DPOTrainer builds them:
+    /// plain strings get the tokenizer's EOS after each response and are tokenized as prompt +
+    /// response (special tokens added, so BOS leads); conversational rows render the prompt with a
+    /// generation prompt and each response as the rest of the full rendering. The shared prompt is
+    /// the shorter common prefix of the prompt's tokens with either sequence; targets are the rest.
+    pub fn preference(&self, row: &Row) -> Result<(Example, Example), String> {
+        let Row::Preference {
+            prompt,
+            chosen,
+            rejected,
+        } = row
+        else {
+            return Err(
+                "this objective needs preference rows: {\"prompt\", \"chosen\", \"rejected\"}"
+                    .into(),
+            );
+        };
+        let err = |e: graft_models::ModelError| e.to_string();
+        let t = self.tokenizer;
+        let (prompt_ids, c_ids, r_ids) = match (prompt, chosen, rejected) {
+            (Turns::Text(p), Turns::Text(c), Turns::Text(r)) => (
+                t.encode(p, true).map_err(err)?,
+                self.with_eos(t.encode(&format!("{p}{c}"), true).map_err(err)?),
+                self.with_eos(t.encode(&format!("{p}{r}"), true).map_err(err)?),
+            ),
+            (Turns::Messages(p), Turns::Messages(c), Turns::Messages(r)) => {
+                let template = self
+                    .template
+                    .ok_or("the model has no chat template for conversational rows")?;
+                let (bos, eos) = (t.bos_token.as_deref(), t.eos_token.as_deref());
+                let render = |extra: &[Message], gen: bool| -> Result<String, String> {
+                    let all: Vec<Message> = p.iter().chain(extra).cloned().collect();
+                    template
+                        .render(&all, gen, bos, eos)
+                        .map_err(|e| e.to_string())
+                };
+                (
+                    t.encode(&render(&[], true)?, false).map_err(err)?,
+                    t.encode(&render(c, false)?, false).map_err(err)?,
+                    t.encode(&render(r, false)?, false).map_err(err)?,
+                )
+            }
+            _ => {
+                return Err(
+                    "fields `prompt`/`chosen`/`rejected`: mix plain strings and message lists"
+                        .into(),
+                )
+            }
+        };
+        let common = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let prompt_len = common(&prompt_ids, &c_ids).min(common(&prompt_ids, &r_ids));
+        let example = |ids: Vec<u32>| -> Result<Example, String> {
+            let n = ids.len().min(self.max_len);
+            let targets: Vec<bool> = (0..n).map(|i| i >= prompt_len.max(1)).collect();
+            let ex = Example {
+                input_ids: ids[..n].to_vec(),
+                targets,
+            };
+            if ex.num_targets() == 0 {
+                return Err(format!(
+                    "no response tokens within max_seq_len = {}",
+                    self.max_len
+                ));
+            }
+            Ok(ex)
+        };
+        Ok((example(c_ids)?, example(r_ids)?))
+    }
+
     fn with_eos(&self, mut ids: Vec<u32>) -> Vec<u32> {
         if let Some(eos) = self.tokenizer.eos_id {
             if ids.last() != Some(&eos) {
@@ -83,6 +194,9 @@ impl Tokenize<'_> {
     pub fn example(&self, row: &Row) -> Result<Example, String> {
         let err = |e: graft_models::ModelError| e.to_string();
         let (input_ids, mut targets) = match row {
+            Row::Preference { .. } => {
+                return Err("a preference row ({prompt, chosen, rejected}) needs a preference objective (dpo, cdpo, ipo, slic, simpo)".into())
+            }
             Row::Text(text) => {
                 let ids = self.with_eos(self.tokenizer.encode(text, true).map_err(err)?);
                 let n = ids.len();

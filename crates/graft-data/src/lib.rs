@@ -7,7 +7,7 @@ pub mod source;
 pub mod tokenizer_train;
 
 pub use chat::{parse_messages, ChatTemplate, Message, Rendered};
-pub use formats::{parse_row, Example, Row, Tokenize};
+pub use formats::{parse_row, Example, Row, Tokenize, Turns};
 pub use pack::{pack, PackedRow};
 
 #[derive(Debug, thiserror::Error)]

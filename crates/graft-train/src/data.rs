@@ -19,6 +19,8 @@ pub struct TrainRow {
     pub targets: Vec<bool>,
     /// Set for packed rows (position resets and segment ids per document).
     pub packed: Option<(Vec<u32>, Vec<u32>)>,
+    /// For preference pairs: the rejected sequence (this row is the chosen one).
+    pub rejected: Option<Box<TrainRow>>,
 }
 
 /// Reads and tokenizes every row of `path` (JSONL or Parquet; a malformed row is an error naming
@@ -29,17 +31,44 @@ pub fn load_rows(
     tok: &Tokenize,
     completion_only: bool,
     packing: bool,
+    pairs: bool,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
     let mut examples: Vec<Example> = Vec::new();
+    let mut rejected: Vec<Example> = Vec::new();
     for (n, obj) in graft_data::source::read_rows(path).map_err(TrainError::Data)? {
         let row = parse_row(&obj).map_err(|e| at(n, e))?;
+        if pairs {
+            let (c, r) = tok.preference(&row).map_err(|e| at(n, e))?;
+            examples.push(c);
+            rejected.push(r);
+            continue;
+        }
         let mut ex = tok.example(&row).map_err(|e| at(n, e))?;
         if !completion_only {
             ex.targets = (0..ex.input_ids.len()).map(|i| i > 0).collect();
         }
         examples.push(ex);
+    }
+    if pairs {
+        if examples.is_empty() {
+            return Err(TrainError::Data(format!("{}: no rows", path.display())));
+        }
+        let row = |e: Example| TrainRow {
+            input_ids: e.input_ids,
+            targets: e.targets,
+            packed: None,
+            rejected: None,
+        };
+        return Ok(examples
+            .into_iter()
+            .zip(rejected)
+            .map(|(c, r)| TrainRow {
+                rejected: Some(Box::new(row(r))),
+                ..row(c)
+            })
+            .collect());
     }
     if examples.is_empty() {
         return Err(TrainError::Data(format!("{}: no rows", path.display())));
@@ -51,6 +80,7 @@ pub fn load_rows(
                 input_ids: r.input_ids,
                 targets: r.targets,
                 packed: Some((r.positions, r.segments)),
+                rejected: None,
             })
             .collect()
     } else {
@@ -60,6 +90,7 @@ pub fn load_rows(
                 input_ids: e.input_ids,
                 targets: e.targets,
                 packed: None,
+                rejected: None,
             })
             .collect()
     })
@@ -76,7 +107,21 @@ pub struct Batch {
 
 /// Right-pads `rows` to one length. Padding is never a target, and under a causal mask no real token
 /// attends to it, so padding changes nothing (a real EOS stays a target even when pad = eos).
+/// Preference pairs become 2P rows: the P chosen sequences, then their P rejected ones.
 pub fn collate(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
+    if rows.iter().any(|r| r.rejected.is_some()) {
+        let mut all: Vec<&TrainRow> = rows.to_vec();
+        for r in rows {
+            all.push(r.rejected.as_deref().ok_or_else(|| {
+                candle_core::Error::Msg("a pair without its rejected row".into())
+            })?);
+        }
+        return collate_rows(&all, device);
+    }
+    collate_rows(rows, device)
+}
+
+fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
     let t = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0);
     let (mut ids, mut mask, mut pos, mut seg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let packed = rows.iter().any(|r| r.packed.is_some());

@@ -312,14 +312,29 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         template: template.as_ref(),
         max_len: recipe.data.max_seq_len,
     };
+    let pairs = objective.pairs();
+    if pairs && recipe.data.packing {
+        return Err(TrainError::Recipe(format!(
+            "data.packing: not supported with `{}` (preference pairs)",
+            objective.name()
+        )));
+    }
     let rows = load_rows(
         &recipe.data.train,
         &tok,
         objective.completion_only(),
         recipe.data.packing,
+        pairs,
     )?;
-    let eval_rows = match &recipe.data.eval {
-        Some(p) => load_rows(p, &tok, objective.completion_only(), false)?,
+    // For preference objectives eval_loss is the NLL of the chosen responses.
+    let eval_rows: Vec<TrainRow> = match &recipe.data.eval {
+        Some(p) => load_rows(p, &tok, objective.completion_only(), false, pairs)?
+            .into_iter()
+            .map(|r| TrainRow {
+                rejected: None,
+                ..r
+            })
+            .collect(),
         None => Vec::new(),
     };
     let mut loader = Loader::new(rows, t.seed);

@@ -83,6 +83,7 @@ fn train(args: &Args) -> Result<()> {
                 .collect(),
             targets: (0..args.seq_len).map(|i| i > 0).collect(),
             packed: None,
+            rejected: None,
         })
         .collect();
     let batch = graft_train::data::collate(&rows.iter().collect::<Vec<_>>(), &device)?;

@@ -6,9 +6,11 @@
 //! token is in the loss; `ref_logps` (B, T) the same under the frozen reference; `lse` (B, T) the
 //! log-partition log Σ exp(logits) at each position (for z-loss).
 
+pub mod dpo;
 pub mod lm;
 pub mod minor_sft;
 pub mod registry;
+pub mod simpo;
 
 use candle_core::{Result, Tensor};
 
@@ -44,6 +46,10 @@ pub trait Objective: Send + Sync {
     /// Whether only completion/assistant tokens are targets (SFT), or every token (LM).
     fn completion_only(&self) -> bool {
         true
+    }
+    /// Whether rows come as preference pairs (the batch: P chosen rows, then their P rejected rows).
+    fn pairs(&self) -> bool {
+        false
     }
     fn loss(&self, batch: &TokenBatch) -> Result<LossOutput>;
 }

@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use super::dpo::{Dpo, DpoLoss};
+use super::simpo::SimPo;
 use super::{lm::Lm, minor_sft::MinorSft, Objective};
 
 fn num(spec: &Value, key: &str, default: f64) -> Result<f64, String> {
@@ -20,6 +22,9 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
     let allowed: &[&str] = match kind {
         "lm" | "sft" => &["kind", "z_loss"],
         "minor_sft" => &["kind", "beta", "reference"],
+        "dpo" | "ipo" | "slic" => &["kind", "beta"],
+        "cdpo" => &["kind", "beta", "label_smoothing"],
+        "simpo" => &["kind", "beta", "gamma", "label_smoothing"],
         other => {
             return Err(format!(
                 "objective.kind: `{other}` is not known (lm, sft, minor_sft)"
@@ -42,6 +47,22 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
         "sft" => Box::new(Lm {
             z_loss: num(spec, "z_loss", 0.0)?,
             completion_only: true,
+        }),
+        "dpo" | "cdpo" | "ipo" | "slic" => Box::new(Dpo {
+            beta: num(spec, "beta", 0.1)?,
+            label_smoothing: num(spec, "label_smoothing", 0.0)?,
+            loss: match kind {
+                "dpo" => DpoLoss::Sigmoid,
+                "cdpo" => DpoLoss::Conservative,
+                "ipo" => DpoLoss::Ipo,
+                _ => DpoLoss::Hinge,
+            },
+        }),
+        // TRL's CPOConfig defaults (the paper tunes β in 2–2.5 with γ/β ≈ 0.25–0.5).
+        "simpo" => Box::new(SimPo {
+            beta: num(spec, "beta", 0.1)?,
+            gamma: num(spec, "gamma", 0.5)?,
+            label_smoothing: num(spec, "label_smoothing", 0.0)?,
         }),
         // The paper fixes no default β: the recipe must choose one.
         _ => Box::new(MinorSft {

@@ -1,0 +1,120 @@
+//! DPO and its reference-based family on summed response log-probs (Rafailov et al. 2023,
+//! arXiv 2305.18290), with TRL's `loss_type`s:
+//! - `dpo` (TRL `sigmoid`): −log σ(β·h) (TRL 1.16 ignores `label_smoothing` here);
+//! - `cdpo` (conservative DPO, Mitchell 2023): −(1−ε)·log σ(β·h) − ε·log σ(−β·h) with
+//!   ε = `label_smoothing`, the formula TRL used for `sigmoid` before 1.x;
+//! - `ipo` (Azar et al. 2023, arXiv 2310.12036): (h − 1/(2β))², h from log-probs averaged over each
+//!   response's tokens;
+//! - `hinge` (SLiC, Zhao et al. 2023, arXiv 2305.10425): max(0, 1 − β·h);
+//!
+//! where h = (log πθ(y_w) − log πref(y_w)) − (log πθ(y_l) − log πref(y_l)).
+//! Shapes: the batch's 2P rows are P chosen rows then their P rejected rows; `logps`, `mask` (2P, T).
+//! Logs TRL's metrics: rewards/chosen, rewards/rejected (β·(log πθ − log πref) on summed log-probs,
+//! for every loss type), rewards/margins, rewards/accuracies (strict >).
+
+use candle_core::{Result, Tensor, D};
+
+use super::{LossOutput, Objective, TokenBatch};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DpoLoss {
+    Sigmoid,
+    Conservative,
+    Ipo,
+    Hinge,
+}
+
+pub struct Dpo {
+    pub beta: f64,
+    pub label_smoothing: f64,
+    pub loss: DpoLoss,
+}
+
+/// log σ(x), stable: min(x, 0) − log(1 + e^{−|x|}).
+pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
+    x.minimum(0.0)? - (x.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
+/// Per-row response log-prob (B): summed, or averaged over the row's target tokens.
+pub fn row_logps(logps: &Tensor, mask: &Tensor, average: bool) -> Result<Tensor> {
+    let sum = (logps * mask)?.sum(D::Minus1)?;
+    if average {
+        sum / mask.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?
+    } else {
+        Ok(sum)
+    }
+}
+
+/// Splits (2P) into the chosen half and the rejected half.
+pub fn halves(t: &Tensor) -> Result<(Tensor, Tensor)> {
+    let p = t.dim(0)? / 2;
+    Ok((t.narrow(0, 0, p)?, t.narrow(0, p, p)?))
+}
+
+/// TRL's reward metrics, summed over this micro-batch's pairs and divided by the step's pairs.
+pub fn reward_metrics(
+    chosen: &Tensor,
+    rejected: &Tensor,
+    step_pairs: f64,
+) -> Result<Vec<(&'static str, f64)>> {
+    let mean =
+        |t: &Tensor| -> Result<f64> { Ok(t.sum_all()?.to_scalar::<f32>()? as f64 / step_pairs) };
+    let acc = chosen.gt(rejected)?.to_dtype(candle_core::DType::F32)?;
+    Ok(vec![
+        ("rewards/chosen", mean(chosen)?),
+        ("rewards/rejected", mean(rejected)?),
+        ("rewards/margins", mean(&(chosen - rejected)?)?),
+        ("rewards/accuracies", mean(&acc)?),
+    ])
+}
+
+impl Objective for Dpo {
+    fn name(&self) -> &'static str {
+        match self.loss {
+            DpoLoss::Sigmoid => "dpo",
+            DpoLoss::Conservative => "cdpo",
+            DpoLoss::Ipo => "ipo",
+            DpoLoss::Hinge => "slic",
+        }
+    }
+
+    fn needs_reference(&self) -> bool {
+        true
+    }
+
+    fn pairs(&self) -> bool {
+        true
+    }
+
+    fn loss(&self, b: &TokenBatch) -> Result<LossOutput> {
+        let reference = b
+            .ref_logps
+            .ok_or_else(|| candle_core::Error::Msg("DPO needs reference log-probs".into()))?;
+        let (pc, pr) = halves(&row_logps(b.logps, b.mask, false)?)?;
+        let (rc, rr) = halves(&row_logps(reference, b.mask, false)?)?;
+        let h = ((&pc - &rc)? - (&pr - &rr)?)?;
+        let per_pair = match self.loss {
+            DpoLoss::Sigmoid => log_sigmoid(&(&h * self.beta)?)?.neg()?,
+            DpoLoss::Conservative => {
+                let x = (&h * self.beta)?;
+                let eps = self.label_smoothing;
+                ((log_sigmoid(&x)? * -(1.0 - eps))? - (log_sigmoid(&x.neg()?)? * eps)?)?
+            }
+            DpoLoss::Ipo => {
+                let (ac, ar) = halves(&row_logps(b.logps, b.mask, true)?)?;
+                let (fc, fr) = halves(&row_logps(reference, b.mask, true)?)?;
+                let h_avg = ((ac - fc)? - (ar - fr)?)?;
+                (h_avg - 1.0 / (2.0 * self.beta))?.sqr()?
+            }
+            DpoLoss::Hinge => ((h * -self.beta)? + 1.0)?.relu()?,
+        };
+        let step_pairs = b.step_rows / 2.0;
+        let loss = (per_pair.sum_all()? / step_pairs)?;
+        let chosen = ((pc - rc)? * self.beta)?.detach();
+        let rejected = ((pr - rr)? * self.beta)?.detach();
+        Ok(LossOutput {
+            loss,
+            metrics: reward_metrics(&chosen, &rejected, step_pairs)?,
+        })
+    }
+}

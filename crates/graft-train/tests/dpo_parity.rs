@@ -1,0 +1,179 @@
+//! The preference family against TRL 1.16 (tools/fixtures/make_dpo_fixtures.py): pair tokenization
+//! as DPOTrainer builds it, summed response log-probs of the reference model, and every loss and
+//! reward metric computed from TRL's own log-probs (DPOTrainer `sigmoid`, `ipo`, `hinge`; CPOTrainer
+//! `simpo` with cpo_alpha = 0; the legacy cDPO formula).
+
+use candle_core::{DType, Device, Tensor};
+use graft_data::{parse_row, Tokenize};
+use graft_models::{next_token_logprobs, ModelSource};
+use graft_testkit::{fixture, read_json};
+use graft_train::data::{collate, TrainRow};
+use graft_train::objectives::{registry, TokenBatch};
+
+fn rows() -> Vec<serde_json::Value> {
+    read_json("dpo/pairs.json")["rows"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn pairs_tokenize_and_score_as_trl() {
+    let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
+    let tok = Tokenize {
+        tokenizer: source.tokenizer().unwrap(),
+        template: None,
+        max_len: 1024,
+    };
+    let mut train_rows = Vec::new();
+    for r in rows() {
+        let row = parse_row(serde_json::json!({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}).as_object().unwrap()).unwrap();
+        let (c, rej) = tok.preference(&row).unwrap();
+        let ids = |k: &str| -> Vec<u32> { serde_json::from_value(r[k].clone()).unwrap() };
+        let p = ids("prompt_input_ids");
+        assert_eq!(c.input_ids, [p.clone(), ids("chosen_input_ids")].concat());
+        assert_eq!(
+            rej.input_ids,
+            [p.clone(), ids("rejected_input_ids")].concat()
+        );
+        assert_eq!(c.num_targets() as u64, r["chosen_len"].as_u64().unwrap());
+        assert_eq!(
+            rej.num_targets() as u64,
+            r["rejected_len"].as_u64().unwrap()
+        );
+        let row = |e: graft_data::Example| TrainRow {
+            input_ids: e.input_ids,
+            targets: e.targets,
+            packed: None,
+            rejected: None,
+        };
+        train_rows.push(TrainRow {
+            rejected: Some(Box::new(row(rej))),
+            ..row(c)
+        });
+    }
+    // The reference model's summed response log-probs through graft's collate (chosen rows, then rejected).
+    let model = source.build(DType::F32, &Device::Cpu).unwrap();
+    let batch = collate(&train_rows.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let lp = model.log_probs(&batch.ids, None, false).unwrap();
+    let sums: Vec<f32> = (next_token_logprobs(&lp, &batch.ids).unwrap() * &batch.mask)
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let want: Vec<f64> = rows()
+        .iter()
+        .map(|r| r["ref_chosen_logps"].as_f64().unwrap())
+        .chain(
+            rows()
+                .iter()
+                .map(|r| r["ref_rejected_logps"].as_f64().unwrap()),
+        )
+        .collect();
+    for (g, w) in sums.iter().zip(&want) {
+        assert!(
+            (*g as f64 - w).abs() < 1e-3,
+            "reference log-prob {g} vs TRL {w}"
+        );
+    }
+}
+
+/// A batch whose rows carry TRL's summed log-probs spread evenly over each response's length, so
+/// sums and averages are exactly TRL's.
+fn batch_from_trl() -> (Tensor, Tensor, Tensor) {
+    let rows = rows();
+    let seqs: Vec<(f64, f64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["policy_chosen_logps"].as_f64().unwrap(),
+                r["ref_chosen_logps"].as_f64().unwrap(),
+                r["chosen_len"].as_u64().unwrap(),
+            )
+        })
+        .chain(rows.iter().map(|r| {
+            (
+                r["policy_rejected_logps"].as_f64().unwrap(),
+                r["ref_rejected_logps"].as_f64().unwrap(),
+                r["rejected_len"].as_u64().unwrap(),
+            )
+        }))
+        .collect();
+    let t = seqs.iter().map(|s| s.2).max().unwrap() as usize;
+    let (mut lp, mut rf, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for (p, r, n) in &seqs {
+        for i in 0..t {
+            let on = (i as u64) < *n;
+            lp.push(if on { (*p / *n as f64) as f32 } else { 0.0 });
+            rf.push(if on { (*r / *n as f64) as f32 } else { 0.0 });
+            mask.push(on as u8 as f32);
+        }
+    }
+    let shape = (seqs.len(), t);
+    (
+        Tensor::from_vec(lp, shape, &Device::Cpu).unwrap(),
+        Tensor::from_vec(rf, shape, &Device::Cpu).unwrap(),
+        Tensor::from_vec(mask, shape, &Device::Cpu).unwrap(),
+    )
+}
+
+#[test]
+fn losses_and_metrics_match_trl() {
+    let f = read_json("dpo/pairs.json");
+    let (lp, rf, mask) = batch_from_trl();
+    let cases = [
+        (
+            serde_json::json!({"kind": "dpo", "beta": 0.1}),
+            f["losses"]["sigmoid"]["loss"].as_f64().unwrap(),
+        ),
+        (
+            serde_json::json!({"kind": "ipo", "beta": 0.1}),
+            f["losses"]["ipo"]["loss"].as_f64().unwrap(),
+        ),
+        (
+            serde_json::json!({"kind": "slic", "beta": 0.1}),
+            f["losses"]["hinge"]["loss"].as_f64().unwrap(),
+        ),
+        (
+            serde_json::json!({"kind": "cdpo", "beta": 0.1, "label_smoothing": 0.1}),
+            f["losses"]["sigmoid_label_smoothing_0.1"]["legacy_cdpo_formula_not_used_by_trl_1_16"]
+                .as_f64()
+                .unwrap(),
+        ),
+        (
+            serde_json::json!({"kind": "simpo", "beta": 0.1, "gamma": 0.5}),
+            f["simpo"]["loss"].as_f64().unwrap(),
+        ),
+        (
+            serde_json::json!({"kind": "simpo", "beta": 2.0, "gamma": 0.5}),
+            f["simpo_beta_2.0"]["loss"].as_f64().unwrap(),
+        ),
+    ];
+    for (spec, want) in cases {
+        let obj = registry::objective(&spec).unwrap();
+        assert!(obj.pairs());
+        let out = obj
+            .loss(&TokenBatch {
+                logps: &lp,
+                mask: &mask,
+                ref_logps: Some(&rf),
+                lse: None,
+                step_tokens: 1.0,
+                step_rows: 4.0,
+            })
+            .unwrap();
+        let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (loss - want).abs() < 2e-5 * want.abs().max(1.0),
+            "{spec}: {loss} vs TRL {want}"
+        );
+        if spec["kind"] == "dpo" {
+            let logged = &f["losses"]["sigmoid"]["metrics_logged"];
+            for (name, value) in out.metrics {
+                let w = logged[name].as_f64().unwrap();
+                assert!((value - w).abs() < 1e-5, "{name}: {value} vs TRL {w}");
+            }
+        }
+    }
+}
