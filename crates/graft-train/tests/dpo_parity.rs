@@ -177,3 +177,71 @@ fn losses_and_metrics_match_trl() {
         }
     }
 }
+
+#[test]
+fn first_dpo_step_matches_trl_end_to_end() {
+    // The whole chain on TRL's batch: tokenize → collate → policy and reference log-probs →
+    // DPO loss → gradients, with the perturbed policy TRL used (saved by the fixture script).
+    let f = read_json("dpo/pairs.json");
+    let reference = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
+    let tok = Tokenize {
+        tokenizer: reference.tokenizer().unwrap(),
+        template: None,
+        max_len: 1024,
+    };
+    let train_rows: Vec<TrainRow> = rows()
+        .iter()
+        .map(|r| {
+            let row = parse_row(serde_json::json!({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}).as_object().unwrap()).unwrap();
+            let (c, rej) = tok.preference(&row).unwrap();
+            let row = |e: graft_data::Example| TrainRow { input_ids: e.input_ids, targets: e.targets, packed: None, rejected: None };
+            TrainRow { rejected: Some(Box::new(row(rej))), ..row(c) }
+        })
+        .collect();
+    let batch = collate(&train_rows.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let policy_source =
+        ModelSource::open(&fixture("dpo/policy"), DType::F32, &Device::Cpu).unwrap();
+    let policy = graft_models::Decoder::new(
+        &policy_source.config,
+        candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let mut vm = varmap.clone();
+    vm.load(fixture("dpo/policy/model.safetensors")).unwrap();
+    let logps = |m: &graft_models::Decoder, train: bool| {
+        next_token_logprobs(&m.log_probs(&batch.ids, None, train).unwrap(), &batch.ids).unwrap()
+    };
+    let ref_model = reference.build(DType::F32, &Device::Cpu).unwrap();
+    let ref_logps = logps(&ref_model, false).detach();
+    let pol_logps = logps(&policy, true);
+    let obj = registry::objective(&serde_json::json!({"kind": "dpo", "beta": 0.1})).unwrap();
+    let out = obj
+        .loss(&TokenBatch {
+            logps: &pol_logps,
+            mask: &batch.mask,
+            ref_logps: Some(&ref_logps),
+            lse: None,
+            step_tokens: 1.0,
+            step_rows: 4.0,
+        })
+        .unwrap();
+    let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
+    let want = f["losses"]["sigmoid"]["loss"].as_f64().unwrap();
+    assert!(
+        (loss - want).abs() < 1e-5,
+        "first-step DPO loss {loss} vs TRL {want}"
+    );
+    let grads = out.loss.backward().unwrap();
+    let vars = varmap.data().lock().unwrap();
+    for name in [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.embed_tokens.weight",
+    ] {
+        let g = grads.get(vars[name].as_tensor()).unwrap();
+        let (values, shape) = graft_testkit::json_tensor(&f["grads_sigmoid"][name]);
+        let w = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+        let d = graft_testkit::max_abs_diff(g, &w);
+        assert!(d < 1e-5, "gradient of {name}: max |Δ| {d}");
+    }
+}
