@@ -252,6 +252,35 @@ fn dpo_with_lora_learns_the_preference() {
             && last["rewards/accuracies"].as_f64().unwrap() >= 0.75,
         "{last}"
     );
+    // Identical or empty responses name the row and field.
+    for (bad, needle) in [
+        (
+            "{\"prompt\": \"a\", \"chosen\": \" b\", \"rejected\": \" b\"}",
+            "identical",
+        ),
+        (
+            "{\"prompt\": \"a\", \"chosen\": \"\", \"rejected\": \" b\"}",
+            "empty response",
+        ),
+    ] {
+        let path = dir.path().join("bad.jsonl");
+        std::fs::write(&path, format!("{}\n{bad}\n", rows[0])).unwrap();
+        let o = graft(&[
+            "train",
+            recipe.to_str().unwrap(),
+            "--output",
+            dir.path().join("z").to_str().unwrap(),
+            "--set",
+            &format!("data.train={:?}", path.display().to_string()),
+        ]);
+        assert!(
+            o.status.code() == Some(2)
+                && stderr(&o).contains("bad.jsonl:2")
+                && stderr(&o).contains(needle),
+            "{}",
+            stderr(&o)
+        );
+    }
     // Packing is refused for pairs; SFT rows are refused by a preference objective.
     let o = graft(&[
         "train",

@@ -56,6 +56,19 @@ pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
             }
         };
         let (prompt, chosen, rejected) = (part("prompt")?, part("chosen")?, part("rejected")?);
+        let empty = |t: &Turns| match t {
+            Turns::Text(s) => s.trim().is_empty(),
+            Turns::Messages(m) => m.is_empty(),
+        };
+        if empty(&chosen) || empty(&rejected) {
+            return Err(format!(
+                "field `{}`: empty response",
+                if empty(&chosen) { "chosen" } else { "rejected" }
+            ));
+        }
+        if chosen == rejected {
+            return Err("fields `chosen`/`rejected`: identical, nothing to prefer".into());
+        }
         let conversational = |t: &Turns| matches!(t, Turns::Messages(_));
         if conversational(&chosen) != conversational(&rejected)
             || conversational(&chosen) != conversational(&prompt)
