@@ -5,7 +5,10 @@
 //!   ε = `label_smoothing`, the formula TRL used for `sigmoid` before 1.x;
 //! - `ipo` (Azar et al. 2023, arXiv 2310.12036): (h − 1/(2β))², h from log-probs averaged over each
 //!   response's tokens;
-//! - `hinge` (SLiC, Zhao et al. 2023, arXiv 2305.10425): max(0, 1 − β·h);
+//! - `slic` (TRL `hinge`; SLiC, Zhao et al. 2023, arXiv 2305.10425): max(0, 1 − β·h);
+//! - `robust` (Chowdhury et al. 2024, arXiv 2403.00409): (−(1−ε)·log σ(β·h) + ε·log σ(−β·h)) / (1−2ε);
+//! - `dpo_norm` (TRL `sigmoid_norm`; Tulu 3's length-normalised DPO, arXiv 2411.15124 §5):
+//!   −log σ(β·h̄), h̄ from log-ratios averaged over each response's tokens;
 //!
 //! where h = (log πθ(y_w) − log πref(y_w)) − (log πθ(y_l) − log πref(y_l)).
 //! Shapes: the batch's 2P rows are P chosen rows then their P rejected rows; `logps`, `mask` (2P, T).
@@ -22,6 +25,8 @@ pub enum DpoLoss {
     Conservative,
     Ipo,
     Hinge,
+    Robust,
+    Normalized,
 }
 
 pub struct Dpo {
@@ -75,6 +80,8 @@ impl Objective for Dpo {
             DpoLoss::Conservative => "cdpo",
             DpoLoss::Ipo => "ipo",
             DpoLoss::Hinge => "slic",
+            DpoLoss::Robust => "robust",
+            DpoLoss::Normalized => "dpo_norm",
         }
     }
 
@@ -100,11 +107,20 @@ impl Objective for Dpo {
                 let eps = self.label_smoothing;
                 ((log_sigmoid(&x)? * -(1.0 - eps))? - (log_sigmoid(&x.neg()?)? * eps)?)?
             }
-            DpoLoss::Ipo => {
+            DpoLoss::Ipo | DpoLoss::Normalized => {
                 let (ac, ar) = halves(&row_logps(b.logps, b.mask, true)?)?;
                 let (fc, fr) = halves(&row_logps(reference, b.mask, true)?)?;
                 let h_avg = ((ac - fc)? - (ar - fr)?)?;
-                (h_avg - 1.0 / (2.0 * self.beta))?.sqr()?
+                match self.loss {
+                    DpoLoss::Ipo => (h_avg - 1.0 / (2.0 * self.beta))?.sqr()?,
+                    _ => log_sigmoid(&(h_avg * self.beta)?)?.neg()?,
+                }
+            }
+            DpoLoss::Robust => {
+                let x = (&h * self.beta)?;
+                let eps = self.label_smoothing;
+                (((log_sigmoid(&x)? * -(1.0 - eps))? + (log_sigmoid(&x.neg()?)? * eps)?)?
+                    / (1.0 - 2.0 * eps))?
             }
             DpoLoss::Hinge => ((h * -self.beta)? + 1.0)?.relu()?,
         };

@@ -22,8 +22,8 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
     let allowed: &[&str] = match kind {
         "lm" | "sft" => &["kind", "z_loss"],
         "minor_sft" => &["kind", "beta", "reference"],
-        "dpo" | "ipo" | "slic" => &["kind", "beta"],
-        "cdpo" => &["kind", "beta", "label_smoothing"],
+        "dpo" | "ipo" | "slic" | "dpo_norm" => &["kind", "beta"],
+        "cdpo" | "robust" => &["kind", "beta", "label_smoothing"],
         "simpo" => &["kind", "beta", "gamma", "label_smoothing"],
         other => {
             return Err(format!(
@@ -48,12 +48,17 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
             z_loss: num(spec, "z_loss", 0.0)?,
             completion_only: true,
         }),
-        "dpo" | "cdpo" | "ipo" | "slic" => Box::new(Dpo {
+        "robust" if !(0.0..0.5).contains(&num(spec, "label_smoothing", 0.0)?) => {
+            return Err("objective.label_smoothing: must be in [0, 0.5) for robust".into())
+        }
+        "dpo" | "cdpo" | "ipo" | "slic" | "robust" | "dpo_norm" => Box::new(Dpo {
             beta: num(spec, "beta", 0.1)?,
             label_smoothing: num(spec, "label_smoothing", 0.0)?,
             loss: match kind {
                 "dpo" => DpoLoss::Sigmoid,
                 "cdpo" => DpoLoss::Conservative,
+                "robust" => DpoLoss::Robust,
+                "dpo_norm" => DpoLoss::Normalized,
                 "ipo" => DpoLoss::Ipo,
                 _ => DpoLoss::Hinge,
             },
