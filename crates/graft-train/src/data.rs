@@ -13,7 +13,7 @@ use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 use crate::TrainError;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrainRow {
     pub input_ids: Vec<u32>,
     pub targets: Vec<bool>,
@@ -21,6 +21,9 @@ pub struct TrainRow {
     pub packed: Option<(Vec<u32>, Vec<u32>)>,
     /// For preference pairs: the rejected sequence (this row is the chosen one).
     pub rejected: Option<Box<TrainRow>>,
+    /// The frozen reference's next-token log-probs (T−1), cached once before training so the
+    /// reference model need not stay in memory.
+    pub ref_logps: Option<Vec<f32>>,
 }
 
 /// Reads and tokenizes every row of `path` (JSONL or Parquet; a malformed row is an error naming
@@ -58,8 +61,7 @@ pub fn load_rows(
         let row = |e: Example| TrainRow {
             input_ids: e.input_ids,
             targets: e.targets,
-            packed: None,
-            rejected: None,
+            ..Default::default()
         };
         return Ok(examples
             .into_iter()
@@ -80,7 +82,7 @@ pub fn load_rows(
                 input_ids: r.input_ids,
                 targets: r.targets,
                 packed: Some((r.positions, r.segments)),
-                rejected: None,
+                ..Default::default()
             })
             .collect()
     } else {
@@ -89,8 +91,7 @@ pub fn load_rows(
             .map(|e| TrainRow {
                 input_ids: e.input_ids,
                 targets: e.targets,
-                packed: None,
-                rejected: None,
+                ..Default::default()
             })
             .collect()
     })
@@ -100,6 +101,8 @@ pub struct Batch {
     pub ids: Tensor,
     pub mask: Tensor,
     pub packed: Option<(Tensor, Tensor)>,
+    /// Cached reference log-probs (B, T-1), when every row has them.
+    pub ref_logps: Option<Tensor>,
     pub target_tokens: usize,
     pub input_tokens: usize,
     pub rows: usize,
@@ -125,8 +128,14 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
     let t = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0);
     let (mut ids, mut mask, mut pos, mut seg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let packed = rows.iter().any(|r| r.packed.is_some());
+    let cached = rows.iter().all(|r| r.ref_logps.is_some());
+    let mut refs = Vec::new();
     for r in rows {
         let n = r.input_ids.len();
+        if let (true, Some(lp)) = (cached, &r.ref_logps) {
+            refs.extend_from_slice(lp);
+            refs.extend(std::iter::repeat_n(0f32, t - n));
+        }
         ids.extend_from_slice(&r.input_ids);
         ids.extend(std::iter::repeat_n(0u32, t - n));
         mask.extend(r.targets[1..].iter().map(|&b| b as u8 as f32));
@@ -146,6 +155,11 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
     Ok(Batch {
         ids: Tensor::from_vec(ids, (b, t), device)?,
         mask: Tensor::from_vec(mask, (b, t - 1), device)?,
+        ref_logps: if cached && t > 1 {
+            Some(Tensor::from_vec(refs, (b, t - 1), device)?)
+        } else {
+            None
+        },
         packed: if packed {
             Some((
                 Tensor::from_vec(pos, (b, t), device)?,
@@ -217,4 +231,58 @@ impl Loader {
     pub fn rows(&self) -> &[TrainRow] {
         &self.rows
     }
+}
+
+/// Caches the reference model's next-token log-probs in every row (and its rejected row), batch by
+/// batch, calling `progress` with the rows done.
+pub fn cache_reference(
+    rows: &mut [TrainRow],
+    reference: &graft_models::Decoder,
+    batch_size: usize,
+    device: &Device,
+    mut progress: impl FnMut(usize),
+) -> CResult<()> {
+    let mut done = 0;
+    for chunk in rows.chunks_mut(batch_size.max(1)) {
+        let plain: Vec<TrainRow> = chunk
+            .iter()
+            .map(|r| TrainRow {
+                rejected: None,
+                ref_logps: None,
+                ..r.clone()
+            })
+            .collect();
+        let rejected: Vec<TrainRow> = chunk
+            .iter()
+            .filter_map(|r| r.rejected.as_deref().cloned())
+            .collect();
+        for (group, is_rejected) in [(plain, false), (rejected, true)] {
+            if group.is_empty() {
+                continue;
+            }
+            let batch = collate_rows(&group.iter().collect::<Vec<_>>(), device)?;
+            let lp = candle_nn::ops::log_softmax(
+                &reference
+                    .forward(&batch.ids, None, false)?
+                    .to_dtype(candle_core::DType::F32)?,
+                candle_core::D::Minus1,
+            )?;
+            let values: Vec<Vec<f32>> =
+                graft_models::next_token_logprobs(&lp, &batch.ids)?.to_vec2()?;
+            let targets = chunk.iter_mut().filter_map(|r| {
+                if is_rejected {
+                    r.rejected.as_deref_mut()
+                } else {
+                    Some(r)
+                }
+            });
+            for (row, v) in targets.zip(values) {
+                let n = row.input_ids.len().saturating_sub(1);
+                row.ref_logps = Some(v[..n].to_vec());
+            }
+        }
+        done += chunk.len();
+        progress(done);
+    }
+    Ok(())
 }

@@ -166,9 +166,10 @@ pub fn optimizer_step(
     for (micro, batch) in batches.iter().enumerate() {
         model.set_dropout_seed(dropout_seed(micro));
         let (logps, lse) = token_logps(model, batch, true, objective.needs_lse())?;
-        let ref_logps = match reference {
-            Some(r) => Some(token_logps(r, batch, false, false)?.0.detach()),
-            None => None,
+        let ref_logps = match (&batch.ref_logps, reference) {
+            (Some(cached), _) => Some(cached.clone()),
+            (None, Some(r)) => Some(token_logps(r, batch, false, false)?.0.detach()),
+            (None, None) => None,
         };
         let out = objective.loss(&TokenBatch {
             logps: &logps,
@@ -292,7 +293,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             vec![("adapter_config.json", json_text(cfg)?)],
         ),
     };
-    let reference = if objective.needs_reference() {
+    let mut reference = if objective.needs_reference() {
         Some(source.build(dtype, &device)?)
     } else {
         None
@@ -319,7 +320,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             objective.name()
         )));
     }
-    let rows = load_rows(
+    let mut rows = load_rows(
         &recipe.data.train,
         &tok,
         objective.completion_only(),
@@ -337,6 +338,19 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             .collect(),
         None => Vec::new(),
     };
+    // Reference log-probs are computed once, then the reference model is dropped.
+    if let Some(r) = reference.take() {
+        let bar = if opts.progress {
+            indicatif::ProgressBar::new(rows.len() as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_message("caching reference log-probs");
+        crate::data::cache_reference(&mut rows, &r, t.batch_size, &device, |n| {
+            bar.set_position(n as u64)
+        })?;
+        bar.finish_and_clear();
+    }
     let mut loader = Loader::new(rows, t.seed);
     let mut opt = AdamW::new(&varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
 

@@ -44,8 +44,7 @@ fn pairs_tokenize_and_score_as_trl() {
         let row = |e: graft_data::Example| TrainRow {
             input_ids: e.input_ids,
             targets: e.targets,
-            packed: None,
-            rejected: None,
+            ..Default::default()
         };
         train_rows.push(TrainRow {
             rejected: Some(Box::new(row(rej))),
@@ -194,7 +193,7 @@ fn first_dpo_step_matches_trl_end_to_end() {
         .map(|r| {
             let row = parse_row(serde_json::json!({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}).as_object().unwrap()).unwrap();
             let (c, rej) = tok.preference(&row).unwrap();
-            let row = |e: graft_data::Example| TrainRow { input_ids: e.input_ids, targets: e.targets, packed: None, rejected: None };
+            let row = |e: graft_data::Example| TrainRow { input_ids: e.input_ids, targets: e.targets, ..Default::default() };
             TrainRow { rejected: Some(Box::new(row(rej))), ..row(c) }
         })
         .collect();

@@ -82,8 +82,7 @@ fn train(args: &Args) -> Result<()> {
                 .map(|i| (((b * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32)
                 .collect(),
             targets: (0..args.seq_len).map(|i| i > 0).collect(),
-            packed: None,
-            rejected: None,
+            ..Default::default()
         })
         .collect();
     let batch = graft_train::data::collate(&rows.iter().collect::<Vec<_>>(), &device)?;
