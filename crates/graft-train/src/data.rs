@@ -100,6 +100,8 @@ pub fn load_rows(
 pub struct Batch {
     pub ids: Tensor,
     pub mask: Tensor,
+    /// (B, T-1): 1 at every real target position (all but padding), prompt included.
+    pub valid: Tensor,
     pub packed: Option<(Tensor, Tensor)>,
     /// Cached reference log-probs (B, T-1), when every row has them.
     pub ref_logps: Option<Tensor>,
@@ -130,8 +132,11 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
     let packed = rows.iter().any(|r| r.packed.is_some());
     let cached = rows.iter().all(|r| r.ref_logps.is_some());
     let mut refs = Vec::new();
+    let mut valid = Vec::new();
     for r in rows {
         let n = r.input_ids.len();
+        valid.extend(std::iter::repeat_n(1f32, n.saturating_sub(1)));
+        valid.extend(std::iter::repeat_n(0f32, t - n.max(1)));
         if let (true, Some(lp)) = (cached, &r.ref_logps) {
             refs.extend_from_slice(lp);
             refs.extend(std::iter::repeat_n(0f32, t - n));
@@ -155,6 +160,7 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
     Ok(Batch {
         ids: Tensor::from_vec(ids, (b, t), device)?,
         mask: Tensor::from_vec(mask, (b, t - 1), device)?,
+        valid: Tensor::from_vec(valid, (b, t.saturating_sub(1)), device)?,
         ref_logps: if cached && t > 1 {
             Some(Tensor::from_vec(refs, (b, t - 1), device)?)
         } else {

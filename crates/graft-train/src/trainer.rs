@@ -178,6 +178,7 @@ pub fn optimizer_step(
             lse: lse.as_ref(),
             step_tokens,
             step_rows,
+            valid: Some(&batch.valid),
         })?;
         loss += out.loss.to_scalar::<f32>()? as f64;
         for (k, v) in out.metrics {

@@ -160,6 +160,7 @@ fn losses_and_metrics_match_trl() {
                 lse: None,
                 step_tokens: 1.0,
                 step_rows: 4.0,
+                valid: None,
             })
             .unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
@@ -223,6 +224,7 @@ fn first_dpo_step_matches_trl_end_to_end() {
             lse: None,
             step_tokens: 1.0,
             step_rows: 4.0,
+            valid: None,
         })
         .unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
@@ -242,5 +244,58 @@ fn first_dpo_step_matches_trl_end_to_end() {
         let w = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
         let d = graft_testkit::max_abs_diff(g, &w);
         assert!(d < 1e-5, "gradient of {name}: max |Δ| {d}");
+    }
+}
+
+#[test]
+fn orpo_matches_trl_end_to_end() {
+    // TRL 1.16 ORPOTrainer (tools/fixtures/make_orpo_fixture.py) on the same rows and perturbed policy.
+    let f = read_json("dpo/orpo.json");
+    let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
+    let tok = Tokenize {
+        tokenizer: source.tokenizer().unwrap(),
+        template: None,
+        max_len: 1024,
+    };
+    let train_rows: Vec<TrainRow> = rows()
+        .iter()
+        .map(|r| {
+            let row = parse_row(serde_json::json!({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}).as_object().unwrap()).unwrap();
+            let (c, rej) = tok.preference(&row).unwrap();
+            let row = |e: graft_data::Example| TrainRow { input_ids: e.input_ids, targets: e.targets, ..Default::default() };
+            TrainRow { rejected: Some(Box::new(row(rej))), ..row(c) }
+        })
+        .collect();
+    let batch = collate(&train_rows.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let policy = ModelSource::open(&fixture("dpo/policy"), DType::F32, &Device::Cpu)
+        .unwrap()
+        .build(DType::F32, &Device::Cpu)
+        .unwrap();
+    let logps = next_token_logprobs(
+        &policy.log_probs(&batch.ids, None, false).unwrap(),
+        &batch.ids,
+    )
+    .unwrap();
+    let obj = registry::objective(&serde_json::json!({"kind": "orpo"})).unwrap();
+    let out = obj
+        .loss(&TokenBatch {
+            logps: &logps,
+            mask: &batch.mask,
+            ref_logps: None,
+            lse: None,
+            step_tokens: 1.0,
+            step_rows: 4.0,
+            valid: Some(&batch.valid),
+        })
+        .unwrap();
+    let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
+    assert!(
+        (loss - f["loss"].as_f64().unwrap()).abs() < 1e-5,
+        "ORPO loss {loss} vs TRL {}",
+        f["loss"]
+    );
+    for (name, value) in out.metrics {
+        let w = f["metrics_logged"][name].as_f64().unwrap();
+        assert!((value - w).abs() < 1e-5, "{name}: {value} vs TRL {w}");
     }
 }

@@ -63,6 +63,7 @@ mod tests {
                 lse: None,
                 step_tokens: 4.0,
                 step_rows: 2.0,
+                valid: None,
             })
             .unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap();

@@ -9,6 +9,7 @@
 pub mod dpo;
 pub mod lm;
 pub mod minor_sft;
+pub mod orpo;
 pub mod registry;
 pub mod simpo;
 
@@ -24,6 +25,9 @@ pub struct TokenBatch<'a> {
     pub step_tokens: f64,
     /// Rows in the whole optimizer step, for row-mean losses.
     pub step_rows: f64,
+    /// (B, T) 1 at every real (non-padding) target position, prompt included — for losses that
+    /// also train on the prompt (ORPO's NLL term).
+    pub valid: Option<&'a Tensor>,
 }
 
 pub struct LossOutput {

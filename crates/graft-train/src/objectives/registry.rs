@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::dpo::{Dpo, DpoLoss};
+use super::orpo::Orpo;
 use super::simpo::SimPo;
 use super::{lm::Lm, minor_sft::MinorSft, Objective};
 
@@ -25,6 +26,7 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
         "dpo" | "ipo" | "slic" | "dpo_norm" => &["kind", "beta"],
         "cdpo" | "robust" => &["kind", "beta", "label_smoothing"],
         "simpo" => &["kind", "beta", "gamma", "label_smoothing"],
+        "orpo" => &["kind", "beta"],
         other => {
             return Err(format!(
                 "objective.kind: `{other}` is not known (lm, sft, minor_sft)"
@@ -68,6 +70,10 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
             beta: num(spec, "beta", 0.1)?,
             gamma: num(spec, "gamma", 0.5)?,
             label_smoothing: num(spec, "label_smoothing", 0.0)?,
+        }),
+        // TRL's ORPOConfig default λ (called beta there).
+        "orpo" => Box::new(Orpo {
+            beta: num(spec, "beta", 0.1)?,
         }),
         // The paper fixes no default β: the recipe must choose one.
         _ => Box::new(MinorSft {
