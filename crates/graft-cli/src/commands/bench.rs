@@ -33,6 +33,9 @@ pub struct Args {
     /// Timed runs after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// `train` only: LoRA rank on every linear layer of a frozen base (0 = full fine-tuning).
+    #[arg(long, default_value_t = 0)]
+    pub lora_r: usize,
     /// `train` only: the size of the random Llama (hidden, layers, intermediate, vocab; 8 heads).
     #[arg(long, value_delimiter = ',', default_value = "512,8,1536,8192")]
     pub llama: Vec<usize>,
@@ -61,18 +64,32 @@ fn train(args: &Args) -> Result<()> {
     let weights = graft_models::init::init_weights(&cfg, 0.02, 0)?;
     let device = candle_core::Device::Cpu;
     let varmap = candle_nn::VarMap::new();
-    let model = graft_models::Decoder::new(
-        &cfg,
-        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device),
-    )?;
-    for (name, var) in varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("varmap poisoned"))?
-        .iter()
-    {
-        var.set(&weights[name])?;
-    }
+    let model = if args.lora_r == 0 {
+        // Full fine-tuning: every weight a variable.
+        let model = graft_models::Decoder::new(
+            &cfg,
+            candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device),
+        )?;
+        for (name, var) in varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("varmap poisoned"))?
+            .iter()
+        {
+            var.set(&weights[name])?;
+        }
+        model
+    } else {
+        // LoRA on every linear layer of a frozen base.
+        let vb =
+            candle_nn::VarBuilder::from_tensors(weights.clone(), candle_core::DType::F32, &device);
+        let mut model = graft_models::Decoder::new(&cfg, vb)?;
+        let lora: graft_adapters::LoraConfig = serde_json::from_value(
+            json!({"r": args.lora_r, "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear"}),
+        )?;
+        graft_adapters::init_trainable(&mut model, &lora, &varmap, 0)?;
+        model
+    };
     let mut opt = graft_train::optim::AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
     let objective = graft_train::objectives::registry::objective(&json!({"kind": "lm"}))
         .map_err(anyhow::Error::msg)?;
@@ -106,7 +123,7 @@ fn train(args: &Args) -> Result<()> {
     let params: usize = weights.values().map(|t| t.elem_count()).sum();
     println!(
         "{}",
-        json!({"bench": "train", "impl": "graft", "params": params, "batch": args.batch, "seq_len": args.seq_len,
+        json!({"bench": if args.lora_r > 0 { "lora" } else { "train" }, "impl": "graft", "params": params, "lora_r": args.lora_r, "batch": args.batch, "seq_len": args.seq_len,
         "threads": candle_core::utils::get_num_threads(), "tokens_per_second_median": median(rates.clone()), "runs": rates,
         "peak_rss_mib": peak_rss_mib()})
     );
