@@ -69,12 +69,7 @@ impl Dora {
 impl LinearAdapter for Dora {
     fn forward(&self, x: &Tensor, base: &Linear, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
         let y = base.base_forward(x)?;
-        let x = match rng {
-            Some(rng) if self.dropout > 0.0 => {
-                graft_models::layers::attention::dropout(x, self.dropout, rng)?
-            }
-            _ => x.clone(),
-        };
+        let x = crate::lora::adapter_input(x, self.dropout, rng)?;
         let ba = self.b.matmul(&self.a)?; // (out, in)
         let w = base.dense_weight()?;
         let norm = row_norms(&(&w + (ba.detach() * self.scale)?)?)?.detach();

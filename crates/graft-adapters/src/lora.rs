@@ -25,15 +25,18 @@ pub struct Lora {
     pub dropout: f64,
 }
 
+/// The adapter branch's input: `x` with dropout in training forwards (PEFT applies it before A).
+pub(crate) fn adapter_input(x: &Tensor, p: f64, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
+    match rng {
+        Some(rng) if p > 0.0 => graft_models::layers::attention::dropout(x, p, rng),
+        _ => Ok(x.clone()),
+    }
+}
+
 impl LinearAdapter for Lora {
     fn forward(&self, x: &Tensor, base: &Linear, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
         let y = base.base_forward(x)?;
-        let x = match rng {
-            Some(rng) if self.dropout > 0.0 => {
-                graft_models::layers::attention::dropout(x, self.dropout, rng)?
-            }
-            _ => x.clone(),
-        };
+        let x = adapter_input(x, self.dropout, rng)?;
         let delta = x
             .broadcast_matmul(&self.a.t()?)?
             .broadcast_matmul(&self.b.t()?)?;

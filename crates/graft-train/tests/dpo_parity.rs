@@ -17,6 +17,19 @@ fn rows() -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// TRL's rows as graft training rows (chosen, with its rejected attached).
+fn pair_rows(tok: &Tokenize) -> Vec<TrainRow> {
+    rows()
+        .iter()
+        .map(|r| {
+            let row = parse_row(serde_json::json!({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}).as_object().unwrap()).unwrap();
+            let (c, rej) = tok.preference(&row).unwrap();
+            let row = |e: graft_data::Example| TrainRow { input_ids: e.input_ids, targets: e.targets, ..Default::default() };
+            TrainRow { rejected: Some(Box::new(row(rej))), ..row(c) }
+        })
+        .collect()
+}
+
 #[test]
 fn pairs_tokenize_and_score_as_trl() {
     let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
@@ -189,15 +202,7 @@ fn first_dpo_step_matches_trl_end_to_end() {
         template: None,
         max_len: 1024,
     };
-    let train_rows: Vec<TrainRow> = rows()
-        .iter()
-        .map(|r| {
-            let row = parse_row(serde_json::json!({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}).as_object().unwrap()).unwrap();
-            let (c, rej) = tok.preference(&row).unwrap();
-            let row = |e: graft_data::Example| TrainRow { input_ids: e.input_ids, targets: e.targets, ..Default::default() };
-            TrainRow { rejected: Some(Box::new(row(rej))), ..row(c) }
-        })
-        .collect();
+    let train_rows = pair_rows(&tok);
     let batch = collate(&train_rows.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
     let varmap = candle_nn::VarMap::new();
     let policy_source =
@@ -257,15 +262,7 @@ fn orpo_matches_trl_end_to_end() {
         template: None,
         max_len: 1024,
     };
-    let train_rows: Vec<TrainRow> = rows()
-        .iter()
-        .map(|r| {
-            let row = parse_row(serde_json::json!({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}).as_object().unwrap()).unwrap();
-            let (c, rej) = tok.preference(&row).unwrap();
-            let row = |e: graft_data::Example| TrainRow { input_ids: e.input_ids, targets: e.targets, ..Default::default() };
-            TrainRow { rejected: Some(Box::new(row(rej))), ..row(c) }
-        })
-        .collect();
+    let train_rows = pair_rows(&tok);
     let batch = collate(&train_rows.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
     let policy = ModelSource::open(&fixture("dpo/policy"), DType::F32, &Device::Cpu)
         .unwrap()

@@ -28,9 +28,7 @@ impl Objective for MinorSft {
             .ok_or_else(|| candle_core::Error::Msg("minor_sft needs reference log-probs".into()))?;
         let m = b.mask.sum(D::Minus1)?.clamp(1.0, f64::INFINITY)?; // (B)
         let r = ((b.logps - reference)? * b.mask)?.sum(D::Minus1)?; // (B)
-                                                                    // log σ(x) = −softplus(−x), written stably: min(x, 0) − log(1 + e^{−|x|}).
-        let x = (&r * self.beta)?;
-        let log_sigmoid = (x.minimum(0.0)? - ((x.abs()?.neg()?.exp()? + 1.0)?.log()?))?;
+        let log_sigmoid = super::dpo::log_sigmoid(&(&r * self.beta)?)?;
         let per_row = ((log_sigmoid / &m)? * (-2.0 / self.beta))?;
         let loss = (per_row.sum_all()? / b.step_rows)?;
         let deviation = ((&r / &m)?.sum_all()?.to_scalar::<f32>()? as f64) / b.step_rows;
