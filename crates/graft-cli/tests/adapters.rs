@@ -313,3 +313,61 @@ fn dpo_with_lora_learns_the_preference() {
         stderr(&o)
     );
 }
+
+#[test]
+fn kto_trains_on_labelled_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<String> = [
+        ("the cat", " sat.", true),
+        ("a dog", " barked loud.", false),
+        ("the fox", " hid.", true),
+        ("a bird", " fell down.", false),
+    ]
+    .iter()
+    .map(|(p, c, l)| serde_json::json!({"prompt": p, "completion": c, "label": l}).to_string())
+    .collect();
+    let train = dir.path().join("kto.jsonl");
+    std::fs::write(&train, rows.join("\n")).unwrap();
+    let recipe = dir.path().join("kto.toml");
+    std::fs::write(&recipe, format!(
+        "[model]\npath = {:?}\n[adapter]\nkind = \"lora\"\nr = 4\nalpha = 8\ntarget_modules = [\"q_proj\", \"v_proj\"]\n[data]\ntrain = {:?}\nmax_seq_len = 64\n\
+         [objective]\nkind = \"kto\"\n[train]\nsteps = 6\nbatch_size = 4\nlr = 5e-3\nlog_every = 1\n",
+        fixture("models/llama").display().to_string(), train.display().to_string())).unwrap();
+    let out = dir.path().join("run");
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        (m[0]["loss"].as_f64().unwrap() - 0.5).abs() < 1e-4,
+        "step 0: policy = reference, loss = 1 − σ(0)"
+    );
+    assert!(
+        m[5]["loss"].as_f64().unwrap() < 0.5 && m[5]["kl"].as_f64().is_some(),
+        "{}",
+        m[5]
+    );
+    // A row without its label is named.
+    std::fs::write(&train, "{\"prompt\": \"a\", \"completion\": \" b\"}\n").unwrap();
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.code() == Some(2)
+            && stderr(&o).contains("kto.jsonl:1")
+            && stderr(&o).contains("label"),
+        "{}",
+        stderr(&o)
+    );
+}

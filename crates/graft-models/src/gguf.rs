@@ -66,7 +66,11 @@ pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
         .ok_or_else(|| ModelError::tensor(path, "token_embd.weight", "missing"))?;
     let heads = need("attention.head_count")? as usize;
     if heads == 0 {
-        return Err(ModelError::config(path, &format!("{arch}.attention.head_count"), "must be ≥ 1"));
+        return Err(ModelError::config(
+            path,
+            &format!("{arch}.attention.head_count"),
+            "must be ≥ 1",
+        ));
     }
     let hidden = need("embedding_length")? as usize;
     let mut c = Map::new();

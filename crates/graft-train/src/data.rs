@@ -21,6 +21,8 @@ pub struct TrainRow {
     pub packed: Option<(Vec<u32>, Vec<u32>)>,
     /// For preference pairs: the rejected sequence (this row is the chosen one).
     pub rejected: Option<Box<TrainRow>>,
+    /// KTO's label (true = desirable); such batches get KL rows appended by [`collate`].
+    pub label: Option<bool>,
     /// The frozen reference's next-token log-probs (T−1), cached once before training so the
     /// reference model need not stay in memory.
     pub ref_logps: Option<Vec<f32>>,
@@ -35,13 +37,31 @@ pub fn load_rows(
     completion_only: bool,
     packing: bool,
     pairs: bool,
+    labelled: bool,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
     let mut examples: Vec<Example> = Vec::new();
     let mut rejected: Vec<Example> = Vec::new();
+    let mut labels: Vec<bool> = Vec::new();
     for (n, obj) in graft_data::source::read_rows(path).map_err(TrainError::Data)? {
         let row = parse_row(&obj).map_err(|e| at(n, e))?;
+        if labelled {
+            if !matches!(row, graft_data::Row::PromptCompletion { .. }) {
+                return Err(at(
+                    n,
+                    "this objective needs {\"prompt\", \"completion\", \"label\"} rows".into(),
+                ));
+            }
+            let label = obj
+                .get("label")
+                .and_then(|v| v.as_bool())
+                .ok_or_else(|| at(n, "field `label`: missing or not true/false".into()))?;
+            let ex = tok.example(&row).map_err(|e| at(n, e))?;
+            labels.push(label);
+            examples.push(ex);
+            continue;
+        }
         if pairs {
             let (c, r) = tok.preference(&row).map_err(|e| at(n, e))?;
             examples.push(c);
@@ -53,6 +73,21 @@ pub fn load_rows(
             ex.targets = (0..ex.input_ids.len()).map(|i| i > 0).collect();
         }
         examples.push(ex);
+    }
+    if labelled {
+        if examples.is_empty() {
+            return Err(TrainError::Data(format!("{}: no rows", path.display())));
+        }
+        return Ok(examples
+            .into_iter()
+            .zip(labels)
+            .map(|(e, l)| TrainRow {
+                input_ids: e.input_ids,
+                targets: e.targets,
+                label: Some(l),
+                ..Default::default()
+            })
+            .collect());
     }
     if pairs {
         if examples.is_empty() {
@@ -105,6 +140,8 @@ pub struct Batch {
     pub packed: Option<(Tensor, Tensor)>,
     /// Cached reference log-probs (B, T-1), when every row has them.
     pub ref_logps: Option<Tensor>,
+    /// KTO labels (B) of the first half of the rows; the second half are their KL rows.
+    pub labels: Option<Tensor>,
     pub target_tokens: usize,
     pub input_tokens: usize,
     pub rows: usize,
@@ -112,8 +149,42 @@ pub struct Batch {
 
 /// Right-pads `rows` to one length. Padding is never a target, and under a causal mask no real token
 /// attends to it, so padding changes nothing (a real EOS stays a target even when pad = eos).
-/// Preference pairs become 2P rows: the P chosen sequences, then their P rejected ones.
+/// KTO's KL row for row i: its prompt with row i−1's completion (TRL's pairing within a batch).
+fn kl_rows(rows: &[&TrainRow]) -> Vec<TrainRow> {
+    let split = |r: &TrainRow| {
+        r.targets
+            .iter()
+            .position(|&t| t)
+            .unwrap_or(r.input_ids.len())
+    };
+    (0..rows.len())
+        .map(|i| {
+            let (p, c) = (rows[i], rows[(i + rows.len() - 1) % rows.len()]);
+            let (pn, cn) = (split(p), split(c));
+            let mut input_ids = p.input_ids[..pn].to_vec();
+            input_ids.extend_from_slice(&c.input_ids[cn..]);
+            let targets = (0..input_ids.len()).map(|j| j >= pn.max(1)).collect();
+            TrainRow {
+                input_ids,
+                targets,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Preference pairs become 2P rows: the P chosen sequences, then their P rejected ones. Labelled
+/// (KTO) rows become 2B rows: the B rows, then their KL rows.
 pub fn collate(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
+    if rows.iter().any(|r| r.label.is_some()) {
+        let kl = kl_rows(rows);
+        let mut all: Vec<&TrainRow> = rows.to_vec();
+        all.extend(kl.iter());
+        let mut batch = collate_rows(&all, device)?;
+        let labels: Vec<bool> = rows.iter().map(|r| r.label.unwrap_or(true)).collect();
+        batch.labels = Some(crate::objectives::kto::label_tensor(&labels, device)?);
+        return Ok(batch);
+    }
     if rows.iter().any(|r| r.rejected.is_some()) {
         let mut all: Vec<&TrainRow> = rows.to_vec();
         for r in rows {
@@ -161,6 +232,7 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
         ids: Tensor::from_vec(ids, (b, t), device)?,
         mask: Tensor::from_vec(mask, (b, t - 1), device)?,
         valid: Tensor::from_vec(valid, (b, t.saturating_sub(1)), device)?,
+        labels: None,
         ref_logps: if cached && t > 1 {
             Some(Tensor::from_vec(refs, (b, t - 1), device)?)
         } else {

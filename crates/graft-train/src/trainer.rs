@@ -179,6 +179,7 @@ pub fn optimizer_step(
             step_tokens,
             step_rows,
             valid: Some(&batch.valid),
+            labels: batch.labels.as_ref(),
         })?;
         loss += out.loss.to_scalar::<f32>()? as f64;
         for (k, v) in out.metrics {
@@ -321,26 +322,36 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             objective.name()
         )));
     }
+    let labelled = objective.kl_rows();
+    if labelled && recipe.data.packing {
+        return Err(TrainError::Recipe(format!(
+            "data.packing: not supported with `{}`",
+            objective.name()
+        )));
+    }
     let mut rows = load_rows(
         &recipe.data.train,
         &tok,
         objective.completion_only(),
         recipe.data.packing,
         pairs,
+        labelled,
     )?;
     // For preference objectives eval_loss is the NLL of the chosen responses.
     let eval_rows: Vec<TrainRow> = match &recipe.data.eval {
-        Some(p) => load_rows(p, &tok, objective.completion_only(), false, pairs)?
+        Some(p) => load_rows(p, &tok, objective.completion_only(), false, pairs, labelled)?
             .into_iter()
             .map(|r| TrainRow {
                 rejected: None,
+                label: None,
                 ..r
             })
             .collect(),
         None => Vec::new(),
     };
     // Reference log-probs are computed once, then the reference model is dropped.
-    if let Some(r) = reference.take() {
+    // (Not for KTO: its KL rows are formed per batch.)
+    if let Some(r) = reference.take_if(|_| !labelled) {
         let bar = if opts.progress {
             indicatif::ProgressBar::new(rows.len() as u64)
         } else {

@@ -174,6 +174,7 @@ fn losses_and_metrics_match_trl() {
                 step_tokens: 1.0,
                 step_rows: 4.0,
                 valid: None,
+                labels: None,
             })
             .unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
@@ -230,6 +231,7 @@ fn first_dpo_step_matches_trl_end_to_end() {
             step_tokens: 1.0,
             step_rows: 4.0,
             valid: None,
+            labels: None,
         })
         .unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
@@ -283,12 +285,88 @@ fn orpo_matches_trl_end_to_end() {
             step_tokens: 1.0,
             step_rows: 4.0,
             valid: Some(&batch.valid),
+            labels: None,
         })
         .unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
     assert!(
         (loss - f["loss"].as_f64().unwrap()).abs() < 1e-5,
         "ORPO loss {loss} vs TRL {}",
+        f["loss"]
+    );
+    for (name, value) in out.metrics {
+        let w = f["metrics_logged"][name].as_f64().unwrap();
+        assert!((value - w).abs() < 1e-5, "{name}: {value} vs TRL {w}");
+    }
+}
+
+#[test]
+fn kto_matches_trl_end_to_end() {
+    // TRL 1.16 KTOTrainer (tools/fixtures/make_kto_fixture.py): tokenization, KL rows (each prompt
+    // with the previous row's completion), the KL estimate, the loss and the reward metrics.
+    let f = read_json("dpo/kto.json");
+    let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
+    let tok = Tokenize {
+        tokenizer: source.tokenizer().unwrap(),
+        template: None,
+        max_len: 1024,
+    };
+    let train_rows: Vec<TrainRow> = f["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let row = parse_row(
+                serde_json::json!({"prompt": r["prompt"], "completion": r["completion"]})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap();
+            let e = tok.example(&row).unwrap();
+            let want: Vec<u32> = serde_json::from_value(r["prompt_input_ids"].clone()).unwrap();
+            let completion: Vec<u32> =
+                serde_json::from_value(r["completion_input_ids"].clone()).unwrap();
+            assert_eq!(e.input_ids, [want, completion].concat());
+            TrainRow {
+                input_ids: e.input_ids,
+                targets: e.targets,
+                label: Some(r["label"].as_bool().unwrap()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let batch = collate(&train_rows.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let ids: Vec<Vec<u32>> = batch.ids.to_vec2().unwrap();
+    for (i, kl) in f["kl_rows"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<u32> = serde_json::from_value(kl["KL_input_ids"].clone()).unwrap();
+        assert_eq!(&ids[4 + i][..want.len()], &want[..], "KL row {i}");
+    }
+    let policy = ModelSource::open(&fixture("dpo/policy"), DType::F32, &Device::Cpu)
+        .unwrap()
+        .build(DType::F32, &Device::Cpu)
+        .unwrap();
+    let reference = source.build(DType::F32, &Device::Cpu).unwrap();
+    let lp = |m: &graft_models::Decoder| {
+        next_token_logprobs(&m.log_probs(&batch.ids, None, false).unwrap(), &batch.ids).unwrap()
+    };
+    let (pol, refr) = (lp(&policy), lp(&reference));
+    let obj = registry::objective(&serde_json::json!({"kind": "kto"})).unwrap();
+    let out = obj
+        .loss(&TokenBatch {
+            logps: &pol,
+            mask: &batch.mask,
+            ref_logps: Some(&refr),
+            lse: None,
+            step_tokens: 1.0,
+            step_rows: 8.0,
+            valid: Some(&batch.valid),
+            labels: batch.labels.as_ref(),
+        })
+        .unwrap();
+    let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
+    assert!(
+        (loss - f["loss"].as_f64().unwrap()).abs() < 1e-5,
+        "KTO loss {loss} vs TRL {}",
         f["loss"]
     );
     for (name, value) in out.metrics {

@@ -62,6 +62,7 @@ mod tests {
                 step_tokens: 4.0,
                 step_rows: 2.0,
                 valid: None,
+                labels: None,
             })
             .unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap();

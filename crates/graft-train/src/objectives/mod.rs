@@ -7,6 +7,7 @@
 //! log-partition log Σ exp(logits) at each position (for z-loss).
 
 pub mod dpo;
+pub mod kto;
 pub mod lm;
 pub mod minor_sft;
 pub mod orpo;
@@ -28,6 +29,8 @@ pub struct TokenBatch<'a> {
     /// (B, T) 1 at every real (non-padding) target position, prompt included — for losses that
     /// also train on the prompt (ORPO's NLL term).
     pub valid: Option<&'a Tensor>,
+    /// (B) 1 = desirable, 0 = undesirable, for unpaired objectives (KTO).
+    pub labels: Option<&'a Tensor>,
 }
 
 pub struct LossOutput {
@@ -53,6 +56,12 @@ pub trait Objective: Send + Sync {
     }
     /// Whether rows come as preference pairs (the batch: P chosen rows, then their P rejected rows).
     fn pairs(&self) -> bool {
+        false
+    }
+    /// Whether rows are labelled `{"prompt", "completion", "label"}` and each batch gets KL rows
+    /// (every prompt with the previous row's completion) appended — KTO. The reference log-probs of
+    /// KL rows depend on the batch, so they are not cached.
+    fn kl_rows(&self) -> bool {
         false
     }
     fn loss(&self, batch: &TokenBatch) -> Result<LossOutput>;

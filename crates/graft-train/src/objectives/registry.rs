@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::dpo::{Dpo, DpoLoss};
+use super::kto::Kto;
 use super::orpo::Orpo;
 use super::simpo::SimPo;
 use super::{lm::Lm, minor_sft::MinorSft, Objective};
@@ -27,6 +28,7 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
         "cdpo" | "robust" => &["kind", "beta", "label_smoothing"],
         "simpo" => &["kind", "beta", "gamma", "label_smoothing"],
         "orpo" => &["kind", "beta"],
+        "kto" => &["kind", "beta", "desirable_weight", "undesirable_weight"],
         other => {
             return Err(format!(
                 "objective.kind: `{other}` is not known (lm, sft, minor_sft)"
@@ -70,6 +72,12 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
             beta: num(spec, "beta", 0.1)?,
             gamma: num(spec, "gamma", 0.5)?,
             label_smoothing: num(spec, "label_smoothing", 0.0)?,
+        }),
+        // TRL's KTOConfig defaults.
+        "kto" => Box::new(Kto {
+            beta: num(spec, "beta", 0.1)?,
+            desirable_weight: num(spec, "desirable_weight", 1.0)?,
+            undesirable_weight: num(spec, "undesirable_weight", 1.0)?,
         }),
         // TRL's ORPOConfig default λ (called beta there).
         "orpo" => Box::new(Orpo {
