@@ -225,15 +225,17 @@ fn dpo_with_lora_learns_the_preference() {
     std::fs::write(&train, rows.join("\n")).unwrap();
     let recipe = dir.path().join("dpo.toml");
     std::fs::write(&recipe, format!(
-        "[model]\npath = {:?}\n[adapter]\nkind = \"lora\"\nr = 4\nalpha = 8\ntarget_modules = \"all-linear\"\n[data]\ntrain = {:?}\nmax_seq_len = 64\n\
+        "[model]\npath = {:?}\n[adapter]\nkind = \"lora\"\nr = 4\nalpha = 8\ntarget_modules = \"all-linear\"\n[data]\ntrain = {:?}\neval = {:?}\nmax_seq_len = 64\n\
          [objective]\nkind = \"dpo\"\nbeta = 0.1\n[train]\nsteps = 15\nbatch_size = 4\nlr = 5e-3\nschedule = \"constant\"\nlog_every = 1\n",
-        fixture("models/llama").display().to_string(), train.display().to_string())).unwrap();
+        fixture("models/llama").display().to_string(), train.display().to_string(), train.display().to_string())).unwrap();
     let out = dir.path().join("run");
     let o = graft(&[
         "train",
         recipe.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
+        "--set",
+        "train.eval_every=5",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let m: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -244,6 +246,17 @@ fn dpo_with_lora_learns_the_preference() {
     assert!(
         (m[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4,
         "step 0: policy = reference, loss = ln 2"
+    );
+    // Held-out evaluation reports the objective and its reward metrics.
+    assert!(
+        (m[0]["eval_loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4,
+        "{}",
+        m[0]
+    );
+    let final_eval = m.last().unwrap();
+    assert!(
+        final_eval["eval_rewards/accuracies"].as_f64().unwrap() >= 0.75,
+        "{final_eval}"
     );
     let last = &m[14];
     assert!(last["loss"].as_f64().unwrap() < 0.6, "{last}");

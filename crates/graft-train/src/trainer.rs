@@ -85,24 +85,58 @@ fn peft_config(
     .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))
 }
 
-/// Token-mean cross-entropy over `rows` (no dropout, no gradient).
-fn eval_loss(
+/// Evaluation on `rows` (no dropout, no gradient): the token-mean cross-entropy for sequence
+/// objectives; for preference and KTO objectives the objective's own loss and metrics (reward
+/// accuracy and margins on held-out pairs), averaged over rows.
+fn evaluate(
     model: &Decoder,
+    reference: Option<&Decoder>,
+    objective: &dyn Objective,
     rows: &[TrainRow],
     batch_size: usize,
     device: &Device,
-) -> candle_core::Result<f64> {
-    let (mut nll, mut n) = (0.0, 0usize);
-    for chunk in rows.chunks(batch_size) {
-        let refs: Vec<&TrainRow> = chunk.iter().collect();
-        let batch = collate(&refs, device)?;
-        let (logps, _) = token_logps(model, &batch, false, false)?;
-        nll -= (logps.detach() * &batch.mask)?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
-        n += batch.target_tokens;
+) -> Result<(f64, Vec<(String, f64)>), TrainError> {
+    let grouped = objective.pairs() || objective.kl_rows();
+    let (mut total, mut n) = (0.0, 0.0);
+    let mut sums: std::collections::BTreeMap<&'static str, f64> = Default::default();
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let batch = collate(&chunk.iter().collect::<Vec<_>>(), device)?;
+        let (logps, lse) = token_logps(model, &batch, false, objective.needs_lse())?;
+        let logps = logps.detach();
+        if !grouped {
+            total -= (logps * &batch.mask)?.sum_all()?.to_scalar::<f32>()? as f64;
+            n += batch.target_tokens as f64;
+            continue;
+        }
+        let ref_logps = match (&batch.ref_logps, reference) {
+            (Some(cached), _) => Some(cached.clone()),
+            (None, Some(r)) => Some(token_logps(r, &batch, false, false)?.0.detach()),
+            (None, None) => None,
+        };
+        let out = objective.loss(&TokenBatch {
+            logps: &logps,
+            mask: &batch.mask,
+            ref_logps: ref_logps.as_ref(),
+            lse: lse.as_ref(),
+            step_tokens: batch.target_tokens.max(1) as f64,
+            step_rows: batch.rows as f64,
+            valid: Some(&batch.valid),
+            labels: batch.labels.as_ref(),
+        })?;
+        let w = chunk.len() as f64;
+        total += out.loss.to_scalar::<f32>()? as f64 * w;
+        for (k, v) in out.metrics {
+            *sums.entry(k).or_default() += v * w;
+        }
+        n += w;
     }
-    Ok(nll / n.max(1) as f64)
+    let n = n.max(1.0);
+    Ok((
+        total / n,
+        sums.into_iter()
+            .map(|(k, v)| (format!("eval_{k}"), v / n))
+            .collect(),
+    ))
 }
 
 fn set_vars(
@@ -337,16 +371,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         pairs,
         labelled,
     )?;
-    // For preference objectives eval_loss is the NLL of the chosen responses.
-    let eval_rows: Vec<TrainRow> = match &recipe.data.eval {
-        Some(p) => load_rows(p, &tok, objective.completion_only(), false, pairs, labelled)?
-            .into_iter()
-            .map(|r| TrainRow {
-                rejected: None,
-                label: None,
-                ..r
-            })
-            .collect(),
+    let mut eval_rows: Vec<TrainRow> = match &recipe.data.eval {
+        Some(p) => load_rows(p, &tok, objective.completion_only(), false, pairs, labelled)?,
         None => Vec::new(),
     };
     // Reference log-probs are computed once, then the reference model is dropped.
@@ -361,6 +387,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         crate::data::cache_reference(&mut rows, &r, t.batch_size, &device, |n| {
             bar.set_position(n as u64)
         })?;
+        crate::data::cache_reference(&mut eval_rows, &r, t.batch_size, &device, |_| ())?;
         bar.finish_and_clear();
     }
     let mut loader = Loader::new(rows, t.seed);
@@ -434,7 +461,14 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             .collect::<candle_core::Result<Vec<_>>>()?;
 
         let eval = if !eval_rows.is_empty() && t.eval_every > 0 && step % t.eval_every == 0 {
-            Some(eval_loss(&model, &eval_rows, t.batch_size, &device)?)
+            Some(evaluate(
+                &model,
+                reference.as_ref(),
+                objective.as_ref(),
+                &eval_rows,
+                t.batch_size,
+                &device,
+            )?)
         } else {
             None
         };
@@ -471,8 +505,11 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             for (k, v) in &extra {
                 row[*k] = json!(v);
             }
-            if let Some(e) = eval {
+            if let Some((e, metrics)) = &eval {
                 row["eval_loss"] = json!(e);
+                for (k, v) in metrics {
+                    row[k.as_str()] = json!(v);
+                }
             }
             log.write(&row)?;
         }
@@ -504,14 +541,26 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     }
     bar.finish_and_clear();
 
-    let final_eval_loss = if eval_rows.is_empty() {
+    let final_eval = if eval_rows.is_empty() {
         None
     } else {
-        Some(eval_loss(&model, &eval_rows, t.batch_size, &device)?)
+        Some(evaluate(
+            &model,
+            reference.as_ref(),
+            objective.as_ref(),
+            &eval_rows,
+            t.batch_size,
+            &device,
+        )?)
     };
-    if let Some(e) = final_eval_loss {
-        log.write(&json!({"step": t.steps, "eval_loss": e, "tokens": state.tokens}))?;
+    if let Some((e, metrics)) = &final_eval {
+        let mut row = json!({"step": t.steps, "eval_loss": e, "tokens": state.tokens});
+        for (k, v) in metrics {
+            row[k.as_str()] = json!(v);
+        }
+        log.write(&row)?;
     }
+    let final_eval_loss = final_eval.map(|(e, _)| e);
     let final_dir = out.join("final");
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)
