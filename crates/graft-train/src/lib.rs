@@ -9,6 +9,7 @@ pub mod objectives;
 pub mod optim;
 pub mod recipe;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 
 pub use recipe::Recipe;

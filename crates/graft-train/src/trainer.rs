@@ -5,17 +5,18 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use graft_data::{ChatTemplate, Tokenize};
-use graft_models::{next_token_logprobs, Decoder, ModelSource};
+use graft_models::{Decoder, ModelSource};
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::data::{collate, load_rows, Batch, Loader, TrainRow};
-use crate::objectives::{registry, Objective, TokenBatch};
-use crate::optim::{clip_grad_norm, AdamW};
+use crate::data::{collate, load_rows, Loader, TrainRow};
+use crate::objectives::{registry, Objective};
+use crate::optim::AdamW;
 use crate::schedule::Schedule;
+use crate::step::{evaluate, micro_seeds, optimizer_step};
 use crate::{manifest, metrics, Recipe, TrainError};
 
 pub struct TrainOptions {
@@ -31,29 +32,6 @@ pub struct TrainSummary {
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
     pub final_eval_loss: Option<f64>,
-}
-
-/// Log-probs of each next token (B, T-1) and, when asked, the log-partition at each position.
-fn token_logps(
-    model: &Decoder,
-    batch: &Batch,
-    train: bool,
-    want_lse: bool,
-) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-    let logits = match &batch.packed {
-        Some((pos, seg)) => model.forward_packed(&batch.ids, pos, seg, train)?,
-        None => model.forward(&batch.ids, None, train)?,
-    }
-    .to_dtype(DType::F32)?;
-    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let logps = next_token_logprobs(&lp, &batch.ids)?;
-    let lse = if want_lse {
-        // log p = logit − lse, so lse = logit(target) − log p.
-        Some((next_token_logprobs(&logits, &batch.ids)? - &logps)?)
-    } else {
-        None
-    };
-    Ok((logps, lse))
 }
 
 fn json_text(v: &impl serde::Serialize) -> Result<String, TrainError> {
@@ -85,60 +63,6 @@ fn peft_config(
     .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))
 }
 
-/// Evaluation on `rows` (no dropout, no gradient): the token-mean cross-entropy for sequence
-/// objectives; for preference and KTO objectives the objective's own loss and metrics (reward
-/// accuracy and margins on held-out pairs), averaged over rows.
-fn evaluate(
-    model: &Decoder,
-    reference: Option<&Decoder>,
-    objective: &dyn Objective,
-    rows: &[TrainRow],
-    batch_size: usize,
-    device: &Device,
-) -> Result<(f64, Vec<(String, f64)>), TrainError> {
-    let grouped = objective.pairs() || objective.kl_rows();
-    let (mut total, mut n) = (0.0, 0.0);
-    let mut sums: std::collections::BTreeMap<&'static str, f64> = Default::default();
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let batch = collate(&chunk.iter().collect::<Vec<_>>(), device)?;
-        let (logps, lse) = token_logps(model, &batch, false, objective.needs_lse())?;
-        let logps = logps.detach();
-        if !grouped {
-            total -= (logps * &batch.mask)?.sum_all()?.to_scalar::<f32>()? as f64;
-            n += batch.target_tokens as f64;
-            continue;
-        }
-        let ref_logps = match (&batch.ref_logps, reference) {
-            (Some(cached), _) => Some(cached.clone()),
-            (None, Some(r)) => Some(token_logps(r, &batch, false, false)?.0.detach()),
-            (None, None) => None,
-        };
-        let out = objective.loss(&TokenBatch {
-            logps: &logps,
-            mask: &batch.mask,
-            ref_logps: ref_logps.as_ref(),
-            lse: lse.as_ref(),
-            step_tokens: batch.target_tokens.max(1) as f64,
-            step_rows: batch.rows as f64,
-            valid: Some(&batch.valid),
-            labels: batch.labels.as_ref(),
-        })?;
-        let w = chunk.len() as f64;
-        total += out.loss.to_scalar::<f32>()? as f64 * w;
-        for (k, v) in out.metrics {
-            *sums.entry(k).or_default() += v * w;
-        }
-        n += w;
-    }
-    let n = n.max(1.0);
-    Ok((
-        total / n,
-        sums.into_iter()
-            .map(|(k, v)| (format!("eval_{k}"), v / n))
-            .collect(),
-    ))
-}
-
 fn set_vars(
     varmap: &VarMap,
     tensors: &std::collections::HashMap<String, Tensor>,
@@ -155,106 +79,6 @@ fn set_vars(
         var.set(&t.to_dtype(var.dtype())?)?;
     }
     Ok(())
-}
-
-/// Dropout seeds of a step's micro-batches: functions of (seed, step, micro-step), so a resumed run
-/// draws the masks an uninterrupted one would.
-fn micro_seeds(seed: u64, step: usize) -> impl Fn(usize) -> u64 {
-    move |micro| {
-        seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
-    }
-}
-
-pub struct StepOutput {
-    pub loss: f64,
-    pub grad_norm: f64,
-    pub metrics: std::collections::BTreeMap<&'static str, f64>,
-}
-
-/// One optimizer step over `batches` (the step's micro-batches): forwards, objective, backward,
-/// gradient accumulation, clipping, AdamW update. A non-finite loss or gradient norm stops it before
-/// the update.
-#[allow(clippy::too_many_arguments)]
-pub fn optimizer_step(
-    model: &Decoder,
-    reference: Option<&Decoder>,
-    objective: &dyn Objective,
-    opt: &mut AdamW,
-    batches: &[Batch],
-    lr: f64,
-    max_grad_norm: Option<f64>,
-    dropout_seed: impl Fn(usize) -> u64,
-) -> Result<StepOutput, TrainError> {
-    let step_tokens = batches
-        .iter()
-        .map(|b| b.target_tokens)
-        .sum::<usize>()
-        .max(1) as f64;
-    let step_rows = batches.iter().map(|b| b.rows).sum::<usize>() as f64;
-    let mut acc: Vec<Option<Tensor>> = vec![None; opt.vars().count()];
-    let (mut loss, mut metrics) = (
-        0.0f64,
-        std::collections::BTreeMap::<&'static str, f64>::new(),
-    );
-    for (micro, batch) in batches.iter().enumerate() {
-        model.set_dropout_seed(dropout_seed(micro));
-        let (logps, lse) = token_logps(model, batch, true, objective.needs_lse())?;
-        let ref_logps = match (&batch.ref_logps, reference) {
-            (Some(cached), _) => Some(cached.clone()),
-            (None, Some(r)) => Some(token_logps(r, batch, false, false)?.0.detach()),
-            (None, None) => None,
-        };
-        let out = objective.loss(&TokenBatch {
-            logps: &logps,
-            mask: &batch.mask,
-            ref_logps: ref_logps.as_ref(),
-            lse: lse.as_ref(),
-            step_tokens,
-            step_rows,
-            valid: Some(&batch.valid),
-            labels: batch.labels.as_ref(),
-        })?;
-        loss += out.loss.to_scalar::<f32>()? as f64;
-        for (k, v) in out.metrics {
-            *metrics.entry(k).or_default() += v;
-        }
-        let grads = out.loss.backward()?;
-        for (slot, (_, var)) in acc.iter_mut().zip(opt.vars()) {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                // Accumulate in f32 whatever the model dtype.
-                let g = g.to_dtype(DType::F32)?;
-                *slot = Some(match slot.take() {
-                    Some(a) => (a + g)?,
-                    None => g,
-                });
-            }
-        }
-    }
-    let mut grads = acc
-        .into_iter()
-        .zip(opt.vars())
-        .map(|(g, (_, v))| g.map_or_else(|| v.as_tensor().zeros_like()?.to_dtype(DType::F32), Ok))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    let non_finite = |what, value| TrainError::NonFinite {
-        step: opt.step,
-        what,
-        value,
-        checkpoint: String::new(),
-    };
-    if !loss.is_finite() {
-        return Err(non_finite("loss", loss));
-    }
-    let grad_norm = clip_grad_norm(&mut grads, max_grad_norm)?;
-    if !grad_norm.is_finite() {
-        return Err(non_finite("gradient norm", grad_norm));
-    }
-    opt.update(&grads, lr)?;
-    Ok(StepOutput {
-        loss,
-        grad_norm,
-        metrics,
-    })
 }
 
 pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {

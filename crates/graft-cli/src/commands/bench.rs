@@ -106,7 +106,7 @@ fn train(args: &Args) -> Result<()> {
     let mut rates = Vec::new();
     for run in 0..=args.repeats {
         let start = std::time::Instant::now();
-        graft_train::trainer::optimizer_step(
+        graft_train::step::optimizer_step(
             &model,
             None,
             objective.as_ref(),
