@@ -1,22 +1,13 @@
 //! Adapters through the CLI: `--adapter` on PEFT-made adapters, `convert --merge-adapter`, and LoRA /
 //! DoRA training whose `final/` is a PEFT directory.
 
+mod common;
+use common::*;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use graft_testkit::{fixture, read_json};
 use serde_json::Value;
-
-fn graft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft"))
-        .args(args)
-        .output()
-        .expect("graft runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 /// `graft score` of the fixture's input ids with `extra` args; next-token log-probs per row.
 fn score(dir: &Path, model: &str, extra: &[&str]) -> Vec<Vec<f64>> {
@@ -188,18 +179,7 @@ fn qlora_fine_tunes_smollm2_from_its_gguf() {
         models.join("smollm2-135m-instruct.gguf").display().to_string(),
         fixture("../../data/chat/quickstart.jsonl").display().to_string())).unwrap();
     let out = dir.path().join("run");
-    let o = graft(&[
-        "train",
-        recipe.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let rows: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = train_ok(&recipe, &out, &[]);
     assert!(rows
         .iter()
         .all(|r| r["loss"].as_f64().is_some_and(f64::is_finite)));
@@ -347,18 +327,7 @@ fn kto_trains_on_labelled_rows() {
          [objective]\nkind = \"kto\"\n[train]\nsteps = 6\nbatch_size = 4\nlr = 5e-3\nlog_every = 1\n",
         fixture("models/llama").display().to_string(), train.display().to_string())).unwrap();
     let out = dir.path().join("run");
-    let o = graft(&[
-        "train",
-        recipe.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let m: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let m = train_ok(&recipe, &out, &[]);
     assert!(
         (m[0]["loss"].as_f64().unwrap() - 0.5).abs() < 1e-4,
         "step 0: policy = reference, loss = 1 − σ(0)"

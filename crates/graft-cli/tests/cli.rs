@@ -1,25 +1,11 @@
 //! The CLI contract end to end on the tiny llama fixture (tokenizer, chat template and reference
 //! outputs from transformers, see tools/fixtures/make_decoder_fixtures.py).
 
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
 use graft_testkit::{fixture, read_json};
 use serde_json::Value;
-
-fn graft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft"))
-        .args(args)
-        .output()
-        .expect("graft runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 fn model() -> String {
     fixture("models/llama").display().to_string()
@@ -125,15 +111,6 @@ fn score_accepts_input_ids_and_writes_stdout() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["num_tokens"], 3);
     assert_eq!(lines[1]["token_logprobs"], serde_json::json!([null]));
-}
-
-fn assert_user_error(o: &Output, needles: &[&str]) {
-    assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(o));
-    let err = stderr(o);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "`{n}` not in: {err}");
-    }
 }
 
 #[test]

@@ -1,21 +1,13 @@
 //! `graft train` end to end on the tiny llama fixture: the loss falls on real bundled text, a run
 //! killed with SIGKILL resumes to bit-identical weights, bad data and non-finite losses stop cleanly.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use graft_testkit::fixture;
-
-fn graft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_graft"))
-        .args(args)
-        .output()
-        .expect("graft runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
 
 /// JSONL of `{"text"}` rows: paragraphs of the bundled held-out Austen text.
 fn austen_rows(dir: &Path, n: usize) -> PathBuf {
@@ -41,14 +33,6 @@ fn recipe(dir: &Path, train: &Path, extra: &str) -> PathBuf {
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn metrics(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -228,11 +212,7 @@ fn bad_training_data_names_file_and_line() {
     }
     // A chat template that fails to render names the row.
     let model = dir.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for e in std::fs::read_dir(fixture("models/llama")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
-    }
+    copy_dir(&fixture("models/llama"), &model);
     let cfg_path = model.join("tokenizer_config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
@@ -434,14 +414,7 @@ fn bf16_training_keeps_f32_masters_and_resumes_exactly() {
     // Resume from checkpoint-3 after removing the later results: the same final weights.
     let resumed = dir.path().join("resumed");
     std::fs::create_dir_all(&resumed).unwrap();
-    let copy = |from: &Path, to: &Path| {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    };
-    copy(&bf16.join("checkpoint-3"), &resumed.join("checkpoint-3"));
+    copy_dir(&bf16.join("checkpoint-3"), &resumed.join("checkpoint-3"));
     std::fs::copy(bf16.join("metrics.jsonl"), resumed.join("metrics.jsonl")).unwrap();
     let resumed = run("resumed", &["--resume"]);
     assert!(

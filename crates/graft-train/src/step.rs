@@ -32,6 +32,21 @@ pub(crate) fn token_logps(
     Ok((logps, lse))
 }
 
+/// An evaluation: the loss and the `eval_*` metrics.
+pub type Eval = (f64, Vec<(String, f64)>);
+
+/// The reference's log-probs for a batch: cached in the rows, else from the reference model.
+fn reference_logps(
+    batch: &Batch,
+    reference: Option<&Decoder>,
+) -> candle_core::Result<Option<Tensor>> {
+    match (&batch.ref_logps, reference) {
+        (Some(cached), _) => Ok(Some(cached.clone())),
+        (None, Some(r)) => Ok(Some(token_logps(r, batch, false, false)?.0.detach())),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Evaluation on `rows` (no dropout, no gradient): the token-mean cross-entropy for sequence
 /// objectives; for preference and KTO objectives the objective's own loss and metrics (reward
 /// accuracy and margins on held-out pairs), averaged over rows.
@@ -42,7 +57,7 @@ pub(crate) fn evaluate(
     rows: &[TrainRow],
     batch_size: usize,
     device: &Device,
-) -> Result<(f64, Vec<(String, f64)>), TrainError> {
+) -> Result<Eval, TrainError> {
     let grouped = objective.pairs() || objective.kl_rows();
     let (mut total, mut n) = (0.0, 0.0);
     let mut sums: std::collections::BTreeMap<&'static str, f64> = Default::default();
@@ -55,11 +70,7 @@ pub(crate) fn evaluate(
             n += batch.target_tokens as f64;
             continue;
         }
-        let ref_logps = match (&batch.ref_logps, reference) {
-            (Some(cached), _) => Some(cached.clone()),
-            (None, Some(r)) => Some(token_logps(r, &batch, false, false)?.0.detach()),
-            (None, None) => None,
-        };
+        let ref_logps = reference_logps(&batch, reference)?;
         let out = objective.loss(&TokenBatch {
             logps: &logps,
             mask: &batch.mask,
@@ -129,11 +140,7 @@ pub fn optimizer_step(
     for (micro, batch) in batches.iter().enumerate() {
         model.set_dropout_seed(dropout_seed(micro));
         let (logps, lse) = token_logps(model, batch, true, objective.needs_lse())?;
-        let ref_logps = match (&batch.ref_logps, reference) {
-            (Some(cached), _) => Some(cached.clone()),
-            (None, Some(r)) => Some(token_logps(r, batch, false, false)?.0.detach()),
-            (None, None) => None,
-        };
+        let ref_logps = reference_logps(batch, reference)?;
         let out = objective.loss(&TokenBatch {
             logps: &logps,
             mask: &batch.mask,

@@ -16,7 +16,7 @@ use crate::data::{collate, load_rows, Loader, TrainRow};
 use crate::objectives::{registry, Objective};
 use crate::optim::AdamW;
 use crate::schedule::Schedule;
-use crate::step::{evaluate, micro_seeds, optimizer_step};
+use crate::step::{evaluate, micro_seeds, optimizer_step, Eval};
 use crate::{manifest, metrics, Recipe, TrainError};
 
 pub struct TrainOptions {
@@ -32,6 +32,16 @@ pub struct TrainSummary {
     pub first_loss: Option<f64>,
     pub last_loss: Option<f64>,
     pub final_eval_loss: Option<f64>,
+}
+
+/// Adds `eval_loss` and the `eval_*` metrics to a metrics row.
+fn put_eval(row: &mut Value, eval: &Option<Eval>) {
+    if let Some((loss, metrics)) = eval {
+        row["eval_loss"] = json!(loss);
+        for (k, v) in metrics {
+            row[k.as_str()] = json!(v);
+        }
+    }
 }
 
 fn json_text(v: &impl serde::Serialize) -> Result<String, TrainError> {
@@ -278,21 +288,29 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let start = std::time::Instant::now();
     let start_tokens = state.tokens;
 
+    // Held-out evaluation with the current weights, when there is an eval set.
+    let run_eval = |model: &Decoder| -> Result<Option<Eval>, TrainError> {
+        if eval_rows.is_empty() {
+            return Ok(None);
+        }
+        evaluate(
+            model,
+            reference.as_ref(),
+            objective.as_ref(),
+            &eval_rows,
+            t.batch_size,
+            &device,
+        )
+        .map(Some)
+    };
     for step in state.step..t.steps {
         let lr = schedule.lr(t.lr, step, t.steps, t.warmup_steps);
         let batches = (0..t.grad_accum)
             .map(|_| collate(&loader.next(t.batch_size), &device))
             .collect::<candle_core::Result<Vec<_>>>()?;
 
-        let eval = if !eval_rows.is_empty() && t.eval_every > 0 && step % t.eval_every == 0 {
-            Some(evaluate(
-                &model,
-                reference.as_ref(),
-                objective.as_ref(),
-                &eval_rows,
-                t.batch_size,
-                &device,
-            )?)
+        let eval = if t.eval_every > 0 && step % t.eval_every == 0 {
+            run_eval(&model)?
         } else {
             None
         };
@@ -329,12 +347,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             for (k, v) in &extra {
                 row[*k] = json!(v);
             }
-            if let Some((e, metrics)) = &eval {
-                row["eval_loss"] = json!(e);
-                for (k, v) in metrics {
-                    row[k.as_str()] = json!(v);
-                }
-            }
+            put_eval(&mut row, &eval);
             log.write(&row)?;
         }
 
@@ -365,23 +378,10 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     }
     bar.finish_and_clear();
 
-    let final_eval = if eval_rows.is_empty() {
-        None
-    } else {
-        Some(evaluate(
-            &model,
-            reference.as_ref(),
-            objective.as_ref(),
-            &eval_rows,
-            t.batch_size,
-            &device,
-        )?)
-    };
-    if let Some((e, metrics)) = &final_eval {
-        let mut row = json!({"step": t.steps, "eval_loss": e, "tokens": state.tokens});
-        for (k, v) in metrics {
-            row[k.as_str()] = json!(v);
-        }
+    let final_eval = run_eval(&model)?;
+    if final_eval.is_some() {
+        let mut row = json!({"step": t.steps, "tokens": state.tokens});
+        put_eval(&mut row, &final_eval);
         log.write(&row)?;
     }
     let final_eval_loss = final_eval.map(|(e, _)| e);
