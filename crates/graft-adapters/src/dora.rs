@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::{DType, Result, Tensor, D};
-use graft_models::layers::linear::{Linear, LinearAdapter};
+use graft_models::layers::linear::{matmul_t, Linear, LinearAdapter};
 use rand::rngs::StdRng;
 
 use crate::config::LoraConfig;
@@ -79,10 +79,7 @@ impl LinearAdapter for Dora {
             Some(b) => base.base_forward(&x)?.broadcast_sub(b)?,
             None => base.base_forward(&x)?,
         };
-        let lora_part = (x
-            .broadcast_matmul(&self.a.t()?)?
-            .broadcast_matmul(&self.b.t()?)?
-            * self.scale)?;
+        let lora_part = (matmul_t(&matmul_t(&x, &self.a)?, &self.b)? * self.scale)?;
         let delta = (base_part.broadcast_mul(&(&mag_scale - 1.0)?)?
             + lora_part.broadcast_mul(&mag_scale)?)?;
         y + delta

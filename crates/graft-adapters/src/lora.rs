@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
-use graft_models::layers::linear::{Linear, LinearAdapter};
+use graft_models::layers::linear::{matmul_t, Linear, LinearAdapter};
 use graft_models::Decoder;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -37,9 +37,7 @@ impl LinearAdapter for Lora {
     fn forward(&self, x: &Tensor, base: &Linear, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
         let y = base.base_forward(x)?;
         let x = adapter_input(x, self.dropout, rng)?;
-        let delta = x
-            .broadcast_matmul(&self.a.t()?)?
-            .broadcast_matmul(&self.b.t()?)?;
+        let delta = matmul_t(&matmul_t(&x, &self.a)?, &self.b)?;
         y + (delta * self.scale)?
     }
 }

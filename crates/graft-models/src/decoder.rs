@@ -246,10 +246,7 @@ impl Decoder {
         }
         let x = self.norm.forward(&x)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        let mut logits = x
-            .reshape((b * t, ()))?
-            .matmul(&head.t()?)?
-            .reshape((b, t, ()))?;
+        let mut logits = crate::layers::linear::matmul_t(&x, head)?;
         if let Some(cap) = self.cfg.final_softcap {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }

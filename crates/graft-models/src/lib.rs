@@ -20,6 +20,7 @@ pub mod qwen2;
 pub mod registry;
 pub mod save;
 pub mod score;
+pub mod t5;
 pub mod tokenizer;
 
 pub use config::DecoderConfig;
@@ -27,4 +28,6 @@ pub use decoder::{next_token_logprobs, Decoder};
 pub use error::{ModelError, Result};
 pub use layers::kv_cache::KvCache;
 pub use load::{GenerationConfig, ModelSource};
+pub use registry::Arch;
+pub use t5::{T5Cache, T5Config, T5};
 pub use tokenizer::Tokenizer;

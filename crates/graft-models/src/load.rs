@@ -13,6 +13,8 @@ use serde_json::Value;
 
 use crate::config::DecoderConfig;
 use crate::decoder::Decoder;
+use crate::registry::Arch;
+use crate::t5::T5;
 use crate::tokenizer::Tokenizer;
 use crate::{gguf, gguf_tokenizer, registry, ModelError, Result};
 
@@ -47,7 +49,7 @@ pub struct ModelSource {
     pub path: PathBuf,
     /// HF `config.json` (synthesised from metadata for GGUF files).
     pub config_json: Value,
-    pub config: DecoderConfig,
+    pub arch: Arch,
     pub weights: Weights,
     pub tokenizer: Option<Tokenizer>,
     /// Why the tokenizer could not be loaded, when it could not.
@@ -103,7 +105,7 @@ impl ModelSource {
             ));
         }
         let config_json = read_json(&config_path)?;
-        let config = registry::decoder_config(&config_path, &config_json)?;
+        let arch = registry::arch_config(&config_path, &config_json)?;
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         let files = if single.exists() {
@@ -145,7 +147,7 @@ impl ModelSource {
         Ok(Self {
             path: dir.to_path_buf(),
             config_json,
-            config,
+            arch,
             weights: Weights::Safetensors(files),
             tokenizer,
             tokenizer_error,
@@ -158,7 +160,7 @@ impl ModelSource {
     fn open_gguf(path: &Path, dtype: DType, device: &Device, keep_quantized: bool) -> Result<Self> {
         let content = gguf::read_content(path)?;
         let config_json = gguf::config_json(path, &content)?;
-        let config = registry::decoder_config(path, &config_json)?;
+        let arch = registry::decoder_config(path, &config_json).map(Arch::Decoder)?;
         let (tensors, quantized) =
             gguf::load_tensors(path, &content, &config_json, dtype, device, keep_quantized)?;
         let (tokenizer, tokenizer_error, warnings) =
@@ -170,7 +172,7 @@ impl ModelSource {
         Ok(Self {
             path: path.to_path_buf(),
             config_json,
-            config,
+            arch,
             weights: Weights::Tensors(tensors),
             tokenizer,
             tokenizer_error,
@@ -192,9 +194,36 @@ impl ModelSource {
         }
     }
 
-    /// Builds the model in `dtype` on `device`.
+    /// The decoder-only model's config; an encoder-decoder model is an error that says so.
+    pub fn decoder_config(&self) -> Result<&DecoderConfig> {
+        match &self.arch {
+            Arch::Decoder(c) => Ok(c),
+            Arch::T5(c) => Err(ModelError::file(
+                &self.path,
+                format!(
+                    "is an encoder-decoder model ({}); this needs a decoder-only model",
+                    c.model_type
+                ),
+            )),
+        }
+    }
+
+    /// Builds the decoder-only model in `dtype` on `device`.
     pub fn build(&self, dtype: DType, device: &Device) -> Result<Decoder> {
-        self.build_with(&self.config, dtype, device)
+        self.build_with(self.decoder_config()?, dtype, device)
+    }
+
+    /// Builds the encoder-decoder model in `dtype` on `device`.
+    pub fn build_t5(&self, dtype: DType, device: &Device) -> Result<T5> {
+        let Arch::T5(cfg) = &self.arch else {
+            return Err(ModelError::file(
+                &self.path,
+                "is a decoder-only model, not T5",
+            ));
+        };
+        let vb = self.var_builder(dtype, device)?;
+        T5::new(cfg, vb)
+            .map_err(|e| ModelError::file(&self.path, format!("weights do not fit config: {e}")))
     }
 
     /// Builds the model with a (possibly adjusted) config; quantized weights are attached as such.

@@ -58,6 +58,36 @@ pub const FAMILIES: &[Family] = &[
     family!("olmo2", "Olmo2ForCausalLM", "olmo2", olmo2::Olmo2Config),
 ];
 
+/// What a `config.json` describes: one of the decoder families, or an encoder-decoder (T5).
+#[derive(Debug, Clone)]
+pub enum Arch {
+    Decoder(DecoderConfig),
+    T5(crate::t5::T5Config),
+}
+
+/// `model_type`s (and `architectures`) of the encoder-decoder family.
+const T5_TYPES: &[&str] = &[
+    "t5",
+    "mt5",
+    "T5ForConditionalGeneration",
+    "MT5ForConditionalGeneration",
+];
+
+/// Parses `config.json` into a decoder description or a T5 config.
+pub fn arch_config(path: &Path, json: &Value) -> Result<Arch> {
+    let model_type = json.get("model_type").and_then(Value::as_str);
+    let arch = json
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(Value::as_str);
+    if model_type.or(arch).is_some_and(|n| T5_TYPES.contains(&n)) {
+        let cfg: crate::t5::T5Config = parse_family(path, json)?;
+        cfg.ffn().map_err(|msg| ModelError::file(path, msg))?;
+        return Ok(Arch::T5(cfg));
+    }
+    decoder_config(path, json).map(Arch::Decoder)
+}
+
 /// The family a `config.json` names.
 pub fn family_of(path: &Path, json: &Value) -> Result<&'static Family> {
     let model_type = json.get("model_type").and_then(Value::as_str);
@@ -78,6 +108,7 @@ pub fn family_of(path: &Path, json: &Value) -> Result<&'static Family> {
             supported: FAMILIES
                 .iter()
                 .map(|f| f.model_type)
+                .chain(["t5", "mt5"])
                 .collect::<Vec<_>>()
                 .join(", "),
         })

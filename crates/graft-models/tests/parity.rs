@@ -109,7 +109,7 @@ fn trainable(name: &str) -> (VarMap, Decoder) {
     let source = ModelSource::open(&dir, DType::F32, &Device::Cpu).unwrap();
     let varmap = VarMap::new();
     let model = Decoder::new(
-        &source.config,
+        source.decoder_config().unwrap(),
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .unwrap();
@@ -196,7 +196,7 @@ fn gguf_files_match_transformers() {
 fn attention_dropout_applies_only_in_training() {
     let dir = fixture("models/llama");
     let source = ModelSource::open(&dir, DType::F32, &Device::Cpu).unwrap();
-    let mut cfg = source.config.clone();
+    let mut cfg = source.decoder_config().unwrap().clone();
     cfg.attention_dropout = 0.5;
     let model = Decoder::new(&cfg, source.var_builder(DType::F32, &Device::Cpu).unwrap()).unwrap();
     let ids = Tensor::new(&[[1u32, 5, 9, 3, 7, 2]], &Device::Cpu).unwrap();
@@ -290,8 +290,8 @@ fn every_family_converted_by_llama_cpp_loads_from_gguf() {
         )
         .unwrap();
         assert_eq!(
-            source.config.head_dim as f64,
-            source.config.attn_scale.powi(-2).round(),
+            source.decoder_config().unwrap().head_dim as f64,
+            source.decoder_config().unwrap().attn_scale.powi(-2).round(),
             "{name}"
         );
         source.build(DType::F32, &Device::Cpu).unwrap();

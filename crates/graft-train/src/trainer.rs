@@ -124,7 +124,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         &device,
         recipe.model.quantized,
     )?;
-    let mut config = source.config.clone();
+    let mut config = source.decoder_config()?.clone();
     if let Some(p) = recipe.model.attention_dropout {
         config.attention_dropout = p;
     }

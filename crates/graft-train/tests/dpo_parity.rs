@@ -209,7 +209,7 @@ fn first_dpo_step_matches_trl_end_to_end() {
     let policy_source =
         ModelSource::open(&fixture("dpo/policy"), DType::F32, &Device::Cpu).unwrap();
     let policy = graft_models::Decoder::new(
-        &policy_source.config,
+        policy_source.decoder_config().unwrap(),
         candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .unwrap();

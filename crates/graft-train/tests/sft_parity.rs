@@ -25,7 +25,7 @@ fn one_sft_step_matches_transformers_and_torch_adamw() {
     let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
     let varmap = VarMap::new();
     let model = Decoder::new(
-        &source.config,
+        source.decoder_config().unwrap(),
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .unwrap();

@@ -67,7 +67,7 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "wrote {} ({} model, {})",
         args.output.display(),
-        source.config.model_type,
+        source.config_json["model_type"].as_str().unwrap_or("?"),
         args.dtype
     );
     Ok(())

@@ -62,7 +62,7 @@ impl Linear {
     pub fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.quantized {
             Some(q) => super::quant::quant_matmul(x, q)?,
-            None => x.broadcast_matmul(&self.weight.t()?)?,
+            None => matmul_t(x, &self.weight)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -76,4 +76,23 @@ impl Linear {
             None => self.base_forward(x),
         }
     }
+}
+
+/// `x Wᵀ` over the last dim of x (W is (out, in)). The leading dims are flattened so that W's
+/// gradient is one (out, in) product, not a broadcast batch of them; a frozen W (neither a variable
+/// nor computed from one) goes through [`frozen_matmul`](super::frozen::frozen_matmul), whose
+/// backward skips W's gradient.
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !w.track_op() {
+        return super::frozen::frozen_matmul(x, w);
+    }
+    let dims = x.dims().to_vec();
+    let Some((&k, lead)) = dims.split_last() else {
+        candle_core::bail!("linear: input is a scalar")
+    };
+    let m = lead.iter().product::<usize>();
+    let y = x.reshape((m, k))?.matmul(&w.t()?)?;
+    let mut out = lead.to_vec();
+    out.push(w.dim(0)?);
+    y.reshape(out)
 }

@@ -1,10 +1,12 @@
-//! Building blocks shared by every decoder family. All of them are composed of differentiable candle
+//! Building blocks shared by the model families. All of them are composed of differentiable candle
 //! ops (no fused op that detaches, see DESIGN.md "candle landmines").
 
 pub mod attention;
+pub mod frozen;
 pub mod kv_cache;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
 pub mod quant;
+pub mod relative_attention;
 pub mod rope;
