@@ -24,7 +24,7 @@ pub enum AdapterError {
 
 /// Loads the PEFT adapter in `dir` onto `model`; returns the wrapped module names.
 pub fn load_onto(
-    model: &mut graft_models::Decoder,
+    model: &mut dyn graft_models::layers::linear::Linears,
     dir: &std::path::Path,
 ) -> Result<Vec<String>, AdapterError> {
     let (cfg, tensors) = peft_format::load(dir)?;

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
-use graft_models::layers::linear::{matmul_t, Linear, LinearAdapter};
-use graft_models::Decoder;
+use graft_models::layers::linear::{matmul_t, Linear, LinearAdapter, Linears};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::config::LoraConfig;
@@ -46,7 +45,7 @@ impl LinearAdapter for Lora {
 /// the wrapped module names; an adapter with no matching module, or a missing or misshapen tensor,
 /// is an error naming it.
 pub fn attach(
-    model: &mut Decoder,
+    model: &mut dyn Linears,
     cfg: &LoraConfig,
     tensors: &HashMap<String, Tensor>,
 ) -> std::result::Result<Vec<String>, AdapterError> {
@@ -96,7 +95,7 @@ pub fn attach(
 /// Fresh trainable adapter weights for every targeted layer, as variables in `varmap` under PEFT's
 /// keys (seeded: A ~ U(±1/√in), B = 0; DoRA magnitudes = the base rows' norms), then attached.
 pub fn init_trainable(
-    model: &mut Decoder,
+    model: &mut dyn Linears,
     cfg: &LoraConfig,
     varmap: &VarMap,
     seed: u64,
@@ -151,7 +150,7 @@ pub fn init_trainable(
 
 /// `W + s·B·A` for every wrapped layer (PEFT's merge_and_unload), by HF weight key; DoRA layers also
 /// rescale rows to their magnitudes.
-pub fn merged_weights(model: &mut Decoder) -> Result<HashMap<String, Tensor>> {
+pub fn merged_weights(model: &mut dyn Linears) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for (name, linear) in model.linears_mut() {
         let Some(adapter) = linear.adapter.take() else {

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use graft_models::{Decoder, ModelSource};
+use graft_models::{Arch, Decoder, ModelSource, T5};
+
+pub enum Model {
+    Decoder(Decoder),
+    T5(T5),
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -33,15 +38,29 @@ impl ModelArgs {
         }
     }
 
-    /// Opens and builds the model; prints the loader's warnings to stderr.
+    /// Opens and builds a decoder-only model; prints the loader's warnings to stderr.
     pub fn load(&self) -> Result<(ModelSource, Decoder, Device)> {
+        match self.load_any()? {
+            (source, Model::Decoder(m), device) => Ok((source, m, device)),
+            (source, Model::T5(_), _) => Err(source.decoder_config().unwrap_err().into()),
+        }
+    }
+
+    /// Opens and builds a decoder-only or encoder-decoder model, adapter applied.
+    pub fn load_any(&self) -> Result<(ModelSource, Model, Device)> {
         let device = Device::Cpu;
         let dtype = self.dtype()?;
         let spinner = spinner(&format!("loading {}", self.model.display()));
         let source = ModelSource::open_with(&self.model, dtype, &device, self.keep_quantized)?;
-        let mut model = source.build(dtype, &device)?;
+        let mut model = match &source.arch {
+            Arch::Decoder(_) => Model::Decoder(source.build(dtype, &device)?),
+            Arch::T5(_) => Model::T5(source.build_t5(dtype, &device)?),
+        };
         if let Some(dir) = &self.adapter {
-            graft_adapters::load_onto(&mut model, dir)?;
+            match &mut model {
+                Model::Decoder(m) => graft_adapters::load_onto(m, dir)?,
+                Model::T5(m) => graft_adapters::load_onto(m, dir)?,
+            };
         }
         spinner.finish_and_clear();
         for w in &source.warnings {

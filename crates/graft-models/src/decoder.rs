@@ -302,3 +302,9 @@ pub fn next_token_logprobs(log_probs: &Tensor, input_ids: &Tensor) -> Result<Ten
         .gather(&targets, D::Minus1)?
         .squeeze(D::Minus1)
 }
+
+impl crate::layers::linear::Linears for Decoder {
+    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::linear::Linear)> {
+        Decoder::linears_mut(self)
+    }
+}

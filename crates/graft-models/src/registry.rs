@@ -83,6 +83,13 @@ pub fn arch_config(path: &Path, json: &Value) -> Result<Arch> {
     if model_type.or(arch).is_some_and(|n| T5_TYPES.contains(&n)) {
         let cfg: crate::t5::T5Config = parse_family(path, json)?;
         cfg.ffn().map_err(|msg| ModelError::file(path, msg))?;
+        if cfg.decoder_start_token_id.is_none() {
+            return Err(ModelError::config(
+                path,
+                "decoder_start_token_id",
+                "missing: T5 decoding starts from it (T5 checkpoints use 0, the pad id)",
+            ));
+        }
         return Ok(Arch::T5(cfg));
     }
     decoder_config(path, json).map(Arch::Decoder)

@@ -66,3 +66,68 @@ pub fn score_rows(
     }
     Ok(out)
 }
+
+/// Seq2seq scoring: for each (input ids, target ids) row, log p(target[i] | input, target[..i]) for
+/// every target position. Rows are batched by length (inputs right-padded with the pad id and
+/// masked; targets padded after their end, where the causal decoder cannot see them).
+pub fn score_seq2seq(
+    model: &crate::t5::T5,
+    rows: &[(Vec<u32>, Vec<u32>)],
+    device: &Device,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Vec<Vec<f32>>> {
+    let vocab = model.cfg.vocab_size.max(1);
+    let budget_tokens = (LOGITS_BUDGET_BYTES / (4 * vocab)).max(1);
+    let pad = model.cfg.pad_token_id.unwrap_or(0);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].1.len(), rows[i].0.len()));
+    let mut out = vec![Vec::new(); rows.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && (end + 1 - start) * rows[order[end]].1.len() <= budget_tokens {
+            end += 1;
+        }
+        let batch: Vec<&(Vec<u32>, Vec<u32>)> =
+            order[start..end].iter().map(|&i| &rows[i]).collect();
+        let s = batch.iter().map(|r| r.0.len()).max().unwrap_or(1).max(1);
+        let t = batch.iter().map(|r| r.1.len()).max().unwrap_or(1).max(1);
+        let (mut ids, mut mask, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for (input, target) in &batch {
+            ids.extend(
+                input
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad, s - input.len())),
+            );
+            mask.extend((0..s).map(|j| if j < input.len() { 1f32 } else { 0.0 }));
+            labels.push(
+                target
+                    .iter()
+                    .map(|&x| x as i64)
+                    .chain(std::iter::repeat_n(-100, t - target.len()))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let b = batch.len();
+        let ids = Tensor::from_vec(ids, (b, s), device)?;
+        let mask = Tensor::from_vec(mask, (b, s), device)?;
+        let decoder_ids = Tensor::new(model.shift_right(&labels)?, device)?;
+        let logits = model
+            .forward(&ids, Some(&mask), &decoder_ids, false)?
+            .to_dtype(DType::F32)?;
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let targets: Vec<u32> = labels.iter().flatten().map(|&l| l.max(0) as u32).collect();
+        let targets = Tensor::from_vec(targets, (b, t, 1), device)?;
+        let picked: Vec<Vec<f32>> = log_probs
+            .gather(&targets, D::Minus1)?
+            .squeeze(D::Minus1)?
+            .to_vec2()?;
+        for ((&i, row), (_, target)) in order[start..end].iter().zip(picked).zip(&batch) {
+            out[i] = row[..target.len()].to_vec();
+        }
+        on_batch(batch.iter().map(|r| r.0.len() + r.1.len()).sum());
+        start = end;
+    }
+    Ok(out)
+}

@@ -452,3 +452,9 @@ fn key_mask(mask: &Tensor) -> Result<Tensor> {
     let zero = Tensor::zeros((b, s), DType::F32, mask.device())?;
     m.ge(0.5)?.where_cond(&zero, &neg)?.reshape((b, 1, 1, s))
 }
+
+impl crate::layers::linear::Linears for T5 {
+    fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::linear::Linear)> {
+        T5::linears_mut(self)
+    }
+}

@@ -1,8 +1,10 @@
-//! graft-serve: decoding (greedy and sampled, KV-cached) for `graft generate` and, later, the
+//! graft-serve: decoding (greedy, sampled, beam search for seq2seq; KV-cached) for `graft generate` and, later, the
 //! OpenAI-compatible server.
 
 pub mod generate;
 pub mod sampling;
+pub mod seq2seq;
 
 pub use generate::{generate, GenerateOptions, StopReason};
 pub use sampling::Sampler;
+pub use seq2seq::{beam_search, generate_seq2seq, BeamOptions};

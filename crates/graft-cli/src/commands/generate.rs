@@ -3,17 +3,20 @@
 use std::io::Write;
 
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use graft_data::{ChatTemplate, Message};
-use graft_serve::{generate, GenerateOptions};
+use graft_models::{ModelSource, T5};
+use graft_serve::{beam_search, generate, generate_seq2seq, BeamOptions, GenerateOptions};
 use serde_json::json;
 
-use crate::io::ModelArgs;
+use crate::io::{Model, ModelArgs};
 
 #[derive(clap::Args, Debug)]
 #[command(
     about = "Generate text from a prompt or a chat message (KV-cached, streamed)",
     after_help = "Examples:\n  graft generate --model SmolLM2-135M-Instruct.Q8_0.gguf --chat \"What is the capital of France?\"\n  \
-graft generate --model ./my-model --prompt \"Once upon a time\" --temperature 0.8 --top-p 0.95 --seed 1"
+graft generate --model ./my-model --prompt \"Once upon a time\" --temperature 0.8 --top-p 0.95 --seed 1\n  \
+graft generate --model ./flan-t5-small --prompt \"translate English to German: How old are you?\" --num-beams 4"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -36,9 +39,70 @@ pub struct Args {
     pub top_p: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Beam search with this many beams (encoder-decoder models).
+    #[arg(long, default_value_t = 1)]
+    pub num_beams: usize,
+    /// Beam scores are summed log-probs / length^length_penalty (as transformers).
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f64,
+    /// Stop beam search once num_beams hypotheses are finished.
+    #[arg(long)]
+    pub early_stopping: bool,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// An encoder-decoder model: `--prompt` is the encoder input (EOS appended by the tokenizer).
+fn run_seq2seq(args: &Args, source: &ModelSource, model: &T5) -> Result<()> {
+    let Some(prompt) = &args.prompt else {
+        bail!("--chat: encoder-decoder models have no chat template; use --prompt");
+    };
+    let tokenizer = source.tokenizer()?;
+    let input = tokenizer.encode(prompt, true)?;
+    let eos = model.cfg.eos_ids();
+    let start = std::time::Instant::now();
+    let (ids, reason) = if args.num_beams > 1 {
+        if args.temperature > 0.0 {
+            bail!("--num-beams: beam search is deterministic; drop --temperature");
+        }
+        let opts = BeamOptions {
+            num_beams: args.num_beams,
+            length_penalty: args.length_penalty,
+            early_stopping: args.early_stopping,
+            max_new_tokens: args.max_new_tokens,
+            eos_token_ids: eos.clone(),
+        };
+        let (ids, _) = beam_search(model, &input, &opts, &Device::Cpu)?;
+        let reason = if ids.last().is_some_and(|t| eos.contains(t)) {
+            "eos"
+        } else {
+            "length"
+        };
+        (ids, reason)
+    } else {
+        let opts = GenerateOptions {
+            max_new_tokens: args.max_new_tokens,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+            eos_token_ids: eos,
+        };
+        let (ids, reason) = generate_seq2seq(model, &input, &opts, &Device::Cpu, |_| true)?;
+        (ids, reason.as_str())
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let completion = tokenizer.decode(&ids, true)?;
+    if args.json {
+        let out = json!({
+            "prompt": prompt, "prompt_ids": input, "completion": completion, "completion_ids": ids,
+            "stop_reason": reason, "tokens_per_second": ids.len() as f64 / seconds,
+        });
+        println!("{out}");
+    } else {
+        println!("{completion}");
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -48,7 +112,13 @@ pub fn run(args: Args) -> Result<()> {
     if args.temperature < 0.0 {
         bail!("--temperature: must be ≥ 0, got {}", args.temperature);
     }
-    let (source, model, device) = args.model.load()?;
+    let (source, model, device) = match args.model.load_any()? {
+        (source, Model::T5(t5), _) => return run_seq2seq(&args, &source, &t5),
+        (source, Model::Decoder(m), device) => (source, m, device),
+    };
+    if args.num_beams > 1 {
+        bail!("--num-beams: beam search is implemented for encoder-decoder models only");
+    }
     let tokenizer = source.tokenizer()?;
     let (prompt, prompt_ids) = match (&args.prompt, &args.chat) {
         (Some(p), _) => (p.clone(), tokenizer.encode(p, true)?),

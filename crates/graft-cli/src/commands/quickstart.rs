@@ -209,6 +209,9 @@ pub fn run(args: Args) -> Result<()> {
             temperature: 0.0,
             top_p: 1.0,
             seed: 0,
+            num_beams: 1,
+            length_penalty: 1.0,
+            early_stopping: false,
             json: false,
         })?;
     }

@@ -38,4 +38,13 @@ impl KvCache {
         *entry = Some((k.clone(), v.clone()));
         Ok((k, v))
     }
+
+    /// Keeps batch rows `rows` (B') of every layer, in that order: beam search's reordering.
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(rows, 0)?;
+            *v = v.index_select(rows, 0)?;
+        }
+        Ok(())
+    }
 }

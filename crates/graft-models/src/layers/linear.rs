@@ -14,6 +14,11 @@ pub trait LinearAdapter: Send + Sync + std::fmt::Debug {
     fn forward(&self, x: &Tensor, base: &Linear, rng: Option<&Mutex<StdRng>>) -> Result<Tensor>;
 }
 
+/// A model whose linear layers adapters can wrap, listed with their HF module paths.
+pub trait Linears {
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)>;
+}
+
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// The weight (out, in); a zero-stride placeholder of that shape when `quantized` holds it.
