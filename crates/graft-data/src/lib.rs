@@ -4,6 +4,7 @@ pub mod chat;
 pub mod formats;
 pub mod pack;
 pub mod source;
+pub mod span_corruption;
 pub mod tokenizer_train;
 
 pub use chat::{parse_messages, ChatTemplate, Message, Rendered};

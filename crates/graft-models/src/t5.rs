@@ -237,7 +237,15 @@ fn residual_dropout(x: Tensor, p: f64, rng: Option<&Mutex<StdRng>>) -> Result<Te
 }
 
 impl T5 {
+    /// Builds the model over `vb`; the head is untied when `vb` holds `lm_head.weight`.
     pub fn new(cfg: &T5Config, vb: VarBuilder) -> Result<Self> {
+        let untied = vb.contains_tensor("lm_head.weight");
+        Self::new_with_head(cfg, vb, untied)
+    }
+
+    /// As [`Self::new`] with the head's tying stated (a VarBuilder over fresh variables cannot
+    /// tell).
+    pub fn new_with_head(cfg: &T5Config, vb: VarBuilder, untied: bool) -> Result<Self> {
         let shared = vb.get((cfg.vocab_size, cfg.d_model), "shared.weight")?;
         let stack = |name: &str, n: usize, decoder: bool| -> Result<Vec<T5Block>> {
             (0..n)
@@ -252,7 +260,7 @@ impl T5 {
                 NormKind::Plain,
             )
         };
-        let lm_head = if vb.contains_tensor("lm_head.weight") {
+        let lm_head = if untied {
             Some(vb.get((cfg.vocab_size, cfg.d_model), "lm_head.weight")?)
         } else {
             None

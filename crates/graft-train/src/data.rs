@@ -26,6 +26,9 @@ pub struct TrainRow {
     /// The frozen reference's next-token log-probs (T−1), cached once before training so the
     /// reference model need not stay in memory.
     pub ref_logps: Option<Vec<f32>>,
+    /// Encoder-decoder rows: the encoder input (then `input_ids` is the decoder stream
+    /// `[decoder_start] + targets`).
+    pub encoder_ids: Option<Vec<u32>>,
 }
 
 /// Reads and tokenizes every row of `path` (JSONL or Parquet; a malformed row is an error naming
@@ -142,6 +145,8 @@ pub struct Batch {
     pub ref_logps: Option<Tensor>,
     /// KTO labels (B) of the first half of the rows; the second half are their KL rows.
     pub labels: Option<Tensor>,
+    /// Encoder ids and 0/1 mask (B, S), for encoder-decoder models.
+    pub encoder: Option<(Tensor, Tensor)>,
     pub target_tokens: usize,
     pub input_tokens: usize,
     pub rows: usize,
@@ -228,8 +233,30 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
         }
     }
     let b = rows.len();
+    // Encoder inputs, right-padded with id 0 (T5's pad) and masked.
+    let encoder = if rows.iter().any(|r| r.encoder_ids.is_some()) {
+        let s = rows
+            .iter()
+            .map(|r| r.encoder_ids.as_ref().map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let (mut enc, mut enc_mask) = (Vec::with_capacity(b * s), Vec::with_capacity(b * s));
+        for r in rows {
+            let e = r.encoder_ids.as_deref().unwrap_or(&[]);
+            enc.extend(e.iter().copied().chain(std::iter::repeat_n(0, s - e.len())));
+            enc_mask.extend((0..s).map(|j| if j < e.len() { 1f32 } else { 0.0 }));
+        }
+        Some((
+            Tensor::from_vec(enc, (b, s), device)?,
+            Tensor::from_vec(enc_mask, (b, s), device)?,
+        ))
+    } else {
+        None
+    };
     Ok(Batch {
         ids: Tensor::from_vec(ids, (b, t), device)?,
+        encoder,
         mask: Tensor::from_vec(mask, (b, t - 1), device)?,
         valid: Tensor::from_vec(valid, (b, t.saturating_sub(1)), device)?,
         labels: None,
@@ -250,7 +277,10 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
             .iter()
             .map(|r| r.targets.iter().filter(|&&x| x).count())
             .sum(),
-        input_tokens: rows.iter().map(|r| r.input_ids.len()).sum(),
+        input_tokens: rows
+            .iter()
+            .map(|r| r.input_ids.len() + r.encoder_ids.as_ref().map_or(0, Vec::len))
+            .sum(),
         rows: b,
     })
 }
@@ -315,7 +345,7 @@ impl Loader {
 /// batch, calling `progress` with the rows done.
 pub fn cache_reference(
     rows: &mut [TrainRow],
-    reference: &graft_models::Decoder,
+    reference: &crate::Net,
     batch_size: usize,
     device: &Device,
     mut progress: impl FnMut(usize),
@@ -341,7 +371,7 @@ pub fn cache_reference(
             let batch = collate_rows(&group.iter().collect::<Vec<_>>(), device)?;
             let lp = candle_nn::ops::log_softmax(
                 &reference
-                    .forward(&batch.ids, None, false)?
+                    .logits(&batch, false)?
                     .to_dtype(candle_core::DType::F32)?,
                 candle_core::D::Minus1,
             )?;

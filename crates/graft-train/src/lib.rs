@@ -5,13 +5,16 @@ pub mod checkpoint;
 pub mod data;
 pub mod manifest;
 pub mod metrics;
+pub mod net;
 pub mod objectives;
 pub mod optim;
 pub mod recipe;
 pub mod schedule;
+pub mod seq2seq_data;
 pub mod step;
 pub mod trainer;
 
+pub use net::Net;
 pub use recipe::Recipe;
 pub use trainer::{train, TrainOptions, TrainSummary};
 

@@ -75,6 +75,11 @@ pub struct DataSection {
     pub max_seq_len: usize,
     #[serde(default)]
     pub packing: bool,
+    /// Encoder-decoder models: turn `{"text"}` rows into T5 span-corruption pairs
+    /// (`[data.span_corruption]` with noise_density, mean_noise_span_length); inputs are
+    /// max_seq_len tokens long.
+    #[serde(default)]
+    pub span_corruption: Option<graft_data::span_corruption::SpanCorruption>,
 }
 
 fn max_seq_len() -> usize {

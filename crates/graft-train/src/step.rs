@@ -2,25 +2,22 @@
 //! `graft bench train`: forwards, objective, backward, gradient accumulation, clipping, AdamW.
 
 use candle_core::{DType, Device, Tensor, D};
-use graft_models::{next_token_logprobs, Decoder};
+use graft_models::next_token_logprobs;
 
 use crate::data::{collate, Batch, TrainRow};
+use crate::net::Net;
 use crate::objectives::{Objective, TokenBatch};
 use crate::optim::{clip_grad_norm, AdamW};
 use crate::TrainError;
 
 /// Log-probs of each next token (B, T-1) and, when asked, the log-partition at each position.
 pub(crate) fn token_logps(
-    model: &Decoder,
+    model: &Net,
     batch: &Batch,
     train: bool,
     want_lse: bool,
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-    let logits = match &batch.packed {
-        Some((pos, seg)) => model.forward_packed(&batch.ids, pos, seg, train)?,
-        None => model.forward(&batch.ids, None, train)?,
-    }
-    .to_dtype(DType::F32)?;
+    let logits = model.logits(batch, train)?.to_dtype(DType::F32)?;
     let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let logps = next_token_logprobs(&lp, &batch.ids)?;
     let lse = if want_lse {
@@ -36,10 +33,7 @@ pub(crate) fn token_logps(
 pub type Eval = (f64, Vec<(String, f64)>);
 
 /// The reference's log-probs for a batch: cached in the rows, else from the reference model.
-fn reference_logps(
-    batch: &Batch,
-    reference: Option<&Decoder>,
-) -> candle_core::Result<Option<Tensor>> {
+fn reference_logps(batch: &Batch, reference: Option<&Net>) -> candle_core::Result<Option<Tensor>> {
     match (&batch.ref_logps, reference) {
         (Some(cached), _) => Ok(Some(cached.clone())),
         (None, Some(r)) => Ok(Some(token_logps(r, batch, false, false)?.0.detach())),
@@ -51,8 +45,8 @@ fn reference_logps(
 /// objectives; for preference and KTO objectives the objective's own loss and metrics (reward
 /// accuracy and margins on held-out pairs), averaged over rows.
 pub(crate) fn evaluate(
-    model: &Decoder,
-    reference: Option<&Decoder>,
+    model: &Net,
+    reference: Option<&Net>,
     objective: &dyn Objective,
     rows: &[TrainRow],
     batch_size: usize,
@@ -117,8 +111,8 @@ pub struct StepOutput {
 /// the update.
 #[allow(clippy::too_many_arguments)]
 pub fn optimizer_step(
-    model: &Decoder,
-    reference: Option<&Decoder>,
+    model: &Net,
+    reference: Option<&Net>,
     objective: &dyn Objective,
     opt: &mut AdamW,
     batches: &[Batch],

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use graft_data::{ChatTemplate, Tokenize};
-use graft_models::{Decoder, ModelSource};
+use graft_models::{Arch, Decoder, ModelSource, T5};
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::data::{collate, load_rows, Loader, TrainRow};
+use crate::data::{collate, load_rows, Loader};
 use crate::objectives::{registry, Objective};
 use crate::optim::AdamW;
 use crate::schedule::Schedule;
 use crate::step::{evaluate, micro_seeds, optimizer_step, Eval};
-use crate::{manifest, metrics, Recipe, TrainError};
+use crate::{manifest, metrics, Net, Recipe, TrainError};
 
 pub struct TrainOptions {
     pub output: PathBuf,
@@ -52,7 +52,9 @@ fn json_text(v: &impl serde::Serialize) -> Result<String, TrainError> {
 fn peft_config(
     a: &crate::recipe::AdapterSection,
     base: &Path,
+    seq2seq: bool,
 ) -> Result<graft_adapters::LoraConfig, TrainError> {
+    let task_type = if seq2seq { "SEQ_2_SEQ_LM" } else { "CAUSAL_LM" };
     let use_dora = match a.kind.as_str() {
         "lora" => false,
         "dora" => true,
@@ -65,12 +67,59 @@ fn peft_config(
     let target: Value =
         serde_json::to_value(&a.target_modules).map_err(|e| TrainError::Recipe(e.to_string()))?;
     serde_json::from_value(serde_json::json!({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": a.r, "lora_alpha": a.alpha,
+        "peft_type": "LORA", "task_type": task_type, "r": a.r, "lora_alpha": a.alpha,
         "lora_dropout": a.dropout, "target_modules": target, "layers_to_transform": a.layers_to_transform,
         "use_rslora": a.rslora, "use_dora": use_dora, "bias": "none", "fan_in_fan_out": false,
         "init_lora_weights": true, "inference_mode": true, "base_model_name_or_path": base,
     }))
     .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))
+}
+
+/// The model to train: all weights as variables, or a frozen base with adapter variables.
+fn build_net(
+    source: &ModelSource,
+    dropout: Option<f64>,
+    varmap: &VarMap,
+    adapter: Option<&graft_adapters::LoraConfig>,
+    dtype: DType,
+    seed: u64,
+) -> Result<Net, TrainError> {
+    let device = Device::Cpu;
+    let vars = || VarBuilder::from_varmap(varmap, dtype, &device);
+    let mut net: Net = match &source.arch {
+        Arch::Decoder(c) => {
+            let mut config = c.clone();
+            if let Some(p) = dropout {
+                config.attention_dropout = p;
+            }
+            match adapter {
+                None => Decoder::new(&config, vars())?.into(),
+                Some(_) => source.build_with(&config, dtype, &device)?.into(),
+            }
+        }
+        Arch::T5(c) => {
+            // T5 has one dropout rate (embeddings, residuals, attention, FFN).
+            let mut config = c.clone();
+            if let Some(p) = dropout {
+                config.dropout_rate = p;
+            }
+            match adapter {
+                None => {
+                    let untied = source.tensors(DType::F32)?.contains_key("lm_head.weight");
+                    T5::new_with_head(&config, vars(), untied)?.into()
+                }
+                Some(_) => T5::new(&config, source.var_builder(dtype, &device)?)?.into(),
+            }
+        }
+    };
+    match adapter {
+        None => set_vars(varmap, &source.tensors(DType::F32)?, &source.path)?,
+        Some(cfg) => {
+            graft_adapters::init_trainable(net.linears(), cfg, varmap, seed)
+                .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
+        }
+    }
+    Ok(net)
 }
 
 fn set_vars(
@@ -124,31 +173,23 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         &device,
         recipe.model.quantized,
     )?;
-    let mut config = source.decoder_config()?.clone();
-    if let Some(p) = recipe.model.attention_dropout {
-        config.attention_dropout = p;
-    }
     // Full fine-tuning: every weight is a variable. With an adapter: the base is frozen (plain
     // tensors) and the varmap holds only the adapter, under PEFT's keys.
     let varmap = VarMap::new();
+    let seq2seq = matches!(source.arch, Arch::T5(_));
     let adapter = recipe
         .adapter
         .as_ref()
-        .map(|a| peft_config(a, &recipe.model.path))
+        .map(|a| peft_config(a, &recipe.model.path, seq2seq))
         .transpose()?;
-    let model = match &adapter {
-        None => {
-            let model = Decoder::new(&config, VarBuilder::from_varmap(&varmap, dtype, &device))?;
-            set_vars(&varmap, &source.tensors(DType::F32)?, &recipe.model.path)?;
-            model
-        }
-        Some(cfg) => {
-            let mut model = source.build_with(&config, dtype, &device)?;
-            graft_adapters::init_trainable(&mut model, cfg, &varmap, t.seed)
-                .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
-            model
-        }
-    };
+    let model = build_net(
+        &source,
+        recipe.model.attention_dropout,
+        &varmap,
+        adapter.as_ref(),
+        dtype,
+        t.seed,
+    )?;
     // What checkpoints and final/ hold: an HF directory, or a PEFT adapter directory.
     let (weights_file, saved_files): (&str, Vec<(&str, String)>) = match &adapter {
         None => (
@@ -163,10 +204,12 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             vec![("adapter_config.json", json_text(cfg)?)],
         ),
     };
-    let mut reference = if objective.needs_reference() {
-        Some(source.build(dtype, &device)?)
-    } else {
+    let mut reference: Option<Net> = if !objective.needs_reference() {
         None
+    } else if seq2seq {
+        Some(source.build_t5(dtype, &device)?.into())
+    } else {
+        Some(source.build(dtype, &device)?.into())
     };
 
     // Data.
@@ -197,17 +240,60 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             objective.name()
         )));
     }
-    let mut rows = load_rows(
-        &recipe.data.train,
-        &tok,
-        objective.completion_only(),
-        recipe.data.packing,
-        pairs,
-        labelled,
-    )?;
-    let mut eval_rows: Vec<TrainRow> = match &recipe.data.eval {
-        Some(p) => load_rows(p, &tok, objective.completion_only(), false, pairs, labelled)?,
-        None => Vec::new(),
+    let (mut rows, mut eval_rows) = if let Arch::T5(cfg) = &source.arch {
+        if pairs || labelled || recipe.data.packing {
+            return Err(TrainError::Recipe(format!(
+                "encoder-decoder models train with sequence objectives (lm, sft) and no packing; `{}`{} is not supported for them yet",
+                objective.name(),
+                if recipe.data.packing { " with packing" } else { "" }
+            )));
+        }
+        let start = cfg.decoder_start_token_id.unwrap_or(0);
+        let eos = cfg
+            .eos_ids()
+            .first()
+            .copied()
+            .or(tokenizer.eos_id)
+            .unwrap_or(1);
+        let span = recipe.data.span_corruption.as_ref();
+        let load = |p: &Path| {
+            crate::seq2seq_data::load_seq2seq_rows(
+                p,
+                tokenizer,
+                start,
+                eos,
+                recipe.data.max_seq_len,
+                span,
+                t.seed,
+            )
+        };
+        let eval = recipe
+            .data
+            .eval
+            .as_deref()
+            .map(load)
+            .transpose()?
+            .unwrap_or_default();
+        (load(&recipe.data.train)?, eval)
+    } else {
+        if recipe.data.span_corruption.is_some() {
+            return Err(TrainError::Recipe(
+                "data.span_corruption: needs an encoder-decoder model (T5)".into(),
+            ));
+        }
+        let rows = load_rows(
+            &recipe.data.train,
+            &tok,
+            objective.completion_only(),
+            recipe.data.packing,
+            pairs,
+            labelled,
+        )?;
+        let eval = match &recipe.data.eval {
+            Some(p) => load_rows(p, &tok, objective.completion_only(), false, pairs, labelled)?,
+            None => Vec::new(),
+        };
+        (rows, eval)
     };
     // Reference log-probs are computed once, then the reference model is dropped.
     // (Not for KTO: its KL rows are formed per batch.)
@@ -289,7 +375,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let start_tokens = state.tokens;
 
     // Held-out evaluation with the current weights, when there is an eval set.
-    let run_eval = |model: &Decoder| -> Result<Option<Eval>, TrainError> {
+    let run_eval = |model: &Net| -> Result<Option<Eval>, TrainError> {
         if eval_rows.is_empty() {
             return Ok(None);
         }

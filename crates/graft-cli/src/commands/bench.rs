@@ -90,6 +90,7 @@ fn train(args: &Args) -> Result<()> {
         graft_adapters::init_trainable(&mut model, &lora, &varmap, 0)?;
         model
     };
+    let model = graft_train::Net::from(model);
     let mut opt = graft_train::optim::AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
     let objective = graft_train::objectives::registry::objective(&json!({"kind": "lm"}))
         .map_err(anyhow::Error::msg)?;
