@@ -188,3 +188,34 @@ fn seq2seq_bad_input() {
     ]);
     assert_user_error(&o, &["bad.jsonl:2", "targets"]);
 }
+
+#[test]
+fn dpo_on_t5_starts_at_ln2_and_separates_the_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = ["estate", "family", "house", "sister", "mother", "letter"];
+    let rows: Vec<_> = (0..12)
+        .map(|i| {
+            json!({"prompt": format!("first word: {} {}", words[i % 6], words[(i + 1) % 6]),
+                        "chosen": words[i % 6], "rejected": words[(i + 1) % 6]})
+        })
+        .collect();
+    let train = dir.path().join("pairs.jsonl");
+    write_rows(&train, &rows);
+    let r = recipe(dir.path(), "t5_v11", &train, "");
+    let text = std::fs::read_to_string(&r)
+        .unwrap()
+        .replace("kind = \"lm\"", "kind = \"dpo\"\nbeta = 0.1");
+    std::fs::write(&r, text).unwrap();
+    let m = train_ok(&r, &dir.path().join("dpo"), &[]);
+    let first = m[0]["loss"].as_f64().unwrap();
+    assert!(
+        (first - std::f64::consts::LN_2).abs() < 1e-4,
+        "step 0 loss {first}"
+    );
+    assert!(m[19]["loss"].as_f64().unwrap() < first, "{}", m[19]);
+    assert!(
+        m[19]["rewards/accuracies"].as_f64().unwrap() > 0.5,
+        "{}",
+        m[19]
+    );
+}

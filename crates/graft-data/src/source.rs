@@ -1,6 +1,7 @@
-//! Row sources: JSONL (one JSON object per line) and Parquet (one row per record, nested lists and
-//! structs as JSON arrays and objects, as `datasets` writes TRL data). Rows come with their 1-based
-//! line (JSONL) or row (Parquet) number for error messages.
+//! Row sources: JSONL (one JSON object per line), Parquet (one row per record, nested lists and
+//! structs as JSON arrays and objects, as `datasets` writes TRL data) and plain text (`.txt`: one
+//! `{"text"}` row per paragraph, paragraphs separated by blank lines). Rows come with their 1-based
+//! line (JSONL, text: the paragraph's first line) or row (Parquet) number for error messages.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -11,9 +12,13 @@ use serde_json::{Map, Value};
 /// A row and its 1-based line (JSONL) or row (Parquet) number.
 pub type NumberedRow = (usize, Map<String, Value>);
 
-/// Rows of `path` by its extension (`.parquet`, else JSONL). Errors name the file and line/row.
+/// Rows of `path` by its extension (`.parquet`, `.txt`, else JSONL). Errors name the file and
+/// line/row.
 pub fn read_rows(path: &Path) -> Result<Vec<NumberedRow>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "txt") {
+        return text_paragraphs(file, path);
+    }
     if path.extension().is_some_and(|e| e == "parquet") {
         let reader = SerializedFileReader::new(file)
             .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
@@ -47,6 +52,35 @@ pub fn read_rows(path: &Path) -> Result<Vec<NumberedRow>, String> {
     Ok(rows)
 }
 
+/// One `{"text"}` row per paragraph (lines joined by a space; blank lines separate paragraphs).
+fn text_paragraphs(file: std::fs::File, path: &Path) -> Result<Vec<NumberedRow>, String> {
+    let mut rows = Vec::new();
+    let mut para: Vec<String> = Vec::new();
+    let mut first = 0;
+    let mut flush = |para: &mut Vec<String>, first: usize| {
+        if !para.is_empty() {
+            let mut row = Map::new();
+            row.insert("text".into(), Value::String(para.join(" ")));
+            rows.push((first, row));
+            para.clear();
+        }
+    };
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        let line = line.trim();
+        if line.is_empty() {
+            flush(&mut para, first);
+        } else {
+            if para.is_empty() {
+                first = i + 1;
+            }
+            para.push(line.to_string());
+        }
+    }
+    flush(&mut para, first);
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +103,22 @@ mod tests {
         std::fs::write(&path, b"PAR1 not really PAR1").unwrap();
         let e = read_rows(&path).unwrap_err();
         assert!(e.contains("bad.parquet") && e.contains("Parquet"), "{e}");
+    }
+
+    #[test]
+    fn text_files_give_one_row_per_paragraph() {
+        let dir = tempfile_dir();
+        let path = dir.join("t.txt");
+        std::fs::write(&path, "Title\n\nFirst line\nsecond line.\n\n\nLast.\n").unwrap();
+        let rows = read_rows(&path).unwrap();
+        let texts: Vec<(usize, &str)> = rows
+            .iter()
+            .map(|(n, r)| (*n, r["text"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            texts,
+            [(1, "Title"), (3, "First line second line."), (7, "Last.")]
+        );
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

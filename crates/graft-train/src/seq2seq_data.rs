@@ -1,6 +1,7 @@
 //! Training rows for encoder-decoder models: `{"inputs", "targets"}` (or `{"prompt",
 //! "completion"}`) rows, each side tokenized with the tokenizer's special tokens (T5 appends EOS),
-//! or `{"text"}` rows turned into span-corruption pairs (`[data.span_corruption]`). A row's
+//! or `{"text"}` rows turned into span-corruption pairs (`[data.span_corruption]`), or preference
+//! rows `{"prompt", "chosen", "rejected"}` (the prompt is the encoder input of both). A row's
 //! decoder stream is `[decoder_start] + targets`; every target token is a loss token.
 
 use std::path::Path;
@@ -62,6 +63,7 @@ pub fn load_seq2seq_rows(
     eos: u32,
     max_len: usize,
     span: Option<&SpanCorruption>,
+    pairs: bool,
     seed: u64,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
@@ -91,6 +93,26 @@ pub fn load_seq2seq_rows(
             {
                 rows.push(pair_row(inputs, &targets, start));
             }
+            continue;
+        }
+        if pairs {
+            let field = |f: &str| {
+                text(&obj, f)
+                    .ok_or_else(|| at(line, format!("field `{f}`: missing (preference rows are {{\"prompt\", \"chosen\", \"rejected\"}} strings)")))?
+                    .map_err(|e| at(line, e))
+            };
+            let mut prompt = encode(line, field("prompt")?, true)?;
+            let mut chosen = encode(line, field("chosen")?, true)?;
+            let mut rejected = encode(line, field("rejected")?, true)?;
+            if chosen == rejected {
+                return Err(at(line, "fields `chosen` and `rejected`: identical".into()));
+            }
+            prompt.truncate(max_len);
+            chosen.truncate(max_len);
+            rejected.truncate(max_len);
+            let mut row = pair_row(prompt.clone(), &chosen, start);
+            row.rejected = Some(Box::new(pair_row(prompt, &rejected, start)));
+            rows.push(row);
             continue;
         }
         let (inputs, targets) = match (

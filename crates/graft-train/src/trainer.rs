@@ -241,9 +241,9 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         )));
     }
     let (mut rows, mut eval_rows) = if let Arch::T5(cfg) = &source.arch {
-        if pairs || labelled || recipe.data.packing {
+        if labelled || recipe.data.packing {
             return Err(TrainError::Recipe(format!(
-                "encoder-decoder models train with sequence objectives (lm, sft) and no packing; `{}`{} is not supported for them yet",
+                "encoder-decoder models train with sequence and pairwise preference objectives, without packing; `{}`{} is not supported for them yet",
                 objective.name(),
                 if recipe.data.packing { " with packing" } else { "" }
             )));
@@ -264,6 +264,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
                 eos,
                 recipe.data.max_seq_len,
                 span,
+                pairs,
                 t.seed,
             )
         };
