@@ -18,8 +18,10 @@ enum Command {
     Score(commands::score::Args),
     Convert(commands::convert::Args),
     Generate(commands::generate::Args),
+    Classify(commands::classify::Args),
     Train(commands::train::Args),
     Quickstart(commands::quickstart::Args),
+    InitModel(commands::init_model::Args),
     Bench(commands::bench::Args),
 }
 
@@ -29,8 +31,10 @@ fn main() {
         Command::Score(a) => commands::score::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Generate(a) => commands::generate::run(a),
+        Command::Classify(a) => commands::classify::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
+        Command::InitModel(a) => commands::init_model::run(a),
         Command::Bench(a) => commands::bench::run(a),
     };
     if let Err(e) = result {

@@ -150,3 +150,97 @@ fn seq2seq_bad_input_is_one_line_exit_2() {
     ]);
     assert_user_error(&o, &["rows.jsonl:1", "encoder-decoder"]);
 }
+
+#[test]
+fn classify_picks_the_label_graft_score_rates_highest() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("models/t5_v11");
+    let labels = ["estate", "family", "house"];
+    let rows: Vec<Value> = [
+        "first word: estate house",
+        "first word: family estate",
+        "the house",
+    ]
+    .iter()
+    .zip(["estate", "family", "house"])
+    .map(|(i, g)| serde_json::json!({"inputs": i, "targets": g}))
+    .collect();
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        rows.iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let preds = dir.path().join("preds.jsonl");
+    let o = graft(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--labels",
+        &labels.join(","),
+        "--output",
+        preds.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    // Each label's score is the target log-likelihood graft score gives the (input, label) pair.
+    let pairs = dir.path().join("pairs.jsonl");
+    let lines: Vec<String> = rows
+        .iter()
+        .flat_map(|r| {
+            labels
+                .iter()
+                .map(move |l| serde_json::json!({"inputs": r["inputs"], "targets": l}).to_string())
+        })
+        .collect();
+    std::fs::write(&pairs, lines.join("\n")).unwrap();
+    let o = graft(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        pairs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sums: Vec<f64> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["sum_logprob"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let mut correct = 0;
+    for (i, line) in std::fs::read_to_string(&preds).unwrap().lines().enumerate() {
+        let p: Value = serde_json::from_str(line).unwrap();
+        let s = &sums[i * 3..i * 3 + 3];
+        let best = (0..3).fold(0, |b, j| if s[j] > s[b] { j } else { b });
+        assert_eq!(p["prediction"], labels[best], "row {i}");
+        for (a, b) in p["scores"].as_array().unwrap().iter().zip(s) {
+            assert!((a.as_f64().unwrap() - b).abs() < 1e-4);
+        }
+        correct += (labels[best] == rows[i]["targets"]) as usize;
+    }
+    assert!(
+        (summary["accuracy"].as_f64().unwrap() - correct as f64 / 3.0).abs() < 1e-12,
+        "{summary}"
+    );
+
+    // A gold label outside --labels names the row and the field.
+    std::fs::write(&input, "{\"inputs\": \"x\", \"targets\": \"garden\"}\n").unwrap();
+    let o = graft(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--labels",
+        &labels.join(","),
+    ]);
+    assert_user_error(&o, &["rows.jsonl:1", "targets", "garden"]);
+}

@@ -69,6 +69,57 @@ pub fn init_weights(
     Ok(out)
 }
 
+/// Fresh T5 weights as transformers' `T5PreTrainedModel._init_weights` draws them (factor 1):
+/// embeddings and an untied head ~ N(0, 1); q ~ N(0, (d_model·d_kv)^-½); k, v, wi ~ N(0, d_model^-½);
+/// o ~ N(0, (heads·d_kv)^-½); wo ~ N(0, d_ff^-½); relative biases ~ N(0, d_model^-½); norms 1.
+pub fn init_t5_weights(cfg: &crate::t5::T5Config, seed: u64) -> Result<HashMap<String, Tensor>> {
+    let varmap = VarMap::new();
+    let untied = cfg.tie_word_embeddings == Some(false);
+    crate::t5::T5::new_with_head(
+        cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        untied,
+    )?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("varmap poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let (d, kv, h, ff) = (
+        cfg.d_model as f64,
+        cfg.d_kv as f64,
+        cfg.num_heads as f64,
+        cfg.d_ff as f64,
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = HashMap::new();
+    for name in names {
+        let shape = data[name].shape().clone();
+        let n = shape.elem_count();
+        let std = if name.ends_with("layer_norm.weight") {
+            None
+        } else if name == "shared.weight" || name == "lm_head.weight" {
+            Some(1.0)
+        } else if name.ends_with(".q.weight") {
+            Some((d * kv).powf(-0.5))
+        } else if name.ends_with(".o.weight") {
+            Some((h * kv).powf(-0.5))
+        } else if name.ends_with(".wo.weight") {
+            Some(ff.powf(-0.5))
+        } else {
+            // k, v, wi, wi_0, wi_1, relative_attention_bias
+            Some(d.powf(-0.5))
+        };
+        let values = match std {
+            None => vec![1.0; n],
+            Some(std) => normals(&mut rng, n, std),
+        };
+        out.insert(name.clone(), Tensor::from_vec(values, shape, &Device::Cpu)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
