@@ -219,3 +219,67 @@ fn dpo_on_t5_starts_at_ln2_and_separates_the_pairs() {
         m[19]
     );
 }
+
+#[test]
+fn ul2_mixture_trains_t5_and_a_decoder_in_causal_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = austen_text_rows(dir.path());
+    // T5: seq2seq rows from the seven UL2 denoisers.
+    let r = recipe(dir.path(), "t5", &text, "[data.ul2]\n");
+    let m = train_ok(&r, &dir.path().join("t5-ul2"), &[]);
+    assert!(
+        m[19]["loss"].as_f64().unwrap() < m[0]["loss"].as_f64().unwrap(),
+        "{}",
+        m[19]
+    );
+
+    // A fresh Llama with sentinels (graft init-model): UL2 in the causal-LM form.
+    let cfg = dir.path().join("llama.json");
+    std::fs::write(&cfg, json!({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": true}).to_string()).unwrap();
+    let model = dir.path().join("llama-init");
+    let o = graft(&[
+        "init-model",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--text",
+        fixture("../../data/pretrain/austen.eval.txt")
+            .to_str()
+            .unwrap(),
+        "--vocab-size",
+        "600",
+        "--sentinels",
+        "20",
+        "--output",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = recipe(
+        dir.path(),
+        "t5",
+        &text,
+        "[data.ul2]\nrates = [1, 1, 1, 1, 1, 1, 2]\n",
+    );
+    let t = std::fs::read_to_string(&r).unwrap().replace(
+        &fixture("models/t5").display().to_string(),
+        &model.display().to_string(),
+    );
+    std::fs::write(&r, t).unwrap();
+    let m = train_ok(&r, &dir.path().join("llama-ul2"), &[]);
+    assert!(
+        m[19]["loss"].as_f64().unwrap() < m[0]["loss"].as_f64().unwrap(),
+        "{}",
+        m[19]
+    );
+
+    // Bad mixture settings are named.
+    let r = recipe(dir.path(), "t5", &text, "[data.ul2]\nrates = [1, 2]\n");
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["ul2.rates"]);
+}

@@ -6,6 +6,7 @@ pub mod pack;
 pub mod source;
 pub mod span_corruption;
 pub mod tokenizer_train;
+pub mod ul2;
 
 pub use chat::{parse_messages, ChatTemplate, Message, Rendered};
 pub use formats::{parse_row, Example, Row, Tokenize, Turns};

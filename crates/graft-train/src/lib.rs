@@ -9,8 +9,8 @@ pub mod net;
 pub mod objectives;
 pub mod optim;
 pub mod recipe;
+pub mod rows;
 pub mod schedule;
-pub mod seq2seq_data;
 pub mod step;
 pub mod trainer;
 

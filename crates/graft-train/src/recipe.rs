@@ -80,6 +80,10 @@ pub struct DataSection {
     /// max_seq_len tokens long.
     #[serde(default)]
     pub span_corruption: Option<graft_data::span_corruption::SpanCorruption>,
+    /// `{"text"}` rows through UL2's mixture of denoisers (`[data.ul2]`: optional `denoisers`,
+    /// `rates`, `mode_tokens`); seq2seq rows for T5, the causal-LM form for decoders.
+    #[serde(default)]
+    pub ul2: Option<graft_data::ul2::Ul2>,
 }
 
 fn max_seq_len() -> usize {

@@ -12,7 +12,7 @@ use graft_models::{Arch, Decoder, ModelSource, T5};
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::data::{collate, load_rows, Loader};
+use crate::data::{collate, Loader};
 use crate::objectives::{registry, Objective};
 use crate::optim::AdamW;
 use crate::schedule::Schedule;
@@ -240,62 +240,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             objective.name()
         )));
     }
-    let (mut rows, mut eval_rows) = if let Arch::T5(cfg) = &source.arch {
-        if labelled || recipe.data.packing {
-            return Err(TrainError::Recipe(format!(
-                "encoder-decoder models train with sequence and pairwise preference objectives, without packing; `{}`{} is not supported for them yet",
-                objective.name(),
-                if recipe.data.packing { " with packing" } else { "" }
-            )));
-        }
-        let start = cfg.decoder_start_token_id.unwrap_or(0);
-        let eos = cfg
-            .eos_ids()
-            .first()
-            .copied()
-            .or(tokenizer.eos_id)
-            .unwrap_or(1);
-        let span = recipe.data.span_corruption.as_ref();
-        let load = |p: &Path| {
-            crate::seq2seq_data::load_seq2seq_rows(
-                p,
-                tokenizer,
-                start,
-                eos,
-                recipe.data.max_seq_len,
-                span,
-                pairs,
-                t.seed,
-            )
-        };
-        let eval = recipe
-            .data
-            .eval
-            .as_deref()
-            .map(load)
-            .transpose()?
-            .unwrap_or_default();
-        (load(&recipe.data.train)?, eval)
-    } else {
-        if recipe.data.span_corruption.is_some() {
-            return Err(TrainError::Recipe(
-                "data.span_corruption: needs an encoder-decoder model (T5)".into(),
-            ));
-        }
-        let rows = load_rows(
-            &recipe.data.train,
-            &tok,
-            objective.completion_only(),
-            recipe.data.packing,
-            pairs,
-            labelled,
-        )?;
-        let eval = match &recipe.data.eval {
-            Some(p) => load_rows(p, &tok, objective.completion_only(), false, pairs, labelled)?,
-            None => Vec::new(),
-        };
-        (rows, eval)
-    };
+    let (mut rows, mut eval_rows) =
+        crate::rows::load_recipe_rows(recipe, &source, &tok, objective.as_ref())?;
     // Reference log-probs are computed once, then the reference model is dropped.
     // (Not for KTO: its KL rows are formed per batch.)
     if let Some(r) = reference.take_if(|_| !labelled) {

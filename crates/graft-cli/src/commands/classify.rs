@@ -23,8 +23,9 @@ pub struct Args {
     pub model: ModelArgs,
     #[arg(long)]
     pub input: PathBuf,
-    /// The label strings, comma-separated (each is scored as written; for a decoder-only model
-    /// give it its leading space, e.g. " yes, no").
+    /// The labels, comma-separated. Each is scored as written, or as its verbalizer with
+    /// `label=verbalizer` (prompt-learning style: "positive=great,negative=terrible"). For a
+    /// decoder-only model give the scored string its leading space, e.g. " yes".
     #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
     /// Per-row predictions (JSONL); the summary goes to stdout.
@@ -65,6 +66,15 @@ pub fn run(args: Args) -> Result<()> {
     if args.labels.len() < 2 {
         bail!("--labels: give at least two labels, comma-separated");
     }
+    // (label, the string scored for it)
+    let (labels, verbalizers): (Vec<String>, Vec<String>) = args
+        .labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((name, verbal)) => (name.to_string(), verbal.to_string()),
+            None => (l.clone(), l.clone()),
+        })
+        .unzip();
     let rows = graft_data::source::read_rows(&args.input).map_err(anyhow::Error::msg)?;
     let (source, model, device) = args.model.load_any()?;
     let tok = source.tokenizer()?;
@@ -83,20 +93,20 @@ pub fn run(args: Args) -> Result<()> {
                 let g = v
                     .as_str()
                     .with_context(|| format!("{}: field `targets`: not a string", at()))?;
-                Some(args.labels.iter().position(|l| l == g).with_context(|| {
+                Some(labels.iter().position(|l| l == g).with_context(|| {
                     format!("{}: field `targets`: `{g}` is not one of --labels", at())
                 })?)
             }
         });
     }
-    let n_labels = args.labels.len();
+    let n_labels = labels.len();
     let bar = progress((inputs.len() * n_labels) as u64, "scores");
     let scores: Vec<f64> = match &model {
         Model::T5(m) => {
             let mut pairs = Vec::new();
             for input in &inputs {
                 let ids = tok.encode(input, true)?;
-                for label in &args.labels {
+                for label in &verbalizers {
                     pairs.push((ids.clone(), tok.encode(label, true)?));
                 }
             }
@@ -112,7 +122,7 @@ pub fn run(args: Args) -> Result<()> {
                 if context.is_empty() {
                     bail!("input `{input}` has no tokens");
                 }
-                for label in &args.labels {
+                for label in &verbalizers {
                     let full = tok.encode(&format!("{input}{label}"), true)?;
                     if full.len() <= context.len() || full[..context.len()] != context[..] {
                         bail!("label `{label}` does not tokenize as a continuation of the input `{input}`");
@@ -136,8 +146,8 @@ pub fn run(args: Args) -> Result<()> {
     for (i, row_scores) in scores.chunks(n_labels).enumerate() {
         let best = (0..n_labels).fold(0, |b, j| if row_scores[j] > row_scores[b] { j } else { b });
         preds.push(best);
-        let line = json!({"inputs": inputs[i], "prediction": args.labels[best], "scores": row_scores,
-                          "gold": gold[i].map(|g| args.labels[g].clone())});
+        let line = json!({"inputs": inputs[i], "prediction": labels[best], "scores": row_scores,
+                          "gold": gold[i].map(|g| labels[g].clone())});
         out.push_str(&line.to_string());
         out.push('\n');
     }
@@ -154,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         let (g, p): (Vec<usize>, Vec<usize>) = labelled.iter().copied().unzip();
         let acc = labelled.iter().filter(|(g, p)| g == p).count() as f64 / labelled.len() as f64;
         summary["accuracy"] = json!(acc);
-        summary["macro_f1"] = json!(macro_f1(&args.labels, &g, &p));
+        summary["macro_f1"] = json!(macro_f1(&labels, &g, &p));
     }
     println!("{summary}");
     Ok(())

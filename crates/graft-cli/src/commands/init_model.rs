@@ -27,9 +27,9 @@ pub struct Args {
     pub text: Vec<PathBuf>,
     #[arg(long, default_value_t = 4000)]
     pub vocab_size: usize,
-    /// Sentinel tokens <extra_id_N> for span corruption (T5 models).
-    #[arg(long, default_value_t = 100)]
-    pub sentinels: usize,
+    /// Sentinel tokens <extra_id_N> for span corruption / UL2 (default: 100 for T5, 0 otherwise).
+    #[arg(long)]
+    pub sentinels: Option<usize>,
     #[arg(long)]
     pub output: PathBuf,
     #[arg(long, default_value_t = 0)]
@@ -68,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         &["<|endoftext|>"]
     };
-    let sentinels = if is_t5 { args.sentinels } else { 0 };
+    let sentinels = args.sentinels.unwrap_or(if is_t5 { 100 } else { 0 });
     let mut tokenizer = graft_data::tokenizer_train::train_byte_level_bpe(
         texts.into_iter(),
         args.vocab_size.saturating_sub(sentinels),

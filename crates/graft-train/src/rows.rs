@@ -1,0 +1,290 @@
+//! Training rows for encoder-decoder models: `{"inputs", "targets"}` (or `{"prompt",
+//! "completion"}`) rows, each side tokenized with the tokenizer's special tokens (T5 appends EOS),
+//! or preference rows `{"prompt", "chosen", "rejected"}` (the prompt is the encoder input of both).
+//! A row's decoder stream is `[decoder_start] + targets`; every target token is a loss token.
+//! And denoising rows for either kind of model: `{"text"}` rows turned into (inputs, targets)
+//! pairs by T5 span corruption or UL2's mixture of denoisers — seq2seq rows for T5, the causal-LM
+//! form (inputs then targets, loss on the targets, as seqio's PrefixLMFeatureConverter with
+//! loss_on_targets_only) for decoders.
+
+use std::path::Path;
+
+use graft_data::span_corruption::{corrupt_document, SpanCorruption};
+use graft_data::ul2::{ul2_document, Ul2};
+use graft_models::Tokenizer;
+use serde_json::Value;
+
+use crate::data::TrainRow;
+use crate::TrainError;
+
+fn text<'a>(
+    row: &'a serde_json::Map<String, Value>,
+    field: &str,
+) -> Option<Result<&'a str, String>> {
+    row.get(field).map(|v| {
+        v.as_str()
+            .ok_or_else(|| format!("field `{field}`: not a string"))
+    })
+}
+
+fn pair_row(inputs: Vec<u32>, targets: &[u32], start: u32) -> TrainRow {
+    let mut ids = vec![start];
+    ids.extend_from_slice(targets);
+    TrainRow {
+        encoder_ids: Some(inputs),
+        targets: (0..ids.len()).map(|i| i > 0).collect(),
+        input_ids: ids,
+        ..Default::default()
+    }
+}
+
+/// The id of `<extra_id_0>`, checking that `<extra_id_k>` counts down from it as T5 numbers them.
+fn first_sentinel(tokenizer: &Tokenizer) -> Result<u32, String> {
+    let id = |k: u32| tokenizer.inner.token_to_id(&format!("<extra_id_{k}>"));
+    let first = id(0).ok_or_else(|| {
+        format!(
+            "{}: span corruption needs sentinel tokens (<extra_id_0>, <extra_id_1>, …) and the tokenizer has none",
+            tokenizer.source.display()
+        )
+    })?;
+    if let Some(second) = id(1) {
+        if second + 1 != first {
+            return Err(format!(
+                "{}: <extra_id_1> is {second}, expected {} (one below <extra_id_0>)",
+                tokenizer.source.display(),
+                first - 1
+            ));
+        }
+    }
+    Ok(first)
+}
+
+/// Reads and tokenizes the rows of `path` for an encoder-decoder model.
+pub fn load_seq2seq_rows(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    start: u32,
+    max_len: usize,
+    pairs: bool,
+) -> Result<Vec<TrainRow>, TrainError> {
+    let at =
+        |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
+    let encode = |line: usize, s: &str, special: bool| {
+        tokenizer
+            .encode(s, special)
+            .map_err(|e| at(line, e.to_string()))
+    };
+    let mut rows = Vec::new();
+    for (line, obj) in graft_data::source::read_rows(path).map_err(TrainError::Data)? {
+        if pairs {
+            let field = |f: &str| {
+                text(&obj, f)
+                    .ok_or_else(|| at(line, format!("field `{f}`: missing (preference rows are {{\"prompt\", \"chosen\", \"rejected\"}} strings)")))?
+                    .map_err(|e| at(line, e))
+            };
+            let mut prompt = encode(line, field("prompt")?, true)?;
+            let mut chosen = encode(line, field("chosen")?, true)?;
+            let mut rejected = encode(line, field("rejected")?, true)?;
+            if chosen == rejected {
+                return Err(at(line, "fields `chosen` and `rejected`: identical".into()));
+            }
+            prompt.truncate(max_len);
+            chosen.truncate(max_len);
+            rejected.truncate(max_len);
+            let mut row = pair_row(prompt.clone(), &chosen, start);
+            row.rejected = Some(Box::new(pair_row(prompt, &rejected, start)));
+            rows.push(row);
+            continue;
+        }
+        let (inputs, targets) = match (
+            text(&obj, "inputs"),
+            text(&obj, "targets"),
+            text(&obj, "prompt"),
+            text(&obj, "completion"),
+        ) {
+            (Some(i), Some(t), _, _) | (_, _, Some(i), Some(t)) => {
+                (i.map_err(|e| at(line, e))?, t.map_err(|e| at(line, e))?)
+            }
+            _ => {
+                return Err(at(
+                    line,
+                    "seq2seq rows need `inputs` and `targets` (or `prompt` and `completion`)"
+                        .into(),
+                ))
+            }
+        };
+        let mut inputs = encode(line, inputs, true)?;
+        let mut targets = encode(line, targets, true)?;
+        if targets.is_empty() {
+            return Err(at(line, "field `targets`: no tokens".into()));
+        }
+        inputs.truncate(max_len);
+        targets.truncate(max_len);
+        rows.push(pair_row(inputs, &targets, start));
+    }
+    if rows.is_empty() {
+        return Err(TrainError::Data(format!("{}: no rows", path.display())));
+    }
+    Ok(rows)
+}
+
+/// A denoising pretraining setting (`[data.span_corruption]` or `[data.ul2]`).
+pub enum Denoising<'a> {
+    Span(&'a SpanCorruption),
+    Ul2(&'a Ul2),
+}
+
+/// `{"text"}` rows of `path` as denoised rows: seq2seq rows when `start` (the decoder start id)
+/// is given, else the causal-LM form. Inputs are at most `max_len` tokens.
+pub fn load_denoising_rows(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    eos: u32,
+    max_len: usize,
+    denoising: &Denoising,
+    start: Option<u32>,
+    seed: u64,
+) -> Result<Vec<TrainRow>, TrainError> {
+    let at =
+        |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
+    let first = first_sentinel(tokenizer).map_err(TrainError::Data)?;
+    let ul2 = match denoising {
+        Denoising::Ul2(cfg) => {
+            let (ds, cum) = cfg
+                .resolved()
+                .map_err(|e| TrainError::Recipe(format!("data.{e}")))?;
+            let modes = ds
+                .iter()
+                .map(|d| match cfg.mode_tokens {
+                    true => tokenizer
+                        .encode(d.mode_token(), false)
+                        .map_err(|e| TrainError::Data(e.to_string())),
+                    false => Ok(Vec::new()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some((ds, cum, modes))
+        }
+        Denoising::Span(_) => None,
+    };
+    let mut rows = Vec::new();
+    for (doc, (line, obj)) in graft_data::source::read_rows(path)
+        .map_err(TrainError::Data)?
+        .into_iter()
+        .enumerate()
+    {
+        let t = text(&obj, "text")
+            .ok_or_else(|| at(line, "denoising objectives need {\"text\"} rows".into()))?
+            .map_err(|e| at(line, e))?;
+        let tokens = tokenizer
+            .encode(t, false)
+            .map_err(|e| at(line, e.to_string()))?;
+        let pairs = match (denoising, &ul2) {
+            (Denoising::Span(cfg), _) => {
+                corrupt_document(&tokens, max_len, cfg, first, eos, seed, doc as u64)
+            }
+            (Denoising::Ul2(_), Some((ds, cum, modes))) => ul2_document(
+                &tokens, max_len, ds, cum, modes, first, eos, seed, doc as u64,
+            ),
+            (Denoising::Ul2(_), None) => unreachable!("resolved above"),
+        };
+        for (inputs, targets) in pairs {
+            rows.push(match start {
+                Some(start) => pair_row(inputs, &targets, start),
+                None => TrainRow {
+                    targets: (0..inputs.len() + targets.len())
+                        .map(|i| i >= inputs.len())
+                        .collect(),
+                    input_ids: inputs.into_iter().chain(targets).collect(),
+                    ..Default::default()
+                },
+            });
+        }
+    }
+    if rows.is_empty() {
+        return Err(TrainError::Data(format!("{}: no rows", path.display())));
+    }
+    Ok(rows)
+}
+
+/// The recipe's train and eval rows for `source`'s model: denoising rows when `[data.span_corruption]`
+/// or `[data.ul2]` is set, seq2seq rows for T5, else the decoder rows of `data.rs`.
+pub fn load_recipe_rows(
+    recipe: &crate::Recipe,
+    source: &graft_models::ModelSource,
+    tok: &graft_data::Tokenize,
+    objective: &dyn crate::objectives::Objective,
+) -> Result<(Vec<TrainRow>, Vec<TrainRow>), TrainError> {
+    let d = &recipe.data;
+    let (pairs, labelled) = (objective.pairs(), objective.kl_rows());
+    let t5 = match &source.arch {
+        graft_models::Arch::T5(cfg) => Some(cfg),
+        graft_models::Arch::Decoder(_) => None,
+    };
+    let eos = t5
+        .and_then(|c| c.eos_ids().first().copied())
+        .or(tok.tokenizer.eos_id)
+        .or(source.generation.eos_token_ids.first().copied());
+    let denoising = match (&d.span_corruption, &d.ul2) {
+        (Some(_), Some(_)) => {
+            return Err(TrainError::Recipe(
+                "data: give span_corruption or ul2, not both".into(),
+            ))
+        }
+        (Some(s), None) => Some(Denoising::Span(s)),
+        (None, Some(u)) => Some(Denoising::Ul2(u)),
+        (None, None) => None,
+    };
+    let both = |load: &dyn Fn(&Path) -> Result<Vec<TrainRow>, TrainError>| {
+        let eval = d.eval.as_deref().map(load).transpose()?.unwrap_or_default();
+        Ok((load(&d.train)?, eval))
+    };
+    if let Some(den) = denoising {
+        if pairs || labelled || d.packing {
+            return Err(TrainError::Recipe(format!(
+                "data.span_corruption / data.ul2: a sequence objective (lm) without packing, not `{}`",
+                objective.name()
+            )));
+        }
+        let eos = eos.ok_or_else(|| TrainError::Recipe("the tokenizer has no EOS token".into()))?;
+        let start = t5.map(|c| c.decoder_start_token_id.unwrap_or(0));
+        return both(&|p| {
+            load_denoising_rows(
+                p,
+                tok.tokenizer,
+                eos,
+                d.max_seq_len,
+                &den,
+                start,
+                recipe.train.seed,
+            )
+        });
+    }
+    if let Some(cfg) = t5 {
+        if labelled || d.packing {
+            return Err(TrainError::Recipe(format!(
+                "encoder-decoder models train with sequence and pairwise preference objectives, without packing; `{}`{} is not supported for them yet",
+                objective.name(),
+                if d.packing { " with packing" } else { "" }
+            )));
+        }
+        let start = cfg.decoder_start_token_id.unwrap_or(0);
+        return both(&|p| load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs));
+    }
+    let load = |p: &Path, packing: bool| {
+        crate::data::load_rows(
+            p,
+            tok,
+            objective.completion_only(),
+            packing,
+            pairs,
+            labelled,
+        )
+    };
+    let eval = d
+        .eval
+        .as_deref()
+        .map(|p| load(p, false))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((load(&d.train, d.packing)?, eval))
+}
