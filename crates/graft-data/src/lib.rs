@@ -1,10 +1,16 @@
-//! graft-data: TRL row shapes, chat templates with assistant masks, tokenized examples and packing.
+//! graft-data: row sources, TRL row shapes, chat templates with assistant masks, tokenized examples
+//! and packing; denoising preprocessors (T5 span corruption, UL2); dedup, quality filters,
+//! decontamination; token caches.
 
 pub mod chat;
+pub mod decontaminate;
+pub mod dedup;
 pub mod formats;
 pub mod pack;
+pub mod quality;
 pub mod source;
 pub mod span_corruption;
+pub mod token_cache;
 pub mod tokenizer_train;
 pub mod ul2;
 

@@ -11,7 +11,11 @@ fn seq2seq_and_causal_forms_carry_the_same_pairs() {
     let dir = std::env::temp_dir().join(format!("graft-denoise-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("text.txt");
-    std::fs::write(&path, "The family of Dashwood had long been settled in Sussex.\n\nTheir estate was large.\n").unwrap();
+    std::fs::write(
+        &path,
+        "The family of Dashwood had long been settled in Sussex.\n\nTheir estate was large.\n",
+    )
+    .unwrap();
     for cfg in [
         Denoising::Span(&Default::default()),
         Denoising::Ul2(&Default::default()),
@@ -25,7 +29,8 @@ fn seq2seq_and_causal_forms_carry_the_same_pairs() {
             assert_eq!(a.input_ids[0], 0, "decoder start");
             let targets = &a.input_ids[1..];
             assert_eq!(b.input_ids, [inputs.as_slice(), targets].concat());
-            let loss_positions: Vec<bool> = (0..b.input_ids.len()).map(|i| i >= inputs.len()).collect();
+            let loss_positions: Vec<bool> =
+                (0..b.input_ids.len()).map(|i| i >= inputs.len()).collect();
             assert_eq!(b.targets, loss_positions, "loss on the targets only");
             assert!(b.encoder_ids.is_none());
             assert_eq!(*inputs.last().unwrap(), 1);
