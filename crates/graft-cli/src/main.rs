@@ -22,6 +22,7 @@ enum Command {
     Train(commands::train::Args),
     Quickstart(commands::quickstart::Args),
     InitModel(commands::init_model::Args),
+    Data(commands::data::Args),
     Bench(commands::bench::Args),
 }
 
@@ -35,6 +36,7 @@ fn main() {
         Command::Train(a) => commands::train::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::InitModel(a) => commands::init_model::run(a),
+        Command::Data(a) => commands::data::run(a),
         Command::Bench(a) => commands::bench::run(a),
     };
     if let Err(e) = result {

@@ -30,6 +30,43 @@ pub fn row_text(v: &Value) -> String {
     out.join("\n")
 }
 
+/// The content of a row for counting and dedup: the strings of its TRL content fields (`text`,
+/// `prompt`, `completion`, `chosen`, `rejected`, `messages`, `inputs`, `targets`; message lists by
+/// their `content`), else every string in it — never metadata like ids or language tags.
+pub fn content_text(row: &Value) -> String {
+    const FIELDS: [&str; 8] = [
+        "text",
+        "prompt",
+        "completion",
+        "chosen",
+        "rejected",
+        "messages",
+        "inputs",
+        "targets",
+    ];
+    fn content(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| content(x, out)),
+            Value::Object(o) => match o.get("content") {
+                Some(c) => content(c, out),
+                None => o.values().for_each(|x| content(x, out)),
+            },
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for f in FIELDS {
+        if let Some(v) = row.get(f) {
+            content(v, &mut out);
+        }
+    }
+    if out.is_empty() {
+        return row_text(row);
+    }
+    out.join("\n")
+}
+
 /// Lower-cased alphanumeric words.
 pub fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -179,5 +216,10 @@ mod tests {
     fn row_text_collects_every_string() {
         let row = serde_json::json!({"messages": [{"role": "user", "content": "Hi"}], "n": 3});
         assert_eq!(row_text(&row), "Hi\nuser");
+        assert_eq!(content_text(&row), "Hi");
+        assert_eq!(
+            content_text(&serde_json::json!({"text": "a b", "lang": "en"})),
+            "a b"
+        );
     }
 }

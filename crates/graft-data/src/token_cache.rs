@@ -177,7 +177,9 @@ mod tests {
                 docs
             );
             std::fs::write(dir.join("tokens.bin"), [0u8; 3]).unwrap();
-            let err = TokenCache::open(&dir).err().expect("a corrupt cache is refused");
+            let err = TokenCache::open(&dir)
+                .err()
+                .expect("a corrupt cache is refused");
             assert!(err.contains("corrupt"), "{err}");
         }
     }

@@ -116,3 +116,46 @@ pub fn plot(metrics: &Path, png: &Path, title: &str) -> Result<(), TrainError> {
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }
+
+/// A histogram of `values` (30 bins) into `png`.
+pub fn histogram(values: &[f64], png: &Path, title: &str, x_desc: &str) -> Result<(), TrainError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    let err = |e: &dyn std::fmt::Display| TrainError::Io(format!("{}: {e}", png.display()));
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let bins = 30usize;
+    let width = ((hi - lo) / bins as f64).max(1e-9);
+    let mut counts = vec![0usize; bins];
+    for &v in values {
+        counts[(((v - lo) / width) as usize).min(bins - 1)] += 1;
+    }
+    let top = *counts.iter().max().unwrap_or(&1) as f64;
+    let root = BitMapBackend::new(png, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(lo..(lo + width * bins as f64), 0f64..top * 1.05)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("rows")
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+            let x0 = lo + i as f64 * width;
+            Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], BLUE.mix(0.6).filled())
+        }))
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}

@@ -1,6 +1,8 @@
 pub mod bench;
 pub mod classify;
 pub mod convert;
+pub mod data;
+pub mod data_clean;
 pub mod generate;
 pub mod init_model;
 pub mod quickstart;

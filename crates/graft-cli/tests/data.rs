@@ -1,0 +1,190 @@
+//! `graft data`: inspect, stats (+ histogram PNG), tokenize (token cache = tokenizer output),
+//! dedup (exact, near, quality; report), decontaminate (report names the eval row).
+
+mod common;
+use common::*;
+
+use graft_testkit::fixture;
+use serde_json::{json, Value};
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write(path: &std::path::Path, rows: &[Value]) {
+    std::fs::write(
+        path,
+        rows.iter()
+            .map(|r| r.to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+}
+
+const PARA: &str = "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families.";
+
+#[test]
+fn dedup_drops_copies_and_junk_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write(
+        &input,
+        &[
+            json!({"text": PARA, "id": 1}),
+            json!({"text": "The weather at Bath was fine and the pump room was crowded with visitors that morning.", "id": 2}),
+            json!({"text": PARA, "id": 3}),
+            json!({"text": PARA.replace("surrounding families", "surrounding family"), "id": 4}),
+            json!({"text": "buy now cheap buy now cheap buy now cheap buy now cheap buy now", "id": 5}),
+        ],
+    );
+    let (out, report) = (
+        dir.path().join("out.jsonl"),
+        dir.path().join("report.jsonl"),
+    );
+    let o = graft(&[
+        "data",
+        "dedup",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--near",
+        "--max-top-trigram-fraction",
+        "0.18",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let kept: Vec<i64> = lines(&out)
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(kept, [1, 2]);
+    let rep = lines(&report);
+    assert_eq!(
+        rep.iter()
+            .map(|r| r["reason"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["exact_duplicate", "near_duplicate", "quality"]
+    );
+    assert_eq!(rep[0]["line"], 3);
+    assert_eq!(rep[0]["of_line"], 1);
+    assert_eq!(rep[1]["of_line"], 1);
+}
+
+#[test]
+fn decontaminate_removes_rows_copying_an_eval_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let eval = dir.path().join("eval.jsonl");
+    write(
+        &eval,
+        &[
+            json!({"question": "Natalia sold clips to 48 of her friends in April and then she sold half as many clips in May", "answer": "72"}),
+        ],
+    );
+    let train = dir.path().join("train.jsonl");
+    write(
+        &train,
+        &[
+            json!({"messages": [{"role": "user", "content": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many?"}, {"role": "assistant", "content": "72"}]}),
+            json!({"messages": [{"role": "user", "content": "Give me a word problem."}, {"role": "assistant", "content": "Natalia sold clips to 48 of her friends in April and then she sold half as many clips in May"}]}),
+            json!({"prompt": "What is the capital of France?", "completion": "Paris"}),
+        ],
+    );
+    let (out, report) = (
+        dir.path().join("out.jsonl"),
+        dir.path().join("report.jsonl"),
+    );
+    let o = graft(&[
+        "data",
+        "decontaminate",
+        "--input",
+        train.to_str().unwrap(),
+        "--eval",
+        eval.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Only user turns count (as open-instruct indexes them): the assistant-turn copy stays.
+    assert_eq!(lines(&out).len(), 2);
+    let rep = lines(&report);
+    assert_eq!(rep.len(), 1);
+    assert_eq!(rep[0]["line"], 1);
+    assert_eq!(rep[0]["eval_line"], 1);
+    assert!(rep[0]["overlap"].as_f64().unwrap() > 0.9);
+}
+
+#[test]
+fn tokenize_writes_a_cache_equal_to_the_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("text.jsonl");
+    write(
+        &input,
+        &[json!({"text": "Hello there."}), json!({"text": PARA})],
+    );
+    let cache = dir.path().join("cache");
+    let model = fixture("models/llama");
+    let o = graft(&[
+        "data",
+        "tokenize",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        cache.to_str().unwrap(),
+        "--eos",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = graft_data::token_cache::TokenCache::open(&cache).unwrap();
+    let tok = graft_models::Tokenizer::from_hf_dir(&model).unwrap();
+    assert_eq!(c.info.dtype, "u16");
+    for (i, text) in ["Hello there.", PARA].iter().enumerate() {
+        let mut want = tok.encode(text, true).unwrap();
+        want.push(tok.eos_id.unwrap());
+        assert_eq!(c.document(i), want);
+    }
+}
+
+#[test]
+fn stats_inspect_and_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.jsonl");
+    write(
+        &input,
+        &[
+            json!({"text": "one two three", "language": "en"}),
+            json!({"text": "uno due", "language": "it"}),
+            json!({"text": "quattro", "language": "it"}),
+        ],
+    );
+    let png = dir.path().join("len.png");
+    let o = graft(&[
+        "data",
+        "stats",
+        input.to_str().unwrap(),
+        "--group-by",
+        "language",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(s["rows"], 3);
+    assert_eq!(s["words"], 6);
+    assert_eq!(s["groups"]["it"]["rows"], 2);
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    let o = graft(&["data", "inspect", input.to_str().unwrap(), "--rows", "1"]);
+    assert!(o.status.success() && stdout(&o).contains("one two three"));
+
+    std::fs::write(&input, "{\"text\": \"ok\"}\n{not json\n").unwrap();
+    let o = graft(&["data", "stats", input.to_str().unwrap()]);
+    assert_user_error(&o, &["rows.jsonl:2", "invalid JSON"]);
+}
