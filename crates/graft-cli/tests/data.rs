@@ -143,6 +143,13 @@ fn tokenize_writes_a_cache_equal_to_the_tokenizer() {
         "--eos",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Pretraining reads the cache directly ([data] train = the cache folder).
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, format!("[model]\npath = {:?}\n[data]\ntrain = {:?}\nmax_seq_len = 16\npacking = true\n\
+        [objective]\nkind = \"lm\"\n[train]\nsteps = 3\nbatch_size = 2\nlog_every = 1\nsave_every = 0\n",
+        model.display().to_string(), cache.display().to_string())).unwrap();
+    let m = train_ok(&recipe, &dir.path().join("run"), &[]);
+    assert_eq!(m.len(), 3);
     let c = graft_data::token_cache::TokenCache::open(&cache).unwrap();
     let tok = graft_models::Tokenizer::from_hf_dir(&model).unwrap();
     assert_eq!(c.info.dtype, "u16");

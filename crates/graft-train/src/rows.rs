@@ -271,6 +271,16 @@ pub fn load_recipe_rows(
         return both(&|p| load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs));
     }
     let load = |p: &Path, packing: bool| {
+        if p.join("cache.json").exists() {
+            if pairs || labelled {
+                return Err(TrainError::Recipe(format!(
+                    "{}: a token cache holds plain text; `{}` needs its own row shapes",
+                    p.display(),
+                    objective.name()
+                )));
+            }
+            return cache_rows(p, d.max_seq_len, packing);
+        }
         crate::data::load_rows(
             p,
             tok,
@@ -287,4 +297,47 @@ pub fn load_recipe_rows(
         .transpose()?
         .unwrap_or_default();
     Ok((load(&d.train, d.packing)?, eval))
+}
+
+/// Rows from a token cache (`graft data tokenize`): each document cut into `max_len` windows
+/// (every token a target but the first of a window), packed when asked.
+pub fn cache_rows(dir: &Path, max_len: usize, packing: bool) -> Result<Vec<TrainRow>, TrainError> {
+    let cache = graft_data::token_cache::TokenCache::open(dir).map_err(TrainError::Data)?;
+    let mut examples = Vec::new();
+    for i in 0..cache.len() {
+        for chunk in cache.document(i).chunks(max_len.max(2)) {
+            if chunk.len() > 1 {
+                examples.push(graft_data::Example {
+                    input_ids: chunk.to_vec(),
+                    targets: (0..chunk.len()).map(|j| j > 0).collect(),
+                });
+            }
+        }
+    }
+    if examples.is_empty() {
+        return Err(TrainError::Data(format!(
+            "{}: no documents of two or more tokens",
+            dir.display()
+        )));
+    }
+    Ok(if packing {
+        graft_data::pack(&examples, max_len)
+            .into_iter()
+            .map(|r| TrainRow {
+                input_ids: r.input_ids,
+                targets: r.targets,
+                packed: Some((r.positions, r.segments)),
+                ..Default::default()
+            })
+            .collect()
+    } else {
+        examples
+            .into_iter()
+            .map(|e| TrainRow {
+                input_ids: e.input_ids,
+                targets: e.targets,
+                ..Default::default()
+            })
+            .collect()
+    })
 }
