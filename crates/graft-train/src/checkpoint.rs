@@ -19,6 +19,9 @@ pub struct TrainerState {
     pub epoch: usize,
     pub cursor: usize,
     pub seed: u64,
+    /// (epoch, cursor) of every task of a mixture (empty for one task: `epoch`, `cursor`).
+    #[serde(default)]
+    pub tasks: Vec<(usize, usize)>,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {

@@ -324,16 +324,18 @@ impl Loader {
 
     /// The next `n` rows, crossing into the next epoch when one ends.
     pub fn next(&mut self, n: usize) -> Vec<&TrainRow> {
-        let mut picked = Vec::with_capacity(n);
-        for _ in 0..n {
-            if self.cursor == self.order.len() {
-                let next = self.epoch + 1;
-                self.seek(next, 0);
-            }
-            picked.push(self.order[self.cursor]);
-            self.cursor += 1;
-        }
+        let picked: Vec<usize> = (0..n).map(|_| self.next_index()).collect();
         picked.into_iter().map(|i| &self.rows[i]).collect()
+    }
+
+    /// Index (into [`Self::rows`]) of the next row, crossing into the next epoch when one ends.
+    pub fn next_index(&mut self) -> usize {
+        if self.cursor == self.order.len() {
+            let next = self.epoch + 1;
+            self.seek(next, 0);
+        }
+        self.cursor += 1;
+        self.order[self.cursor - 1]
     }
 
     pub fn rows(&self) -> &[TrainRow] {

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod manifest;
 pub mod metrics;
+pub mod mixture;
 pub mod net;
 pub mod objectives;
 pub mod optim;

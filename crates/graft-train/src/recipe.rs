@@ -68,7 +68,14 @@ fn thirty_two() -> f64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    pub train: PathBuf,
+    /// The training rows; or give `[[data.tasks]]` for a mixture.
+    #[serde(default)]
+    pub train: Option<PathBuf>,
+    /// A mixture of tasks (`name`, `train`, optional `eval` and `rate`), sampled per `[data.mixture]`.
+    #[serde(default)]
+    pub tasks: Vec<crate::mixture::TaskSection>,
+    #[serde(default)]
+    pub mixture: Option<crate::mixture::MixtureSection>,
     #[serde(default)]
     pub eval: Option<PathBuf>,
     #[serde(default = "max_seq_len")]
@@ -181,7 +188,36 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
         }
     };
     resolve(&mut recipe.model.path);
-    resolve(&mut recipe.data.train);
+    if let Some(t) = recipe.data.train.as_mut() {
+        resolve(t);
+    }
+    for task in recipe.data.tasks.iter_mut() {
+        resolve(&mut task.train);
+        if let Some(e) = task.eval.as_mut() {
+            resolve(e);
+        }
+    }
+    match (&recipe.data.train, recipe.data.tasks.is_empty()) {
+        (Some(_), false) => {
+            return Err(format!(
+                "{}: data: give `train` or `[[data.tasks]]`, not both",
+                path.display()
+            ))
+        }
+        (None, true) => {
+            return Err(format!(
+                "{}: data: missing `train` (or `[[data.tasks]]`)",
+                path.display()
+            ))
+        }
+        _ => {}
+    }
+    if recipe.data.mixture.is_some() && recipe.data.tasks.is_empty() {
+        return Err(format!(
+            "{}: data.mixture: needs `[[data.tasks]]`",
+            path.display()
+        ));
+    }
     if let Some(e) = recipe.data.eval.as_mut() {
         resolve(e);
     }

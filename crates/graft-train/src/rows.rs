@@ -15,6 +15,7 @@ use graft_models::Tokenizer;
 use serde_json::Value;
 
 use crate::data::TrainRow;
+use crate::mixture::TaskSection;
 use crate::TrainError;
 
 fn text<'a>(
@@ -206,13 +207,57 @@ pub fn load_denoising_rows(
     Ok(rows)
 }
 
-/// The recipe's train and eval rows for `source`'s model: denoising rows when `[data.span_corruption]`
-/// or `[data.ul2]` is set, seq2seq rows for T5, else the decoder rows of `data.rs`.
+/// The recipe's tasks with their training rows (one task, `train`, unless `[[data.tasks]]`), and
+/// every eval row.
 pub fn load_recipe_rows(
     recipe: &crate::Recipe,
     source: &graft_models::ModelSource,
     tok: &graft_data::Tokenize,
     objective: &dyn crate::objectives::Objective,
+) -> Result<(Vec<(TaskSection, Vec<TrainRow>)>, Vec<TrainRow>), TrainError> {
+    let d = &recipe.data;
+    let tasks: Vec<TaskSection> = match &d.train {
+        Some(train) => vec![TaskSection {
+            name: "train".into(),
+            train: train.clone(),
+            eval: d.eval.clone(),
+            rate: None,
+        }],
+        None => d.tasks.clone(),
+    };
+    let mut out = Vec::new();
+    let mut evals = Vec::new();
+    for task in tasks {
+        let (rows, eval) = load_files(
+            recipe,
+            source,
+            tok,
+            objective,
+            &task.train,
+            task.eval.as_deref(),
+        )?;
+        evals.extend(eval);
+        out.push((task, rows));
+    }
+    if d.train.is_none() {
+        if let Some(e) = &d.eval {
+            let (_, eval) = load_files(recipe, source, tok, objective, e, None)?;
+            evals.extend(eval);
+        }
+    }
+    Ok((out, evals))
+}
+
+/// Train and eval rows of one file pair for `source`'s model: denoising rows when
+/// `[data.span_corruption]` or `[data.ul2]` is set, seq2seq rows for T5, token-cache rows for a
+/// cache folder, else the decoder rows of `data.rs`.
+fn load_files(
+    recipe: &crate::Recipe,
+    source: &graft_models::ModelSource,
+    tok: &graft_data::Tokenize,
+    objective: &dyn crate::objectives::Objective,
+    train: &Path,
+    eval: Option<&Path>,
 ) -> Result<(Vec<TrainRow>, Vec<TrainRow>), TrainError> {
     let d = &recipe.data;
     let (pairs, labelled) = (objective.pairs(), objective.kl_rows());
@@ -235,8 +280,8 @@ pub fn load_recipe_rows(
         (None, None) => None,
     };
     let both = |load: &dyn Fn(&Path) -> Result<Vec<TrainRow>, TrainError>| {
-        let eval = d.eval.as_deref().map(load).transpose()?.unwrap_or_default();
-        Ok((load(&d.train)?, eval))
+        let eval = eval.map(load).transpose()?.unwrap_or_default();
+        Ok((load(train)?, eval))
     };
     if let Some(den) = denoising {
         if pairs || labelled || d.packing {
@@ -290,13 +335,11 @@ pub fn load_recipe_rows(
             labelled,
         )
     };
-    let eval = d
-        .eval
-        .as_deref()
+    let eval = eval
         .map(|p| load(p, false))
         .transpose()?
         .unwrap_or_default();
-    Ok((load(&d.train, d.packing)?, eval))
+    Ok((load(train, d.packing)?, eval))
 }
 
 /// Rows from a token cache (`graft data tokenize`): each document cut into `max_len` windows

@@ -12,7 +12,8 @@ use graft_models::{Arch, Decoder, ModelSource, T5};
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::data::{collate, Loader};
+use crate::data::collate;
+use crate::mixture::Mixture;
 use crate::objectives::{registry, Objective};
 use crate::optim::AdamW;
 use crate::schedule::Schedule;
@@ -240,24 +241,35 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             objective.name()
         )));
     }
-    let (mut rows, mut eval_rows) =
+    let (mut tasks, mut eval_rows) =
         crate::rows::load_recipe_rows(recipe, &source, &tok, objective.as_ref())?;
     // Reference log-probs are computed once, then the reference model is dropped.
     // (Not for KTO: its KL rows are formed per batch.)
     if let Some(r) = reference.take_if(|_| !labelled) {
+        let total: usize = tasks.iter().map(|(_, r)| r.len()).sum();
         let bar = if opts.progress {
-            indicatif::ProgressBar::new(rows.len() as u64)
+            indicatif::ProgressBar::new(total as u64)
         } else {
             indicatif::ProgressBar::hidden()
         };
         bar.set_message("caching reference log-probs");
-        crate::data::cache_reference(&mut rows, &r, t.batch_size, &device, |n| {
-            bar.set_position(n as u64)
-        })?;
+        let mut done = 0;
+        for (_, rows) in tasks.iter_mut() {
+            crate::data::cache_reference(rows, &r, t.batch_size, &device, |n| {
+                bar.set_position((done + n) as u64)
+            })?;
+            done += rows.len();
+        }
         crate::data::cache_reference(&mut eval_rows, &r, t.batch_size, &device, |_| ())?;
         bar.finish_and_clear();
     }
-    let mut loader = Loader::new(rows, t.seed);
+    let mut loader = if recipe.data.tasks.is_empty() {
+        let (_, rows) = tasks.pop().expect("one task");
+        Mixture::single(rows, t.seed)
+    } else {
+        let mix = recipe.data.mixture.clone().unwrap_or_default();
+        Mixture::new(tasks, &mix, t.seed).map_err(TrainError::Recipe)?
+    };
     let mut opt = AdamW::new(&varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
 
     // Output folder, resume.
@@ -269,6 +281,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         epoch: 0,
         cursor: 0,
         seed: t.seed,
+        tasks: Vec::new(),
     };
     let mut last_checkpoint = "none".to_string();
     if opts.resume {
@@ -281,7 +294,11 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         let ck = checkpoint::read(&dir)?;
         set_vars(&varmap, &ck.weights, &dir)?;
         opt.load_state(&ck.optimizer, ck.state.step)?;
-        loader.seek(ck.state.epoch, ck.state.cursor);
+        if ck.state.tasks.is_empty() {
+            loader.seek(&[(ck.state.epoch, ck.state.cursor)]);
+        } else {
+            loader.seek(&ck.state.tasks);
+        }
         state = ck.state;
         metrics::truncate_after(&metrics_path, state.step)?;
         last_checkpoint = dir.display().to_string();
@@ -292,15 +309,19 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         )));
     }
     let recipe_json = serde_json::to_value(recipe).map_err(|e| TrainError::Io(e.to_string()))?;
-    let mut input_paths: Vec<&Path> =
-        vec![recipe.model.path.as_path(), recipe.data.train.as_path()];
+    let mut input_paths: Vec<&Path> = vec![recipe.model.path.as_path()];
+    input_paths.extend(recipe.data.train.as_deref());
     input_paths.extend(recipe.data.eval.as_deref());
+    for task in &recipe.data.tasks {
+        input_paths.push(&task.train);
+        input_paths.extend(task.eval.as_deref());
+    }
     manifest::write(
         &out.join("manifest.json"),
         &recipe_json,
         manifest::inputs(&input_paths)?,
         t.seed,
-        json!({"objective": objective.name(), "train_rows": loader.rows().len(), "eval_rows": eval_rows.len(),
+        json!({"objective": objective.name(), "train_rows": loader.rows(), "tasks": loader.names, "eval_rows": eval_rows.len(),
                "resumed_from_step": state.step}),
     )?;
     let mut log = metrics::MetricsLog::open(&metrics_path)?;
@@ -338,8 +359,10 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     };
     for step in state.step..t.steps {
         let lr = schedule.lr(t.lr, step, t.steps, t.warmup_steps);
-        let batches = (0..t.grad_accum)
-            .map(|_| collate(&loader.next(t.batch_size), &device))
+        let picked = loader.next(step, t.batch_size * t.grad_accum);
+        let batches = picked
+            .chunks(t.batch_size)
+            .map(|rows| collate(rows, &device))
             .collect::<candle_core::Result<Vec<_>>>()?;
 
         let eval = if t.eval_every > 0 && step % t.eval_every == 0 {
@@ -372,7 +395,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
 
         if step % t.log_every.max(1) == 0 || step + 1 == t.steps || eval.is_some() {
             let mut row = json!({"step": step, "loss": loss, "lr": lr, "tokens": state.tokens,
-                "grad_norm": grad_norm, "epoch": loader.epoch});
+                "grad_norm": grad_norm, "epoch": loader.loaders[0].epoch});
             let elapsed = start.elapsed().as_secs_f64();
             if elapsed > 0.0 {
                 row["tokens_per_second"] = json!((state.tokens - start_tokens) as f64 / elapsed);
@@ -386,8 +409,11 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
 
         state.step = step + 1;
         state.tokens += batches.iter().map(|b| b.input_tokens as u64).sum::<u64>();
-        state.epoch = loader.epoch;
-        state.cursor = loader.cursor;
+        let positions = loader.positions();
+        (state.epoch, state.cursor) = positions[0];
+        if positions.len() > 1 {
+            state.tasks = positions;
+        }
         bar.set_position(state.step as u64);
         bar.set_message(format!(
             "loss {loss:.4} | {:.0} tok/s",
