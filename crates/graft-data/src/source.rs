@@ -1,9 +1,11 @@
-//! Row sources: JSONL (one JSON object per line), Parquet (one row per record, nested lists and
-//! structs as JSON arrays and objects, as `datasets` writes TRL data) and plain text (`.txt`: one
-//! `{"text"}` row per paragraph, paragraphs separated by blank lines). Rows come with their 1-based
-//! line (JSONL, text: the paragraph's first line) or row (Parquet) number for error messages.
+//! Row sources: JSONL (one JSON object per line; also `.jsonl.gz` / `.jsonl.zst`, decompressed as
+//! they stream), Parquet (one row per record, nested lists and structs as JSON arrays and objects,
+//! as `datasets` writes TRL data) and plain text (`.txt`, `.txt.gz`, `.txt.zst`: one `{"text"}` row
+//! per paragraph, paragraphs separated by blank lines). Rows stream one at a time ([`rows_iter`]);
+//! a shard (index, count) keeps every count-th row for multi-process training. Rows come with their
+//! 1-based line (JSONL, text: the paragraph's first line) or row (Parquet) number for errors.
 
-use std::io::BufRead;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -12,73 +14,150 @@ use serde_json::{Map, Value};
 /// A row and its 1-based line (JSONL) or row (Parquet) number.
 pub type NumberedRow = (usize, Map<String, Value>);
 
-/// Rows of `path` by its extension (`.parquet`, `.txt`, else JSONL). Errors name the file and
-/// line/row.
-pub fn read_rows(path: &Path) -> Result<Vec<NumberedRow>, String> {
+type Rows = Box<dyn Iterator<Item = Result<NumberedRow, String>>>;
+
+/// The file's bytes, decompressed by its last extension (`.gz`, `.zst`); and the name without it.
+fn open_stream(path: &Path) -> Result<(Box<dyn Read>, String), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "txt") {
-        return text_paragraphs(file, path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if let Some(inner) = name.strip_suffix(".gz") {
+        return Ok((
+            Box::new(flate2::read::MultiGzDecoder::new(file)),
+            inner.to_string(),
+        ));
     }
+    if let Some(inner) = name.strip_suffix(".zst") {
+        let d = ruzstd::decoding::StreamingDecoder::new(file)
+            .map_err(|e| format!("{}: not a zstd stream: {e}", path.display()))?;
+        return Ok((Box::new(d), inner.to_string()));
+    }
+    Ok((Box::new(file), name))
+}
+
+/// Rows of `path`, streamed, by its extension (`.parquet`, `.txt[.gz|.zst]`, else JSONL
+/// `[.gz|.zst]`). Errors name the file and line/row.
+pub fn rows_iter(path: &Path) -> Result<Rows, String> {
+    let shown = path.display().to_string();
     if path.extension().is_some_and(|e| e == "parquet") {
+        let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
         let reader = SerializedFileReader::new(file)
-            .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
-        let rows = reader
+            .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
+        let rows: Vec<_> = reader
             .get_row_iter(None)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        return rows
+            .map_err(|e| format!("{shown}: {e}"))?
             .enumerate()
             .map(|(i, row)| {
-                let row = row.map_err(|e| format!("{} row {}: {e}", path.display(), i + 1))?;
+                let row = row.map_err(|e| format!("{shown} row {}: {e}", i + 1))?;
                 match row.to_json_value() {
                     Value::Object(o) => Ok((i + 1, o)),
-                    _ => Err(format!("{} row {}: not a record", path.display(), i + 1)),
+                    _ => Err(format!("{shown} row {}: not a record", i + 1)),
                 }
             })
             .collect();
+        return Ok(Box::new(rows.into_iter()));
     }
-    let mut rows = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| format!("{}:{n}: {e}", path.display()))?;
+    let (stream, inner_name) = open_stream(path)?;
+    let lines = BufReader::new(stream)
+        .lines()
+        .enumerate()
+        .map(move |(i, l)| (i + 1, l));
+    if inner_name.ends_with(".txt") {
+        return Ok(Box::new(TextParagraphs {
+            lines: Box::new(lines),
+            shown,
+            para: Vec::new(),
+            first: 0,
+            done: false,
+        }));
+    }
+    Ok(Box::new(lines.filter_map(move |(n, line)| {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => return Some(Err(format!("{shown}:{n}: {e}"))),
+        };
         if line.trim().is_empty() {
-            continue;
+            return None;
         }
-        match serde_json::from_str(&line) {
-            Ok(Value::Object(o)) => rows.push((n, o)),
-            Ok(_) => return Err(format!("{}:{n}: expected a JSON object", path.display())),
-            Err(e) => return Err(format!("{}:{n}: invalid JSON: {e}", path.display())),
-        }
-    }
-    Ok(rows)
+        Some(match serde_json::from_str(&line) {
+            Ok(Value::Object(o)) => Ok((n, o)),
+            Ok(_) => Err(format!("{shown}:{n}: expected a JSON object")),
+            Err(e) => Err(format!("{shown}:{n}: invalid JSON: {e}")),
+        })
+    })))
 }
 
-/// One `{"text"}` row per paragraph (lines joined by a space; blank lines separate paragraphs).
-fn text_paragraphs(file: std::fs::File, path: &Path) -> Result<Vec<NumberedRow>, String> {
-    let mut rows = Vec::new();
-    let mut para: Vec<String> = Vec::new();
-    let mut first = 0;
-    let mut flush = |para: &mut Vec<String>, first: usize| {
-        if !para.is_empty() {
-            let mut row = Map::new();
-            row.insert("text".into(), Value::String(para.join(" ")));
-            rows.push((first, row));
-            para.clear();
-        }
-    };
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-        let line = line.trim();
-        if line.is_empty() {
-            flush(&mut para, first);
-        } else {
-            if para.is_empty() {
-                first = i + 1;
-            }
-            para.push(line.to_string());
-        }
+/// Every row of `path` (see [`rows_iter`]); the first error stops the read.
+pub fn read_rows(path: &Path) -> Result<Vec<NumberedRow>, String> {
+    rows_iter(path)?.collect()
+}
+
+/// Shard `index` of `count`: every `count`-th row starting at row `index` (0-based), streamed.
+pub fn read_shard(path: &Path, index: usize, count: usize) -> Result<Vec<NumberedRow>, String> {
+    if count == 0 || index >= count {
+        return Err(format!(
+            "{}: shard {index} of {count} does not exist",
+            path.display()
+        ));
     }
-    flush(&mut para, first);
-    Ok(rows)
+    rows_iter(path)?
+        .enumerate()
+        .filter(|(i, _)| i % count == index)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// `{"text"}` rows, one per paragraph (lines joined by a space; blank lines separate paragraphs).
+struct TextParagraphs {
+    lines: Box<dyn Iterator<Item = (usize, std::io::Result<String>)>>,
+    shown: String,
+    para: Vec<String>,
+    first: usize,
+    done: bool,
+}
+
+impl TextParagraphs {
+    fn flush(&mut self) -> Option<Result<NumberedRow, String>> {
+        if self.para.is_empty() {
+            return None;
+        }
+        let mut row = Map::new();
+        row.insert("text".into(), Value::String(self.para.join(" ")));
+        self.para.clear();
+        Some(Ok((self.first, row)))
+    }
+}
+
+impl Iterator for TextParagraphs {
+    type Item = Result<NumberedRow, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            match self.lines.next() {
+                None => {
+                    self.done = true;
+                    return self.flush();
+                }
+                Some((n, Err(e))) => return Some(Err(format!("{}:{n}: {e}", self.shown))),
+                Some((n, Ok(line))) => {
+                    let line = line.trim();
+                    if line.is_empty() {
+                        if let Some(row) = self.flush() {
+                            return Some(row);
+                        }
+                    } else {
+                        if self.para.is_empty() {
+                            self.first = n;
+                        }
+                        self.para.push(line.to_string());
+                    }
+                }
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +198,46 @@ mod tests {
             texts,
             [(1, "Title"), (3, "First line second line."), (7, "Last.")]
         );
+    }
+
+    #[test]
+    fn compressed_jsonl_and_text_stream_like_plain_files() {
+        use std::io::Write;
+        let dir = tempfile_dir();
+        let plain = fixture("data/chat.jsonl");
+        let bytes = std::fs::read(&plain).unwrap();
+        let gz = dir.join("chat.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&bytes).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        assert_eq!(read_rows(&gz).unwrap(), read_rows(&plain).unwrap());
+        let zst = dir.join("chat.jsonl.zst");
+        let packed = ruzstd::encoding::compress_to_vec(
+            &bytes[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        std::fs::write(&zst, packed).unwrap();
+        assert_eq!(read_rows(&zst).unwrap(), read_rows(&plain).unwrap());
+        let txt = dir.join("p.txt.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"a b\nc\n\nd\n").unwrap();
+        std::fs::write(&txt, enc.finish().unwrap()).unwrap();
+        let rows = read_rows(&txt).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].1["text"], "a b c");
+        // Shards partition the rows.
+        let all = read_rows(&plain).unwrap();
+        let (s0, s1) = (
+            read_shard(&plain, 0, 2).unwrap(),
+            read_shard(&plain, 1, 2).unwrap(),
+        );
+        assert_eq!(s0.len() + s1.len(), all.len());
+        assert_eq!(s0[0], all[0]);
+        assert_eq!(s1[0], all[1]);
+        assert!(read_shard(&plain, 2, 2).is_err());
+        let bad = dir.join("bad.jsonl.zst");
+        std::fs::write(&bad, b"not zstd at all").unwrap();
+        assert!(read_rows(&bad).err().unwrap().contains("bad.jsonl.zst"));
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
