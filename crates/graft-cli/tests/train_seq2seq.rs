@@ -283,3 +283,27 @@ fn ul2_mixture_trains_t5_and_a_decoder_in_causal_form() {
     ]);
     assert_user_error(&o, &["ul2.rates"]);
 }
+
+#[test]
+fn kto_on_t5_with_seq2seq_kl_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let words = ["estate", "family", "house", "sister", "mother", "letter"];
+    let rows: Vec<_> = (0..12)
+        .map(|i| {
+            json!({"prompt": format!("first word: {} {}", words[i % 6], words[(i + 1) % 6]),
+                        "completion": words[(i + i % 2) % 6], "label": i % 2 == 0})
+        })
+        .collect();
+    let train = dir.path().join("kto.jsonl");
+    write_rows(&train, &rows);
+    let r = recipe(dir.path(), "t5_v11", &train, "");
+    let text = std::fs::read_to_string(&r)
+        .unwrap()
+        .replace("kind = \"lm\"", "kind = \"kto\"\nbeta = 0.1");
+    std::fs::write(&r, text).unwrap();
+    let m = train_ok(&r, &dir.path().join("kto"), &[]);
+    // Policy = reference at step 0: every reward is 0, so the loss is 1 - sigmoid(0) = 0.5.
+    let first = m[0]["loss"].as_f64().unwrap();
+    assert!((first - 0.5).abs() < 1e-4, "step 0 loss {first}");
+    assert!(m[19]["loss"].as_f64().unwrap() < first, "{}", m[19]);
+}

@@ -165,6 +165,15 @@ fn kl_rows(rows: &[&TrainRow]) -> Vec<TrainRow> {
     (0..rows.len())
         .map(|i| {
             let (p, c) = (rows[i], rows[(i + rows.len() - 1) % rows.len()]);
+            if p.encoder_ids.is_some() {
+                // Seq2seq: the prompt is the encoder input, the completion the decoder stream.
+                return TrainRow {
+                    encoder_ids: p.encoder_ids.clone(),
+                    input_ids: c.input_ids.clone(),
+                    targets: c.targets.clone(),
+                    ..Default::default()
+                };
+            }
             let (pn, cn) = (split(p), split(c));
             let mut input_ids = p.input_ids[..pn].to_vec();
             input_ids.extend_from_slice(&c.input_ids[cn..]);

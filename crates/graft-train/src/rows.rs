@@ -67,6 +67,7 @@ pub fn load_seq2seq_rows(
     start: u32,
     max_len: usize,
     pairs: bool,
+    labelled: bool,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
@@ -121,7 +122,15 @@ pub fn load_seq2seq_rows(
         }
         inputs.truncate(max_len);
         targets.truncate(max_len);
-        rows.push(pair_row(inputs, &targets, start));
+        let mut row = pair_row(inputs, &targets, start);
+        if labelled {
+            let label = obj
+                .get("label")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| at(line, "field `label`: missing or not true/false".into()))?;
+            row.label = Some(label);
+        }
+        rows.push(row);
     }
     if rows.is_empty() {
         return Err(TrainError::Data(format!("{}: no rows", path.display())));
@@ -305,15 +314,15 @@ fn load_files(
         });
     }
     if let Some(cfg) = t5 {
-        if labelled || d.packing {
-            return Err(TrainError::Recipe(format!(
-                "encoder-decoder models train with sequence and pairwise preference objectives, without packing; `{}`{} is not supported for them yet",
-                objective.name(),
-                if d.packing { " with packing" } else { "" }
-            )));
+        if d.packing {
+            return Err(TrainError::Recipe(
+                "data.packing: not supported for encoder-decoder models".into(),
+            ));
         }
         let start = cfg.decoder_start_token_id.unwrap_or(0);
-        return both(&|p| load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs));
+        return both(&|p| {
+            load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs, labelled)
+        });
     }
     let load = |p: &Path, packing: bool| {
         if p.join("cache.json").exists() {
