@@ -92,13 +92,30 @@ impl LoraConfig {
         if self.bias != "none" {
             return Err(format!("bias: `{}` is not supported (none)", self.bias));
         }
-        if self.modules_to_save.as_ref().is_some_and(|m| !m.is_null()) {
-            return Err("modules_to_save: not supported yet".into());
-        }
+        self.modules_to_save()?;
         if self.target_modules.as_ref().is_none_or(|t| t.is_null()) {
             return Err("target_modules: missing".into());
         }
         Ok(())
+    }
+
+    /// `modules_to_save` as names (a module matches when its path is the name or ends with
+    /// `.name`, as PEFT matches them).
+    pub fn modules_to_save(&self) -> Result<Vec<String>, String> {
+        match &self.modules_to_save {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("modules_to_save: `{v}` is not a module name"))
+                })
+                .collect(),
+            Some(other) => Err(format!(
+                "modules_to_save: expected a list of names, got {other}"
+            )),
+        }
     }
 
     fn layer_allowed(&self, module: &str) -> bool {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dora;
 pub mod lora;
 pub mod peft_format;
+pub mod saved;
 
 pub use config::LoraConfig;
 pub use lora::{attach, init_trainable, merged_weights};

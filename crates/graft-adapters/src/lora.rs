@@ -49,6 +49,21 @@ pub fn attach(
     cfg: &LoraConfig,
     tensors: &HashMap<String, Tensor>,
 ) -> std::result::Result<Vec<String>, AdapterError> {
+    let wrapped = attach_lora(model, cfg, tensors)?;
+    crate::saved::attach_saved(
+        model,
+        &cfg.modules_to_save().map_err(AdapterError::Config)?,
+        tensors,
+    )?;
+    Ok(wrapped)
+}
+
+/// The LoRA/DoRA part of [`attach`].
+fn attach_lora(
+    model: &mut dyn Linears,
+    cfg: &LoraConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> std::result::Result<Vec<String>, AdapterError> {
     cfg.validate().map_err(AdapterError::Config)?;
     let mut wrapped = Vec::new();
     for (name, linear) in model.linears_mut() {
@@ -145,13 +160,22 @@ pub fn init_trainable(
         }
     }
     drop(data);
-    attach(model, cfg, &tensors)
+    let wrapped = attach_lora(model, cfg, &tensors)?;
+    crate::saved::init_saved(
+        model,
+        &cfg.modules_to_save().map_err(AdapterError::Config)?,
+        varmap,
+    )?;
+    Ok(wrapped)
 }
 
 /// `W + s·B·A` for every wrapped layer (PEFT's merge_and_unload), by HF weight key; DoRA layers also
-/// rescale rows to their magnitudes.
-pub fn merged_weights(model: &mut dyn Linears) -> Result<HashMap<String, Tensor>> {
-    let mut out = HashMap::new();
+/// rescale rows to their magnitudes; plus the `saved` (modules_to_save) modules' weights.
+pub fn merged_weights(
+    model: &mut dyn Linears,
+    saved: &[String],
+) -> std::result::Result<HashMap<String, Tensor>, AdapterError> {
+    let mut out = crate::saved::saved_weights(model, saved)?;
     for (name, linear) in model.linears_mut() {
         let Some(adapter) = linear.adapter.take() else {
             continue;

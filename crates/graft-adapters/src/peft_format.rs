@@ -21,6 +21,11 @@ pub fn key_b(module: &str) -> String {
     format!("{PREFIX}{module}.lora_B.weight")
 }
 
+/// A `modules_to_save` copy of module `module`'s weight.
+pub fn key_saved(module: &str) -> String {
+    format!("{PREFIX}{module}.weight")
+}
+
 pub fn key_magnitude(module: &str) -> String {
     format!("{PREFIX}{module}.lora_magnitude_vector")
 }

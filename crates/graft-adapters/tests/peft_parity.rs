@@ -9,7 +9,7 @@ use graft_adapters::{attach, merged_weights, peft_format};
 use graft_models::{next_token_logprobs, Decoder, ModelSource};
 use graft_testkit::{assert_close, fixture, json_tensor, read_json};
 
-const CASES: &[&str] = &["lora_qv", "rslora_all", "dora_qv"];
+const CASES: &[&str] = &["lora_qv", "rslora_all", "dora_qv", "lora_saved"];
 
 fn base() -> Decoder {
     let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
@@ -101,7 +101,7 @@ fn adapters_match_peft() {
         }
 
         // merge_and_unload: the merged q_proj of layer 0, and the merged model's log-probs.
-        let merged = merged_weights(&mut model).unwrap();
+        let merged = merged_weights(&mut model, &cfg.modules_to_save().unwrap()).unwrap();
         assert_close!(
             merged["model.layers.0.self_attn.q_proj.weight"],
             tensor(&expected["merged_q_proj_layer0"]),

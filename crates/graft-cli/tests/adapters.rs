@@ -71,7 +71,7 @@ fn assert_rows_close(a: &[Vec<f64>], b: &[Vec<f64>], tol: f64, what: &str) {
 fn score_with_peft_adapters_and_merged_conversions() {
     let dir = tempfile::tempdir().unwrap();
     let base = fixture("models/llama").display().to_string();
-    for case in ["lora_qv", "rslora_all", "dora_qv"] {
+    for case in ["lora_qv", "rslora_all", "dora_qv", "lora_saved"] {
         let adapter = fixture(&format!("adapters/{case}")).display().to_string();
         let with = score(dir.path(), &base, &["--adapter", &adapter]);
         assert_rows_close(&with, &reference(case), 1e-4, case);
@@ -117,14 +117,22 @@ fn lora_and_dora_training_write_peft_adapters() {
     let train = dir.path().join("train.jsonl");
     std::fs::write(&train, rows.join("\n")).unwrap();
     let base = fixture("models/llama");
-    for kind in ["lora", "dora"] {
-        let recipe = dir.path().join(format!("{kind}.toml"));
+    for (kind, extra) in [
+        ("lora", ""),
+        ("dora", ""),
+        (
+            "lora",
+            "modules_to_save = [\"lm_head\", \"embed_tokens\"]\n",
+        ),
+    ] {
+        let saved = !extra.is_empty();
+        let recipe = dir.path().join(format!("{kind}{saved}.toml"));
         std::fs::write(&recipe, format!(
-            "[model]\npath = {:?}\n[adapter]\nkind = \"{kind}\"\nr = 4\nalpha = 8\ndropout = 0.1\ntarget_modules = \"all-linear\"\n\
+            "[model]\npath = {:?}\n[adapter]\nkind = \"{kind}\"\nr = 4\nalpha = 8\ndropout = 0.1\ntarget_modules = \"all-linear\"\n{extra}\
              [data]\ntrain = {:?}\nmax_seq_len = 64\npacking = true\n[objective]\nkind = \"lm\"\n\
              [train]\nsteps = 12\nbatch_size = 4\nlr = 1e-2\nschedule = \"constant\"\nlog_every = 1\nsave_every = 6\n",
             base.display().to_string(), train.display().to_string())).unwrap();
-        let out = dir.path().join(kind);
+        let out = dir.path().join(format!("{kind}{saved}"));
         let o = graft(&[
             "train",
             recipe.to_str().unwrap(),
@@ -150,6 +158,24 @@ fn lora_and_dora_training_write_peft_adapters() {
         assert_eq!(cfg["peft_type"], "LORA");
         assert_eq!(cfg["use_dora"], kind == "dora");
         assert!(out.join("checkpoint-6/adapter_model.safetensors").exists());
+        if saved {
+            // The trained copies of the head and embeddings are saved under PEFT's keys.
+            let t = candle_core::safetensors::load(
+                out.join("final/adapter_model.safetensors"),
+                &candle_core::Device::Cpu,
+            )
+            .unwrap();
+            assert!(
+                t.contains_key("base_model.model.lm_head.weight"),
+                "{:?}",
+                t.keys()
+            );
+            assert!(t.contains_key("base_model.model.model.embed_tokens.weight"));
+            assert_eq!(
+                cfg["modules_to_save"],
+                serde_json::json!(["lm_head", "embed_tokens"])
+            );
+        }
         let input = dir.path().join("s.jsonl");
         std::fs::write(&input, "{\"text\": \"Anne was sorry.\"}").unwrap();
         let o = graft(&[

@@ -307,4 +307,12 @@ impl crate::layers::linear::Linears for Decoder {
     fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::linear::Linear)> {
         Decoder::linears_mut(self)
     }
+
+    fn embeddings_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = vec![("model.embed_tokens".to_string(), &mut self.embed_tokens)];
+        if let Some(head) = self.lm_head.as_mut() {
+            out.push(("lm_head".to_string(), head));
+        }
+        out
+    }
 }

@@ -465,4 +465,12 @@ impl crate::layers::linear::Linears for T5 {
     fn linears_mut(&mut self) -> Vec<(String, &mut crate::layers::linear::Linear)> {
         T5::linears_mut(self)
     }
+
+    fn embeddings_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = vec![("shared".to_string(), &mut self.shared)];
+        if let Some(head) = self.lm_head.as_mut() {
+            out.push(("lm_head".to_string(), head));
+        }
+        out
+    }
 }

@@ -56,6 +56,10 @@ pub struct AdapterSection {
     pub layers_to_transform: Option<Vec<usize>>,
     #[serde(default)]
     pub rslora: bool,
+    /// Modules trained in full beside the adapter (PEFT's `modules_to_save`), e.g.
+    /// ["embed_tokens", "lm_head"] when adapting a vocabulary.
+    #[serde(default)]
+    pub modules_to_save: Vec<String>,
 }
 
 fn sixteen() -> usize {

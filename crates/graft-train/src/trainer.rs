@@ -70,7 +70,8 @@ fn peft_config(
     serde_json::from_value(serde_json::json!({
         "peft_type": "LORA", "task_type": task_type, "r": a.r, "lora_alpha": a.alpha,
         "lora_dropout": a.dropout, "target_modules": target, "layers_to_transform": a.layers_to_transform,
-        "use_rslora": a.rslora, "use_dora": use_dora, "bias": "none", "fan_in_fan_out": false,
+        "use_rslora": a.rslora, "use_dora": use_dora,
+        "modules_to_save": if a.modules_to_save.is_empty() { Value::Null } else { json!(a.modules_to_save) }, "bias": "none", "fan_in_fan_out": false,
         "init_lora_weights": true, "inference_mode": true, "base_model_name_or_path": base,
     }))
     .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))

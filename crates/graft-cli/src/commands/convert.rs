@@ -47,8 +47,10 @@ pub fn run(args: Args) -> Result<()> {
         Some(dir) => {
             let mut model = source.build(candle_core::DType::F32, &Device::Cpu)?;
             graft_adapters::load_onto(&mut model, dir)?;
+            let (cfg, _) = graft_adapters::peft_format::load(dir)?;
+            let saved = cfg.modules_to_save().map_err(anyhow::Error::msg)?;
             let mut tensors = source.tensors(dtype)?;
-            for (name, w) in graft_adapters::merged_weights(&mut model)? {
+            for (name, w) in graft_adapters::merged_weights(&mut model, &saved)? {
                 tensors.insert(name, w.to_dtype(dtype)?);
             }
             let files = source.tokenizer_files()?;

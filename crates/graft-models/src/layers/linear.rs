@@ -17,6 +17,12 @@ pub trait LinearAdapter: Send + Sync + std::fmt::Debug {
 /// A model whose linear layers adapters can wrap, listed with their HF module paths.
 pub trait Linears {
     fn linears_mut(&mut self) -> Vec<(String, &mut Linear)>;
+
+    /// Whole weights PEFT's `modules_to_save` can replace (embeddings, an untied head), by
+    /// module path; linear layers' weights are reached through [`Self::linears_mut`].
+    fn embeddings_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, Clone)]
