@@ -211,7 +211,7 @@ mod tests {
         let mix = MixtureSection {
             temperature: Some(0.3),
             switch: vec![SwitchSection {
-                step: 50,
+                step: 2500,
                 rates: [("small".to_string(), 1.0)].into(),
             }],
         };
@@ -228,27 +228,29 @@ mod tests {
         };
         let mut m = make();
         let mut small = 0usize;
-        for step in 0..50 {
+        // 100k draws before the switch.
+        for step in 0..2500 {
             small += m
                 .next(step, 40)
                 .iter()
                 .filter(|r| r.input_ids[0] == 2)
                 .count();
         }
-        let share = small as f64 / 2000.0;
+        let share = small as f64 / 100_000.0;
         let want = 100f64.powf(0.3) / (100f64.powf(0.3) + 900f64.powf(0.3));
-        assert!((share - want).abs() < 0.03, "{share} vs {want}");
+        // binomial sd = sqrt(p(1-p)/n) ≈ 0.0015: within 4 sd
+        assert!((share - want).abs() < 0.006, "{share} vs {want}");
         assert!(
-            m.next(50, 40).iter().all(|r| r.input_ids[0] == 2),
+            m.next(2500, 40).iter().all(|r| r.input_ids[0] == 2),
             "after the switch only `small`"
         );
         // Resume: a fresh mixture seeked to the saved positions draws the same rows.
         let saved = m.positions();
-        let want: Vec<Vec<u32>> = m.next(51, 8).iter().map(|r| r.input_ids.clone()).collect();
+        let want: Vec<Vec<u32>> = m.next(2501, 8).iter().map(|r| r.input_ids.clone()).collect();
         let mut resumed = make();
         resumed.seek(&saved);
         let got: Vec<Vec<u32>> = resumed
-            .next(51, 8)
+            .next(2501, 8)
             .iter()
             .map(|r| r.input_ids.clone())
             .collect();
