@@ -472,3 +472,35 @@ fn task_mixture_trains_and_resumes_exactly() {
     ]);
     assert_user_error(&o, &["nope"]);
 }
+
+#[test]
+fn skip_bad_rows_counts_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = austen_rows(dir.path(), 8);
+    let mut text = std::fs::read_to_string(&train).unwrap();
+    text.push_str("\n{not json\n{\"txt\": \"a misspelt field\"}\n");
+    std::fs::write(&train, text).unwrap();
+    let r = recipe(dir.path(), &train, "steps = 2\n");
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        dir.path().join("a").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["train.jsonl:9", "invalid JSON"]);
+    let out = dir.path().join("b");
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--skip-bad-rows",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipped 2 bad rows"), "{}", stderr(&o));
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(
+        manifest.contains("train.jsonl:9") && manifest.contains("train.jsonl:10"),
+        "{manifest}"
+    );
+}

@@ -41,41 +41,53 @@ pub fn load_rows(
     packing: bool,
     pairs: bool,
     labelled: bool,
+    bad: &BadRows,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
     let mut examples: Vec<Example> = Vec::new();
     let mut rejected: Vec<Example> = Vec::new();
     let mut labels: Vec<bool> = Vec::new();
-    for (n, obj) in graft_data::source::read_rows(path).map_err(TrainError::Data)? {
-        let row = parse_row(&obj).map_err(|e| at(n, e))?;
-        if labelled {
-            if !matches!(row, graft_data::Row::PromptCompletion { .. }) {
-                return Err(at(
-                    n,
-                    "this objective needs {\"prompt\", \"completion\", \"label\"} rows".into(),
-                ));
+    for item in graft_data::source::rows_iter(path).map_err(TrainError::Data)? {
+        let (n, obj) = match item {
+            Ok(row) => row,
+            Err(e) => {
+                bad.handle(Err(TrainError::Data(e)))?;
+                continue;
             }
-            let label = obj
-                .get("label")
-                .and_then(|v| v.as_bool())
-                .ok_or_else(|| at(n, "field `label`: missing or not true/false".into()))?;
-            let ex = tok.example(&row).map_err(|e| at(n, e))?;
-            labels.push(label);
+        };
+        let result = (|| -> Result<(), TrainError> {
+            let row = parse_row(&obj).map_err(|e| at(n, e))?;
+            if labelled {
+                if !matches!(row, graft_data::Row::PromptCompletion { .. }) {
+                    return Err(at(
+                        n,
+                        "this objective needs {\"prompt\", \"completion\", \"label\"} rows".into(),
+                    ));
+                }
+                let label = obj
+                    .get("label")
+                    .and_then(|v| v.as_bool())
+                    .ok_or_else(|| at(n, "field `label`: missing or not true/false".into()))?;
+                let ex = tok.example(&row).map_err(|e| at(n, e))?;
+                labels.push(label);
+                examples.push(ex);
+                return Ok(());
+            }
+            if pairs {
+                let (c, r) = tok.preference(&row).map_err(|e| at(n, e))?;
+                examples.push(c);
+                rejected.push(r);
+                return Ok(());
+            }
+            let mut ex = tok.example(&row).map_err(|e| at(n, e))?;
+            if !completion_only {
+                ex.targets = (0..ex.input_ids.len()).map(|i| i > 0).collect();
+            }
             examples.push(ex);
-            continue;
-        }
-        if pairs {
-            let (c, r) = tok.preference(&row).map_err(|e| at(n, e))?;
-            examples.push(c);
-            rejected.push(r);
-            continue;
-        }
-        let mut ex = tok.example(&row).map_err(|e| at(n, e))?;
-        if !completion_only {
-            ex.targets = (0..ex.input_ids.len()).map(|i| i > 0).collect();
-        }
-        examples.push(ex);
+            Ok(())
+        })();
+        bad.handle(result)?;
     }
     if labelled {
         if examples.is_empty() {
@@ -292,6 +304,38 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
             .sum(),
         rows: b,
     })
+}
+
+/// Rows that fail to parse or tokenize: with `skip` (`--skip-bad-rows`) they are counted and their
+/// errors kept for the report; otherwise the first one stops the load.
+#[derive(Debug, Default)]
+pub struct BadRows {
+    pub skip: bool,
+    pub errors: std::cell::RefCell<Vec<String>>,
+}
+
+impl BadRows {
+    pub fn new(skip: bool) -> Self {
+        Self {
+            skip,
+            errors: Default::default(),
+        }
+    }
+
+    /// Passes `result` through, or records its error when skipping.
+    pub fn handle(&self, result: Result<(), TrainError>) -> Result<(), TrainError> {
+        match result {
+            Err(e) if self.skip => {
+                self.errors.borrow_mut().push(e.to_string());
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.errors.borrow().len()
+    }
 }
 
 /// Seeded, resumable iteration over rows, epoch after epoch.

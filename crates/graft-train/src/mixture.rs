@@ -246,7 +246,11 @@ mod tests {
         );
         // Resume: a fresh mixture seeked to the saved positions draws the same rows.
         let saved = m.positions();
-        let want: Vec<Vec<u32>> = m.next(2501, 8).iter().map(|r| r.input_ids.clone()).collect();
+        let want: Vec<Vec<u32>> = m
+            .next(2501, 8)
+            .iter()
+            .map(|r| r.input_ids.clone())
+            .collect();
         let mut resumed = make();
         resumed.seek(&saved);
         let got: Vec<Vec<u32>> = resumed

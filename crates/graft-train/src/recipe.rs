@@ -95,6 +95,10 @@ pub struct DataSection {
     /// `rates`, `mode_tokens`); seq2seq rows for T5, the causal-LM form for decoders.
     #[serde(default)]
     pub ul2: Option<graft_data::ul2::Ul2>,
+    /// Skip rows that do not parse or tokenize (counted, listed in manifest.json) instead of
+    /// stopping at the first (`graft train --skip-bad-rows`).
+    #[serde(default)]
+    pub skip_bad_rows: bool,
 }
 
 fn max_seq_len() -> usize {

@@ -14,7 +14,7 @@ use graft_data::ul2::{ul2_document, Ul2};
 use graft_models::Tokenizer;
 use serde_json::Value;
 
-use crate::data::TrainRow;
+use crate::data::{BadRows, TrainRow};
 use crate::mixture::TaskSection;
 use crate::TrainError;
 
@@ -68,6 +68,7 @@ pub fn load_seq2seq_rows(
     max_len: usize,
     pairs: bool,
     labelled: bool,
+    bad: &BadRows,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
@@ -77,60 +78,70 @@ pub fn load_seq2seq_rows(
             .map_err(|e| at(line, e.to_string()))
     };
     let mut rows = Vec::new();
-    for (line, obj) in graft_data::source::read_rows(path).map_err(TrainError::Data)? {
-        if pairs {
-            let field = |f: &str| {
-                text(&obj, f)
-                    .ok_or_else(|| at(line, format!("field `{f}`: missing (preference rows are {{\"prompt\", \"chosen\", \"rejected\"}} strings)")))?
-                    .map_err(|e| at(line, e))
-            };
-            let mut prompt = encode(line, field("prompt")?, true)?;
-            let mut chosen = encode(line, field("chosen")?, true)?;
-            let mut rejected = encode(line, field("rejected")?, true)?;
-            if chosen == rejected {
-                return Err(at(line, "fields `chosen` and `rejected`: identical".into()));
-            }
-            prompt.truncate(max_len);
-            chosen.truncate(max_len);
-            rejected.truncate(max_len);
-            let mut row = pair_row(prompt.clone(), &chosen, start);
-            row.rejected = Some(Box::new(pair_row(prompt, &rejected, start)));
-            rows.push(row);
-            continue;
-        }
-        let (inputs, targets) = match (
-            text(&obj, "inputs"),
-            text(&obj, "targets"),
-            text(&obj, "prompt"),
-            text(&obj, "completion"),
-        ) {
-            (Some(i), Some(t), _, _) | (_, _, Some(i), Some(t)) => {
-                (i.map_err(|e| at(line, e))?, t.map_err(|e| at(line, e))?)
-            }
-            _ => {
-                return Err(at(
-                    line,
-                    "seq2seq rows need `inputs` and `targets` (or `prompt` and `completion`)"
-                        .into(),
-                ))
+    for item in graft_data::source::rows_iter(path).map_err(TrainError::Data)? {
+        let (line, obj) = match item {
+            Ok(row) => row,
+            Err(e) => {
+                bad.handle(Err(TrainError::Data(e)))?;
+                continue;
             }
         };
-        let mut inputs = encode(line, inputs, true)?;
-        let mut targets = encode(line, targets, true)?;
-        if targets.is_empty() {
-            return Err(at(line, "field `targets`: no tokens".into()));
-        }
-        inputs.truncate(max_len);
-        targets.truncate(max_len);
-        let mut row = pair_row(inputs, &targets, start);
-        if labelled {
-            let label = obj
-                .get("label")
-                .and_then(Value::as_bool)
-                .ok_or_else(|| at(line, "field `label`: missing or not true/false".into()))?;
-            row.label = Some(label);
-        }
-        rows.push(row);
+        let result = (|| -> Result<(), TrainError> {
+            if pairs {
+                let field = |f: &str| {
+                    text(&obj, f)
+                    .ok_or_else(|| at(line, format!("field `{f}`: missing (preference rows are {{\"prompt\", \"chosen\", \"rejected\"}} strings)")))?
+                    .map_err(|e| at(line, e))
+                };
+                let mut prompt = encode(line, field("prompt")?, true)?;
+                let mut chosen = encode(line, field("chosen")?, true)?;
+                let mut rejected = encode(line, field("rejected")?, true)?;
+                if chosen == rejected {
+                    return Err(at(line, "fields `chosen` and `rejected`: identical".into()));
+                }
+                prompt.truncate(max_len);
+                chosen.truncate(max_len);
+                rejected.truncate(max_len);
+                let mut row = pair_row(prompt.clone(), &chosen, start);
+                row.rejected = Some(Box::new(pair_row(prompt, &rejected, start)));
+                rows.push(row);
+                return Ok(());
+            }
+            let (inputs, targets) =
+                match (
+                    text(&obj, "inputs"),
+                    text(&obj, "targets"),
+                    text(&obj, "prompt"),
+                    text(&obj, "completion"),
+                ) {
+                    (Some(i), Some(t), _, _) | (_, _, Some(i), Some(t)) => {
+                        (i.map_err(|e| at(line, e))?, t.map_err(|e| at(line, e))?)
+                    }
+                    _ => return Err(at(
+                        line,
+                        "seq2seq rows need `inputs` and `targets` (or `prompt` and `completion`)"
+                            .into(),
+                    )),
+                };
+            let mut inputs = encode(line, inputs, true)?;
+            let mut targets = encode(line, targets, true)?;
+            if targets.is_empty() {
+                return Err(at(line, "field `targets`: no tokens".into()));
+            }
+            inputs.truncate(max_len);
+            targets.truncate(max_len);
+            let mut row = pair_row(inputs, &targets, start);
+            if labelled {
+                let label = obj
+                    .get("label")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| at(line, "field `label`: missing or not true/false".into()))?;
+                row.label = Some(label);
+            }
+            rows.push(row);
+            Ok(())
+        })();
+        bad.handle(result)?;
     }
     if rows.is_empty() {
         return Err(TrainError::Data(format!("{}: no rows", path.display())));
@@ -154,6 +165,7 @@ pub fn load_denoising_rows(
     denoising: &Denoising,
     start: Option<u32>,
     seed: u64,
+    bad: &BadRows,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
@@ -177,38 +189,48 @@ pub fn load_denoising_rows(
         Denoising::Span(_) => None,
     };
     let mut rows = Vec::new();
-    for (doc, (line, obj)) in graft_data::source::read_rows(path)
+    for (doc, item) in graft_data::source::rows_iter(path)
         .map_err(TrainError::Data)?
-        .into_iter()
         .enumerate()
     {
-        let t = text(&obj, "text")
-            .ok_or_else(|| at(line, "denoising objectives need {\"text\"} rows".into()))?
-            .map_err(|e| at(line, e))?;
-        let tokens = tokenizer
-            .encode(t, false)
-            .map_err(|e| at(line, e.to_string()))?;
-        let pairs = match (denoising, &ul2) {
-            (Denoising::Span(cfg), _) => {
-                corrupt_document(&tokens, max_len, cfg, first, eos, seed, doc as u64)
+        let (line, obj) = match item {
+            Ok(row) => row,
+            Err(e) => {
+                bad.handle(Err(TrainError::Data(e)))?;
+                continue;
             }
-            (Denoising::Ul2(_), Some((ds, cum, modes))) => ul2_document(
-                &tokens, max_len, ds, cum, modes, first, eos, seed, doc as u64,
-            ),
-            (Denoising::Ul2(_), None) => unreachable!("resolved above"),
         };
-        for (inputs, targets) in pairs {
-            rows.push(match start {
-                Some(start) => pair_row(inputs, &targets, start),
-                None => TrainRow {
-                    targets: (0..inputs.len() + targets.len())
-                        .map(|i| i >= inputs.len())
-                        .collect(),
-                    input_ids: inputs.into_iter().chain(targets).collect(),
-                    ..Default::default()
-                },
-            });
-        }
+        let result = (|| -> Result<(), TrainError> {
+            let t = text(&obj, "text")
+                .ok_or_else(|| at(line, "denoising objectives need {\"text\"} rows".into()))?
+                .map_err(|e| at(line, e))?;
+            let tokens = tokenizer
+                .encode(t, false)
+                .map_err(|e| at(line, e.to_string()))?;
+            let pairs = match (denoising, &ul2) {
+                (Denoising::Span(cfg), _) => {
+                    corrupt_document(&tokens, max_len, cfg, first, eos, seed, doc as u64)
+                }
+                (Denoising::Ul2(_), Some((ds, cum, modes))) => ul2_document(
+                    &tokens, max_len, ds, cum, modes, first, eos, seed, doc as u64,
+                ),
+                (Denoising::Ul2(_), None) => unreachable!("resolved above"),
+            };
+            for (inputs, targets) in pairs {
+                rows.push(match start {
+                    Some(start) => pair_row(inputs, &targets, start),
+                    None => TrainRow {
+                        targets: (0..inputs.len() + targets.len())
+                            .map(|i| i >= inputs.len())
+                            .collect(),
+                        input_ids: inputs.into_iter().chain(targets).collect(),
+                        ..Default::default()
+                    },
+                });
+            }
+            Ok(())
+        })();
+        bad.handle(result)?;
     }
     if rows.is_empty() {
         return Err(TrainError::Data(format!("{}: no rows", path.display())));
@@ -223,6 +245,7 @@ pub fn load_recipe_rows(
     source: &graft_models::ModelSource,
     tok: &graft_data::Tokenize,
     objective: &dyn crate::objectives::Objective,
+    bad: &BadRows,
 ) -> Result<(Vec<(TaskSection, Vec<TrainRow>)>, Vec<TrainRow>), TrainError> {
     let d = &recipe.data;
     let tasks: Vec<TaskSection> = match &d.train {
@@ -244,13 +267,14 @@ pub fn load_recipe_rows(
             objective,
             &task.train,
             task.eval.as_deref(),
+            bad,
         )?;
         evals.extend(eval);
         out.push((task, rows));
     }
     if d.train.is_none() {
         if let Some(e) = &d.eval {
-            let (_, eval) = load_files(recipe, source, tok, objective, e, None)?;
+            let (_, eval) = load_files(recipe, source, tok, objective, e, None, bad)?;
             evals.extend(eval);
         }
     }
@@ -267,6 +291,7 @@ fn load_files(
     objective: &dyn crate::objectives::Objective,
     train: &Path,
     eval: Option<&Path>,
+    bad: &BadRows,
 ) -> Result<(Vec<TrainRow>, Vec<TrainRow>), TrainError> {
     let d = &recipe.data;
     let (pairs, labelled) = (objective.pairs(), objective.kl_rows());
@@ -310,6 +335,7 @@ fn load_files(
                 &den,
                 start,
                 recipe.train.seed,
+                bad,
             )
         });
     }
@@ -321,7 +347,7 @@ fn load_files(
         }
         let start = cfg.decoder_start_token_id.unwrap_or(0);
         return both(&|p| {
-            load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs, labelled)
+            load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs, labelled, bad)
         });
     }
     let load = |p: &Path, packing: bool| {
@@ -342,6 +368,7 @@ fn load_files(
             packing,
             pairs,
             labelled,
+            bad,
         )
     };
     let eval = eval

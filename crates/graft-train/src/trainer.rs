@@ -242,8 +242,13 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             objective.name()
         )));
     }
+    let bad_rows = crate::data::BadRows::new(recipe.data.skip_bad_rows);
     let (mut tasks, mut eval_rows) =
-        crate::rows::load_recipe_rows(recipe, &source, &tok, objective.as_ref())?;
+        crate::rows::load_recipe_rows(recipe, &source, &tok, objective.as_ref(), &bad_rows)?;
+    if bad_rows.count() > 0 {
+        let errors = bad_rows.errors.borrow();
+        eprintln!("skipped {} bad rows (first: {})", errors.len(), errors[0]);
+    }
     // Reference log-probs are computed once, then the reference model is dropped.
     // (Not for KTO: its KL rows are formed per batch.)
     if let Some(r) = reference.take_if(|_| !labelled) {
@@ -322,7 +327,8 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         &recipe_json,
         manifest::inputs(&input_paths)?,
         t.seed,
-        json!({"objective": objective.name(), "train_rows": loader.rows(), "tasks": loader.names, "eval_rows": eval_rows.len(),
+        json!({"objective": objective.name(), "train_rows": loader.rows(), "tasks": loader.names,
+               "skipped_bad_rows": bad_rows.errors.borrow().clone(), "eval_rows": eval_rows.len(),
                "resumed_from_step": state.step}),
     )?;
     let mut log = metrics::MetricsLog::open(&metrics_path)?;

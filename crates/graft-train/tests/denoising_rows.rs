@@ -20,8 +20,10 @@ fn seq2seq_and_causal_forms_carry_the_same_pairs() {
         Denoising::Span(&Default::default()),
         Denoising::Ul2(&Default::default()),
     ] {
-        let s2s = load_denoising_rows(&path, &tok, 1, 24, &cfg, Some(0), 5).unwrap();
-        let causal = load_denoising_rows(&path, &tok, 1, 24, &cfg, None, 5).unwrap();
+        let s2s =
+            load_denoising_rows(&path, &tok, 1, 24, &cfg, Some(0), 5, &Default::default()).unwrap();
+        let causal =
+            load_denoising_rows(&path, &tok, 1, 24, &cfg, None, 5, &Default::default()).unwrap();
         assert_eq!(s2s.len(), causal.len());
         for (a, b) in s2s.iter().zip(&causal) {
             let inputs = a.encoder_ids.as_ref().unwrap();

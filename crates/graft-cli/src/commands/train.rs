@@ -20,13 +20,17 @@ pub struct Args {
     /// Continue from the latest checkpoint in the output folder.
     #[arg(long)]
     pub resume: bool,
+    /// Skip rows that do not parse or tokenize, count them and list them in manifest.json.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
     /// Output folder (default: the recipe's `output`, else runs/<recipe name>).
     #[arg(long)]
     pub output: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let recipe = recipe::load(&args.recipe, &args.set).map_err(anyhow::Error::msg)?;
+    let mut recipe = recipe::load(&args.recipe, &args.set).map_err(anyhow::Error::msg)?;
+    recipe.data.skip_bad_rows |= args.skip_bad_rows;
     let output = args
         .output
         .clone()
