@@ -176,17 +176,29 @@ fn tokenize(a: TokenizeArgs) -> Result<()> {
     } else {
         None
     };
-    for (line, row) in &rows {
-        let text = row.get("text").and_then(Value::as_str).with_context(|| {
-            format!(
-                "{}:{line}: field `text`: missing or not a string",
-                a.input.display()
-            )
-        })?;
-        let mut ids = tok.encode(text, true)?;
-        ids.extend(eos);
-        w.push(&ids).map_err(anyhow::Error::msg)?;
-        bar.inc(text.len() as u64);
+    // Batches of rows encoded in parallel by the tokenizers crate (as HF's encode_batch).
+    for chunk in rows.chunks(1024) {
+        let texts = chunk
+            .iter()
+            .map(|(line, row)| {
+                row.get("text").and_then(Value::as_str).with_context(|| {
+                    format!(
+                        "{}:{line}: field `text`: missing or not a string",
+                        a.input.display()
+                    )
+                })
+            })
+            .collect::<Result<Vec<&str>>>()?;
+        let encodings = tok
+            .inner
+            .encode_batch(texts.clone(), true)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
+        for (text, enc) in texts.iter().zip(encodings) {
+            let mut ids = enc.get_ids().to_vec();
+            ids.extend(eos);
+            w.push(&ids).map_err(anyhow::Error::msg)?;
+            bar.inc(text.len() as u64);
+        }
         let mb_s = bar.position() as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("{mb_s:.1} MB/s"));
     }
