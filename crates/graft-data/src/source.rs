@@ -2,7 +2,8 @@
 //! they stream), Parquet (one row per record, nested lists and structs as JSON arrays and objects,
 //! as `datasets` writes TRL data) and plain text (`.txt`, `.txt.gz`, `.txt.zst`: one `{"text"}` row
 //! per paragraph, paragraphs separated by blank lines). Rows stream one at a time ([`rows_iter`]);
-//! a shard (index, count) keeps every count-th row for multi-process training. Rows come with their
+//! a shard (index, count) keeps every count-th row for multi-process training; a folder is read
+//! as its files in name order. Rows come with their
 //! 1-based line (JSONL, text: the paragraph's first line) or row (Parquet) number for errors.
 
 use std::io::{BufRead, BufReader, Read};
@@ -41,6 +42,29 @@ fn open_stream(path: &Path) -> Result<(Box<dyn Read>, String), String> {
 /// `[.gz|.zst]`). Errors name the file and line/row.
 pub fn rows_iter(path: &Path) -> Result<Rows, String> {
     let shown = path.display().to_string();
+    if path.is_dir() {
+        // A folder: its files in name order (hidden files skipped), one after another.
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("{shown}: {e}"))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(format!("{shown}: the folder holds no files"));
+        }
+        let mut all: Rows = Box::new(std::iter::empty());
+        for f in files {
+            all = Box::new(all.chain(rows_iter(&f)?));
+        }
+        return Ok(all);
+    }
     if path.extension().is_some_and(|e| e == "parquet") {
         let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
         let reader = SerializedFileReader::new(file)
@@ -238,6 +262,21 @@ mod tests {
         let bad = dir.join("bad.jsonl.zst");
         std::fs::write(&bad, b"not zstd at all").unwrap();
         assert!(read_rows(&bad).err().unwrap().contains("bad.jsonl.zst"));
+    }
+
+    #[test]
+    fn folders_read_their_files_in_order() {
+        let dir = tempfile_dir().join("folder");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("b.jsonl"), "{\"text\": \"second\"}\n").unwrap();
+        std::fs::write(dir.join("a.txt"), "first\n").unwrap();
+        std::fs::write(dir.join(".hidden"), "junk").unwrap();
+        let texts: Vec<String> = read_rows(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r["text"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(texts, ["first", "second"]);
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
