@@ -10,6 +10,7 @@ pub mod net;
 pub mod objectives;
 pub mod optim;
 pub mod recipe;
+pub mod reference;
 pub mod rows;
 pub mod schedule;
 pub mod step;

@@ -14,6 +14,9 @@ pub struct Recipe {
     /// Parameter-efficient training: the base stays frozen, only the adapter trains.
     #[serde(default)]
     pub adapter: Option<AdapterSection>,
+    /// The frozen reference of preference objectives (default: the starting model).
+    #[serde(default)]
+    pub reference: Option<crate::reference::ReferenceSection>,
     #[serde(default)]
     pub train: TrainSection,
     #[serde(default)]
@@ -228,6 +231,12 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
     }
     if let Some(e) = recipe.data.eval.as_mut() {
         resolve(e);
+    }
+    if let Some(r) = recipe.reference.as_mut() {
+        if let Some(p) = r.path.as_mut() {
+            resolve(p);
+        }
+        r.soup.iter_mut().for_each(|p| resolve(p));
     }
     let t = &recipe.train;
     if t.steps == 0 || t.batch_size == 0 || t.grad_accum == 0 {

@@ -206,12 +206,21 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             vec![("adapter_config.json", json_text(cfg)?)],
         ),
     };
-    let mut reference: Option<Net> = if !objective.needs_reference() {
-        None
-    } else if seq2seq {
-        Some(source.build_t5(dtype, &device)?.into())
+    if recipe.reference.is_some() && !objective.needs_reference() {
+        return Err(TrainError::Recipe(format!(
+            "reference: `{}` does not use a reference model",
+            objective.name()
+        )));
+    }
+    // KTO keeps its reference (its KL rows are formed per batch); the others use cached log-probs.
+    let reference: Option<Net> = if objective.needs_reference() && objective.kl_rows() {
+        Some(crate::reference::reference_model(
+            recipe.reference.as_ref(),
+            &source,
+            dtype,
+        )?)
     } else {
-        Some(source.build(dtype, &device)?.into())
+        None
     };
 
     // Data.
@@ -249,25 +258,18 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         let errors = bad_rows.errors.borrow();
         eprintln!("skipped {} bad rows (first: {})", errors.len(), errors[0]);
     }
-    // Reference log-probs are computed once, then the reference model is dropped.
-    // (Not for KTO: its KL rows are formed per batch.)
-    if let Some(r) = reference.take_if(|_| !labelled) {
-        let total: usize = tasks.iter().map(|(_, r)| r.len()).sum();
-        let bar = if opts.progress {
-            indicatif::ProgressBar::new(total as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_message("caching reference log-probs");
-        let mut done = 0;
-        for (_, rows) in tasks.iter_mut() {
-            crate::data::cache_reference(rows, &r, t.batch_size, &device, |n| {
-                bar.set_position((done + n) as u64)
-            })?;
-            done += rows.len();
-        }
-        crate::data::cache_reference(&mut eval_rows, &r, t.batch_size, &device, |_| ())?;
-        bar.finish_and_clear();
+    // Reference log-probs are computed once (or read from OUT's cache of an earlier start), and
+    // the reference model is dropped.
+    if objective.needs_reference() && !labelled {
+        crate::reference::cache_log_probs(
+            &mut tasks,
+            &mut eval_rows,
+            recipe,
+            &source,
+            dtype,
+            out,
+            opts.progress,
+        )?;
     }
     let mut loader = if recipe.data.tasks.is_empty() {
         let (_, rows) = tasks.pop().expect("one task");
