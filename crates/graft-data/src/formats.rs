@@ -36,6 +36,62 @@ pub enum Turns {
     Messages(Vec<Message>),
 }
 
+/// TRL's `extract_prompt`: the first position where chosen and rejected differ ends the prompt (one
+/// character earlier when the character before it is a space); when one is a prefix of the other,
+/// Python's loop variable stops at the last compared position, and TRL's prompt ends there too.
+fn extract_prompt(chosen: &Turns, rejected: &Turns) -> Result<(Turns, Turns, Turns), String> {
+    fn split<T: PartialEq + Clone>(
+        c: &[T],
+        r: &[T],
+        is_space: impl Fn(&T) -> bool,
+    ) -> Option<(Vec<T>, Vec<T>, Vec<T>)> {
+        let n = c.len().min(r.len());
+        if n == 0 {
+            return None;
+        }
+        // Python semantics: idx may end at −1, and v[..idx] / v[idx..] then count from the end.
+        let mut idx = n as i64 - 1;
+        for i in 0..n {
+            if c[i] != r[i] {
+                idx = i as i64;
+                let before = if i == 0 { &c[c.len() - 1] } else { &c[i - 1] };
+                if is_space(before) {
+                    idx -= 1;
+                }
+                break;
+            }
+        }
+        let at = |v: &[T]| {
+            if idx < 0 {
+                v.len().saturating_sub(1)
+            } else {
+                (idx as usize).min(v.len())
+            }
+        };
+        Some((
+            c[..at(c)].to_vec(),
+            c[at(c)..].to_vec(),
+            r[at(r)..].to_vec(),
+        ))
+    }
+    let none = || {
+        "fields `chosen`/`rejected`: no prompt, and no common prefix to take it from".to_string()
+    };
+    match (chosen, rejected) {
+        (Turns::Text(c), Turns::Text(r)) => {
+            let (c, r): (Vec<char>, Vec<char>) = (c.chars().collect(), r.chars().collect());
+            let (p, c, r) = split(&c, &r, |ch| *ch == ' ').ok_or_else(none)?;
+            let s = |v: Vec<char>| Turns::Text(v.into_iter().collect());
+            Ok((s(p), s(c), s(r)))
+        }
+        (Turns::Messages(c), Turns::Messages(r)) => {
+            let (p, c, r) = split(c, r, |_| false).ok_or_else(none)?;
+            Ok((Turns::Messages(p), Turns::Messages(c), Turns::Messages(r)))
+        }
+        _ => Err("fields `chosen`/`rejected`: mix plain strings and message lists".into()),
+    }
+}
+
 /// Which shape a JSON row has; errors name the field.
 pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
     let string = |key: &str| -> Result<String, String> {
@@ -55,7 +111,18 @@ pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
                 None => Err(format!("field `{key}`: missing")),
             }
         };
-        let (prompt, chosen, rejected) = (part("prompt")?, part("chosen")?, part("rejected")?);
+        let (chosen, rejected) = (part("chosen")?, part("rejected")?);
+        let conversational = |t: &Turns| matches!(t, Turns::Messages(_));
+        // TRL's maybe_extract_prompt: without a prompt of the same kind as the responses, the
+        // prompt is the responses' common prefix.
+        let explicit = match obj.get("prompt") {
+            Some(_) => Some(part("prompt")?),
+            None => None,
+        };
+        let (prompt, chosen, rejected) = match explicit {
+            Some(p) if conversational(&p) == conversational(&chosen) => (p, chosen, rejected),
+            _ => extract_prompt(&chosen, &rejected)?,
+        };
         let empty = |t: &Turns| match t {
             Turns::Text(s) => s.trim().is_empty(),
             Turns::Messages(m) => m.is_empty(),
@@ -69,7 +136,6 @@ pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
         if chosen == rejected {
             return Err("fields `chosen`/`rejected`: identical, nothing to prefer".into());
         }
-        let conversational = |t: &Turns| matches!(t, Turns::Messages(_));
         if conversational(&chosen) != conversational(&rejected)
             || conversational(&chosen) != conversational(&prompt)
         {
