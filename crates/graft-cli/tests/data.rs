@@ -191,7 +191,55 @@ fn stats_inspect_and_bad_rows() {
     let o = graft(&["data", "inspect", input.to_str().unwrap(), "--rows", "1"]);
     assert!(o.status.success() && stdout(&o).contains("one two three"));
 
-    std::fs::write(&input, "{\"text\": \"ok\"}\n{not json\n").unwrap();
+    std::fs::write(
+        &input,
+        "{\"text\": \"ok\"}\n{not json\n{\"txt\": \"misspelt\"}\n",
+    )
+    .unwrap();
     let o = graft(&["data", "stats", input.to_str().unwrap()]);
     assert_user_error(&o, &["rows.jsonl:2", "invalid JSON"]);
+    // --skip-bad-rows counts and reports them instead.
+    let o = graft(&["data", "stats", input.to_str().unwrap(), "--skip-bad-rows"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skipped 1 bad rows") && stderr(&o).contains("rows.jsonl:2"),
+        "{}",
+        stderr(&o)
+    );
+    let cache = dir.path().join("cache");
+    let model = fixture("models/llama");
+    let o = graft(&[
+        "data",
+        "tokenize",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        cache.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["rows.jsonl:2"]);
+    let o = graft(&[
+        "data",
+        "--skip-bad-rows",
+        "tokenize",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("rows.jsonl:3: field `text`"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        graft_data::token_cache::TokenCache::open(&cache)
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::io::progress;
@@ -15,7 +15,7 @@ pub enum DataCommand {
     /// Rows, words and tokens per file (and per `--group-by` field), length histogram PNG.
     Stats(StatsArgs),
     /// Tokenize `{"text"}` rows into a memory-mapped token cache (tokens.bin, offsets.bin, cache.json).
-    Tokenize(TokenizeArgs),
+    Tokenize(super::data_tokenize::TokenizeArgs),
     /// Drop exact and near duplicates (MinHash + LSH) and rows failing quality filters; report why.
     Dedup(super::data_clean::DedupArgs),
     /// Drop training rows that overlap eval sets (8-gram matching as Tulu 3); report each match.
@@ -24,8 +24,44 @@ pub enum DataCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Skip rows that are not valid JSON or lack the needed field: count them and report them on
+    /// stderr instead of stopping at the first.
+    #[arg(long, global = true)]
+    pub skip_bad_rows: bool,
     #[command(subcommand)]
     pub command: DataCommand,
+}
+
+static SKIP_BAD_ROWS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(super) fn skipping() -> bool {
+    SKIP_BAD_ROWS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Reports skipped rows on stderr: how many, and the first few errors.
+pub(super) fn report_skipped(errors: &[String]) {
+    if !errors.is_empty() {
+        eprintln!("skipped {} bad rows", errors.len());
+        for e in errors.iter().take(5) {
+            eprintln!("  {e}");
+        }
+    }
+}
+
+/// The rows of `path`; with --skip-bad-rows, unparsable rows are skipped and reported.
+pub(super) fn read(path: &Path) -> Result<Vec<graft_data::source::NumberedRow>> {
+    if !skipping() {
+        return graft_data::source::read_rows(path).map_err(anyhow::Error::msg);
+    }
+    let (mut rows, mut errors) = (Vec::new(), Vec::new());
+    for item in graft_data::source::rows_iter(path).map_err(anyhow::Error::msg)? {
+        match item {
+            Ok(r) => rows.push(r),
+            Err(e) => errors.push(e),
+        }
+    }
+    report_skipped(&errors);
+    Ok(rows)
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,38 +88,25 @@ pub struct StatsArgs {
     pub plot: Option<PathBuf>,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct TokenizeArgs {
-    #[arg(long)]
-    pub model: PathBuf,
-    #[arg(long)]
-    pub input: PathBuf,
-    /// The cache folder to write.
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Append the tokenizer's EOS after each document.
-    #[arg(long)]
-    pub eos: bool,
-}
-
 pub fn run(args: Args) -> Result<()> {
+    SKIP_BAD_ROWS.store(args.skip_bad_rows, std::sync::atomic::Ordering::Relaxed);
     match args.command {
         DataCommand::Inspect(a) => inspect(a),
         DataCommand::Stats(a) => stats(a),
-        DataCommand::Tokenize(a) => tokenize(a),
+        DataCommand::Tokenize(a) => super::data_tokenize::tokenize(a),
         DataCommand::Dedup(a) => super::data_clean::dedup(a),
         DataCommand::Decontaminate(a) => super::data_clean::decontaminate(a),
     }
 }
 
-fn tokenizer(model: &Path) -> Result<graft_models::Tokenizer> {
+pub(super) fn tokenizer(model: &Path) -> Result<graft_models::Tokenizer> {
     let source =
         graft_models::ModelSource::open(model, candle_core::DType::F32, &candle_core::Device::Cpu)?;
     Ok(source.tokenizer()?.clone())
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
-    let rows = graft_data::source::read_rows(&a.input).map_err(anyhow::Error::msg)?;
+    let rows = read(&a.input)?;
     let tok = a.model.as_deref().map(tokenizer).transpose()?;
     println!("{}: {} rows", a.input.display(), rows.len());
     for (line, row) in rows.iter().take(a.rows) {
@@ -105,7 +128,7 @@ fn stats(a: StatsArgs) -> Result<()> {
     let mut lengths = Vec::new();
     let mut report = Vec::new();
     for path in &a.inputs {
-        let rows = graft_data::source::read_rows(path).map_err(anyhow::Error::msg)?;
+        let rows = read(path)?;
         let bar = progress(rows.len() as u64, "rows");
         let mut groups: std::collections::BTreeMap<String, (usize, usize, usize)> =
             Default::default();
@@ -151,68 +174,5 @@ fn stats(a: StatsArgs) -> Result<()> {
         graft_train::metrics::histogram(&lengths, png, &format!("row length ({unit})"), unit)?;
         println!("plot: {}", png.display());
     }
-    Ok(())
-}
-
-fn tokenize(a: TokenizeArgs) -> Result<()> {
-    let tok = tokenizer(&a.model)?;
-    let rows = graft_data::source::read_rows(&a.input).map_err(anyhow::Error::msg)?;
-    let bytes: u64 = rows
-        .iter()
-        .map(|(_, r)| r.get("text").and_then(Value::as_str).map_or(0, str::len) as u64)
-        .sum();
-    let bar = progress(bytes, "bytes");
-    let start = std::time::Instant::now();
-    let vocab = tok.inner.get_vocab_size(true);
-    let mut w = graft_data::token_cache::CacheWriter::create(&a.output, vocab)
-        .map_err(anyhow::Error::msg)?;
-    let eos = if a.eos {
-        Some(tok.eos_id.with_context(|| {
-            format!(
-                "{}: --eos: the tokenizer has no EOS token",
-                a.model.display()
-            )
-        })?)
-    } else {
-        None
-    };
-    // Batches of rows encoded in parallel by the tokenizers crate (as HF's encode_batch).
-    for chunk in rows.chunks(1024) {
-        let texts = chunk
-            .iter()
-            .map(|(line, row)| {
-                row.get("text").and_then(Value::as_str).with_context(|| {
-                    format!(
-                        "{}:{line}: field `text`: missing or not a string",
-                        a.input.display()
-                    )
-                })
-            })
-            .collect::<Result<Vec<&str>>>()?;
-        let encodings = tok
-            .inner
-            .encode_batch(texts.clone(), true)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
-        for (text, enc) in texts.iter().zip(encodings) {
-            let mut ids = enc.get_ids().to_vec();
-            ids.extend(eos);
-            w.push(&ids).map_err(anyhow::Error::msg)?;
-            bar.inc(text.len() as u64);
-        }
-        let mb_s = bar.position() as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("{mb_s:.1} MB/s"));
-    }
-    bar.finish_and_clear();
-    let info = w
-        .finish(
-            &a.model.display().to_string(),
-            &a.input.display().to_string(),
-        )
-        .map_err(anyhow::Error::msg)?;
-    println!(
-        "{}",
-        json!({"output": a.output, "documents": info.documents, "tokens": info.tokens, "dtype": info.dtype,
-        "mb_per_second": bytes as f64 / 1e6 / start.elapsed().as_secs_f64().max(1e-9)})
-    );
     Ok(())
 }

@@ -67,7 +67,7 @@ fn jsonl(rows: impl Iterator<Item = Value>) -> String {
 }
 
 pub fn dedup(a: DedupArgs) -> Result<()> {
-    let rows = graft_data::source::read_rows(&a.input).map_err(anyhow::Error::msg)?;
+    let rows = super::data::read(&a.input)?;
     let texts: Vec<String> = rows
         .iter()
         .map(|(_, r)| content_text(&Value::Object(r.clone())))
@@ -134,7 +134,7 @@ pub fn dedup(a: DedupArgs) -> Result<()> {
 pub fn decontaminate(a: DecontaminateArgs) -> Result<()> {
     let mut evals: Vec<(String, usize, Map<String, Value>)> = Vec::new();
     for path in &a.evals {
-        for (line, row) in graft_data::source::read_rows(path).map_err(anyhow::Error::msg)? {
+        for (line, row) in super::data::read(path)? {
             evals.push((path.display().to_string(), line, row));
         }
     }
@@ -143,7 +143,7 @@ pub fn decontaminate(a: DecontaminateArgs) -> Result<()> {
         .map(|(_, _, r)| row_text(&Value::Object(r.clone())))
         .collect();
     let index = EvalIndex::new(&texts, a.ngram);
-    let rows = graft_data::source::read_rows(&a.input).map_err(anyhow::Error::msg)?;
+    let rows = super::data::read(&a.input)?;
     let bar = progress(rows.len() as u64, "rows");
     let (mut kept, mut report) = (Vec::new(), Vec::new());
     for (line, row) in &rows {

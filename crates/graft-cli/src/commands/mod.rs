@@ -3,6 +3,7 @@ pub mod classify;
 pub mod convert;
 pub mod data;
 pub mod data_clean;
+pub mod data_tokenize;
 pub mod generate;
 pub mod init_model;
 pub mod quickstart;
