@@ -74,6 +74,11 @@ fn extract_prompt(chosen: &Turns, rejected: &Turns) -> Result<(Turns, Turns, Tur
             r[at(r)..].to_vec(),
         ))
     }
+    // TRL would take an empty prompt here; two responses to different prompts are not a preference.
+    let mismatch = || {
+        "fields `chosen`/`rejected`: no prompt, and they differ from the start (prompt mismatch)"
+            .to_string()
+    };
     let none = || {
         "fields `chosen`/`rejected`: no prompt, and no common prefix to take it from".to_string()
     };
@@ -81,11 +86,17 @@ fn extract_prompt(chosen: &Turns, rejected: &Turns) -> Result<(Turns, Turns, Tur
         (Turns::Text(c), Turns::Text(r)) => {
             let (c, r): (Vec<char>, Vec<char>) = (c.chars().collect(), r.chars().collect());
             let (p, c, r) = split(&c, &r, |ch| *ch == ' ').ok_or_else(none)?;
+            if p.is_empty() {
+                return Err(mismatch());
+            }
             let s = |v: Vec<char>| Turns::Text(v.into_iter().collect());
             Ok((s(p), s(c), s(r)))
         }
         (Turns::Messages(c), Turns::Messages(r)) => {
             let (p, c, r) = split(c, r, |_| false).ok_or_else(none)?;
+            if p.is_empty() {
+                return Err(mismatch());
+            }
             Ok((Turns::Messages(p), Turns::Messages(c), Turns::Messages(r)))
         }
         _ => Err("fields `chosen`/`rejected`: mix plain strings and message lists".into()),

@@ -39,3 +39,16 @@ fn implicit_prompts_match_trl() {
         assert_eq!(as_json(&rejected), want["rejected"], "{}", case["row"]);
     }
 }
+
+#[test]
+fn responses_to_different_prompts_are_a_mismatch() {
+    let u = |c: &str| serde_json::json!({"role": "user", "content": c});
+    let a = |c: &str| serde_json::json!({"role": "assistant", "content": c});
+    for row in [
+        serde_json::json!({"chosen": [u("What is 2+2?"), a("4")], "rejected": [u("What is 3+3?"), a("5")]}),
+        serde_json::json!({"chosen": "Paris is the capital.", "rejected": "London is the capital."}),
+    ] {
+        let e = parse_row(row.as_object().unwrap()).unwrap_err();
+        assert!(e.contains("prompt mismatch"), "{e}");
+    }
+}
