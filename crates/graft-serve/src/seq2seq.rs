@@ -102,7 +102,8 @@ pub fn beam_search(
         let ids = Tensor::new(last, device)?.unsqueeze(1)?;
         let logits = model.decode(&ids, &enc, None, Some(&mut cache), false)?;
         let logp: Vec<Vec<f32>> =
-            candle_nn_log_softmax(&logits.squeeze(1)?.to_dtype(DType::F32)?)?.to_vec2()?;
+            candle_nn::ops::log_softmax(&logits.squeeze(1)?.to_dtype(DType::F32)?, D::Minus1)?
+                .to_vec2()?;
         let vocab = logp[0].len();
         let flat: Vec<f32> = logp
             .iter()
@@ -182,11 +183,4 @@ pub fn beam_search(
         }
     }
     Ok((finished[0][1..].to_vec(), finished_scores[0]))
-}
-
-fn candle_nn_log_softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&lse)
 }

@@ -48,47 +48,37 @@ pub fn load_rows(
     let mut examples: Vec<Example> = Vec::new();
     let mut rejected: Vec<Example> = Vec::new();
     let mut labels: Vec<bool> = Vec::new();
-    for item in graft_data::source::rows_iter(path).map_err(TrainError::Data)? {
-        let (n, obj) = match item {
-            Ok(row) => row,
-            Err(e) => {
-                bad.handle(Err(TrainError::Data(e)))?;
-                continue;
+    bad.for_each_row(path, |_, n, obj| {
+        let row = parse_row(&obj).map_err(|e| at(n, e))?;
+        if labelled {
+            if !matches!(row, graft_data::Row::PromptCompletion { .. }) {
+                return Err(at(
+                    n,
+                    "this objective needs {\"prompt\", \"completion\", \"label\"} rows".into(),
+                ));
             }
-        };
-        let result = (|| -> Result<(), TrainError> {
-            let row = parse_row(&obj).map_err(|e| at(n, e))?;
-            if labelled {
-                if !matches!(row, graft_data::Row::PromptCompletion { .. }) {
-                    return Err(at(
-                        n,
-                        "this objective needs {\"prompt\", \"completion\", \"label\"} rows".into(),
-                    ));
-                }
-                let label = obj
-                    .get("label")
-                    .and_then(|v| v.as_bool())
-                    .ok_or_else(|| at(n, "field `label`: missing or not true/false".into()))?;
-                let ex = tok.example(&row).map_err(|e| at(n, e))?;
-                labels.push(label);
-                examples.push(ex);
-                return Ok(());
-            }
-            if pairs {
-                let (c, r) = tok.preference(&row).map_err(|e| at(n, e))?;
-                examples.push(c);
-                rejected.push(r);
-                return Ok(());
-            }
-            let mut ex = tok.example(&row).map_err(|e| at(n, e))?;
-            if !completion_only {
-                ex.targets = (0..ex.input_ids.len()).map(|i| i > 0).collect();
-            }
+            let label = obj
+                .get("label")
+                .and_then(|v| v.as_bool())
+                .ok_or_else(|| at(n, "field `label`: missing or not true/false".into()))?;
+            let ex = tok.example(&row).map_err(|e| at(n, e))?;
+            labels.push(label);
             examples.push(ex);
-            Ok(())
-        })();
-        bad.handle(result)?;
-    }
+            return Ok(());
+        }
+        if pairs {
+            let (c, r) = tok.preference(&row).map_err(|e| at(n, e))?;
+            examples.push(c);
+            rejected.push(r);
+            return Ok(());
+        }
+        let mut ex = tok.example(&row).map_err(|e| at(n, e))?;
+        if !completion_only {
+            ex.targets = (0..ex.input_ids.len()).map(|i| i > 0).collect();
+        }
+        examples.push(ex);
+        Ok(())
+    })?;
     if labelled {
         if examples.is_empty() {
             return Err(TrainError::Data(format!("{}: no rows", path.display())));
@@ -125,8 +115,13 @@ pub fn load_rows(
     if examples.is_empty() {
         return Err(TrainError::Data(format!("{}: no rows", path.display())));
     }
-    Ok(if packing {
-        pack(&examples, tok.max_len)
+    Ok(example_rows(examples, packing, tok.max_len))
+}
+
+/// Training rows from tokenized examples: one per example, or packed `max_len` rows.
+pub fn example_rows(examples: Vec<Example>, packing: bool, max_len: usize) -> Vec<TrainRow> {
+    if packing {
+        pack(&examples, max_len)
             .into_iter()
             .map(|r| TrainRow {
                 input_ids: r.input_ids,
@@ -144,7 +139,7 @@ pub fn load_rows(
                 ..Default::default()
             })
             .collect()
-    })
+    }
 }
 
 pub struct Batch {
@@ -320,6 +315,29 @@ impl BadRows {
             skip,
             errors: Default::default(),
         }
+    }
+
+    /// Calls `f(index, line, row)` for every row of `path`; rows that fail to parse, or for which
+    /// `f` fails, stop the read — or, when skipping, are recorded and passed over.
+    pub fn for_each_row(
+        &self,
+        path: &Path,
+        mut f: impl FnMut(
+            usize,
+            usize,
+            serde_json::Map<String, serde_json::Value>,
+        ) -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        for (i, item) in graft_data::source::rows_iter(path)
+            .map_err(TrainError::Data)?
+            .enumerate()
+        {
+            let result = item
+                .map_err(TrainError::Data)
+                .and_then(|(line, obj)| f(i, line, obj));
+            self.handle(result)?;
+        }
+        Ok(())
     }
 
     /// Passes `result` through, or records its error when skipping.

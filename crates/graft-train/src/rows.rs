@@ -78,15 +78,7 @@ pub fn load_seq2seq_rows(
             .map_err(|e| at(line, e.to_string()))
     };
     let mut rows = Vec::new();
-    for item in graft_data::source::rows_iter(path).map_err(TrainError::Data)? {
-        let (line, obj) = match item {
-            Ok(row) => row,
-            Err(e) => {
-                bad.handle(Err(TrainError::Data(e)))?;
-                continue;
-            }
-        };
-        let result = (|| -> Result<(), TrainError> {
+    bad.for_each_row(path, |_, line, obj| {
             if pairs {
                 let field = |f: &str| {
                     text(&obj, f)
@@ -140,9 +132,7 @@ pub fn load_seq2seq_rows(
             }
             rows.push(row);
             Ok(())
-        })();
-        bad.handle(result)?;
-    }
+    })?;
     if rows.is_empty() {
         return Err(TrainError::Data(format!("{}: no rows", path.display())));
     }
@@ -189,49 +179,36 @@ pub fn load_denoising_rows(
         Denoising::Span(_) => None,
     };
     let mut rows = Vec::new();
-    for (doc, item) in graft_data::source::rows_iter(path)
-        .map_err(TrainError::Data)?
-        .enumerate()
-    {
-        let (line, obj) = match item {
-            Ok(row) => row,
-            Err(e) => {
-                bad.handle(Err(TrainError::Data(e)))?;
-                continue;
+    bad.for_each_row(path, |doc, line, obj| {
+        let t = text(&obj, "text")
+            .ok_or_else(|| at(line, "denoising objectives need {\"text\"} rows".into()))?
+            .map_err(|e| at(line, e))?;
+        let tokens = tokenizer
+            .encode(t, false)
+            .map_err(|e| at(line, e.to_string()))?;
+        let pairs = match (denoising, &ul2) {
+            (Denoising::Span(cfg), _) => {
+                corrupt_document(&tokens, max_len, cfg, first, eos, seed, doc as u64)
             }
+            (Denoising::Ul2(_), Some((ds, cum, modes))) => ul2_document(
+                &tokens, max_len, ds, cum, modes, first, eos, seed, doc as u64,
+            ),
+            (Denoising::Ul2(_), None) => unreachable!("resolved above"),
         };
-        let result = (|| -> Result<(), TrainError> {
-            let t = text(&obj, "text")
-                .ok_or_else(|| at(line, "denoising objectives need {\"text\"} rows".into()))?
-                .map_err(|e| at(line, e))?;
-            let tokens = tokenizer
-                .encode(t, false)
-                .map_err(|e| at(line, e.to_string()))?;
-            let pairs = match (denoising, &ul2) {
-                (Denoising::Span(cfg), _) => {
-                    corrupt_document(&tokens, max_len, cfg, first, eos, seed, doc as u64)
-                }
-                (Denoising::Ul2(_), Some((ds, cum, modes))) => ul2_document(
-                    &tokens, max_len, ds, cum, modes, first, eos, seed, doc as u64,
-                ),
-                (Denoising::Ul2(_), None) => unreachable!("resolved above"),
-            };
-            for (inputs, targets) in pairs {
-                rows.push(match start {
-                    Some(start) => pair_row(inputs, &targets, start),
-                    None => TrainRow {
-                        targets: (0..inputs.len() + targets.len())
-                            .map(|i| i >= inputs.len())
-                            .collect(),
-                        input_ids: inputs.into_iter().chain(targets).collect(),
-                        ..Default::default()
-                    },
-                });
-            }
-            Ok(())
-        })();
-        bad.handle(result)?;
-    }
+        for (inputs, targets) in pairs {
+            rows.push(match start {
+                Some(start) => pair_row(inputs, &targets, start),
+                None => TrainRow {
+                    targets: (0..inputs.len() + targets.len())
+                        .map(|i| i >= inputs.len())
+                        .collect(),
+                    input_ids: inputs.into_iter().chain(targets).collect(),
+                    ..Default::default()
+                },
+            });
+        }
+        Ok(())
+    })?;
     if rows.is_empty() {
         return Err(TrainError::Data(format!("{}: no rows", path.display())));
     }
@@ -399,24 +376,5 @@ pub fn cache_rows(dir: &Path, max_len: usize, packing: bool) -> Result<Vec<Train
             dir.display()
         )));
     }
-    Ok(if packing {
-        graft_data::pack(&examples, max_len)
-            .into_iter()
-            .map(|r| TrainRow {
-                input_ids: r.input_ids,
-                targets: r.targets,
-                packed: Some((r.positions, r.segments)),
-                ..Default::default()
-            })
-            .collect()
-    } else {
-        examples
-            .into_iter()
-            .map(|e| TrainRow {
-                input_ids: e.input_ids,
-                targets: e.targets,
-                ..Default::default()
-            })
-            .collect()
-    })
+    Ok(crate::data::example_rows(examples, packing, max_len))
 }

@@ -32,12 +32,6 @@ pub struct Args {
     pub command: DataCommand,
 }
 
-static SKIP_BAD_ROWS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-pub(super) fn skipping() -> bool {
-    SKIP_BAD_ROWS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Reports skipped rows on stderr: how many, and the first few errors.
 pub(super) fn report_skipped(errors: &[String]) {
     if !errors.is_empty() {
@@ -49,8 +43,8 @@ pub(super) fn report_skipped(errors: &[String]) {
 }
 
 /// The rows of `path`; with --skip-bad-rows, unparsable rows are skipped and reported.
-pub(super) fn read(path: &Path) -> Result<Vec<graft_data::source::NumberedRow>> {
-    if !skipping() {
+pub(super) fn read(path: &Path, skip: bool) -> Result<Vec<graft_data::source::NumberedRow>> {
+    if !skip {
         return graft_data::source::read_rows(path).map_err(anyhow::Error::msg);
     }
     let (mut rows, mut errors) = (Vec::new(), Vec::new());
@@ -89,13 +83,13 @@ pub struct StatsArgs {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    SKIP_BAD_ROWS.store(args.skip_bad_rows, std::sync::atomic::Ordering::Relaxed);
+    let skip = args.skip_bad_rows;
     match args.command {
-        DataCommand::Inspect(a) => inspect(a),
-        DataCommand::Stats(a) => stats(a),
-        DataCommand::Tokenize(a) => super::data_tokenize::tokenize(a),
-        DataCommand::Dedup(a) => super::data_clean::dedup(a),
-        DataCommand::Decontaminate(a) => super::data_clean::decontaminate(a),
+        DataCommand::Inspect(a) => inspect(a, skip),
+        DataCommand::Stats(a) => stats(a, skip),
+        DataCommand::Tokenize(a) => super::data_tokenize::tokenize(a, skip),
+        DataCommand::Dedup(a) => super::data_clean::dedup(a, skip),
+        DataCommand::Decontaminate(a) => super::data_clean::decontaminate(a, skip),
     }
 }
 
@@ -105,8 +99,8 @@ pub(super) fn tokenizer(model: &Path) -> Result<graft_models::Tokenizer> {
     Ok(source.tokenizer()?.clone())
 }
 
-fn inspect(a: InspectArgs) -> Result<()> {
-    let rows = read(&a.input)?;
+fn inspect(a: InspectArgs, skip: bool) -> Result<()> {
+    let rows = read(&a.input, skip)?;
     let tok = a.model.as_deref().map(tokenizer).transpose()?;
     println!("{}: {} rows", a.input.display(), rows.len());
     for (line, row) in rows.iter().take(a.rows) {
@@ -123,12 +117,12 @@ fn inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn stats(a: StatsArgs) -> Result<()> {
+fn stats(a: StatsArgs, skip: bool) -> Result<()> {
     let tok = a.model.as_deref().map(tokenizer).transpose()?;
     let mut lengths = Vec::new();
     let mut report = Vec::new();
     for path in &a.inputs {
-        let rows = read(path)?;
+        let rows = read(path, skip)?;
         let bar = progress(rows.len() as u64, "rows");
         let mut groups: std::collections::BTreeMap<String, (usize, usize, usize)> =
             Default::default();

@@ -66,8 +66,8 @@ fn jsonl(rows: impl Iterator<Item = Value>) -> String {
     rows.map(|r| r.to_string() + "\n").collect()
 }
 
-pub fn dedup(a: DedupArgs) -> Result<()> {
-    let rows = super::data::read(&a.input)?;
+pub fn dedup(a: DedupArgs, skip: bool) -> Result<()> {
+    let rows = super::data::read(&a.input, skip)?;
     let texts: Vec<String> = rows
         .iter()
         .map(|(_, r)| content_text(&Value::Object(r.clone())))
@@ -131,10 +131,10 @@ pub fn dedup(a: DedupArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn decontaminate(a: DecontaminateArgs) -> Result<()> {
+pub fn decontaminate(a: DecontaminateArgs, skip: bool) -> Result<()> {
     let mut evals: Vec<(String, usize, Map<String, Value>)> = Vec::new();
     for path in &a.evals {
-        for (line, row) in super::data::read(path)? {
+        for (line, row) in super::data::read(path, skip)? {
             evals.push((path.display().to_string(), line, row));
         }
     }
@@ -143,7 +143,7 @@ pub fn decontaminate(a: DecontaminateArgs) -> Result<()> {
         .map(|(_, _, r)| row_text(&Value::Object(r.clone())))
         .collect();
     let index = EvalIndex::new(&texts, a.ngram);
-    let rows = super::data::read(&a.input)?;
+    let rows = super::data::read(&a.input, skip)?;
     let bar = progress(rows.len() as u64, "rows");
     let (mut kept, mut report) = (Vec::new(), Vec::new());
     for (line, row) in &rows {

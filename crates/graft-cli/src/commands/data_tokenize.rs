@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use super::data::{read, report_skipped, skipping, tokenizer};
+use super::data::{read, report_skipped, tokenizer};
 use crate::io::progress;
 
 #[derive(clap::Args, Debug)]
@@ -23,10 +23,10 @@ pub struct TokenizeArgs {
     pub eos: bool,
 }
 
-pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+pub fn tokenize(a: TokenizeArgs, skip: bool) -> Result<()> {
     let tok = tokenizer(&a.model)?;
-    let mut rows = read(&a.input)?;
-    if skipping() {
+    let mut rows = read(&a.input, skip)?;
+    if skip {
         let mut missing = Vec::new();
         rows.retain(|(line, r)| {
             let ok = r.get("text").and_then(Value::as_str).is_some();

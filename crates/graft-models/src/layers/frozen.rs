@@ -41,17 +41,9 @@ impl CustomOp2 for FrozenMatmul {
     }
 }
 
-/// `x Wᵀ` over the last dim of x; W gets no gradient.
+/// `x Wᵀ` for a 2-D x (m, in); W gets no gradient.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let Some((&k, lead)) = dims.split_last() else {
-        candle_core::bail!("frozen-matmul: x is a scalar")
-    };
-    let m = lead.iter().product::<usize>();
-    let y = x.reshape((m, k))?.apply_op2(w, FrozenMatmul)?;
-    let mut out = lead.to_vec();
-    out.push(w.dim(0)?);
-    y.reshape(out)
+    x.apply_op2(w, FrozenMatmul)
 }
 
 #[cfg(test)]
@@ -70,7 +62,7 @@ mod tests {
             let k = *dims.last().unwrap();
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, dims.clone(), &dev)?)?;
             let w = Tensor::randn(0f32, 1.0, (out, k), &dev)?;
-            let y = frozen_matmul(&x, &w)?;
+            let y = crate::layers::linear::matmul_t(&x, &w)?;
             let y_ref = x.broadcast_matmul(&w.t()?)?;
             let probe = Tensor::randn(0f32, 1.0, y_ref.dims(), &dev)?;
             assert_eq!(y.dims(), y_ref.dims());

@@ -94,15 +94,16 @@ impl Linear {
 /// nor computed from one) goes through [`frozen_matmul`](super::frozen::frozen_matmul), whose
 /// backward skips W's gradient.
 pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if !w.track_op() {
-        return super::frozen::frozen_matmul(x, w);
-    }
     let dims = x.dims().to_vec();
     let Some((&k, lead)) = dims.split_last() else {
         candle_core::bail!("linear: input is a scalar")
     };
-    let m = lead.iter().product::<usize>();
-    let y = x.reshape((m, k))?.matmul(&w.t()?)?;
+    let x2 = x.reshape((lead.iter().product::<usize>(), k))?;
+    let y = if w.track_op() {
+        x2.matmul(&w.t()?)?
+    } else {
+        super::frozen::frozen_matmul(&x2, w)?
+    };
     let mut out = lead.to_vec();
     out.push(w.dim(0)?);
     y.reshape(out)
