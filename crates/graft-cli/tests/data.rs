@@ -243,3 +243,50 @@ fn stats_inspect_and_bad_rows() {
         1
     );
 }
+
+#[test]
+fn inspect_shows_a_recipes_tasks_after_their_preprocessors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("qa.jsonl");
+    write(
+        &input,
+        &[
+            json!({"question": "Who wrote Emma?", "answer": "Jane Austen"}),
+            json!({"question": "see http://spam.example", "answer": "x"}),
+            json!({"question": "Where is Bath?", "answer": "Somerset"}),
+        ],
+    );
+    let recipe = dir.path().join("r.toml");
+    let text = |pre: &str| {
+        format!(
+            "[model]\npath = \"{}\"\n[[data.tasks]]\nname = \"qa\"\ntrain = \"{}\"\npreprocessors = [{pre}]\nfeatures = [\"prompt\", \"completion\"]\n[objective]\nkind = \"sft\"\n",
+            fixture("models/t5").display(),
+            input.display()
+        )
+    };
+    std::fs::write(
+        &recipe,
+        text(r#"{ kind = "filter_regex", field = "question", pattern = "https?://", drop = true },
+                { kind = "format", field = "prompt", template = "Q: {question}\nA:" },
+                { kind = "rekey", fields = { prompt = "prompt", completion = "answer" } }"#),
+    )
+    .unwrap();
+    let o = graft(&["data", "inspect", "--recipe", recipe.to_str().unwrap(), "--rows", "5"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("filter_regex: kept 2 of 3 rows"), "{out}");
+    assert!(out.contains(r#""prompt": "Q: Who wrote Emma?\nA:""#), "{out}");
+    assert!(!out.contains("question"), "rekey keeps only the output features: {out}");
+
+    // An unknown preprocessor, and a row the template cannot fill, are named.
+    std::fs::write(&recipe, text(r#"{ kind = "lowercase" }"#)).unwrap();
+    let o = graft(&["data", "inspect", "--recipe", recipe.to_str().unwrap()]);
+    assert_user_error(&o, &["preprocessors[0]", "lowercase"]);
+    std::fs::write(
+        &recipe,
+        text(r#"{ kind = "format", field = "prompt", template = "{query}" }"#),
+    )
+    .unwrap();
+    let o = graft(&["data", "inspect", "--recipe", recipe.to_str().unwrap()]);
+    assert_user_error(&o, &["qa.jsonl:1", "`query`"]);
+}

@@ -1,12 +1,14 @@
 //! graft-data: row sources, TRL row shapes, chat templates with assistant masks, tokenized examples
 //! and packing; denoising preprocessors (T5 span corruption, UL2); dedup, quality filters,
-//! decontamination; token caches.
+//! decontamination; token caches; task preprocessors (filters, field mapping, table
+//! linearisation, rationale formatting).
 
 pub mod chat;
 pub mod decontaminate;
 pub mod dedup;
 pub mod formats;
 pub mod pack;
+pub mod preprocess;
 pub mod quality;
 pub mod source;
 pub mod span_corruption;

@@ -41,14 +41,14 @@ pub fn load_rows(
     packing: bool,
     pairs: bool,
     labelled: bool,
-    bad: &BadRows,
+    reader: &RowReader,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
     let mut examples: Vec<Example> = Vec::new();
     let mut rejected: Vec<Example> = Vec::new();
     let mut labels: Vec<bool> = Vec::new();
-    bad.for_each_row(path, |_, n, obj| {
+    reader.for_each_row(path, |_, n, obj| {
         let row = parse_row(&obj).map_err(|e| at(n, e))?;
         if labelled {
             if !matches!(row, graft_data::Row::PromptCompletion { .. }) {
@@ -301,24 +301,43 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
     })
 }
 
-/// Rows that fail to parse or tokenize: with `skip` (`--skip-bad-rows`) they are counted and their
-/// errors kept for the report; otherwise the first one stops the load.
-#[derive(Debug, Default)]
-pub struct BadRows {
+/// How a task's rows are read: its shard of the source, its preprocessors, and what happens to
+/// rows that do not parse or tokenize — they stop the read, or (`skip`) are recorded and passed
+/// over. Errors are shared by every task of a run.
+#[derive(Clone, Default)]
+pub struct RowReader {
     pub skip: bool,
-    pub errors: std::cell::RefCell<Vec<String>>,
+    pub errors: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+    pub pipeline: std::rc::Rc<graft_data::preprocess::Pipeline>,
+    /// (index, count): this process reads every count-th source row from row `index` on.
+    pub shard: Option<(usize, usize)>,
 }
 
-impl BadRows {
+impl RowReader {
     pub fn new(skip: bool) -> Self {
         Self {
             skip,
-            errors: Default::default(),
+            ..Default::default()
         }
     }
 
-    /// Calls `f(index, line, row)` for every row of `path`; rows that fail to parse, or for which
-    /// `f` fails, stop the read — or, when skipping, are recorded and passed over.
+    /// The same reader (sharing its errors) for a task with these preprocessors and shard.
+    pub fn for_task(
+        &self,
+        pipeline: graft_data::preprocess::Pipeline,
+        shard: Option<(usize, usize)>,
+    ) -> Self {
+        Self {
+            skip: self.skip,
+            errors: self.errors.clone(),
+            pipeline: std::rc::Rc::new(pipeline),
+            shard,
+        }
+    }
+
+    /// Calls `f(index, line, row)` for every row of `path` (of this reader's shard, after its
+    /// preprocessors; `index` counts the rows `f` sees); rows that fail to parse, to preprocess,
+    /// or for which `f` fails, stop the read — or, when skipping, are recorded and passed over.
     pub fn for_each_row(
         &self,
         path: &Path,
@@ -328,14 +347,35 @@ impl BadRows {
             serde_json::Map<String, serde_json::Value>,
         ) -> Result<(), TrainError>,
     ) -> Result<(), TrainError> {
+        let (index, count) = self.shard.unwrap_or((0, 1));
+        let mut seen = 0;
         for (i, item) in graft_data::source::rows_iter(path)
             .map_err(TrainError::Data)?
             .enumerate()
         {
-            let result = item
-                .map_err(TrainError::Data)
-                .and_then(|(line, obj)| f(i, line, obj));
-            self.handle(result)?;
+            if i % count != index {
+                continue;
+            }
+            let rows = item.map_err(TrainError::Data).and_then(|(line, obj)| {
+                let rows = match self.pipeline.is_empty() {
+                    true => vec![obj],
+                    false => self.pipeline.run(obj).map_err(|e| {
+                        TrainError::Data(format!("{}:{line}: {e}", path.display()))
+                    })?,
+                };
+                Ok((line, rows))
+            });
+            let (line, rows) = match rows {
+                Ok(r) => r,
+                Err(e) => {
+                    self.handle(Err(e))?;
+                    continue;
+                }
+            };
+            for obj in rows {
+                self.handle(f(seen, line, obj))?;
+                seen += 1;
+            }
         }
         Ok(())
     }

@@ -22,6 +22,13 @@ pub struct TaskSection {
     /// Sampling weight; without it the mixture's temperature rule applies.
     #[serde(default)]
     pub rate: Option<f64>,
+    /// Row preprocessors run in order (`{ kind = "filter_regex", ... }`; graft-data's
+    /// `preprocess` registry), between reading and tokenizing.
+    #[serde(default)]
+    pub preprocessors: Vec<serde_json::Value>,
+    /// The fields each preprocessed row keeps (all must be present).
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
 }
 
 /// `[data.mixture]`
@@ -202,6 +209,8 @@ mod tests {
             train: "x".into(),
             eval: None,
             rate,
+            preprocessors: Vec::new(),
+            features: None,
         }
     }
 

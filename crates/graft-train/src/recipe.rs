@@ -102,6 +102,10 @@ pub struct DataSection {
     /// stopping at the first (`graft train --skip-bad-rows`).
     #[serde(default)]
     pub skip_bad_rows: bool,
+    /// `[index, count]`: read only every count-th training row from row `index` on (0-based), so
+    /// `count` processes — one per shard — together see each row once (`graft train --set data.shard=[0,4]`).
+    #[serde(default)]
+    pub shard: Option<[usize; 2]>,
 }
 
 fn max_seq_len() -> usize {
@@ -244,6 +248,14 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
             "{}: train.steps, train.batch_size and train.grad_accum must be ≥ 1",
             path.display()
         ));
+    }
+    if let Some([i, n]) = recipe.data.shard {
+        if n == 0 || i >= n {
+            return Err(format!(
+                "{}: data.shard: [{i}, {n}] does not exist (index < count)",
+                path.display()
+            ));
+        }
     }
     if recipe.data.max_seq_len < 2 {
         return Err(format!("{}: data.max_seq_len must be ≥ 2", path.display()));

@@ -14,7 +14,7 @@ use graft_data::ul2::{ul2_document, Ul2};
 use graft_models::Tokenizer;
 use serde_json::Value;
 
-use crate::data::{BadRows, TrainRow};
+use crate::data::{RowReader, TrainRow};
 use crate::mixture::TaskSection;
 use crate::TrainError;
 
@@ -68,7 +68,7 @@ pub fn load_seq2seq_rows(
     max_len: usize,
     pairs: bool,
     labelled: bool,
-    bad: &BadRows,
+    reader: &RowReader,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
@@ -78,7 +78,7 @@ pub fn load_seq2seq_rows(
             .map_err(|e| at(line, e.to_string()))
     };
     let mut rows = Vec::new();
-    bad.for_each_row(path, |_, line, obj| {
+    reader.for_each_row(path, |_, line, obj| {
             if pairs {
                 let field = |f: &str| {
                     text(&obj, f)
@@ -155,7 +155,7 @@ pub fn load_denoising_rows(
     denoising: &Denoising,
     start: Option<u32>,
     seed: u64,
-    bad: &BadRows,
+    reader: &RowReader,
 ) -> Result<Vec<TrainRow>, TrainError> {
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
@@ -179,7 +179,7 @@ pub fn load_denoising_rows(
         Denoising::Span(_) => None,
     };
     let mut rows = Vec::new();
-    bad.for_each_row(path, |doc, line, obj| {
+    reader.for_each_row(path, |doc, line, obj| {
         let t = text(&obj, "text")
             .ok_or_else(|| at(line, "denoising objectives need {\"text\"} rows".into()))?
             .map_err(|e| at(line, e))?;
@@ -215,15 +215,24 @@ pub fn load_denoising_rows(
     Ok(rows)
 }
 
-/// The recipe's tasks with their training rows (one task, `train`, unless `[[data.tasks]]`), and
-/// every eval row.
+/// The rows of a recipe.
+pub struct RecipeRows {
+    /// Each task with its training rows (one task, `train`, unless `[[data.tasks]]`).
+    pub tasks: Vec<(TaskSection, Vec<TrainRow>)>,
+    pub eval: Vec<TrainRow>,
+    /// Per task with preprocessors: rows into and out of each one (what the filters dropped).
+    pub preprocessing: Vec<(String, Vec<graft_data::preprocess::StepReport>)>,
+}
+
+/// The recipe's tasks with their training rows, and every eval row; training rows are read from
+/// `data.shard` when set.
 pub fn load_recipe_rows(
     recipe: &crate::Recipe,
     source: &graft_models::ModelSource,
     tok: &graft_data::Tokenize,
     objective: &dyn crate::objectives::Objective,
-    bad: &BadRows,
-) -> Result<(Vec<(TaskSection, Vec<TrainRow>)>, Vec<TrainRow>), TrainError> {
+    reader: &RowReader,
+) -> Result<RecipeRows, TrainError> {
     let d = &recipe.data;
     let tasks: Vec<TaskSection> = match &d.train {
         Some(train) => vec![TaskSection {
@@ -231,12 +240,23 @@ pub fn load_recipe_rows(
             train: train.clone(),
             eval: d.eval.clone(),
             rate: None,
+            preprocessors: Vec::new(),
+            features: None,
         }],
         None => d.tasks.clone(),
     };
+    let shard = d.shard.map(|[i, n]| (i, n));
     let mut out = Vec::new();
     let mut evals = Vec::new();
+    let mut report = Vec::new();
     for task in tasks {
+        let pipeline = || {
+            graft_data::preprocess::Pipeline::new(&task.preprocessors, task.features.clone())
+                .map_err(|e| TrainError::Recipe(format!("data.tasks `{}`: {e}", task.name)))
+        };
+        // Training rows come from this process's shard; eval rows are read whole.
+        let train_reader = reader.for_task(pipeline()?, shard);
+        let eval_reader = reader.for_task(pipeline()?, None);
         let (rows, eval) = load_files(
             recipe,
             source,
@@ -244,18 +264,25 @@ pub fn load_recipe_rows(
             objective,
             &task.train,
             task.eval.as_deref(),
-            bad,
+            (&train_reader, &eval_reader),
         )?;
+        if !task.preprocessors.is_empty() {
+            report.push((task.name.clone(), train_reader.pipeline.report()));
+        }
         evals.extend(eval);
         out.push((task, rows));
     }
     if d.train.is_none() {
         if let Some(e) = &d.eval {
-            let (_, eval) = load_files(recipe, source, tok, objective, e, None, bad)?;
+            let (eval, _) = load_files(recipe, source, tok, objective, e, None, (reader, reader))?;
             evals.extend(eval);
         }
     }
-    Ok((out, evals))
+    Ok(RecipeRows {
+        tasks: out,
+        eval: evals,
+        preprocessing: report,
+    })
 }
 
 /// Train and eval rows of one file pair for `source`'s model: denoising rows when
@@ -268,7 +295,7 @@ fn load_files(
     objective: &dyn crate::objectives::Objective,
     train: &Path,
     eval: Option<&Path>,
-    bad: &BadRows,
+    (reader, eval_reader): (&RowReader, &RowReader),
 ) -> Result<(Vec<TrainRow>, Vec<TrainRow>), TrainError> {
     let d = &recipe.data;
     let (pairs, labelled) = (objective.pairs(), objective.kl_rows());
@@ -290,9 +317,12 @@ fn load_files(
         (None, Some(u)) => Some(Denoising::Ul2(u)),
         (None, None) => None,
     };
-    let both = |load: &dyn Fn(&Path) -> Result<Vec<TrainRow>, TrainError>| {
-        let eval = eval.map(load).transpose()?.unwrap_or_default();
-        Ok((load(train)?, eval))
+    let both = |load: &dyn Fn(&Path, &RowReader) -> Result<Vec<TrainRow>, TrainError>| {
+        let eval = eval
+            .map(|p| load(p, eval_reader))
+            .transpose()?
+            .unwrap_or_default();
+        Ok((load(train, reader)?, eval))
     };
     if let Some(den) = denoising {
         if pairs || labelled || d.packing {
@@ -303,7 +333,7 @@ fn load_files(
         }
         let eos = eos.ok_or_else(|| TrainError::Recipe("the tokenizer has no EOS token".into()))?;
         let start = t5.map(|c| c.decoder_start_token_id.unwrap_or(0));
-        return both(&|p| {
+        return both(&|p, reader| {
             load_denoising_rows(
                 p,
                 tok.tokenizer,
@@ -312,7 +342,7 @@ fn load_files(
                 &den,
                 start,
                 recipe.train.seed,
-                bad,
+                reader,
             )
         });
     }
@@ -323,11 +353,11 @@ fn load_files(
             ));
         }
         let start = cfg.decoder_start_token_id.unwrap_or(0);
-        return both(&|p| {
-            load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs, labelled, bad)
+        return both(&|p, reader| {
+            load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs, labelled, reader)
         });
     }
-    let load = |p: &Path, packing: bool| {
+    let load = |p: &Path, packing: bool, reader: &RowReader| {
         if p.join("cache.json").exists() {
             if pairs || labelled {
                 return Err(TrainError::Recipe(format!(
@@ -336,7 +366,13 @@ fn load_files(
                     objective.name()
                 )));
             }
-            return cache_rows(p, d.max_seq_len, packing);
+            if !reader.pipeline.is_empty() {
+                return Err(TrainError::Recipe(format!(
+                    "{}: a token cache holds tokens; preprocessors run on rows",
+                    p.display()
+                )));
+            }
+            return cache_rows(p, d.max_seq_len, packing, reader.shard);
         }
         crate::data::load_rows(
             p,
@@ -345,22 +381,29 @@ fn load_files(
             packing,
             pairs,
             labelled,
-            bad,
+            reader,
         )
     };
     let eval = eval
-        .map(|p| load(p, false))
+        .map(|p| load(p, false, eval_reader))
         .transpose()?
         .unwrap_or_default();
-    Ok((load(train, d.packing)?, eval))
+    Ok((load(train, d.packing, reader)?, eval))
 }
 
 /// Rows from a token cache (`graft data tokenize`): each document cut into `max_len` windows
-/// (every token a target but the first of a window), packed when asked.
-pub fn cache_rows(dir: &Path, max_len: usize, packing: bool) -> Result<Vec<TrainRow>, TrainError> {
+/// (every token a target but the first of a window), packed when asked; with a shard (index,
+/// count), every count-th document from `index` on.
+pub fn cache_rows(
+    dir: &Path,
+    max_len: usize,
+    packing: bool,
+    shard: Option<(usize, usize)>,
+) -> Result<Vec<TrainRow>, TrainError> {
     let cache = graft_data::token_cache::TokenCache::open(dir).map_err(TrainError::Data)?;
+    let (index, count) = shard.unwrap_or((0, 1));
     let mut examples = Vec::new();
-    for i in 0..cache.len() {
+    for i in (index..cache.len()).step_by(count) {
         for chunk in cache.document(i).chunks(max_len.max(2)) {
             if chunk.len() > 1 {
                 examples.push(graft_data::Example {

@@ -251,12 +251,22 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             objective.name()
         )));
     }
-    let bad_rows = crate::data::BadRows::new(recipe.data.skip_bad_rows);
-    let (mut tasks, mut eval_rows) =
-        crate::rows::load_recipe_rows(recipe, &source, &tok, objective.as_ref(), &bad_rows)?;
+    let bad_rows = crate::data::RowReader::new(recipe.data.skip_bad_rows);
+    let crate::rows::RecipeRows {
+        mut tasks,
+        eval: mut eval_rows,
+        preprocessing,
+    } = crate::rows::load_recipe_rows(recipe, &source, &tok, objective.as_ref(), &bad_rows)?;
     if bad_rows.count() > 0 {
         let errors = bad_rows.errors.borrow();
         eprintln!("skipped {} bad rows (first: {})", errors.len(), errors[0]);
+    }
+    for (task, steps) in &preprocessing {
+        let line: Vec<String> = steps
+            .iter()
+            .map(|s| format!("{} {}→{}", s.kind, s.rows_in, s.rows_out))
+            .collect();
+        eprintln!("task {task}: {}", line.join(", "));
     }
     // Reference log-probs are computed once (or read from OUT's cache of an earlier start), and
     // the reference model is dropped.
@@ -331,6 +341,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         t.seed,
         json!({"objective": objective.name(), "train_rows": loader.rows(), "tasks": loader.names,
                "skipped_bad_rows": bad_rows.errors.borrow().clone(), "eval_rows": eval_rows.len(),
+               "preprocessing": preprocessing, "shard": recipe.data.shard,
                "resumed_from_step": state.step}),
     )?;
     let mut log = metrics::MetricsLog::open(&metrics_path)?;

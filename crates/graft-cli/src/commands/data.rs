@@ -60,7 +60,12 @@ pub(super) fn read(path: &Path, skip: bool) -> Result<Vec<graft_data::source::Nu
 
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    pub input: PathBuf,
+    #[arg(required_unless_present = "recipe")]
+    pub input: Option<PathBuf>,
+    /// Instead of a file: each task of this recipe, its rows after the task's preprocessors, and
+    /// how many rows each preprocessor kept of those read.
+    #[arg(long, conflicts_with = "input")]
+    pub recipe: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     pub rows: usize,
     /// Also show token counts with this model's tokenizer.
@@ -100,12 +105,23 @@ pub(super) fn tokenizer(model: &Path) -> Result<graft_models::Tokenizer> {
 }
 
 fn inspect(a: InspectArgs, skip: bool) -> Result<()> {
-    let rows = read(&a.input, skip)?;
     let tok = a.model.as_deref().map(tokenizer).transpose()?;
-    println!("{}: {} rows", a.input.display(), rows.len());
-    for (line, row) in rows.iter().take(a.rows) {
+    let Some(input) = &a.input else {
+        let recipe = a.recipe.as_deref().expect("clap: input or --recipe");
+        return inspect_tasks(recipe, a.rows, tok.as_ref());
+    };
+    let rows = read(input, skip)?;
+    println!("{}: {} rows", input.display(), rows.len());
+    print_rows(&rows[..rows.len().min(a.rows)], tok.as_ref())
+}
+
+fn print_rows(
+    rows: &[graft_data::source::NumberedRow],
+    tok: Option<&graft_models::Tokenizer>,
+) -> Result<()> {
+    for (line, row) in rows {
         let text = graft_data::decontaminate::content_text(&Value::Object(row.clone()));
-        let tokens = match &tok {
+        let tokens = match tok {
             Some(t) => format!(", {} tokens", t.encode(&text, true)?.len()),
             None => String::new(),
         };
@@ -113,6 +129,42 @@ fn inspect(a: InspectArgs, skip: bool) -> Result<()> {
             "--- line {line}{tokens}\n{}",
             serde_json::to_string_pretty(row)?
         );
+    }
+    Ok(())
+}
+
+/// The first `n` rows of each task of `recipe` after its preprocessors.
+fn inspect_tasks(recipe: &Path, n: usize, tok: Option<&graft_models::Tokenizer>) -> Result<()> {
+    let r = graft_train::recipe::load(recipe, &[]).map_err(anyhow::Error::msg)?;
+    let tasks = match &r.data.train {
+        Some(t) => vec![("train".to_string(), t.clone(), Vec::new(), None)],
+        None => r
+            .data
+            .tasks
+            .iter()
+            .map(|t| (t.name.clone(), t.train.clone(), t.preprocessors.clone(), t.features.clone()))
+            .collect(),
+    };
+    for (name, path, specs, features) in tasks {
+        let pipeline = graft_data::preprocess::Pipeline::new(&specs, features)
+            .map_err(|e| anyhow::anyhow!("{}: data.tasks `{name}`: {e}", recipe.display()))?;
+        let mut out = Vec::new();
+        for item in graft_data::source::rows_iter(&path).map_err(anyhow::Error::msg)? {
+            let (line, row) = item.map_err(anyhow::Error::msg)?;
+            let rows = pipeline
+                .run(row)
+                .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", path.display()))?;
+            out.extend(rows.into_iter().map(|r| (line, r)));
+            if out.len() >= n {
+                break;
+            }
+        }
+        out.truncate(n);
+        println!("task {name} ({})", path.display());
+        for s in pipeline.report() {
+            println!("  {}: kept {} of {} rows", s.kind, s.rows_out, s.rows_in);
+        }
+        print_rows(&out, tok)?;
     }
     Ok(())
 }
