@@ -266,17 +266,32 @@ fn inspect_shows_a_recipes_tasks_after_their_preprocessors() {
     };
     std::fs::write(
         &recipe,
-        text(r#"{ kind = "filter_regex", field = "question", pattern = "https?://", drop = true },
+        text(
+            r#"{ kind = "filter_regex", field = "question", pattern = "https?://", drop = true },
                 { kind = "format", field = "prompt", template = "Q: {question}\nA:" },
-                { kind = "rekey", fields = { prompt = "prompt", completion = "answer" } }"#),
+                { kind = "rekey", fields = { prompt = "prompt", completion = "answer" } }"#,
+        ),
     )
     .unwrap();
-    let o = graft(&["data", "inspect", "--recipe", recipe.to_str().unwrap(), "--rows", "5"]);
+    let o = graft(&[
+        "data",
+        "inspect",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--rows",
+        "5",
+    ]);
     let out = stdout(&o);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.contains("filter_regex: kept 2 of 3 rows"), "{out}");
-    assert!(out.contains(r#""prompt": "Q: Who wrote Emma?\nA:""#), "{out}");
-    assert!(!out.contains("question"), "rekey keeps only the output features: {out}");
+    assert!(
+        out.contains(r#""prompt": "Q: Who wrote Emma?\nA:""#),
+        "{out}"
+    );
+    assert!(
+        !out.contains("question"),
+        "rekey keeps only the output features: {out}"
+    );
 
     // An unknown preprocessor, and a row the template cannot fill, are named.
     std::fs::write(&recipe, text(r#"{ kind = "lowercase" }"#)).unwrap();

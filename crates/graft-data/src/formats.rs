@@ -27,6 +27,13 @@ pub enum Row {
         chosen: Turns,
         rejected: Turns,
     },
+    /// `{"prompt", "responses": [...], "scores": [...]}`: a ranked list (LiPO), two or more
+    /// responses, each scored (higher is better).
+    Listwise {
+        prompt: Turns,
+        responses: Vec<Turns>,
+        scores: Vec<f64>,
+    },
 }
 
 /// A preference row's part: a plain string or a list of messages.
@@ -111,19 +118,73 @@ pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
             .map(str::to_string)
             .ok_or(format!("field `{key}`: not a string"))
     };
+    let turns = |key: &str, v: Option<&Value>| -> Result<Turns, String> {
+        match v {
+            Some(Value::String(s)) => Ok(Turns::Text(s.clone())),
+            Some(v @ Value::Array(_)) => parse_messages(v)
+                .map(Turns::Messages)
+                .map_err(|e| format!("field `{key}`: {e}")),
+            Some(_) => Err(format!("field `{key}`: not a string or a list of messages")),
+            None => Err(format!("field `{key}`: missing")),
+        }
+    };
+    let empty = |t: &Turns| match t {
+        Turns::Text(s) => s.trim().is_empty(),
+        Turns::Messages(m) => m.is_empty(),
+    };
+    let conversational = |t: &Turns| matches!(t, Turns::Messages(_));
+    if obj.contains_key("responses") {
+        let prompt = turns("prompt", obj.get("prompt"))?;
+        let list = obj["responses"]
+            .as_array()
+            .ok_or("field `responses`: not a list")?;
+        let responses = list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| turns(&format!("responses[{i}]"), Some(v)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scores = obj
+            .get("scores")
+            .and_then(Value::as_array)
+            .ok_or("field `scores`: missing or not a list")?
+            .iter()
+            .map(|v| v.as_f64().filter(|x| x.is_finite()))
+            .collect::<Option<Vec<f64>>>()
+            .ok_or("field `scores`: not all finite numbers")?;
+        if responses.len() < 2 {
+            return Err(format!(
+                "field `responses`: {} response(s); a list needs two or more to rank",
+                responses.len()
+            ));
+        }
+        if scores.len() != responses.len() {
+            return Err(format!(
+                "fields `responses`/`scores`: {} responses but {} scores",
+                responses.len(),
+                scores.len()
+            ));
+        }
+        if let Some(i) = responses.iter().position(empty) {
+            return Err(format!("field `responses[{i}]`: empty response"));
+        }
+        if scores.iter().all(|&x| x == scores[0]) {
+            return Err("field `scores`: all equal, nothing to rank".into());
+        }
+        if responses
+            .iter()
+            .any(|r| conversational(r) != conversational(&prompt))
+        {
+            return Err("fields `prompt`/`responses`: mix plain strings and message lists".into());
+        }
+        return Ok(Row::Listwise {
+            prompt,
+            responses,
+            scores,
+        });
+    }
     if obj.contains_key("chosen") || obj.contains_key("rejected") {
-        let part = |key: &str| -> Result<Turns, String> {
-            match obj.get(key) {
-                Some(Value::String(s)) => Ok(Turns::Text(s.clone())),
-                Some(v @ Value::Array(_)) => parse_messages(v)
-                    .map(Turns::Messages)
-                    .map_err(|e| format!("field `{key}`: {e}")),
-                Some(_) => Err(format!("field `{key}`: not a string or a list of messages")),
-                None => Err(format!("field `{key}`: missing")),
-            }
-        };
+        let part = |key: &str| turns(key, obj.get(key));
         let (chosen, rejected) = (part("chosen")?, part("rejected")?);
-        let conversational = |t: &Turns| matches!(t, Turns::Messages(_));
         // TRL's maybe_extract_prompt: without a prompt of the same kind as the responses, the
         // prompt is the responses' common prefix.
         let explicit = match obj.get("prompt") {
@@ -133,10 +194,6 @@ pub fn parse_row(obj: &Map<String, Value>) -> Result<Row, String> {
         let (prompt, chosen, rejected) = match explicit {
             Some(p) if conversational(&p) == conversational(&chosen) => (p, chosen, rejected),
             _ => extract_prompt(&chosen, &rejected)?,
-        };
-        let empty = |t: &Turns| match t {
-            Turns::Text(s) => s.trim().is_empty(),
-            Turns::Messages(m) => m.is_empty(),
         };
         if empty(&chosen) || empty(&rejected) {
             return Err(format!(
@@ -203,11 +260,7 @@ pub struct Tokenize<'a> {
 }
 
 impl Tokenize<'_> {
-    /// The chosen and rejected sequences of a preference row, as TRL 1.16's DPOTrainer builds them:
-    /// plain strings get the tokenizer's EOS after each response and are tokenized as prompt +
-    /// response (special tokens added, so BOS leads); conversational rows render the prompt with a
-    /// generation prompt and each response as the rest of the full rendering. The shared prompt is
-    /// the shorter common prefix of the prompt's tokens with either sequence; targets are the rest.
+    /// The chosen and rejected sequences of a preference row (see [`Self::responses`]).
     pub fn preference(&self, row: &Row) -> Result<(Example, Example), String> {
         let Row::Preference {
             prompt,
@@ -220,15 +273,50 @@ impl Tokenize<'_> {
                     .into(),
             );
         };
+        let mut both = self.responses(prompt, &[chosen.clone(), rejected.clone()])?;
+        let rejected = both.pop().expect("two");
+        Ok((both.pop().expect("two"), rejected))
+    }
+
+    /// A listwise row's responses (tokenized as [`Self::preference`] tokenizes a pair) and scores.
+    pub fn listwise(&self, row: &Row) -> Result<(Vec<Example>, Vec<f64>), String> {
+        match row {
+            Row::Listwise {
+                prompt,
+                responses,
+                scores,
+            } => Ok((self.responses(prompt, responses)?, scores.clone())),
+            Row::Preference { prompt, chosen, rejected } => Ok((
+                self.responses(prompt, &[chosen.clone(), rejected.clone()])?,
+                vec![1.0, 0.0],
+            )),
+            _ => Err("this objective needs listwise rows {\"prompt\", \"responses\", \"scores\"} or preference pairs".into()),
+        }
+    }
+
+    /// Prompt + each response as TRL 1.16's DPOTrainer builds a pair's sequences: plain strings get
+    /// the tokenizer's EOS after each response and are tokenized as prompt + response (special
+    /// tokens added, so BOS leads); conversational rows render the prompt with a generation prompt
+    /// and each response as the rest of the full rendering. The shared prompt is the shortest
+    /// common prefix of the prompt's tokens with any sequence; targets are the rest.
+    fn responses(&self, prompt: &Turns, responses: &[Turns]) -> Result<Vec<Example>, String> {
         let err = |e: graft_models::ModelError| e.to_string();
         let t = self.tokenizer;
-        let (prompt_ids, c_ids, r_ids) = match (prompt, chosen, rejected) {
-            (Turns::Text(p), Turns::Text(c), Turns::Text(r)) => (
-                t.encode(p, true).map_err(err)?,
-                self.with_eos(t.encode(&format!("{p}{c}"), true).map_err(err)?),
-                self.with_eos(t.encode(&format!("{p}{r}"), true).map_err(err)?),
-            ),
-            (Turns::Messages(p), Turns::Messages(c), Turns::Messages(r)) => {
+        let mixed = || "fields `prompt`/responses: mix plain strings and message lists".to_string();
+        let (prompt_ids, seqs) = match prompt {
+            Turns::Text(p) => {
+                let seqs = responses
+                    .iter()
+                    .map(|r| match r {
+                        Turns::Text(r) => {
+                            Ok(self.with_eos(t.encode(&format!("{p}{r}"), true).map_err(err)?))
+                        }
+                        Turns::Messages(_) => Err(mixed()),
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                (t.encode(p, true).map_err(err)?, seqs)
+            }
+            Turns::Messages(p) => {
                 let template = self
                     .template
                     .ok_or("the model has no chat template for conversational rows")?;
@@ -239,37 +327,39 @@ impl Tokenize<'_> {
                         .render(&all, gen, bos, eos)
                         .map_err(|e| e.to_string())
                 };
-                (
-                    t.encode(&render(&[], true)?, false).map_err(err)?,
-                    t.encode(&render(c, false)?, false).map_err(err)?,
-                    t.encode(&render(r, false)?, false).map_err(err)?,
-                )
-            }
-            _ => {
-                return Err(
-                    "fields `prompt`/`chosen`/`rejected`: mix plain strings and message lists"
-                        .into(),
-                )
+                let seqs = responses
+                    .iter()
+                    .map(|r| match r {
+                        Turns::Messages(r) => t.encode(&render(r, false)?, false).map_err(err),
+                        Turns::Text(_) => Err(mixed()),
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                (t.encode(&render(&[], true)?, false).map_err(err)?, seqs)
             }
         };
         let common = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
-        let prompt_len = common(&prompt_ids, &c_ids).min(common(&prompt_ids, &r_ids));
-        let example = |ids: Vec<u32>| -> Result<Example, String> {
-            let n = ids.len().min(self.max_len);
-            let targets: Vec<bool> = (0..n).map(|i| i >= prompt_len.max(1)).collect();
-            let ex = Example {
-                input_ids: ids[..n].to_vec(),
-                targets,
-            };
-            if ex.num_targets() == 0 {
-                return Err(format!(
-                    "no response tokens within max_seq_len = {}",
-                    self.max_len
-                ));
-            }
-            Ok(ex)
-        };
-        Ok((example(c_ids)?, example(r_ids)?))
+        let prompt_len = seqs
+            .iter()
+            .map(|s| common(&prompt_ids, s))
+            .min()
+            .unwrap_or(0);
+        seqs.into_iter()
+            .map(|ids| {
+                let n = ids.len().min(self.max_len);
+                let targets: Vec<bool> = (0..n).map(|i| i >= prompt_len.max(1)).collect();
+                let ex = Example {
+                    input_ids: ids[..n].to_vec(),
+                    targets,
+                };
+                if ex.num_targets() == 0 {
+                    return Err(format!(
+                        "no response tokens within max_seq_len = {}",
+                        self.max_len
+                    ));
+                }
+                Ok(ex)
+            })
+            .collect()
     }
 
     fn with_eos(&self, mut ids: Vec<u32>) -> Vec<u32> {
@@ -284,6 +374,9 @@ impl Tokenize<'_> {
     pub fn example(&self, row: &Row) -> Result<Example, String> {
         let err = |e: graft_models::ModelError| e.to_string();
         let (input_ids, mut targets) = match row {
+            Row::Listwise { .. } => {
+                return Err("a listwise row ({prompt, responses, scores}) needs a listwise objective (lipo)".into())
+            }
             Row::Preference { .. } => {
                 return Err("a preference row ({prompt, chosen, rejected}) needs a preference objective (dpo, cdpo, ipo, slic, simpo)".into())
             }

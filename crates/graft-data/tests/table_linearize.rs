@@ -6,7 +6,10 @@ use serde_json::{json, Value};
 
 #[test]
 fn tapex_linearization_matches_transformers() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/data/tapex_linearize.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/data/tapex_linearize.json"
+    );
     let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(cases.len(), 4);
     for lowercase in [false, true] {

@@ -19,8 +19,12 @@ pub struct TrainRow {
     pub targets: Vec<bool>,
     /// Set for packed rows (position resets and segment ids per document).
     pub packed: Option<(Vec<u32>, Vec<u32>)>,
-    /// For preference pairs: the rejected sequence (this row is the chosen one).
-    pub rejected: Option<Box<TrainRow>>,
+    /// For preference pairs and lists: the other responses to the same prompt — the rejected
+    /// one of a pair; this row is the first (the chosen one).
+    pub others: Vec<TrainRow>,
+    /// For lists: the label ψ of each response (this row's first, then its others'), higher is
+    /// better.
+    pub scores: Option<Vec<f32>>,
     /// KTO's label (true = desirable); such batches get KL rows appended by [`collate`].
     pub label: Option<bool>,
     /// The frozen reference's next-token log-probs (T−1), cached once before training so the
@@ -31,25 +35,67 @@ pub struct TrainRow {
     pub encoder_ids: Option<Vec<u32>>,
 }
 
+impl TrainRow {
+    /// This row, then its other responses.
+    pub fn parts(&self) -> impl Iterator<Item = &TrainRow> {
+        std::iter::once(self).chain(&self.others)
+    }
+
+    /// Calls `f` on this row, then on each of its other responses.
+    pub fn for_each_part_mut(&mut self, mut f: impl FnMut(&mut TrainRow)) {
+        f(self);
+        for o in &mut self.others {
+            f(o);
+        }
+    }
+}
+
 /// Reads and tokenizes every row of `path` (JSONL or Parquet; a malformed row is an error naming
 /// file and line).
-/// `completion_only = false` makes every token a target (LM objective).
+/// The objective says which rows it takes: every token a target (lm) or completions only,
+/// preference pairs, ranked lists, or KTO's labelled rows.
 pub fn load_rows(
     path: &Path,
     tok: &Tokenize,
-    completion_only: bool,
+    objective: &dyn crate::objectives::Objective,
     packing: bool,
-    pairs: bool,
-    labelled: bool,
     reader: &RowReader,
 ) -> Result<Vec<TrainRow>, TrainError> {
+    let (completion_only, pairs, labelled) = (
+        objective.completion_only(),
+        objective.pairs(),
+        objective.kl_rows(),
+    );
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
     let mut examples: Vec<Example> = Vec::new();
     let mut rejected: Vec<Example> = Vec::new();
     let mut labels: Vec<bool> = Vec::new();
+    let mut lists: Vec<TrainRow> = Vec::new();
     reader.for_each_row(path, |_, n, obj| {
         let row = parse_row(&obj).map_err(|e| at(n, e))?;
+        if objective.lists() {
+            let (responses, scores) = tok.listwise(&row).map_err(|e| at(n, e))?;
+            if let Some(first) = lists.first() {
+                if first.others.len() + 1 != responses.len() {
+                    return Err(at(n, format!(
+                        "field `responses`: {} responses, the first row has {} (lists of one length, so batches stack)",
+                        responses.len(),
+                        first.others.len() + 1
+                    )));
+                }
+            }
+            let mut parts = responses.into_iter().map(|e| TrainRow {
+                input_ids: e.input_ids,
+                targets: e.targets,
+                ..Default::default()
+            });
+            let mut head = parts.next().expect("two or more responses");
+            head.others = parts.collect();
+            head.scores = Some(scores.iter().map(|&x| x as f32).collect());
+            lists.push(head);
+            return Ok(());
+        }
         if labelled {
             if !matches!(row, graft_data::Row::PromptCompletion { .. }) {
                 return Err(at(
@@ -79,6 +125,12 @@ pub fn load_rows(
         examples.push(ex);
         Ok(())
     })?;
+    if objective.lists() {
+        if lists.is_empty() {
+            return Err(TrainError::Data(format!("{}: no rows", path.display())));
+        }
+        return Ok(lists);
+    }
     if labelled {
         if examples.is_empty() {
             return Err(TrainError::Data(format!("{}: no rows", path.display())));
@@ -107,7 +159,7 @@ pub fn load_rows(
             .into_iter()
             .zip(rejected)
             .map(|(c, r)| TrainRow {
-                rejected: Some(Box::new(row(r))),
+                others: vec![row(r)],
                 ..row(c)
             })
             .collect());
@@ -152,6 +204,8 @@ pub struct Batch {
     pub ref_logps: Option<Tensor>,
     /// KTO labels (B) of the first half of the rows; the second half are their KL rows.
     pub labels: Option<Tensor>,
+    /// List labels (P, K) of listwise rows (the K·P rows are slot-major).
+    pub scores: Option<Tensor>,
     /// Encoder ids and 0/1 mask (B, S), for encoder-decoder models.
     pub encoder: Option<(Tensor, Tensor)>,
     pub target_tokens: usize,
@@ -194,7 +248,9 @@ fn kl_rows(rows: &[&TrainRow]) -> Vec<TrainRow> {
         .collect()
 }
 
-/// Preference pairs become 2P rows: the P chosen sequences, then their P rejected ones. Labelled
+/// Preference pairs become 2P rows: the P chosen sequences, then their P rejected ones; lists of K
+/// responses become K·P rows the same way (every first response, then every second, …), with
+/// their labels as `scores` (P, K). Labelled
 /// (KTO) rows become 2B rows: the B rows, then their KL rows.
 pub fn collate(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
     if rows.iter().any(|r| r.label.is_some()) {
@@ -206,14 +262,29 @@ pub fn collate(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
         batch.labels = Some(crate::objectives::kto::label_tensor(&labels, device)?);
         return Ok(batch);
     }
-    if rows.iter().any(|r| r.rejected.is_some()) {
-        let mut all: Vec<&TrainRow> = rows.to_vec();
-        for r in rows {
-            all.push(r.rejected.as_deref().ok_or_else(|| {
-                candle_core::Error::Msg("a pair without its rejected row".into())
-            })?);
+    if rows.iter().any(|r| !r.others.is_empty()) {
+        let k = 1 + rows[0].others.len();
+        if rows.iter().any(|r| 1 + r.others.len() != k) {
+            return Err(candle_core::Error::Msg(
+                "a batch mixes lists of different lengths".into(),
+            ));
         }
-        return collate_rows(&all, device);
+        // Slot-major: every row's first response, then every row's second, …
+        let all: Vec<&TrainRow> = (0..k)
+            .flat_map(|slot| {
+                rows.iter()
+                    .map(move |r| r.parts().nth(slot).expect("k parts"))
+            })
+            .collect();
+        let mut batch = collate_rows(&all, device)?;
+        if rows.iter().all(|r| r.scores.is_some()) {
+            let scores: Vec<f32> = rows
+                .iter()
+                .flat_map(|r| r.scores.clone().unwrap_or_default())
+                .collect();
+            batch.scores = Some(Tensor::from_vec(scores, (rows.len(), k), device)?);
+        }
+        return Ok(batch);
     }
     collate_rows(rows, device)
 }
@@ -276,6 +347,7 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
         mask: Tensor::from_vec(mask, (b, t - 1), device)?,
         valid: Tensor::from_vec(valid, (b, t.saturating_sub(1)), device)?,
         labels: None,
+        scores: None,
         ref_logps: if cached && t > 1 {
             Some(Tensor::from_vec(refs, (b, t - 1), device)?)
         } else {
@@ -359,9 +431,10 @@ impl RowReader {
             let rows = item.map_err(TrainError::Data).and_then(|(line, obj)| {
                 let rows = match self.pipeline.is_empty() {
                     true => vec![obj],
-                    false => self.pipeline.run(obj).map_err(|e| {
-                        TrainError::Data(format!("{}:{line}: {e}", path.display()))
-                    })?,
+                    false => self
+                        .pipeline
+                        .run(obj)
+                        .map_err(|e| TrainError::Data(format!("{}:{line}: {e}", path.display())))?,
                 };
                 Ok((line, rows))
             });
@@ -454,7 +527,7 @@ impl Loader {
     }
 }
 
-/// Caches the reference model's next-token log-probs in every row (and its rejected row), batch by
+/// Caches the reference model's next-token log-probs in every row (and its other responses), batch by
 /// batch, calling `progress` with the rows done.
 pub fn cache_reference(
     rows: &mut [TrainRow],
@@ -465,22 +538,17 @@ pub fn cache_reference(
 ) -> CResult<()> {
     let mut done = 0;
     for chunk in rows.chunks_mut(batch_size.max(1)) {
-        let plain: Vec<TrainRow> = chunk
-            .iter()
-            .map(|r| TrainRow {
-                rejected: None,
-                ref_logps: None,
-                ..r.clone()
-            })
-            .collect();
-        let rejected: Vec<TrainRow> = chunk
-            .iter()
-            .filter_map(|r| r.rejected.as_deref().cloned())
-            .collect();
-        for (group, is_rejected) in [(plain, false), (rejected, true)] {
-            if group.is_empty() {
-                continue;
-            }
+        let slots = chunk.iter().map(|r| 1 + r.others.len()).max().unwrap_or(1);
+        for slot in 0..slots {
+            let group: Vec<TrainRow> = chunk
+                .iter()
+                .filter_map(|r| r.parts().nth(slot))
+                .map(|r| TrainRow {
+                    others: Vec::new(),
+                    ref_logps: None,
+                    ..r.clone()
+                })
+                .collect();
             let batch = collate_rows(&group.iter().collect::<Vec<_>>(), device)?;
             let lp = candle_nn::ops::log_softmax(
                 &reference
@@ -490,12 +558,9 @@ pub fn cache_reference(
             )?;
             let values: Vec<Vec<f32>> =
                 graft_models::next_token_logprobs(&lp, &batch.ids)?.to_vec2()?;
-            let targets = chunk.iter_mut().filter_map(|r| {
-                if is_rejected {
-                    r.rejected.as_deref_mut()
-                } else {
-                    Some(r)
-                }
+            let targets = chunk.iter_mut().filter_map(|r| match slot {
+                0 => Some(r),
+                s => r.others.get_mut(s - 1),
             });
             for (row, v) in targets.zip(values) {
                 let n = row.input_ids.len().saturating_sub(1);

@@ -128,7 +128,7 @@ pub fn fingerprint(rows: &[&TrainRow], reference: &str) -> String {
     let mut h = Sha256::new();
     h.update(reference.as_bytes());
     for r in rows {
-        for part in std::iter::once(*r).chain(r.rejected.as_deref()) {
+        for part in r.parts() {
             h.update((part.input_ids.len() as u64).to_le_bytes());
             for id in &part.input_ids {
                 h.update(id.to_le_bytes());
@@ -144,7 +144,7 @@ pub fn fingerprint(rows: &[&TrainRow], reference: &str) -> String {
     format!("{:x}", h.finalize())
 }
 
-/// Writes every row's (and rejected row's) cached reference log-probs to `path`
+/// Writes every row's (and its other responses') cached reference log-probs to `path`
 /// (safetensors: `logps` flat f32, `offsets` i64; metadata `fingerprint`), atomically.
 pub fn save_cache(
     path: &std::path::Path,
@@ -153,7 +153,7 @@ pub fn save_cache(
 ) -> Result<(), TrainError> {
     let (mut flat, mut offsets) = (Vec::new(), vec![0i64]);
     for r in rows {
-        for part in std::iter::once(*r).chain(r.rejected.as_deref()) {
+        for part in r.parts() {
             flat.extend_from_slice(part.ref_logps.as_deref().unwrap_or(&[]));
             offsets.push(flat.len() as i64);
         }
@@ -209,20 +209,17 @@ pub fn load_cache(
         .get("offsets")
         .ok_or_else(|| io(&"no `offsets`"))?
         .to_vec1()?;
-    let parts: usize = rows.iter().map(|r| 1 + r.rejected.is_some() as usize).sum();
+    let parts: usize = rows.iter().map(|r| 1 + r.others.len()).sum();
     if parts + 1 != offsets.len() || offsets.last().is_some_and(|&o| o as usize != flat.len()) {
         return Err(io(&"the cache does not fit the rows"));
     }
     let mut k = 0;
     for r in rows {
-        let (a, b) = (offsets[k] as usize, offsets[k + 1] as usize);
-        r.ref_logps = Some(flat[a..b].to_vec());
-        k += 1;
-        if let Some(rej) = r.rejected.as_deref_mut() {
+        r.for_each_part_mut(|part| {
             let (a, b) = (offsets[k] as usize, offsets[k + 1] as usize);
-            rej.ref_logps = Some(flat[a..b].to_vec());
+            part.ref_logps = Some(flat[a..b].to_vec());
             k += 1;
-        }
+        });
     }
     Ok(true)
 }

@@ -66,10 +66,10 @@ pub fn load_seq2seq_rows(
     tokenizer: &Tokenizer,
     start: u32,
     max_len: usize,
-    pairs: bool,
-    labelled: bool,
+    objective: &dyn crate::objectives::Objective,
     reader: &RowReader,
 ) -> Result<Vec<TrainRow>, TrainError> {
+    let (pairs, labelled) = (objective.pairs(), objective.kl_rows());
     let at =
         |line: usize, msg: String| TrainError::Data(format!("{}:{line}: {msg}", path.display()));
     let encode = |line: usize, s: &str, special: bool| {
@@ -77,8 +77,37 @@ pub fn load_seq2seq_rows(
             .encode(s, special)
             .map_err(|e| at(line, e.to_string()))
     };
-    let mut rows = Vec::new();
+    let mut rows: Vec<TrainRow> = Vec::new();
     reader.for_each_row(path, |_, line, obj| {
+            if objective.lists() && obj.contains_key("responses") {
+                // Ranked lists: the encoder reads the prompt, each response is a decoder stream.
+                let row = graft_data::parse_row(&obj).map_err(|e| at(line, e))?;
+                let graft_data::Row::Listwise { prompt: graft_data::Turns::Text(prompt), responses, scores } = row else {
+                    return Err(at(line, "encoder-decoder list rows are plain strings".into()));
+                };
+                let mut prompt = encode(line, &prompt, true)?;
+                prompt.truncate(max_len);
+                let mut parts = Vec::new();
+                for r in responses {
+                    let graft_data::Turns::Text(r) = r else {
+                        return Err(at(line, "encoder-decoder list rows are plain strings".into()));
+                    };
+                    let mut ids = encode(line, &r, true)?;
+                    ids.truncate(max_len);
+                    parts.push(pair_row(prompt.clone(), &ids, start));
+                }
+                if let Some(first) = rows.first() {
+                    let k = 1 + first.others.len();
+                    if k != parts.len() {
+                        return Err(at(line, format!("field `responses`: {} responses, the first row has {k}", parts.len())));
+                    }
+                }
+                let mut head = parts.remove(0);
+                head.others = parts;
+                head.scores = Some(scores.iter().map(|&x| x as f32).collect());
+                rows.push(head);
+                return Ok(());
+            }
             if pairs {
                 let field = |f: &str| {
                     text(&obj, f)
@@ -95,7 +124,10 @@ pub fn load_seq2seq_rows(
                 chosen.truncate(max_len);
                 rejected.truncate(max_len);
                 let mut row = pair_row(prompt.clone(), &chosen, start);
-                row.rejected = Some(Box::new(pair_row(prompt, &rejected, start)));
+                row.others = vec![pair_row(prompt, &rejected, start)];
+                if objective.lists() {
+                    row.scores = Some(vec![1.0, 0.0]);
+                }
                 rows.push(row);
                 return Ok(());
             }
@@ -354,7 +386,7 @@ fn load_files(
         }
         let start = cfg.decoder_start_token_id.unwrap_or(0);
         return both(&|p, reader| {
-            load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, pairs, labelled, reader)
+            load_seq2seq_rows(p, tok.tokenizer, start, d.max_seq_len, objective, reader)
         });
     }
     let load = |p: &Path, packing: bool, reader: &RowReader| {
@@ -374,15 +406,7 @@ fn load_files(
             }
             return cache_rows(p, d.max_seq_len, packing, reader.shard);
         }
-        crate::data::load_rows(
-            p,
-            tok,
-            objective.completion_only(),
-            packing,
-            pairs,
-            labelled,
-            reader,
-        )
+        crate::data::load_rows(p, tok, objective, packing, reader)
     };
     let eval = eval
         .map(|p| load(p, false, eval_reader))

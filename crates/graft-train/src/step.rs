@@ -74,6 +74,7 @@ pub(crate) fn evaluate(
             step_rows: batch.rows as f64,
             valid: Some(&batch.valid),
             labels: batch.labels.as_ref(),
+            scores: batch.scores.as_ref(),
         })?;
         let w = chunk.len() as f64;
         total += out.loss.to_scalar::<f32>()? as f64 * w;
@@ -144,6 +145,7 @@ pub fn optimizer_step(
             step_rows,
             valid: Some(&batch.valid),
             labels: batch.labels.as_ref(),
+            scores: batch.scores.as_ref(),
         })?;
         loss += out.loss.to_scalar::<f32>()? as f64;
         for (k, v) in out.metrics {

@@ -25,7 +25,7 @@ fn pair_rows(tok: &Tokenize) -> Vec<TrainRow> {
             let row = parse_row(serde_json::json!({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}).as_object().unwrap()).unwrap();
             let (c, rej) = tok.preference(&row).unwrap();
             let row = |e: graft_data::Example| TrainRow { input_ids: e.input_ids, targets: e.targets, ..Default::default() };
-            TrainRow { rejected: Some(Box::new(row(rej))), ..row(c) }
+            TrainRow { others: vec![row(rej)], ..row(c) }
         })
         .collect()
 }
@@ -60,7 +60,7 @@ fn pairs_tokenize_and_score_as_trl() {
             ..Default::default()
         };
         train_rows.push(TrainRow {
-            rejected: Some(Box::new(row(rej))),
+            others: vec![row(rej)],
             ..row(c)
         });
     }
@@ -175,6 +175,7 @@ fn losses_and_metrics_match_trl() {
                 step_rows: 4.0,
                 valid: None,
                 labels: None,
+                scores: None,
             })
             .unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
@@ -232,6 +233,7 @@ fn first_dpo_step_matches_trl_end_to_end() {
             step_rows: 4.0,
             valid: None,
             labels: None,
+            scores: None,
         })
         .unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
@@ -286,6 +288,7 @@ fn orpo_matches_trl_end_to_end() {
             step_rows: 4.0,
             valid: Some(&batch.valid),
             labels: None,
+            scores: None,
         })
         .unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
@@ -361,6 +364,7 @@ fn kto_matches_trl_end_to_end() {
             step_rows: 8.0,
             valid: Some(&batch.valid),
             labels: batch.labels.as_ref(),
+            scores: batch.scores.as_ref(),
         })
         .unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;

@@ -56,6 +56,7 @@ fn one_sft_step_matches_transformers_and_torch_adamw() {
             step_rows: 2.0,
             valid: None,
             labels: None,
+            scores: None,
         })
         .unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;

@@ -31,7 +31,11 @@ fn preprocessed_tasks_and_shards() {
     let dir = tempfile::tempdir().unwrap();
     let rows: String = (0..10)
         .map(|i| {
-            let q = if i % 4 == 0 { "skip".to_string() } else { format!("what is {i} plus {i}") };
+            let q = if i % 4 == 0 {
+                "skip".to_string()
+            } else {
+                format!("what is {i} plus {i}")
+            };
             format!("{{\"q\": \"{q}\", \"a\": \"{}\", \"id\": {i}}}\n", 2 * i)
         })
         .collect();
@@ -69,26 +73,36 @@ kind = "sft"
     assert_eq!((report[0].rows_in, report[0].rows_out), (10, 7));
     assert_eq!((report[2].rows_in, report[2].rows_out), (7, 7));
     // The first kept row (id 1) is tokenized as the loader tokenizes {"inputs", "targets"} rows.
-    let source = graft_models::ModelSource::open(
-        &model,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let source =
+        graft_models::ModelSource::open(&model, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
     let tok = source.tokenizer().unwrap();
     assert_eq!(
         rows[0].encoder_ids.as_deref().unwrap(),
-        tok.encode("question: what is 1 plus 1", true).unwrap().as_slice()
+        tok.encode("question: what is 1 plus 1", true)
+            .unwrap()
+            .as_slice()
     );
-    assert_eq!(&rows[0].input_ids[1..], tok.encode("2", true).unwrap().as_slice());
+    assert_eq!(
+        &rows[0].input_ids[1..],
+        tok.encode("2", true).unwrap().as_slice()
+    );
 
     // Three shards: disjoint, and together every row once.
     let mut union: Vec<Vec<u32>> = Vec::new();
     for i in 0..3 {
         let shard = load(&recipe(&format!("shard = [{i}, 3]")), dir.path());
-        union.extend(shard.tasks[0].1.iter().map(|r| r.encoder_ids.clone().unwrap()));
+        union.extend(
+            shard.tasks[0]
+                .1
+                .iter()
+                .map(|r| r.encoder_ids.clone().unwrap()),
+        );
     }
-    let mut want: Vec<Vec<u32>> = rows.iter().map(|r| r.encoder_ids.clone().unwrap()).collect();
+    let mut want: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|r| r.encoder_ids.clone().unwrap())
+        .collect();
     union.sort();
     want.sort();
     assert_eq!(union, want);

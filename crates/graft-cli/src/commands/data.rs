@@ -142,7 +142,14 @@ fn inspect_tasks(recipe: &Path, n: usize, tok: Option<&graft_models::Tokenizer>)
             .data
             .tasks
             .iter()
-            .map(|t| (t.name.clone(), t.train.clone(), t.preprocessors.clone(), t.features.clone()))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.train.clone(),
+                    t.preprocessors.clone(),
+                    t.features.clone(),
+                )
+            })
             .collect(),
     };
     for (name, path, specs, features) in tasks {

@@ -59,6 +59,9 @@ mod tests {
                 {"role": "user", "content": "Hi?"},
                 {"role": "assistant", "content": "Hello."}]}))
         );
-        assert!(c.apply(row(json!({"prompt": "Hi?"}))).unwrap_err().contains("completion"));
+        assert!(c
+            .apply(row(json!({"prompt": "Hi?"})))
+            .unwrap_err()
+            .contains("completion"));
     }
 }

@@ -83,8 +83,12 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        let it = row(json!({"t": "Nel mezzo del cammin di nostra vita mi ritrovai per una selva oscura, ché la diritta via era smarrita."}));
-        let en = row(json!({"t": "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife."}));
+        let it = row(
+            json!({"t": "Nel mezzo del cammin di nostra vita mi ritrovai per una selva oscura, ché la diritta via era smarrita."}),
+        );
+        let en = row(
+            json!({"t": "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife."}),
+        );
         let out = f.apply(it).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0]["lang"], "ita");

@@ -47,8 +47,10 @@ mod tests {
     fn keeps_or_drops_matches() {
         let p = |drop| {
             FilterRegex::new(
-                serde_json::from_value(json!({"field": "t", "pattern": r"https?://", "drop": drop}))
-                    .unwrap(),
+                serde_json::from_value(
+                    json!({"field": "t", "pattern": r"https?://", "drop": drop}),
+                )
+                .unwrap(),
             )
             .unwrap()
         };

@@ -21,11 +21,15 @@ pub(crate) fn fill(template: &str, row: &JsonRow) -> Result<String, String> {
             out.push_str(&tail[..1]);
             rest = &tail[2..];
         } else if tail.starts_with('}') {
-            return Err(format!("template: unmatched `}}` at byte {}", template.len() - tail.len()));
+            return Err(format!(
+                "template: unmatched `}}` at byte {}",
+                template.len() - tail.len()
+            ));
         } else {
-            let end = tail
-                .find('}')
-                .ok_or(format!("template: unclosed `{{` at byte {}", template.len() - tail.len()))?;
+            let end = tail.find('}').ok_or(format!(
+                "template: unclosed `{{` at byte {}",
+                template.len() - tail.len()
+            ))?;
             out.push_str(&text_field(row, &tail[1..end])?);
             rest = &tail[end + 1..];
         }
@@ -51,7 +55,10 @@ mod tests {
     #[test]
     fn fills_escapes_and_names_missing_fields() {
         let r = row(json!({"q": "2+2?", "n": 4, "ok": true}));
-        assert_eq!(fill("Q: {q} {{n}}={n} {ok}", &r).unwrap(), "Q: 2+2? {n}=4 true");
+        assert_eq!(
+            fill("Q: {q} {{n}}={n} {ok}", &r).unwrap(),
+            "Q: 2+2? {n}=4 true"
+        );
         assert!(fill("{missing}", &r).unwrap_err().contains("`missing`"));
         assert!(fill("{q", &r).unwrap_err().contains("unclosed"));
         assert!(fill("q}", &r).unwrap_err().contains("unmatched"));

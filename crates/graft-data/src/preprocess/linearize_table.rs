@@ -120,9 +120,14 @@ mod tests {
         );
         let l: LinearizeTable = serde_json::from_value(json!({"into": "t"})).unwrap();
         let e = l
-            .apply(row(json!({"table": {"header": ["a"], "rows": [[["nested"]]]}})))
+            .apply(row(
+                json!({"table": {"header": ["a"], "rows": [[["nested"]]]}}),
+            ))
             .unwrap_err();
         assert!(e.contains("rows[0]") && e.contains("`table`"), "{e}");
-        assert!(l.apply(row(json!({"x": 1}))).unwrap_err().contains("missing"));
+        assert!(l
+            .apply(row(json!({"x": 1})))
+            .unwrap_err()
+            .contains("missing"));
     }
 }

@@ -195,13 +195,18 @@ mod tests {
             Some(vec!["prompt".into(), "completion".into()]),
         )
         .unwrap();
-        assert!(p.run(row(json!({"q": "short", "a": "x"}))).unwrap().is_empty());
+        assert!(p
+            .run(row(json!({"q": "short", "a": "x"})))
+            .unwrap()
+            .is_empty());
         let out = p
             .run(row(json!({"q": "two words", "a": "yes", "extra": 1})))
             .unwrap();
         assert_eq!(
             out,
-            vec![row(json!({"prompt": "Q: two words\nA:", "completion": "yes"}))]
+            vec![row(
+                json!({"prompt": "Q: two words\nA:", "completion": "yes"})
+            )]
         );
         let r = p.report();
         assert_eq!((r[0].rows_in, r[0].rows_out), (2, 1));
@@ -210,7 +215,9 @@ mod tests {
 
     #[test]
     fn bad_specs_and_rows_are_named() {
-        let e = Pipeline::new(&[json!({"kind": "nope"})], None).err().unwrap();
+        let e = Pipeline::new(&[json!({"kind": "nope"})], None)
+            .err()
+            .unwrap();
         assert!(e.contains("preprocessors[0]") && e.contains("nope"), "{e}");
         let e = Pipeline::new(&[json!({"kind": "rekey", "felds": {}})], None)
             .err()

@@ -84,13 +84,17 @@ mod tests {
 
     #[test]
     fn both_styles() {
-        let r = row(json!({"input": "Is 7 prime?", "rationale": "7 has no divisors but 1 and 7.", "label": "yes"}));
+        let r = row(
+            json!({"input": "Is 7 prime?", "rationale": "7 has no divisors but 1 and 7.", "label": "yes"}),
+        );
         let tp: Rationale = serde_json::from_value(json!({})).unwrap();
         assert_eq!(
             tp.apply(r.clone()).unwrap(),
             vec![
                 row(json!({"inputs": "predict: Is 7 prime?", "targets": "yes"})),
-                row(json!({"inputs": "explain: Is 7 prime?", "targets": "7 has no divisors but 1 and 7."})),
+                row(
+                    json!({"inputs": "explain: Is 7 prime?", "targets": "7 has no divisors but 1 and 7."})
+                ),
             ]
         );
         let cot: Rationale =
@@ -98,7 +102,9 @@ mod tests {
                 .unwrap();
         assert_eq!(
             cot.apply(r).unwrap(),
-            vec![row(json!({"prompt": "Is 7 prime?", "completion": "7 has no divisors but 1 and 7. So the answer is yes"}))]
+            vec![row(
+                json!({"prompt": "Is 7 prime?", "completion": "7 has no divisors but 1 and 7. So the answer is yes"})
+            )]
         );
     }
 }

@@ -46,6 +46,9 @@ mod tests {
             out,
             vec![row(json!({"inputs": "q", "targets": "a", "copy": "a"}))]
         );
-        assert!(r.apply(row(json!({"question": "q"}))).unwrap_err().contains("`answer`"));
+        assert!(r
+            .apply(row(json!({"question": "q"})))
+            .unwrap_err()
+            .contains("`answer`"));
     }
 }

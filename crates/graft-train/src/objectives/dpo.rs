@@ -35,9 +35,18 @@ pub struct Dpo {
     pub loss: DpoLoss,
 }
 
-/// log σ(x), stable: min(x, 0) − log(1 + e^{−|x|}).
+/// log σ(x), stable: −log(1 + e^{−x}) for x ≥ 0, x − log(1 + e^{x}) below. Two branches joined
+/// by `where_cond` rather than min(x, 0) − log(1 + e^{−|x|}): candle differentiates min and |x|
+/// at 0 so that the gradient at x = 0 — every pair at step 0, when policy = reference — came
+/// out 1 instead of σ(0) = ½ (torch's `logsigmoid` gives ½).
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
-    x.minimum(0.0)? - (x.abs()?.neg()?.exp()? + 1.0)?.log()?
+    let zeros = x.zeros_like()?;
+    let pos = x.ge(&zeros)?;
+    let xp = pos.where_cond(x, &zeros)?;
+    let xn = pos.where_cond(&zeros, x)?;
+    let above = (xp.neg()?.exp()? + 1.0)?.log()?.neg()?;
+    let below = (&xn - (xn.exp()? + 1.0)?.log()?)?;
+    pos.where_cond(&above, &below)
 }
 
 /// Per-row response log-prob (B): summed, or averaged over the row's target tokens.
@@ -132,5 +141,40 @@ impl Objective for Dpo {
             loss,
             metrics: reward_metrics(&chosen, &rejected, step_pairs)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_sigmoid_values_and_gradient_at_zero() {
+        let x = candle_core::Var::new(
+            &[-800.0f64, -2.0, 0.0, 3.0, 800.0],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let y: Vec<f64> = log_sigmoid(x.as_tensor()).unwrap().to_vec1().unwrap();
+        let want = |v: f64| -(1.0 + (-v).exp()).ln();
+        for (got, v) in y.iter().zip([-800.0, -2.0, 0.0, 3.0, 800.0]) {
+            let w = if v < -700.0 { v } else { want(v) };
+            assert!((got - w).abs() < 1e-12, "{got} vs {w}");
+        }
+        let g: Vec<f64> = log_sigmoid(x.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(&x)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // d/dx log σ(x) = σ(−x)
+        for (got, v) in g.iter().zip([-800.0f64, -2.0, 0.0, 3.0, 800.0]) {
+            let w = 1.0 / (1.0 + v.exp());
+            assert!((got - w).abs() < 1e-12, "at {v}: {got} vs {w}");
+        }
     }
 }

@@ -63,6 +63,7 @@ mod tests {
                 step_rows: 2.0,
                 valid: None,
                 labels: None,
+                scores: None,
             })
             .unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap();

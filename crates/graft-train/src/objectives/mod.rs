@@ -8,7 +8,9 @@
 
 pub mod dpo;
 pub mod kto;
+pub mod lipo;
 pub mod lm;
+pub mod minor_dpo;
 pub mod minor_sft;
 pub mod orpo;
 pub mod registry;
@@ -31,6 +33,8 @@ pub struct TokenBatch<'a> {
     pub valid: Option<&'a Tensor>,
     /// (B) 1 = desirable, 0 = undesirable, for unpaired objectives (KTO).
     pub labels: Option<&'a Tensor>,
+    /// (P, K) list labels ψ for listwise objectives (LiPO); the batch's rows are K·P, slot-major.
+    pub scores: Option<&'a Tensor>,
 }
 
 pub struct LossOutput {
@@ -56,6 +60,11 @@ pub trait Objective: Send + Sync {
     }
     /// Whether rows come as preference pairs (the batch: P chosen rows, then their P rejected rows).
     fn pairs(&self) -> bool {
+        false
+    }
+    /// Whether rows may be ranked lists `{"prompt", "responses", "scores"}` (K responses each;
+    /// preference pairs count as two-item lists scored [1, 0]).
+    fn lists(&self) -> bool {
         false
     }
     /// Whether rows are labelled `{"prompt", "completion", "label"}` and each batch gets KL rows

@@ -4,6 +4,8 @@ use serde_json::Value;
 
 use super::dpo::{Dpo, DpoLoss};
 use super::kto::Kto;
+use super::lipo::Lipo;
+use super::minor_dpo::MinorDpo;
 use super::orpo::Orpo;
 use super::simpo::SimPo;
 use super::{lm::Lm, minor_sft::MinorSft, Objective};
@@ -27,11 +29,11 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
         "dpo" | "ipo" | "slic" | "dpo_norm" => &["kind", "beta"],
         "cdpo" | "robust" => &["kind", "beta", "label_smoothing"],
         "simpo" => &["kind", "beta", "gamma", "label_smoothing"],
-        "orpo" => &["kind", "beta"],
+        "orpo" | "minor_dpo" | "lipo" => &["kind", "beta"],
         "kto" => &["kind", "beta", "desirable_weight", "undesirable_weight"],
         other => {
             return Err(format!(
-                "objective.kind: `{other}` is not known (lm, sft, minor_sft)"
+                "objective.kind: `{other}` is not known (lm, sft, minor_sft, dpo, cdpo, robust, ipo, dpo_norm, slic, simpo, orpo, kto, minor_dpo, lipo)"
             ))
         }
     };
@@ -81,6 +83,12 @@ pub fn objective(spec: &Value) -> Result<Box<dyn Objective>, String> {
         }),
         // TRL's ORPOConfig default λ (called beta there).
         "orpo" => Box::new(Orpo {
+            beta: num(spec, "beta", 0.1)?,
+        }),
+        "minor_dpo" => Box::new(MinorDpo {
+            beta: num(spec, "beta", 0.1)?,
+        }),
+        "lipo" => Box::new(Lipo {
             beta: num(spec, "beta", 0.1)?,
         }),
         // The paper fixes no default β: the recipe must choose one.

@@ -1,0 +1,167 @@
+//! Ranked-list preference training (LiPO-λ) and MinorDPO end to end on the tiny llama fixture:
+//! list rows train and separate their responses in the labelled order; bad lists are named.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+use graft_testkit::fixture;
+
+fn write_rows(dir: &Path, name: &str, rows: &[serde_json::Value]) -> PathBuf {
+    let path = dir.join(name);
+    let text: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+    std::fs::write(&path, text.join("\n")).unwrap();
+    path
+}
+
+fn recipe(dir: &Path, train: &Path, objective: &str, steps: usize) -> PathBuf {
+    let path = dir.join(format!(
+        "{}.toml",
+        objective.replace(['{', '}', ' ', '"', '=', ','], "")
+    ));
+    std::fs::write(
+        &path,
+        format!(
+            "[model]\npath = {:?}\n[data]\ntrain = {:?}\neval = {:?}\nmax_seq_len = 32\n[objective]\n{objective}\n\
+             [train]\nsteps = {steps}\nbatch_size = 4\nlr = 3e-3\nschedule = \"constant\"\nlog_every = 1\neval_every = {steps}\nsave_every = 0\n",
+            fixture("models/llama").display().to_string(),
+            train.display().to_string(),
+            train.display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn lists() -> Vec<serde_json::Value> {
+    let animals = ["cat", "dog", "bird", "fox"];
+    animals
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "prompt": format!("the {a}"),
+                "responses": [" sat down.", " ran off fast and far.", " barked loud all night."],
+                "scores": [2.0, 1.0, 0.0],
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn lipo_trains_on_ranked_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_rows(dir.path(), "lists.jsonl", &lists());
+    let r = recipe(dir.path(), &train, "kind = \"lipo\"\nbeta = 0.5", 15);
+    let out = dir.path().join("lipo");
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = metrics(&out);
+    let eval = |row: &serde_json::Value| row["eval_loss"].as_f64();
+    let first = m.iter().find_map(eval).unwrap();
+    let last = m.iter().rev().find_map(eval).unwrap();
+    assert!(last < 0.5 * first, "eval loss {first} → {last}");
+    // Step 0: policy = reference, every s_i = 0, ranks in list order; ψ = (2, 1, 0) gives
+    // G = (3, 1, 0), 1/log₂(1+τ) = (1, 0.631, 0.5), and K/n_pairs = 1:
+    // ln 2 · (2·0.369 + 3·0.5 + 1·0.131) = 1.6422.
+    let d = |t: f64| 1.0 / (1.0 + t).log2();
+    let want = std::f64::consts::LN_2
+        * (2.0 * (d(1.0) - d(2.0)) + 3.0 * (d(1.0) - d(3.0)) + (d(2.0) - d(3.0)));
+    assert!((first - want).abs() < 1e-4, "step-0 loss {first} vs {want}");
+    let trained = m
+        .iter()
+        .rev()
+        .find(|r| r.get("rewards/accuracies").is_some())
+        .unwrap();
+    let acc = trained["rewards/accuracies"].as_f64().unwrap();
+    assert!(acc > 0.99, "every labelled pair ordered at the end: {acc}");
+    assert!(
+        trained["rewards/margins"].as_f64().unwrap() > 0.0,
+        "{trained}"
+    );
+}
+
+#[test]
+fn minor_dpo_trains_on_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs: Vec<serde_json::Value> = lists()
+        .iter()
+        .map(|l| {
+            serde_json::json!({"prompt": l["prompt"], "chosen": l["responses"][0], "rejected": l["responses"][2]})
+        })
+        .collect();
+    let train = write_rows(dir.path(), "pairs.jsonl", &pairs);
+    let r = recipe(dir.path(), &train, "kind = \"minor_dpo\"\nbeta = 0.5", 10);
+    let out = dir.path().join("minor");
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = metrics(&out);
+    let first = m.iter().find_map(|r| r["eval_loss"].as_f64()).unwrap();
+    // policy = reference at step 0: the loss is ln 2
+    assert!((first - std::f64::consts::LN_2).abs() < 1e-3, "{first}");
+    let last = m
+        .iter()
+        .rev()
+        .find(|r| r.get("rewards/margins").is_some())
+        .unwrap();
+    assert!(last["rewards/margins"].as_f64().unwrap() > 0.0, "{last}");
+}
+
+#[test]
+fn bad_lists_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = lists();
+    rows[2] = serde_json::json!({"prompt": "the owl", "responses": [" hoots."], "scores": [1.0]});
+    let train = write_rows(dir.path(), "one.jsonl", &rows);
+    let r = recipe(dir.path(), &train, "kind = \"lipo\"", 2);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        dir.path().join("a").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["one.jsonl:3", "responses", "two or more"]);
+
+    rows[2] = serde_json::json!({"prompt": "the owl", "responses": [" hoots.", " sleeps."], "scores": [1.0, 1.0]});
+    let train = write_rows(dir.path(), "tied.jsonl", &rows);
+    let r = recipe(dir.path(), &train, "kind = \"lipo\"", 2);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        dir.path().join("b").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["tied.jsonl:3", "scores", "all equal"]);
+
+    rows[2] = serde_json::json!({"prompt": "the owl", "responses": [" hoots.", " sleeps."], "scores": [1.0, 0.0]});
+    let train = write_rows(dir.path(), "short.jsonl", &rows);
+    let r = recipe(dir.path(), &train, "kind = \"lipo\"", 2);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        dir.path().join("c").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["short.jsonl:3", "2 responses", "first row has 3"]);
+
+    // A pairwise objective does not take lists.
+    let train = write_rows(dir.path(), "lists.jsonl", &lists());
+    let r = recipe(dir.path(), &train, "kind = \"dpo\"", 2);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        dir.path().join("d").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["lists.jsonl:1", "chosen"]);
+}
