@@ -1,4 +1,4 @@
-//! Ranked-list preference training (LiPO-λ) and MinorDPO end to end on the tiny llama fixture:
+//! Ranked-list preference training (LiPO-λ), MinorDPO and RSO end to end on the tiny llama fixture:
 //! list rows train and separate their responses in the labelled order; bad lists are named.
 
 mod common;
@@ -164,4 +164,102 @@ fn bad_lists_are_named() {
         dir.path().join("d").to_str().unwrap(),
     ]);
     assert_user_error(&o, &["lists.jsonl:1", "chosen"]);
+}
+
+/// RSO end to end: candidates sampled from the policy, scored (here by a stand-in reward: the
+/// response's length), rejection-sampled into pairs whose chosen side has the higher reward, and
+/// trained with the hinge loss.
+#[test]
+fn rso_samples_scores_pairs_and_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = write_rows(
+        dir.path(),
+        "prompts.jsonl",
+        &["the cat", "a dog", "the bird"]
+            .iter()
+            .map(|p| serde_json::json!({ "prompt": p }))
+            .collect::<Vec<_>>(),
+    );
+    let cands = dir.path().join("cands.jsonl");
+    let model = fixture("models/llama");
+    let o = graft(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        prompts.to_str().unwrap(),
+        "--samples",
+        "8",
+        "--temperature",
+        "1.0",
+        "--max-new-tokens",
+        "6",
+        "--output",
+        cands.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut rows: Vec<serde_json::Value> = std::fs::read_to_string(&cands)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for r in rows.iter_mut() {
+        let responses = r["responses"].as_array().unwrap().clone();
+        assert_eq!(responses.len(), 8);
+        let scores: Vec<f64> = responses
+            .iter()
+            .map(|t| t.as_str().unwrap().len() as f64)
+            .collect();
+        r["scores"] = serde_json::json!(scores);
+    }
+    let scored = write_rows(dir.path(), "scored.jsonl", &rows);
+    let pairs = dir.path().join("pairs.jsonl");
+    let o = graft(&[
+        "data",
+        "rso",
+        "--input",
+        scored.to_str().unwrap(),
+        "--output",
+        pairs.to_str().unwrap(),
+        "--num-samples",
+        "4",
+        "--beta",
+        "0.5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: Vec<serde_json::Value> = std::fs::read_to_string(&pairs)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!out.is_empty() && out.len() <= 6, "{} pairs", out.len());
+    for p in &out {
+        assert!(p["score_chosen"].as_f64() > p["score_rejected"].as_f64());
+        assert_eq!(
+            p["chosen"].as_str().unwrap().len() as f64,
+            p["score_chosen"].as_f64().unwrap()
+        );
+    }
+    let r = recipe(dir.path(), &pairs, "kind = \"slic\"\nbeta = 0.5", 2);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        dir.path().join("rso").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Bad input is named.
+    rows[1]["scores"] = serde_json::json!([1.0]);
+    let bad = write_rows(dir.path(), "bad.jsonl", &rows);
+    let o = graft(&[
+        "data",
+        "rso",
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        pairs.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["bad.jsonl:2", "8 responses but 1 scores"]);
 }

@@ -10,6 +10,7 @@ pub mod formats;
 pub mod pack;
 pub mod preprocess;
 pub mod quality;
+pub mod rso;
 pub mod source;
 pub mod span_corruption;
 pub mod token_cache;

@@ -1,5 +1,6 @@
 //! `graft data`: look at and prepare training data — inspect, stats, tokenize (token cache), dedup
-//! (exact, MinHash near-duplicates, quality filters), decontaminate (Tulu 3 n-gram overlap).
+//! (exact, MinHash near-duplicates, quality filters), decontaminate (Tulu 3 n-gram overlap), rso
+//! (rejection-sampled preference pairs).
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,8 @@ pub enum DataCommand {
     Dedup(super::data_clean::DedupArgs),
     /// Drop training rows that overlap eval sets (8-gram matching as Tulu 3); report each match.
     Decontaminate(super::data_clean::DecontaminateArgs),
+    /// RSO: statistical rejection sampling of scored candidates, then preference pairs.
+    Rso(super::data_rso::RsoArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,6 +98,7 @@ pub fn run(args: Args) -> Result<()> {
         DataCommand::Tokenize(a) => super::data_tokenize::tokenize(a, skip),
         DataCommand::Dedup(a) => super::data_clean::dedup(a, skip),
         DataCommand::Decontaminate(a) => super::data_clean::decontaminate(a, skip),
+        DataCommand::Rso(a) => super::data_rso::rso(a, skip),
     }
 }
 

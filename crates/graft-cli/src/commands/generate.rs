@@ -16,14 +16,24 @@ use crate::io::{Model, ModelArgs};
     about = "Generate text from a prompt or a chat message (KV-cached, streamed)",
     after_help = "Examples:\n  graft generate --model SmolLM2-135M-Instruct.Q8_0.gguf --chat \"What is the capital of France?\"\n  \
 graft generate --model ./my-model --prompt \"Once upon a time\" --temperature 0.8 --top-p 0.95 --seed 1\n  \
-graft generate --model ./flan-t5-small --prompt \"translate English to German: How old are you?\" --num-beams 4"
+graft generate --model ./flan-t5-small --prompt \"translate English to German: How old are you?\" --num-beams 4\n  \
+graft generate --model ./sft --input prompts.jsonl --samples 64 --temperature 0.7 --output candidates.jsonl"
 )]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Raw text to continue (BOS added as the tokenizer adds it).
-    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    #[arg(long, conflicts_with = "chat", required_unless_present_any = ["chat", "input"])]
     pub prompt: Option<String>,
+    /// Instead of one prompt: a JSONL/Parquet file of `{"prompt"}` rows (string or messages);
+    /// writes `{"prompt", "responses"}` rows to --output (e.g. RSO's candidates).
+    #[arg(long, conflicts_with_all = ["prompt", "chat"], requires = "output")]
+    pub input: Option<std::path::PathBuf>,
+    /// Responses sampled per prompt of --input (needs --temperature > 0 when > 1).
+    #[arg(long, default_value_t = 1, requires = "input")]
+    pub samples: usize,
+    #[arg(long, requires = "input")]
+    pub output: Option<std::path::PathBuf>,
     /// A user message, rendered with the model's chat template and a generation prompt.
     #[arg(long)]
     pub chat: Option<String>,
@@ -111,6 +121,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.temperature < 0.0 {
         bail!("--temperature: must be ≥ 0, got {}", args.temperature);
+    }
+    if let Some(input) = &args.input {
+        return super::generate_batch::run(&args, input);
     }
     let (source, model, device) = match args.model.load_any()? {
         (source, Model::T5(t5), _) => return run_seq2seq(&args, &source, &t5),
