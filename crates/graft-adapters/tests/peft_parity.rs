@@ -203,10 +203,15 @@ fn lora_on_a_quantized_base_trains_every_layer() {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
-    let mut quantized = ModelSource::open_with(&path, DType::F32, &Device::Cpu, true)
-        .unwrap()
-        .build(DType::F32, &Device::Cpu)
-        .unwrap();
+    let mut quantized = ModelSource::open_with(
+        &path,
+        DType::F32,
+        &Device::Cpu,
+        graft_models::Quantization::Stored,
+    )
+    .unwrap()
+    .build(DType::F32, &Device::Cpu)
+    .unwrap();
     let mut dense = ModelSource::open(&path, DType::F32, &Device::Cpu)
         .unwrap()
         .build(DType::F32, &Device::Cpu)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use graft_models::{Arch, Decoder, ModelSource, T5};
+use graft_models::{Arch, Decoder, ModelSource, Quantization, T5};
 
 pub enum Model {
     Decoder(Decoder),
@@ -22,8 +22,11 @@ pub struct ModelArgs {
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// Keep a GGUF file's quantized linear weights quantized in memory (dequantized per use).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nf4")]
     pub keep_quantized: bool,
+    /// Quantize an HF model's linear weights to NF4 with double quantization (QLoRA's base).
+    #[arg(long)]
+    pub nf4: bool,
     /// Compute dtype: f32 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -51,7 +54,12 @@ impl ModelArgs {
         let device = Device::Cpu;
         let dtype = self.dtype()?;
         let spinner = spinner(&format!("loading {}", self.model.display()));
-        let source = ModelSource::open_with(&self.model, dtype, &device, self.keep_quantized)?;
+        let quantization = match (self.keep_quantized, self.nf4) {
+            (true, _) => Quantization::Stored,
+            (_, true) => Quantization::Nf4 { double_quant: true },
+            _ => Quantization::None,
+        };
+        let source = ModelSource::open_with(&self.model, dtype, &device, quantization)?;
         let mut model = match &source.arch {
             Arch::Decoder(_) => Model::Decoder(source.build(dtype, &device)?),
             Arch::T5(_) => Model::T5(source.build_t5(dtype, &device)?),

@@ -379,3 +379,63 @@ fn kto_trains_on_labelled_rows() {
         stderr(&o)
     );
 }
+
+#[test]
+fn qlora_on_an_nf4_base_trains_and_scores() {
+    // An HF model quantized to NF4 (+ double quantization) at load, LoRA on every linear: the loss
+    // falls; the adapter scores on the same NF4 base (`--nf4`); bad settings are named.
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("qlora.toml");
+    let text = |quantized: &str, model: &std::path::Path| {
+        format!(
+            "[model]\npath = {:?}\nquantized = {quantized}\n[adapter]\nkind = \"lora\"\nr = 8\nalpha = 16\ntarget_modules = \"all-linear\"\n\
+             [data]\ntrain = {:?}\nmax_seq_len = 48\npacking = true\n[objective]\nkind = \"lm\"\n[train]\nsteps = 12\nbatch_size = 4\nlr = 1e-2\nschedule = \"constant\"\nlog_every = 1\nsave_every = 0\n",
+            model.display().to_string(),
+            fixture("../../data/pretrain/austen.eval.txt").display().to_string()
+        )
+    };
+    std::fs::write(&recipe, text("\"nf4\"", &fixture("models/llama_h64"))).unwrap();
+    let out = dir.path().join("run");
+    let rows = train_ok(&recipe, &out, &[]);
+    let losses: Vec<f64> = rows.iter().filter_map(|r| r["loss"].as_f64()).collect();
+    assert!(
+        losses.last().unwrap() < &(losses[0] - 0.5),
+        "loss {} → {}",
+        losses[0],
+        losses.last().unwrap()
+    );
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"It is a truth universally acknowledged.\"}\n",
+    )
+    .unwrap();
+    let o = graft(&[
+        "score",
+        "--model",
+        fixture("models/llama_h64").to_str().unwrap(),
+        "--nf4",
+        "--adapter",
+        out.join("final").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::write(&recipe, text("\"nf3\"", &fixture("models/llama_h64"))).unwrap();
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        dir.path().join("b").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["model.quantized", "nf3"]);
+    std::fs::write(&recipe, text("\"nf4\"", &fixture("models/llama-q8_0.gguf"))).unwrap();
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        dir.path().join("c").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["llama-q8_0.gguf", "NF4"]);
+}

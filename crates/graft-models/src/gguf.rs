@@ -267,7 +267,10 @@ fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
 /// Tensors of the file under HF keys. Quantized linear weights go to the second map, kept as stored
 /// (`keep_quantized`), with a zero-stride placeholder of their shape in the first; everything else
 /// is dequantized to `dtype`.
-pub type Loaded = (HashMap<String, Tensor>, HashMap<String, Arc<QTensor>>);
+pub type Loaded = (
+    HashMap<String, Tensor>,
+    HashMap<String, Arc<crate::layers::quant::QuantWeight>>,
+);
 
 pub fn load_tensors(
     path: &Path,
@@ -315,7 +318,7 @@ pub fn load_tensors(
                 .and_then(|z| z.broadcast_as(q.shape().clone()))
                 .map_err(wrap)?;
             out.insert(hf.clone(), placeholder);
-            quantized.insert(hf, Arc::new(q));
+            quantized.insert(hf, Arc::new(crate::layers::quant::QuantWeight::Gguf(q)));
             continue;
         }
         let mut t = q.dequantize(device).map_err(wrap)?;

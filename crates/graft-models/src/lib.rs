@@ -27,7 +27,7 @@ pub use config::DecoderConfig;
 pub use decoder::{next_token_logprobs, Decoder};
 pub use error::{ModelError, Result};
 pub use layers::kv_cache::KvCache;
-pub use load::{GenerationConfig, ModelSource};
+pub use load::{GenerationConfig, ModelSource, Quantization};
 pub use registry::Arch;
 pub use t5::{T5Cache, T5Config, T5};
 pub use tokenizer::Tokenizer;

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::QTensor;
+use crate::layers::quant::QuantWeight;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
@@ -57,8 +57,22 @@ pub struct ModelSource {
     pub generation: GenerationConfig,
     /// Approximations the loader had to make, for the CLI to show.
     pub warnings: Vec<String>,
-    /// Linear weights kept quantized (GGUF opened with `keep_quantized`), by HF weight key.
-    pub quantized: HashMap<String, Arc<QTensor>>,
+    /// Linear weights held quantized (see [`Quantization`]), by HF weight key.
+    pub quantized: HashMap<String, Arc<QuantWeight>>,
+}
+
+/// How a model's frozen linear weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quantization {
+    /// Dense, in the requested dtype.
+    #[default]
+    None,
+    /// A GGUF file's quantized weights as stored.
+    Stored,
+    /// An HF model's decoder-layer linear weights quantized to NF4 at load time, as
+    /// bitsandbytes' `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")` does
+    /// (the embeddings and the LM head stay dense); `double_quant` as `bnb_4bit_use_double_quant`.
+    Nf4 { double_quant: bool },
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -69,31 +83,84 @@ fn read_json(path: &Path) -> Result<Value> {
 impl ModelSource {
     /// Opens an HF directory or a `.gguf` file. GGUF tensors are dequantized to `dtype` here.
     pub fn open(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        Self::open_with(path, dtype, device, false)
+        Self::open_with(path, dtype, device, Quantization::None)
     }
 
-    /// As [`Self::open`]; with `keep_quantized`, a GGUF file's quantized linear weights stay
-    /// quantized in memory (frozen bases for QLoRA-style adapter training and for inference).
+    /// As [`Self::open`], holding the linear weights as `quantization` says (frozen bases for
+    /// QLoRA-style adapter training and for inference).
     pub fn open_with(
         path: &Path,
         dtype: DType,
         device: &Device,
-        keep_quantized: bool,
+        quantization: Quantization,
     ) -> Result<Self> {
         if !path.exists() {
             return Err(ModelError::file(path, "no such file or directory"));
         }
-        if path.is_dir() {
-            if keep_quantized {
+        let source = match (path.is_dir(), quantization) {
+            (true, Quantization::Stored) => {
                 return Err(ModelError::file(
                     path,
-                    "keeping weights quantized needs a .gguf file",
-                ));
+                    "keeping weights quantized as stored needs a .gguf file (an HF model can be quantized to NF4)",
+                ))
             }
-            Self::open_hf_dir(path)
-        } else {
-            Self::open_gguf(path, dtype, device, keep_quantized)
+            (true, _) => Self::open_hf_dir(path)?,
+            (false, Quantization::Nf4 { .. }) => {
+                return Err(ModelError::file(
+                    path,
+                    "NF4 quantizes an HF model directory; a .gguf is kept quantized as stored",
+                ))
+            }
+            (false, q) => Self::open_gguf(path, dtype, device, q == Quantization::Stored)?,
+        };
+        match quantization {
+            Quantization::Nf4 { double_quant } => source.into_nf4(dtype, device, double_quant),
+            _ => Ok(source),
         }
+    }
+
+    /// Reads the weights tensor by tensor, quantizing the decoder layers' 2-D `.weight`s to NF4
+    /// (a zero-stride placeholder stands in for each in the dense map), so no more than one dense
+    /// linear weight is held at a time.
+    fn into_nf4(mut self, dtype: DType, device: &Device, double_quant: bool) -> Result<Self> {
+        if matches!(self.arch, Arch::T5(_)) {
+            return Err(ModelError::file(
+                &self.path,
+                "NF4 bases are supported for decoder-only models",
+            ));
+        }
+        let Weights::Safetensors(files) = &self.weights else {
+            return Ok(self);
+        };
+        // SAFETY: read-only memory maps of files graft does not write.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
+            .map_err(|e| ModelError::file(&files[0], format!("corrupt safetensors: {e}")))?;
+        let (mut dense, mut quantized) = (HashMap::new(), HashMap::new());
+        for (name, view) in st.tensors() {
+            let wrap = |e: candle_core::Error| ModelError::tensor(&self.path, &name, e);
+            let t = st.load(&name, device).map_err(wrap)?;
+            let linear =
+                view.shape().len() == 2 && name.contains(".layers.") && name.ends_with(".weight");
+            if !linear {
+                dense.insert(name.clone(), t.to_dtype(dtype).map_err(wrap)?);
+                continue;
+            }
+            let (rows, cols) = t.dims2().map_err(wrap)?;
+            let values: Vec<f32> = t
+                .to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .map_err(wrap)?;
+            let q = crate::layers::nf4::Nf4Tensor::quantize(&values, (rows, cols), double_quant);
+            let placeholder = Tensor::zeros((), dtype, device)
+                .and_then(|z| z.broadcast_as((rows, cols)))
+                .map_err(wrap)?;
+            dense.insert(name.clone(), placeholder);
+            quantized.insert(name, Arc::new(QuantWeight::Nf4(q)));
+        }
+        self.weights = Weights::Tensors(dense);
+        self.quantized = quantized;
+        Ok(self)
     }
 
     fn open_hf_dir(dir: &Path) -> Result<Self> {

@@ -336,7 +336,13 @@ fn gguf_weights_kept_quantized_match_their_dequantized_reference() {
     // Q8_0 linear weights stay quantized (q/k rows un-permuted as bytes); the log-probs equal
     // transformers' on the dequantized weights. (Gradients through them: graft-adapters' QLoRA test.)
     let path = fixture("models/llama-q8_0.gguf");
-    let source = ModelSource::open_with(&path, DType::F32, &Device::Cpu, true).unwrap();
+    let source = ModelSource::open_with(
+        &path,
+        DType::F32,
+        &Device::Cpu,
+        graft_models::Quantization::Stored,
+    )
+    .unwrap();
     assert!(
         source.quantized.len() >= 12,
         "{} linear weights kept quantized",

@@ -29,12 +29,42 @@ pub struct ModelSection {
     pub path: PathBuf,
     #[serde(default = "f32")]
     pub dtype: String,
-    /// Keep a GGUF base's quantized linear weights quantized (QLoRA-style; needs `[adapter]`).
+    /// A frozen quantized base (QLoRA; needs `[adapter]`): `true` keeps a GGUF file's quantized
+    /// weights as stored; `"nf4"` quantizes an HF model's linear weights to NF4 with double
+    /// quantization (bitsandbytes' QLoRA setting), `"nf4-no-dq"` without.
     #[serde(default)]
-    pub quantized: bool,
+    pub quantized: QuantizedSetting,
     /// Overrides the config's `attention_dropout` for training.
     #[serde(default)]
     pub attention_dropout: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QuantizedSetting {
+    #[default]
+    Off,
+    Flag(bool),
+    Kind(String),
+}
+
+impl QuantizedSetting {
+    pub fn quantization(&self) -> Result<graft_models::Quantization, String> {
+        use graft_models::Quantization;
+        match self {
+            Self::Off | Self::Flag(false) => Ok(Quantization::None),
+            Self::Flag(true) => Ok(Quantization::Stored),
+            Self::Kind(k) => match k.as_str() {
+                "nf4" => Ok(Quantization::Nf4 { double_quant: true }),
+                "nf4-no-dq" => Ok(Quantization::Nf4 {
+                    double_quant: false,
+                }),
+                other => Err(format!(
+                    "model.quantized: `{other}` is not known (true, \"nf4\", \"nf4-no-dq\")"
+                )),
+            },
+        }
+    }
 }
 
 fn f32() -> String {

@@ -164,17 +164,17 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let out = &opts.output;
 
     // The model as trainable variables (keys = HF checkpoint keys), a frozen reference if needed.
-    if recipe.model.quantized && recipe.adapter.is_none() {
+    let quantization = recipe
+        .model
+        .quantized
+        .quantization()
+        .map_err(TrainError::Recipe)?;
+    if quantization != graft_models::Quantization::None && recipe.adapter.is_none() {
         return Err(TrainError::Recipe(
             "model.quantized: a quantized base is frozen; add an [adapter] to train".into(),
         ));
     }
-    let source = ModelSource::open_with(
-        &recipe.model.path,
-        DType::F32,
-        &device,
-        recipe.model.quantized,
-    )?;
+    let source = ModelSource::open_with(&recipe.model.path, DType::F32, &device, quantization)?;
     // Full fine-tuning: every weight is a variable. With an adapter: the base is frozen (plain
     // tensors) and the varmap holds only the adapter, under PEFT's keys.
     let varmap = VarMap::new();

@@ -151,6 +151,7 @@ pub fn run(args: Args) -> Result<()> {
         dtype: args.dtype.clone(),
         adapter: None,
         keep_quantized: false,
+        nf4: false,
     };
     let (_, model, device) = model_args.load()?;
     let vocab = model.cfg.vocab_size as u32;

@@ -193,6 +193,7 @@ pub fn run(args: Args) -> Result<()> {
         dtype: "f32".into(),
         adapter: None,
         keep_quantized: false,
+        nf4: false,
     };
     for question in [
         "Who is the author of Emma?",

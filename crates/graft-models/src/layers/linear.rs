@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::quantized::QTensor;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use rand::rngs::StdRng;
@@ -31,8 +30,8 @@ pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub adapter: Option<Arc<dyn LinearAdapter>>,
-    /// A frozen quantized weight used instead of `weight` (QLoRA on GGUF bases).
-    pub quantized: Option<Arc<QTensor>>,
+    /// A frozen quantized weight used instead of `weight` (QLoRA: GGUF or NF4 bases).
+    pub quantized: Option<Arc<super::quant::QuantWeight>>,
 }
 
 impl Linear {

@@ -6,6 +6,7 @@ pub mod frozen;
 pub mod kv_cache;
 pub mod linear;
 pub mod mlp;
+pub mod nf4;
 pub mod norm;
 pub mod quant;
 pub mod relative_attention;

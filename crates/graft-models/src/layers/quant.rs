@@ -1,5 +1,6 @@
-//! A frozen, quantized linear weight (GGUF k-quants and legacy quants, kept as stored) that still
-//! passes gradients to its input, for QLoRA-style training: candle's `QMatMul` has no backward.
+//! A frozen, quantized linear weight (GGUF k-quants and legacy quants kept as stored, or NF4 as
+//! bitsandbytes makes it) that still passes gradients to its input, for QLoRA-style training:
+//! candle's `QMatMul` has no backward.
 //! Forward and backward each dequantize the weight for the one matmul and drop it, so only the
 //! quantized bytes stay resident between layers.
 //! Shapes: x (…, in); W (out, in) quantized; y = x Wᵀ (…, out); ∂x = ∂y W.
@@ -9,9 +10,36 @@ use std::sync::Arc;
 use candle_core::quantized::QTensor;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
 
+/// A frozen weight (out, in) held quantized.
+#[derive(Debug)]
+pub enum QuantWeight {
+    /// A GGUF tensor as stored.
+    Gguf(QTensor),
+    /// NF4 (+ double quantization), bitsandbytes' format.
+    Nf4(super::nf4::Nf4Tensor),
+}
+
+impl QuantWeight {
+    /// The weight in f32 on `device`.
+    pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
+        match self {
+            QuantWeight::Gguf(q) => q.dequantize(device),
+            QuantWeight::Nf4(q) => Tensor::from_vec(q.dequantize_vec(), q.shape, device),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            QuantWeight::Gguf(q) => q.storage_size_in_bytes(),
+            QuantWeight::Nf4(q) => q.bytes(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct QuantLinearOp {
-    pub weight: Arc<QTensor>,
+    pub weight: Arc<QuantWeight>,
 }
 
 impl QuantLinearOp {
@@ -46,7 +74,7 @@ impl CustomOp1 for QuantLinearOp {
 }
 
 /// `x Wᵀ` with W quantized; differentiable in x.
-pub fn quant_matmul(x: &Tensor, weight: &Arc<QTensor>) -> Result<Tensor> {
+pub fn quant_matmul(x: &Tensor, weight: &Arc<QuantWeight>) -> Result<Tensor> {
     let dtype = x.dtype();
     let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
     x.apply_op1(QuantLinearOp {
