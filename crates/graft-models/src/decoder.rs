@@ -207,6 +207,48 @@ impl Decoder {
         input_ids: &Tensor,
         positions: &Tensor,
         segments: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let x = self.hidden_inner(input_ids, positions, segments, cache, train)?;
+        let mut logits = crate::layers::linear::matmul_t(&x, self.head())?;
+        if let Some(cap) = self.cfg.final_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        Ok(logits)
+    }
+
+    /// The LM head's weight (V, H): `lm_head`, or the embeddings when tied.
+    pub fn head(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// The final hidden states (B, T, H) after the last norm — what the head turns into logits —
+    /// for rows (optionally packed: positions and segments (B, T)).
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        packed: Option<(&Tensor, &Tensor)>,
+        train: bool,
+    ) -> Result<Tensor> {
+        match packed {
+            Some((pos, seg)) => self.hidden_inner(input_ids, pos, Some(seg), None, train),
+            None => {
+                let (b, t) = input_ids.dims2()?;
+                let positions = Tensor::arange(0u32, t as u32, input_ids.device())?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, t))?
+                    .contiguous()?;
+                self.hidden_inner(input_ids, &positions, None, None, train)
+            }
+        }
+    }
+
+    fn hidden_inner(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        segments: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         train: bool,
     ) -> Result<Tensor> {
@@ -244,13 +286,7 @@ impl Decoder {
                 layer.self_attn.forward(h, cos, sin, mask, layer_cache, rng)
             })?;
         }
-        let x = self.norm.forward(&x)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        let mut logits = crate::layers::linear::matmul_t(&x, head)?;
-        if let Some(cap) = self.cfg.final_softcap {
-            logits = ((logits / cap)?.tanh()? * cap)?;
-        }
-        Ok(logits)
+        self.norm.forward(&x)
     }
 
     /// log-softmax of [`Self::forward`]'s logits, in f32.

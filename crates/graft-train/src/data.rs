@@ -550,14 +550,7 @@ pub fn cache_reference(
                 })
                 .collect();
             let batch = collate_rows(&group.iter().collect::<Vec<_>>(), device)?;
-            let lp = candle_nn::ops::log_softmax(
-                &reference
-                    .logits(&batch, false)?
-                    .to_dtype(candle_core::DType::F32)?,
-                candle_core::D::Minus1,
-            )?;
-            let values: Vec<Vec<f32>> =
-                graft_models::next_token_logprobs(&lp, &batch.ids)?.to_vec2()?;
+            let values: Vec<Vec<f32>> = reference.token_logps(&batch, false, false)?.0.to_vec2()?;
             let targets = chunk.iter_mut().filter_map(|r| match slot {
                 0 => Some(r),
                 s => r.others.get_mut(s - 1),

@@ -5,9 +5,10 @@
 //!
 //! Shapes: ids (B, T) → logits (B, T, V); T5 also takes encoder ids and mask (B, S).
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor, D};
+use graft_models::layers::head_logprobs::head_logprobs;
 use graft_models::layers::linear::Linears;
-use graft_models::{Decoder, T5};
+use graft_models::{next_token_logprobs, Decoder, T5};
 
 use crate::data::Batch;
 
@@ -41,6 +42,43 @@ impl Net {
                 "an encoder-decoder model needs rows with encoder inputs ({{\"inputs\", \"targets\"}})"
             ),
         }
+    }
+
+    /// Log-probs of each next token (B, T−1) and, when asked, the log-partition log Σ exp(logits)
+    /// at each position. Decoders without logit soft-capping go through the chunked head
+    /// ([`head_logprobs`]): the (B, T, V) logits are never held; the others take the full
+    /// logits' log-softmax.
+    pub fn token_logps(
+        &self,
+        batch: &Batch,
+        train: bool,
+        want_lse: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        if let Net::Decoder(m) = self {
+            if m.cfg.final_softcap.is_none() {
+                let packed = batch.packed.as_ref().map(|(p, s)| (p, s));
+                let h = m.hidden_states(&batch.ids, packed, train)?;
+                let (b, t, hid) = h.dims3()?;
+                if t < 2 {
+                    candle_core::bail!("rows need two or more tokens");
+                }
+                let h = h.narrow(1, 0, t - 1)?.reshape((b * (t - 1), hid))?;
+                let targets: Vec<u32> = batch.ids.narrow(1, 1, t - 1)?.flatten_all()?.to_vec1()?;
+                let (lp, lse) = head_logprobs(&h, m.head(), &targets)?;
+                let lse = want_lse.then(|| lse.reshape((b, t - 1))).transpose()?;
+                return Ok((lp.reshape((b, t - 1))?, lse));
+            }
+        }
+        let logits = self.logits(batch, train)?.to_dtype(DType::F32)?;
+        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let logps = next_token_logprobs(&lp, &batch.ids)?;
+        let lse = if want_lse {
+            // log p = logit − lse, so lse = logit(target) − log p.
+            Some((next_token_logprobs(&logits, &batch.ids)? - &logps)?)
+        } else {
+            None
+        };
+        Ok((logps, lse))
     }
 
     pub fn linears(&mut self) -> &mut dyn Linears {

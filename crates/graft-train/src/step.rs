@@ -1,33 +1,13 @@
 //! One optimizer step and evaluation, shared by the training loop (`trainer.rs`) and
 //! `graft bench train`: forwards, objective, backward, gradient accumulation, clipping, AdamW.
 
-use candle_core::{DType, Device, Tensor, D};
-use graft_models::next_token_logprobs;
+use candle_core::{DType, Device, Tensor};
 
 use crate::data::{collate, Batch, TrainRow};
 use crate::net::Net;
 use crate::objectives::{Objective, TokenBatch};
 use crate::optim::{clip_grad_norm, AdamW};
 use crate::TrainError;
-
-/// Log-probs of each next token (B, T-1) and, when asked, the log-partition at each position.
-pub(crate) fn token_logps(
-    model: &Net,
-    batch: &Batch,
-    train: bool,
-    want_lse: bool,
-) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-    let logits = model.logits(batch, train)?.to_dtype(DType::F32)?;
-    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let logps = next_token_logprobs(&lp, &batch.ids)?;
-    let lse = if want_lse {
-        // log p = logit − lse, so lse = logit(target) − log p.
-        Some((next_token_logprobs(&logits, &batch.ids)? - &logps)?)
-    } else {
-        None
-    };
-    Ok((logps, lse))
-}
 
 /// An evaluation: the loss and the `eval_*` metrics.
 pub type Eval = (f64, Vec<(String, f64)>);
@@ -36,7 +16,7 @@ pub type Eval = (f64, Vec<(String, f64)>);
 fn reference_logps(batch: &Batch, reference: Option<&Net>) -> candle_core::Result<Option<Tensor>> {
     match (&batch.ref_logps, reference) {
         (Some(cached), _) => Ok(Some(cached.clone())),
-        (None, Some(r)) => Ok(Some(token_logps(r, batch, false, false)?.0.detach())),
+        (None, Some(r)) => Ok(Some(r.token_logps(batch, false, false)?.0.detach())),
         (None, None) => Ok(None),
     }
 }
@@ -57,7 +37,7 @@ pub(crate) fn evaluate(
     let mut sums: std::collections::BTreeMap<&'static str, f64> = Default::default();
     for chunk in rows.chunks(batch_size.max(1)) {
         let batch = collate(&chunk.iter().collect::<Vec<_>>(), device)?;
-        let (logps, lse) = token_logps(model, &batch, false, objective.needs_lse())?;
+        let (logps, lse) = model.token_logps(&batch, false, objective.needs_lse())?;
         let logps = logps.detach();
         if !grouped {
             total -= (logps * &batch.mask)?.sum_all()?.to_scalar::<f32>()? as f64;
@@ -134,7 +114,7 @@ pub fn optimizer_step(
     );
     for (micro, batch) in batches.iter().enumerate() {
         model.set_dropout_seed(dropout_seed(micro));
-        let (logps, lse) = token_logps(model, batch, true, objective.needs_lse())?;
+        let (logps, lse) = model.token_logps(batch, true, objective.needs_lse())?;
         let ref_logps = reference_logps(batch, reference)?;
         let out = objective.loss(&TokenBatch {
             logps: &logps,

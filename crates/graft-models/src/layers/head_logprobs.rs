@@ -1,0 +1,203 @@
+//! Next-token log-probs straight from the final hidden states and the LM head, in row chunks, so
+//! the (N, V) logits are never held whole — neither in the forward nor kept for the backward,
+//! which recomputes each chunk's logits (Liger-style fused linear + cross-entropy). For a 49k
+//! vocabulary and 1k tokens the full logits, their log-softmax and its gradient are three
+//! 200 MB tensors; here one chunk of at most [`CHUNK_ELEMENTS`] logits exists at a time.
+//!
+//! Shapes: h (N, H) hidden states; W (V, H) head; targets (N) token ids; out (N, 2) =
+//! [log p(target), log Σ exp(logits)] per row, f32.
+//! Backward, per row with p = softmax(z): ∂z = g_logp·(onehot(target) − p) + g_lse·p;
+//! ∂h = ∂z W; ∂W = ∂zᵀ h (only when W is trained).
+
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, D};
+
+/// Logits per chunk (rows × vocabulary).
+pub const CHUNK_ELEMENTS: usize = 1 << 22;
+
+#[derive(Debug, Clone)]
+struct HeadLogprobs {
+    targets: Vec<u32>,
+}
+
+fn to_tensor(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
+    let dims = l.shape().dims().to_vec();
+    let t = match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
+        (CpuStorage::BF16(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
+        _ => candle_core::bail!("head-logprobs: needs contiguous f32 or bf16 inputs"),
+    };
+    t.to_dtype(DType::F32)
+}
+
+fn rows_per_chunk(v: usize) -> usize {
+    (CHUNK_ELEMENTS / v.max(1)).max(1)
+}
+
+/// (logits chunk (C, V), log Σ exp per row (C)).
+fn chunk_logits(h: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
+    let z = h.matmul(&w.t()?)?;
+    let m = z.max_keepdim(D::Minus1)?;
+    let lse = (z.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &m)?;
+    Ok((z, lse.squeeze(D::Minus1)?))
+}
+
+impl CustomOp2 for HeadLogprobs {
+    fn name(&self) -> &'static str {
+        "head-logprobs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        hs: &CpuStorage,
+        hl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (h, w) = (to_tensor(hs, hl)?, to_tensor(ws, wl)?);
+        let (n, _) = h.dims2()?;
+        let (v, _) = w.dims2()?;
+        let mut out = Vec::with_capacity(2 * n);
+        let step = rows_per_chunk(v);
+        for start in (0..n).step_by(step) {
+            let len = step.min(n - start);
+            let (z, lse) = chunk_logits(&h.narrow(0, start, len)?, &w)?;
+            let t = Tensor::from_slice(&self.targets[start..start + len], len, &Device::Cpu)?;
+            let picked: Vec<f32> = z.gather(&t.unsqueeze(1)?, 1)?.squeeze(1)?.to_vec1()?;
+            let lse: Vec<f32> = lse.to_vec1()?;
+            for (zt, l) in picked.iter().zip(&lse) {
+                out.push(zt - l);
+                out.push(*l);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, 2))))
+    }
+
+    fn bwd(
+        &self,
+        h_in: &Tensor,
+        w_in: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let h = h_in.to_dtype(DType::F32)?;
+        let w = w_in.to_dtype(DType::F32)?;
+        let (n, _) = h.dims2()?;
+        let (v, _) = w.dims2()?;
+        let grad = grad.to_dtype(DType::F32)?;
+        let want_w = w_in.track_op();
+        let mut dh = Vec::new();
+        let mut dw: Option<Tensor> = None;
+        let step = rows_per_chunk(v);
+        for start in (0..n).step_by(step) {
+            let len = step.min(n - start);
+            let hc = h.narrow(0, start, len)?;
+            let (z, lse) = chunk_logits(&hc, &w)?;
+            let p = z.broadcast_sub(&lse.unsqueeze(1)?)?.exp()?;
+            let g = grad.narrow(0, start, len)?;
+            let (g_logp, g_lse) = (g.narrow(1, 0, 1)?, g.narrow(1, 1, 1)?);
+            // ∂z = (g_lse − g_logp)·p, plus g_logp at each row's target.
+            let mut dz: Vec<f32> = p
+                .broadcast_mul(&(g_lse - &g_logp)?)?
+                .flatten_all()?
+                .to_vec1()?;
+            let gl: Vec<f32> = g_logp.flatten_all()?.to_vec1()?;
+            for r in 0..len {
+                dz[r * v + self.targets[start + r] as usize] += gl[r];
+            }
+            let dz = Tensor::from_vec(dz, (len, v), &Device::Cpu)?;
+            dh.push(dz.matmul(&w)?);
+            if want_w {
+                let part = dz.t()?.matmul(&hc)?;
+                dw = Some(match dw {
+                    Some(acc) => (acc + part)?,
+                    None => part,
+                });
+            }
+        }
+        let dh = Tensor::cat(&dh, 0)?.to_dtype(h_in.dtype())?;
+        let dw = dw.map(|d| d.to_dtype(w_in.dtype())).transpose()?;
+        Ok((Some(dh), dw))
+    }
+}
+
+/// (log p(target), log Σ exp(logits)) per row (N) for hidden states h (N, H) under head W (V, H),
+/// without materializing the (N, V) logits; differentiable in h and W.
+pub fn head_logprobs(h: &Tensor, w: &Tensor, targets: &[u32]) -> Result<(Tensor, Tensor)> {
+    let (n, _) = h.dims2()?;
+    if targets.len() != n {
+        candle_core::bail!("head-logprobs: {} targets for {n} rows", targets.len());
+    }
+    let v = w.dim(0)?;
+    if let Some(bad) = targets.iter().find(|&&t| t as usize >= v) {
+        candle_core::bail!("head-logprobs: target {bad} is outside the vocabulary ({v})");
+    }
+    let out = h.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        HeadLogprobs {
+            targets: targets.to_vec(),
+        },
+    )?;
+    Ok((
+        out.narrow(1, 0, 1)?.squeeze(1)?,
+        out.narrow(1, 1, 1)?.squeeze(1)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    /// Values and gradients (h and W, through both outputs) equal the composed
+    /// matmul → log-softmax → gather, on edge shapes: one row, odd sizes, chunks that split rows.
+    #[test]
+    fn equals_the_composed_version() -> Result<()> {
+        let dev = Device::Cpu;
+        for (n, hid, v) in [(1usize, 3usize, 5usize), (7, 9, 11), (33, 16, 300_000)] {
+            let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, hid), &dev)?)?;
+            let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (v, hid), &dev)?)?;
+            let targets: Vec<u32> = (0..n).map(|i| ((i * 7919) % v) as u32).collect();
+            let tt = Tensor::from_slice(&targets, (n, 1), &dev)?;
+            // weights on the two outputs so both gradients matter
+            let a = Tensor::randn(0f32, 1.0, n, &dev)?;
+            let b = Tensor::randn(0f32, 1.0, n, &dev)?;
+            let (lp, lse) = head_logprobs(h.as_tensor(), w.as_tensor(), &targets)?;
+            let fused = ((lp * &a)?.sum_all()? + (lse * &b)?.sum_all()?)?;
+            let z = h.as_tensor().matmul(&w.as_tensor().t()?)?;
+            let ls = candle_nn::ops::log_softmax(&z, D::Minus1)?;
+            let lp2 = ls.gather(&tt, 1)?.squeeze(1)?;
+            let lse2 = (z.gather(&tt, 1)?.squeeze(1)? - &lp2)?;
+            let composed = ((lp2 * &a)?.sum_all()? + (lse2 * &b)?.sum_all()?)?;
+            let (f, c) = (fused.to_scalar::<f32>()?, composed.to_scalar::<f32>()?);
+            assert!(
+                (f - c).abs() <= 1e-5 * c.abs().max(1.0),
+                "{n}×{v}: {f} vs {c}"
+            );
+            let (gf, gc) = (fused.backward()?, composed.backward()?);
+            for (name, var) in [("h", &h), ("W", &w)] {
+                let x = gf.get(var.as_tensor()).expect("fused grad");
+                let y = gc.get(var.as_tensor()).expect("composed grad");
+                let scale = y.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
+                let diff = (x - y)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(
+                    diff <= 1e-5 * scale.max(1.0),
+                    "{n}×{v} ∂{name}: {diff} (scale {scale})"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_frozen_head_gets_no_gradient_and_bad_targets_are_named() -> Result<()> {
+        let dev = Device::Cpu;
+        let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 8), &dev)?)?;
+        let w = Tensor::randn(0f32, 1.0, (10, 8), &dev)?;
+        let (lp, _) = head_logprobs(h.as_tensor(), &w, &[1, 2, 3, 9])?;
+        let g = lp.sum_all()?.backward()?;
+        assert!(g.get(h.as_tensor()).is_some() && g.get(&w).is_none());
+        let e = head_logprobs(h.as_tensor(), &w, &[1, 2, 3, 10]).unwrap_err();
+        assert!(e.to_string().contains("outside the vocabulary"), "{e}");
+        Ok(())
+    }
+}
