@@ -55,7 +55,7 @@ impl Net {
         want_lse: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         if let Net::Decoder(m) = self {
-            if m.cfg.final_softcap.is_none() {
+            if m.cfg.final_softcap.is_none() && std::env::var("GRAFT_UNFUSED").is_err() {
                 let packed = batch.packed.as_ref().map(|(p, s)| (p, s));
                 let h = m.hidden_states(&batch.ids, packed, train)?;
                 let (b, t, hid) = h.dims3()?;

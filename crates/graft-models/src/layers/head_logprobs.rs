@@ -79,11 +79,13 @@ impl CustomOp2 for HeadLogprobs {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let h = h_in.to_dtype(DType::F32)?;
-        let w = w_in.to_dtype(DType::F32)?;
+        // Detached: built from the tracked inputs, the chunk products would otherwise chain into
+        // one graph through the ∂W sum and all stay alive.
+        let h = h_in.detach().to_dtype(DType::F32)?;
+        let w = w_in.detach().to_dtype(DType::F32)?;
         let (n, _) = h.dims2()?;
         let (v, _) = w.dims2()?;
-        let grad = grad.to_dtype(DType::F32)?;
+        let grad = grad.detach().to_dtype(DType::F32)?;
         let want_w = w_in.track_op();
         let mut dh = Vec::new();
         let mut dw: Option<Tensor> = None;
@@ -201,3 +203,4 @@ mod tests {
         Ok(())
     }
 }
+
