@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dora;
+pub mod dropout_down;
 pub mod lora;
 pub mod peft_format;
 pub mod saved;

@@ -35,8 +35,14 @@ pub(crate) fn adapter_input(x: &Tensor, p: f64, rng: Option<&Mutex<StdRng>>) -> 
 impl LinearAdapter for Lora {
     fn forward(&self, x: &Tensor, base: &Linear, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
         let y = base.base_forward(x)?;
-        let x = adapter_input(x, self.dropout, rng)?;
-        let delta = matmul_t(&matmul_t(&x, &self.a)?, &self.b)?;
+        let down = match rng {
+            // The fused op keeps no dropped copy of x for the backward.
+            Some(rng) if self.dropout > 0.0 => {
+                crate::dropout_down::dropout_down(x, &self.a, self.dropout, rng)?
+            }
+            _ => matmul_t(x, &self.a)?,
+        };
+        let delta = matmul_t(&down, &self.b)?;
         y + (delta * self.scale)?
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod frozen;
+pub mod fused_attention;
 pub mod head_logprobs;
 pub mod kv_cache;
 pub mod linear;
