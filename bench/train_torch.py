@@ -2,7 +2,8 @@
 same token ids, the same step (forward, causal-LM loss, backward, clip 1.0, AdamW lr 1e-4 betas
 (0.9, 0.95) wd 0.1), one warm-up then the median of N steps; peak RSS from getrusage.
 
-usage: python bench/train_torch.py [--llama 512,8,1536,8192 --batch 4 --seq-len 256 --repeats 5]
+usage: python bench/train_torch.py [--llama 512,8,1536,8192 | --model DIR [--nf4]] [--lora-r R]
+       [--batch 4 --seq-len 256 --repeats 5]
 """
 import argparse
 import json
@@ -20,14 +21,27 @@ p.add_argument("--batch", type=int, default=4)
 p.add_argument("--seq-len", type=int, default=256)
 p.add_argument("--repeats", type=int, default=5)
 p.add_argument("--lora-r", type=int, default=0, help="LoRA rank on every linear layer (peft), 0 = full fine-tuning")
+p.add_argument("--model", help="an HF model dir instead of the random Llama")
+p.add_argument("--nf4", action="store_true", help="with --model and --lora-r: the base in bitsandbytes NF4 + double quant (QLoRA)")
 a = p.parse_args()
-hidden, layers, inter, vocab = map(int, a.llama.split(","))
 
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
 torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                  num_attention_heads=8, num_key_value_heads=8, rms_norm_eps=1e-5, tie_word_embeddings=True)
-model = LlamaForCausalLM(cfg).train()
+if a.model:
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.float32) if a.nf4 else None
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, quantization_config=q, device_map="cpu").train()
+    if a.nf4:
+        from peft import prepare_model_for_kbit_training
+        # QLoRA's preparation, without gradient checkpointing (graft has none either).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    vocab = model.config.vocab_size
+else:
+    hidden, layers, inter, vocab = map(int, a.llama.split(","))
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                      num_attention_heads=8, num_key_value_heads=8, rms_norm_eps=1e-5, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).train()
 if a.lora_r:
     from peft import LoraConfig, get_peft_model
     model = get_peft_model(model, LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, target_modules="all-linear"))
@@ -44,6 +58,6 @@ for run in range(a.repeats + 1):
     opt.zero_grad(set_to_none=True)
     if run > 0:
         rates.append(n / (time.perf_counter() - t0))
-print(json.dumps({"bench": "lora" if a.lora_r else "train", "impl": "pytorch", "lora_r": a.lora_r, "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters()),
+print(json.dumps({"bench": "qlora-nf4" if a.nf4 else "lora" if a.lora_r else "train", "impl": "pytorch", "lora_r": a.lora_r, "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters()),
                   "threads": torch.get_num_threads(), "tokens_per_second_median": statistics.median(rates), "runs": rates,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dora;
 pub mod dropout_down;
 pub mod lora;
+pub mod lora_op;
 pub mod peft_format;
 pub mod saved;
 

@@ -34,7 +34,6 @@ pub(crate) fn adapter_input(x: &Tensor, p: f64, rng: Option<&Mutex<StdRng>>) -> 
 
 impl LinearAdapter for Lora {
     fn forward(&self, x: &Tensor, base: &Linear, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
-        let y = base.base_forward(x)?;
         let down = match rng {
             // The fused op keeps no dropped copy of x for the backward.
             Some(rng) if self.dropout > 0.0 => {
@@ -42,8 +41,21 @@ impl LinearAdapter for Lora {
             }
             _ => matmul_t(x, &self.a)?,
         };
-        let delta = matmul_t(&down, &self.b)?;
-        y + (delta * self.scale)?
+        // A frozen base (the usual case): one op that keeps no base output or update copies.
+        let frozen = match (&base.quantized, base.weight.track_op()) {
+            (Some(q), _) => Some(crate::lora_op::FrozenWeight::Quantized(q.clone())),
+            (None, false) => Some(crate::lora_op::FrozenWeight::Dense(base.weight.clone())),
+            (None, true) => None,
+        };
+        match frozen {
+            Some(w) => {
+                crate::lora_op::lora_linear(x, &down, &self.b, w, base.bias.clone(), self.scale)
+            }
+            None => {
+                let delta = matmul_t(&down, &self.b)?;
+                base.base_forward(x)? + (delta * self.scale)?
+            }
+        }
     }
 }
 

@@ -1,0 +1,140 @@
+//! `graft bench train`: optimizer steps (forward, LM loss, backward, clip, AdamW) of a random
+//! Llama — or of --model's HF dir, LoRA on it with --lora-r, its base in NF4 with --nf4 — on
+//! fixed ids; bench/train.sh and bench/qlora.sh run the same in PyTorch.
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use super::bench::{median, peak_rss_mib, Args};
+
+/// Full fine-tuning steps (forward, LM loss, backward, clip, AdamW) of a random Llama on random ids;
+/// bench/train.sh runs the same in PyTorch.
+pub(super) fn train(args: &Args) -> Result<()> {
+    let device = candle_core::Device::Cpu;
+    let (cfg, weights, source) = match &args.model {
+        // A real model (e.g. SmolLM2 converted to an HF dir), NF4 with --nf4.
+        Some(path) => {
+            let quantization = match args.nf4 {
+                true if args.lora_r == 0 => {
+                    bail!("--nf4: a quantized base trains an adapter; give --lora-r")
+                }
+                true => graft_models::Quantization::Nf4 { double_quant: true },
+                false => graft_models::Quantization::None,
+            };
+            let source = graft_models::ModelSource::open_with(
+                path,
+                candle_core::DType::F32,
+                &device,
+                quantization,
+            )?;
+            // Full fine-tuning takes the weights as variables; an adapter builds on the source.
+            let weights = match args.lora_r {
+                0 => source.tensors(candle_core::DType::F32)?,
+                _ => Default::default(),
+            };
+            (source.decoder_config()?.clone(), weights, Some(source))
+        }
+        None => {
+            let [hidden, layers, intermediate, vocab] = args.llama[..] else {
+                bail!("--llama: give hidden,layers,intermediate,vocab")
+            };
+            let config = json!({"model_type": "llama", "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
+                "num_hidden_layers": layers, "num_attention_heads": 8, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": true});
+            let cfg =
+                graft_models::registry::decoder_config(std::path::Path::new("bench"), &config)?;
+            let weights = graft_models::init::init_weights(&cfg, 0.02, 0)?;
+            (cfg, weights, None)
+        }
+    };
+    let vocab = cfg.vocab_size;
+    let varmap = candle_nn::VarMap::new();
+    let model = if args.lora_r == 0 {
+        // Full fine-tuning: every weight a variable.
+        let model = graft_models::Decoder::new(
+            &cfg,
+            candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device),
+        )?;
+        for (name, var) in varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("varmap poisoned"))?
+            .iter()
+        {
+            var.set(&weights[name])?;
+        }
+        model
+    } else {
+        // LoRA on every linear layer of a frozen base.
+        let mut model = match &source {
+            Some(s) => s.build(candle_core::DType::F32, &device)?,
+            None => graft_models::Decoder::new(
+                &cfg,
+                candle_nn::VarBuilder::from_tensors(
+                    weights.clone(),
+                    candle_core::DType::F32,
+                    &device,
+                ),
+            )?,
+        };
+        let lora: graft_adapters::LoraConfig = serde_json::from_value(
+            json!({"r": args.lora_r, "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear"}),
+        )?;
+        graft_adapters::init_trainable(&mut model, &lora, &varmap, 0)?;
+        model
+    };
+    // Weights of a model built on a source: embeddings, head and linear layers (quantized or not).
+    let params = {
+        let mut m = model;
+        let linear: usize = graft_models::layers::linear::Linears::linears_mut(&mut m)
+            .iter()
+            .map(|(_, l)| l.in_dim() * l.out_dim())
+            .sum();
+        let head = m.lm_head.as_ref().map_or(0, |h| h.elem_count());
+        let n = m.embed_tokens.elem_count() + head + linear;
+        (m, n)
+    };
+    let (model, params) = params;
+    let model = graft_train::Net::from(model);
+    let mut opt = graft_train::optim::AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
+    let objective = graft_train::objectives::registry::objective(&json!({"kind": "lm"}))
+        .map_err(anyhow::Error::msg)?;
+    let rows: Vec<graft_train::data::TrainRow> = (0..args.batch)
+        .map(|b| graft_train::data::TrainRow {
+            input_ids: (0..args.seq_len)
+                .map(|i| (((b * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32)
+                .collect(),
+            targets: (0..args.seq_len).map(|i| i > 0).collect(),
+            ..Default::default()
+        })
+        .collect();
+    let batch = graft_train::data::collate(&rows.iter().collect::<Vec<_>>(), &device)?;
+    let mut rates = Vec::new();
+    for run in 0..=args.repeats {
+        let start = std::time::Instant::now();
+        graft_train::step::optimizer_step(
+            &model,
+            None,
+            objective.as_ref(),
+            &mut opt,
+            std::slice::from_ref(&batch),
+            1e-4,
+            Some(1.0),
+            |_| 0,
+        )?;
+        if run > 0 {
+            rates.push((args.batch * args.seq_len) as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let params = match weights.is_empty() {
+        true => params,
+        false => weights.values().map(|t| t.elem_count()).sum(),
+    };
+    println!(
+        "{}",
+        json!({"bench": match (args.nf4, args.lora_r > 0) { (true, _) => "qlora-nf4", (_, true) => "lora", _ => "train" }, "impl": "graft", "params": params, "lora_r": args.lora_r, "batch": args.batch, "seq_len": args.seq_len,
+        "threads": candle_core::utils::get_num_threads(), "tokens_per_second_median": median(rates.clone()), "runs": rates,
+        "peak_rss_mib": peak_rss_mib()})
+    );
+    Ok(())
+}
