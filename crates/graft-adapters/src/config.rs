@@ -74,11 +74,19 @@ impl LoraConfig {
 
     /// Checks what graft supports; errors name the field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.peft_type != "LORA" {
+        if self.peft_type != "LORA" && self.peft_type != "SLTRAIN" {
             return Err(format!(
-                "peft_type: `{}` is not supported (LORA)",
+                "peft_type: `{}` is not supported (LORA, SLTRAIN)",
                 self.peft_type
             ));
+        }
+        if self.sltrain() && (self.use_dora || self.use_rslora) {
+            return Err("SLTRAIN: use_dora and use_rslora do not apply".into());
+        }
+        if let Some(d) = self.sparse_density() {
+            if !(d > 0.0 && d <= 1.0) {
+                return Err(format!("sparse_density: must be in (0, 1], got {d}"));
+            }
         }
         if self.r == 0 {
             return Err("r: must be ≥ 1".into());
@@ -97,6 +105,29 @@ impl LoraConfig {
             return Err("target_modules: missing".into());
         }
         Ok(())
+    }
+
+    /// An SLTrain adapter (sltrain.rs): a low-rank product plus a fixed-support sparse matrix.
+    pub fn sltrain(&self) -> bool {
+        self.peft_type == "SLTRAIN"
+    }
+
+    /// SLTrain's density δ of the sparse part (default 0.03).
+    pub fn sparse_density(&self) -> Option<f64> {
+        self.sltrain().then(|| {
+            self.other
+                .get("sparse_density")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.03)
+        })
+    }
+
+    /// SLTrain's seed for the sparse supports.
+    pub fn sparse_seed(&self) -> u64 {
+        self.other
+            .get("sparse_seed")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
     }
 
     /// `modules_to_save` as names (a module matches when its path is the name or ends with

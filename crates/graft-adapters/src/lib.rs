@@ -1,5 +1,5 @@
 //! graft-adapters: parameter-efficient adapters that wrap graft-models' linear layers — LoRA,
-//! rsLoRA, DoRA — read and written in PEFT's format, attachable for inference (`--adapter DIR`),
+//! rsLoRA, DoRA, SLTrain — read and written in PEFT's format, attachable for inference (`--adapter DIR`),
 //! trainable (`[adapter]` in a recipe), and mergeable into the base weights.
 
 pub mod config;
@@ -9,6 +9,7 @@ pub mod lora;
 pub mod lora_op;
 pub mod peft_format;
 pub mod saved;
+pub mod sltrain;
 
 pub use config::LoraConfig;
 pub use lora::{attach, init_trainable, merged_weights};

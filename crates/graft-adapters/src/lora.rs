@@ -103,7 +103,36 @@ fn attach_lora(
             };
         let a = get(key_a(&name), (cfg.r, linear.in_dim()))?;
         let b = get(key_b(&name), (linear.out_dim(), cfg.r))?;
-        let adapter: Arc<dyn LinearAdapter> = if cfg.use_dora {
+        let adapter: Arc<dyn LinearAdapter> = if let Some(density) = cfg.sparse_density() {
+            let support = crate::sltrain::support(
+                cfg.sparse_seed(),
+                &name,
+                linear.out_dim(),
+                linear.in_dim(),
+                density,
+            );
+            let key = crate::sltrain::key_values(&name);
+            let values = tensors
+                .get(&key)
+                .ok_or_else(|| AdapterError::Tensor(key.clone(), "missing".into()))?;
+            if values.dims() != [support.len()] {
+                return Err(AdapterError::Tensor(
+                    key,
+                    format!(
+                        "shape {:?}, expected [{}] (density × out × in)",
+                        values.dims(),
+                        support.len()
+                    ),
+                ));
+            }
+            Arc::new(crate::sltrain::SlTrain {
+                a,
+                b,
+                values: values.to_dtype(linear.weight.dtype())?,
+                support: crate::sltrain::support_tensor(&support, linear.weight.device())?,
+                scale: cfg.scale(),
+            })
+        } else if cfg.use_dora {
             Arc::new(crate::dora::Dora::new(linear, a, b, cfg, tensors, &name)?)
         } else {
             Arc::new(Lora {
@@ -126,7 +155,8 @@ fn attach_lora(
 }
 
 /// Fresh trainable adapter weights for every targeted layer, as variables in `varmap` under PEFT's
-/// keys (seeded: A ~ U(±1/√in), B = 0; DoRA magnitudes = the base rows' norms), then attached.
+/// keys (seeded: A ~ U(±1/√in), B = 0; DoRA magnitudes = the base rows' norms; SLTrain's sparse
+/// values U(±1/√in)), then attached.
 pub fn init_trainable(
     model: &mut dyn Linears,
     cfg: &LoraConfig,
@@ -168,6 +198,16 @@ pub fn init_trainable(
         tensors.insert(key_b(&name), b.as_tensor().clone());
         data.insert(key_a(&name), a);
         data.insert(key_b(&name), b);
+        if let Some(density) = cfg.sparse_density() {
+            let nnz =
+                crate::sltrain::support(cfg.sparse_seed(), &name, out_dim, in_dim, density).len();
+            let v = crate::sltrain::init_values(nnz, in_dim, &mut rng);
+            let v = Var::from_tensor(
+                &Tensor::from_vec(v, nnz, &Device::Cpu)?.to_dtype(weight.dtype())?,
+            )?;
+            tensors.insert(crate::sltrain::key_values(&name), v.as_tensor().clone());
+            data.insert(crate::sltrain::key_values(&name), v);
+        }
         if cfg.use_dora {
             let m = Var::from_tensor(&crate::dora::row_norms(&weight)?)?;
             tensors.insert(

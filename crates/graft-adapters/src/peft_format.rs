@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use crate::config::LoraConfig;
 use crate::AdapterError;
 
-const PREFIX: &str = "base_model.model.";
+pub(crate) const PREFIX: &str = "base_model.model.";
 
 pub fn key_a(module: &str) -> String {
     format!("{PREFIX}{module}.lora_A.weight")

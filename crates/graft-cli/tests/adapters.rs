@@ -439,3 +439,62 @@ fn qlora_on_an_nf4_base_trains_and_scores() {
     ]);
     assert_user_error(&o, &["llama-q8_0.gguf", "NF4"]);
 }
+
+#[test]
+fn sltrain_pretrains_and_merges() {
+    // SLTrain on the tiny llama: every linear layer becomes low-rank + fixed-support sparse (the
+    // base weight unused), embeddings and head trained in full; the loss falls, and the merged HF
+    // model scores exactly as the adapter on its base.
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("sltrain.toml");
+    std::fs::write(&recipe, format!(
+        "[model]\npath = {:?}\n[adapter]\nkind = \"sltrain\"\nr = 4\nalpha = 8\ndensity = 0.05\ntarget_modules = \"all-linear\"\nmodules_to_save = [\"embed_tokens\", \"lm_head\"]\n\
+         [data]\ntrain = {:?}\nmax_seq_len = 48\npacking = true\n[objective]\nkind = \"lm\"\n[train]\nsteps = 15\nbatch_size = 4\nlr = 1e-2\nschedule = \"constant\"\nlog_every = 1\nsave_every = 0\n",
+        fixture("models/llama").display().to_string(),
+        fixture("../../data/pretrain/austen.eval.txt").display().to_string())).unwrap();
+    let out = dir.path().join("run");
+    let rows = train_ok(&recipe, &out, &[]);
+    let losses: Vec<f64> = rows.iter().filter_map(|r| r["loss"].as_f64()).collect();
+    assert!(
+        losses.last().unwrap() < &(losses[0] - 1.0),
+        "loss {} → {}",
+        losses[0],
+        losses.last().unwrap()
+    );
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("final/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["peft_type"], "SLTRAIN");
+    assert_eq!(cfg["sparse_density"], 0.05);
+    let merged = dir.path().join("merged");
+    let o = graft(&[
+        "convert",
+        fixture("models/llama").to_str().unwrap(),
+        merged.to_str().unwrap(),
+        "--merge-adapter",
+        out.join("final").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"It is a truth universally acknowledged.\"}\n",
+    )
+    .unwrap();
+    let score = |args: &[&str]| -> f64 {
+        let o = graft(&[&["score", "--input", input.to_str().unwrap()], args].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(stdout(&o).trim()).unwrap()["sum_logprob"]
+            .as_f64()
+            .unwrap()
+    };
+    let adapted = score(&[
+        "--model",
+        fixture("models/llama").to_str().unwrap(),
+        "--adapter",
+        out.join("final").to_str().unwrap(),
+    ]);
+    let merged = score(&["--model", merged.to_str().unwrap()]);
+    assert!((adapted - merged).abs() < 1e-3, "{adapted} vs {merged}");
+}

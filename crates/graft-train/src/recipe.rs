@@ -75,7 +75,7 @@ fn f32() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdapterSection {
-    /// `lora` or `dora`.
+    /// `lora`, `dora` or `sltrain` (pretraining: low-rank + sparse weights, the base weight unused).
     pub kind: String,
     #[serde(default = "sixteen")]
     pub r: usize,
@@ -93,6 +93,9 @@ pub struct AdapterSection {
     /// ["embed_tokens", "lm_head"] when adapting a vocabulary.
     #[serde(default)]
     pub modules_to_save: Vec<String>,
+    /// `kind = "sltrain"`: the density δ of the fixed-support sparse part (default 0.03).
+    #[serde(default)]
+    pub density: Option<f64>,
 }
 
 fn sixteen() -> usize {

@@ -56,24 +56,37 @@ fn peft_config(
     seq2seq: bool,
 ) -> Result<graft_adapters::LoraConfig, TrainError> {
     let task_type = if seq2seq { "SEQ_2_SEQ_LM" } else { "CAUSAL_LM" };
-    let use_dora = match a.kind.as_str() {
-        "lora" => false,
-        "dora" => true,
+    let (peft_type, use_dora) = match a.kind.as_str() {
+        "lora" => ("LORA", false),
+        "dora" => ("LORA", true),
+        "sltrain" => ("SLTRAIN", false),
         other => {
             return Err(TrainError::Recipe(format!(
-                "adapter.kind: `{other}` is not known (lora, dora)"
+                "adapter.kind: `{other}` is not known (lora, dora, sltrain)"
             )))
         }
     };
+    if a.density.is_some() && peft_type != "SLTRAIN" {
+        return Err(TrainError::Recipe(
+            "adapter.density: only for kind = \"sltrain\"".into(),
+        ));
+    }
     let target: Value =
         serde_json::to_value(&a.target_modules).map_err(|e| TrainError::Recipe(e.to_string()))?;
     serde_json::from_value(serde_json::json!({
-        "peft_type": "LORA", "task_type": task_type, "r": a.r, "lora_alpha": a.alpha,
+        "peft_type": peft_type, "task_type": task_type, "r": a.r, "lora_alpha": a.alpha,
         "lora_dropout": a.dropout, "target_modules": target, "layers_to_transform": a.layers_to_transform,
         "use_rslora": a.rslora, "use_dora": use_dora,
         "modules_to_save": if a.modules_to_save.is_empty() { Value::Null } else { json!(a.modules_to_save) }, "bias": "none", "fan_in_fan_out": false,
         "init_lora_weights": true, "inference_mode": true, "base_model_name_or_path": base,
     }))
+    .map(|mut c: graft_adapters::LoraConfig| {
+        if peft_type == "SLTRAIN" {
+            c.other.insert("sparse_density".into(), json!(a.density.unwrap_or(0.03)));
+            c.other.insert("sparse_seed".into(), json!(0));
+        }
+        c
+    })
     .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))
 }
 
