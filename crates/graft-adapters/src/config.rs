@@ -74,11 +74,14 @@ impl LoraConfig {
 
     /// Checks what graft supports; errors name the field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.peft_type != "LORA" && self.peft_type != "SLTRAIN" {
+        if !["LORA", "SLTRAIN", "MTLORA"].contains(&self.peft_type.as_str()) {
             return Err(format!(
-                "peft_type: `{}` is not supported (LORA, SLTRAIN)",
+                "peft_type: `{}` is not supported (LORA, SLTRAIN, MTLORA)",
                 self.peft_type
             ));
+        }
+        if self.peft_type == "MTLORA" && self.task_names().is_empty() {
+            return Err("MTLORA: task_names: give the tasks (one or more names)".into());
         }
         if self.sltrain() && (self.use_dora || self.use_rslora) {
             return Err("SLTRAIN: use_dora and use_rslora do not apply".into());
@@ -128,6 +131,36 @@ impl LoraConfig {
             .get("sparse_seed")
             .and_then(Value::as_u64)
             .unwrap_or(0)
+    }
+
+    /// MTLoRA's tasks, in task-id order (empty for other adapters).
+    pub fn task_names(&self) -> Vec<String> {
+        match (self.peft_type.as_str(), self.other.get("task_names")) {
+            ("MTLORA", Some(Value::Array(a))) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// MTLoRA's task-specific rank (default 4, the authors' released configs).
+    pub fn task_r(&self) -> usize {
+        self.other
+            .get("task_r")
+            .and_then(Value::as_u64)
+            .unwrap_or(4) as usize
+    }
+
+    /// MTLoRA's layers with task-specific updates (default: the last layer of each quarter).
+    pub fn task_layers(&self, layers: usize) -> Vec<usize> {
+        match self.other.get("task_layers").and_then(Value::as_array) {
+            Some(a) => a
+                .iter()
+                .filter_map(|v| v.as_u64().map(|x| x as usize))
+                .collect(),
+            None => crate::mtlora::default_task_layers(layers),
+        }
     }
 
     /// `modules_to_save` as names (a module matches when its path is the name or ends with

@@ -83,6 +83,7 @@ fn attach_lora(
     tensors: &HashMap<String, Tensor>,
 ) -> std::result::Result<Vec<String>, AdapterError> {
     cfg.validate().map_err(AdapterError::Config)?;
+    let task_layers = cfg.task_layers(layer_count(model));
     let mut wrapped = Vec::new();
     for (name, linear) in model.linears_mut() {
         if !cfg.targets(&name).map_err(AdapterError::Config)? {
@@ -103,7 +104,31 @@ fn attach_lora(
             };
         let a = get(key_a(&name), (cfg.r, linear.in_dim()))?;
         let b = get(key_b(&name), (linear.out_dim(), cfg.r))?;
-        let adapter: Arc<dyn LinearAdapter> = if let Some(density) = cfg.sparse_density() {
+        let task_names = cfg.task_names();
+        let adapter: Arc<dyn LinearAdapter> = if !task_names.is_empty() {
+            let mut tasks = Vec::new();
+            if crate::mtlora::is_task_module(&name, &task_layers) {
+                for t in &task_names {
+                    tasks.push((
+                        get(
+                            crate::mtlora::key_task_a(&name, t),
+                            (cfg.task_r(), linear.in_dim()),
+                        )?,
+                        get(
+                            crate::mtlora::key_task_b(&name, t),
+                            (linear.out_dim(), cfg.task_r()),
+                        )?,
+                    ));
+                }
+            }
+            let shared = Lora {
+                a,
+                b,
+                scale: cfg.scale(),
+                dropout: cfg.lora_dropout,
+            };
+            Arc::new(crate::mtlora::MtLora { shared, tasks })
+        } else if let Some(density) = cfg.sparse_density() {
             let support = crate::sltrain::support(
                 cfg.sparse_seed(),
                 &name,
@@ -164,6 +189,10 @@ pub fn init_trainable(
     seed: u64,
 ) -> std::result::Result<Vec<String>, AdapterError> {
     cfg.validate().map_err(AdapterError::Config)?;
+    let task_layers = match cfg.task_names().is_empty() {
+        true => Vec::new(),
+        false => cfg.task_layers(layer_count(model)),
+    };
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tensors = HashMap::new();
     let mut names: Vec<(String, usize, usize, Tensor)> = Vec::new();
@@ -198,6 +227,29 @@ pub fn init_trainable(
         tensors.insert(key_b(&name), b.as_tensor().clone());
         data.insert(key_a(&name), a);
         data.insert(key_b(&name), b);
+        if crate::mtlora::is_task_module(&name, &task_layers) {
+            for t in cfg.task_names() {
+                let a: Vec<f32> = (0..cfg.task_r() * in_dim)
+                    .map(|_| rng.random_range(-bound..bound) as f32)
+                    .collect();
+                let a = Var::from_tensor(
+                    &Tensor::from_vec(a, (cfg.task_r(), in_dim), &Device::Cpu)?
+                        .to_dtype(weight.dtype())?,
+                )?;
+                let b = Var::from_tensor(&Tensor::zeros(
+                    (out_dim, cfg.task_r()),
+                    weight.dtype(),
+                    &Device::Cpu,
+                )?)?;
+                for (key, v) in [
+                    (crate::mtlora::key_task_a(&name, &t), a),
+                    (crate::mtlora::key_task_b(&name, &t), b),
+                ] {
+                    tensors.insert(key.clone(), v.as_tensor().clone());
+                    data.insert(key, v);
+                }
+            }
+        }
         if let Some(density) = cfg.sparse_density() {
             let nnz =
                 crate::sltrain::support(cfg.sparse_seed(), &name, out_dim, in_dim, density).len();
@@ -256,4 +308,21 @@ fn adapter_delta_merge(linear: &Linear, adapter: &dyn LinearAdapter) -> Result<T
         y = y.broadcast_sub(b)?;
     }
     y.t()?.contiguous()
+}
+
+/// Layers of the model, from its linear layers' names (`….layers.<i>.…`).
+fn layer_count(model: &mut dyn Linears) -> usize {
+    model
+        .linears_mut()
+        .iter()
+        .filter_map(|(name, _)| {
+            name.split(".layers.")
+                .nth(1)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |m| m + 1)
 }

@@ -498,3 +498,86 @@ fn sltrain_pretrains_and_merges() {
     let merged = score(&["--model", merged.to_str().unwrap()]);
     assert!((adapted - merged).abs() < 1e-3, "{adapted} vs {merged}");
 }
+
+#[test]
+fn mtlora_trains_shared_and_per_task_updates() {
+    // MTLoRA over two tasks of a mixture: the shared update and task a's trained; task b (rate 0,
+    // never drawn) keeps its zero B; task updates exist only on the task layers' o/MLP projections.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("../../data/pretrain/austen.eval.txt")).unwrap();
+    let rows = |n: usize, skip: usize| -> String {
+        text.split("\n\n")
+            .filter(|p| p.len() > 40)
+            .skip(skip)
+            .take(n)
+            .map(|p| {
+                serde_json::json!({ "text": p.chars().take(200).collect::<String>() }).to_string()
+                    + "\n"
+            })
+            .collect()
+    };
+    std::fs::write(dir.path().join("a.jsonl"), rows(8, 0)).unwrap();
+    std::fs::write(dir.path().join("b.jsonl"), rows(8, 8)).unwrap();
+    let recipe = dir.path().join("mt.toml");
+    std::fs::write(&recipe, format!(
+        "[model]\npath = {:?}\n[adapter]\nkind = \"mtlora\"\nr = 8\nalpha = 16\ntask_r = 2\ntarget_modules = \"all-linear\"\n\
+         [[data.tasks]]\nname = \"a\"\ntrain = {:?}\nrate = 1.0\n[[data.tasks]]\nname = \"b\"\ntrain = {:?}\nrate = 0.0\n\
+         [data]\nmax_seq_len = 48\n[objective]\nkind = \"lm\"\n[train]\nsteps = 6\nbatch_size = 4\nlr = 1e-2\nschedule = \"constant\"\nlog_every = 1\nsave_every = 0\n",
+        fixture("models/llama").display().to_string(),
+        dir.path().join("a.jsonl").display().to_string(),
+        dir.path().join("b.jsonl").display().to_string())).unwrap();
+    let out = dir.path().join("run");
+    train_ok(&recipe, &out, &[]);
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("final/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["peft_type"], "MTLORA");
+    assert_eq!(cfg["task_names"], serde_json::json!(["a", "b"]));
+    let t = candle_core::safetensors::load(
+        out.join("final/adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let norm = |k: &str| {
+        t[k].abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    // the tiny llama has 3 layers: every layer is a task layer (last of each quarter)
+    let m = "base_model.model.model.layers.2.mlp.down_proj";
+    assert!(
+        norm(&format!("{m}.lora_B.weight")) > 0.0,
+        "shared update trained"
+    );
+    assert!(
+        norm(&format!("{m}.lora_B.a.weight")) > 0.0,
+        "task a trained"
+    );
+    assert_eq!(
+        norm(&format!("{m}.lora_B.b.weight")),
+        0.0,
+        "task b never drawn"
+    );
+    assert!(!t.contains_key("base_model.model.model.layers.2.self_attn.q_proj.lora_A.a.weight"));
+    // Scoring without a task uses the shared update.
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"It is a truth universally acknowledged.\"}\n",
+    )
+    .unwrap();
+    let o = graft(&[
+        "score",
+        "--model",
+        fixture("models/llama").to_str().unwrap(),
+        "--adapter",
+        out.join("final").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -33,6 +33,9 @@ pub struct TrainRow {
     /// Encoder-decoder rows: the encoder input (then `input_ids` is the decoder stream
     /// `[decoder_start] + targets`).
     pub encoder_ids: Option<Vec<u32>>,
+    /// The index of the row's `[[data.tasks]]` entry (MTLoRA selects its task-specific update
+    /// by it).
+    pub task: Option<u32>,
 }
 
 impl TrainRow {
@@ -206,6 +209,8 @@ pub struct Batch {
     pub labels: Option<Tensor>,
     /// List labels (P, K) of listwise rows (the K·P rows are slot-major).
     pub scores: Option<Tensor>,
+    /// Each row's task index (`u32::MAX`: none).
+    pub tasks: Vec<u32>,
     /// Encoder ids and 0/1 mask (B, S), for encoder-decoder models.
     pub encoder: Option<(Tensor, Tensor)>,
     pub target_tokens: usize,
@@ -229,6 +234,7 @@ fn kl_rows(rows: &[&TrainRow]) -> Vec<TrainRow> {
             if p.encoder_ids.is_some() {
                 // Seq2seq: the prompt is the encoder input, the completion the decoder stream.
                 return TrainRow {
+                    task: p.task,
                     encoder_ids: p.encoder_ids.clone(),
                     input_ids: c.input_ids.clone(),
                     targets: c.targets.clone(),
@@ -348,6 +354,7 @@ fn collate_rows(rows: &[&TrainRow], device: &Device) -> CResult<Batch> {
         valid: Tensor::from_vec(valid, (b, t.saturating_sub(1)), device)?,
         labels: None,
         scores: None,
+        tasks: rows.iter().map(|r| r.task.unwrap_or(u32::MAX)).collect(),
         ref_logps: if cached && t > 1 {
             Some(Tensor::from_vec(refs, (b, t - 1), device)?)
         } else {

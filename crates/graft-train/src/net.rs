@@ -27,6 +27,7 @@ impl Net {
 
     /// Logits (B, T, V) at every position of `batch.ids`.
     pub fn logits(&self, batch: &Batch, train: bool) -> Result<Tensor> {
+        graft_adapters::mtlora::set_row_tasks(&batch.tasks);
         match (self, &batch.encoder) {
             (Net::Decoder(m), _) => match &batch.packed {
                 Some((pos, seg)) => m.forward_packed(&batch.ids, pos, seg, train),
@@ -54,6 +55,7 @@ impl Net {
         train: bool,
         want_lse: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        graft_adapters::mtlora::set_row_tasks(&batch.tasks);
         if let Net::Decoder(m) = self {
             if m.cfg.final_softcap.is_none() && std::env::var("GRAFT_UNFUSED").is_err() {
                 let packed = batch.packed.as_ref().map(|(p, s)| (p, s));

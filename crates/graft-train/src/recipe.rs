@@ -75,7 +75,8 @@ fn f32() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdapterSection {
-    /// `lora`, `dora` or `sltrain` (pretraining: low-rank + sparse weights, the base weight unused).
+    /// `lora`, `dora`, `sltrain` (pretraining: low-rank + sparse weights, the base weight unused)
+    /// or `mtlora` (shared + per-task updates over `[[data.tasks]]`).
     pub kind: String,
     #[serde(default = "sixteen")]
     pub r: usize,
@@ -96,6 +97,12 @@ pub struct AdapterSection {
     /// `kind = "sltrain"`: the density δ of the fixed-support sparse part (default 0.03).
     #[serde(default)]
     pub density: Option<f64>,
+    /// `kind = "mtlora"`: the rank of each task-specific update (default 4) and the layers that
+    /// get them (default: the last of each quarter of the stack); tasks are `[[data.tasks]]`.
+    #[serde(default)]
+    pub task_r: Option<usize>,
+    #[serde(default)]
+    pub task_layers: Option<Vec<usize>>,
 }
 
 fn sixteen() -> usize {

@@ -301,6 +301,12 @@ pub fn load_recipe_rows(
         if !task.preprocessors.is_empty() {
             report.push((task.name.clone(), train_reader.pipeline.report()));
         }
+        // Each row (and each of its other responses) knows its task.
+        let index = out.len() as u32;
+        let (mut rows, mut eval) = (rows, eval);
+        for r in rows.iter_mut().chain(eval.iter_mut()) {
+            r.for_each_part_mut(|p| p.task = Some(index));
+        }
         evals.extend(eval);
         out.push((task, rows));
     }

@@ -54,18 +54,30 @@ fn peft_config(
     a: &crate::recipe::AdapterSection,
     base: &Path,
     seq2seq: bool,
+    tasks: &[String],
 ) -> Result<graft_adapters::LoraConfig, TrainError> {
     let task_type = if seq2seq { "SEQ_2_SEQ_LM" } else { "CAUSAL_LM" };
     let (peft_type, use_dora) = match a.kind.as_str() {
         "lora" => ("LORA", false),
         "dora" => ("LORA", true),
         "sltrain" => ("SLTRAIN", false),
+        "mtlora" => ("MTLORA", false),
         other => {
             return Err(TrainError::Recipe(format!(
-                "adapter.kind: `{other}` is not known (lora, dora, sltrain)"
+                "adapter.kind: `{other}` is not known (lora, dora, sltrain, mtlora)"
             )))
         }
     };
+    if (a.task_r.is_some() || a.task_layers.is_some()) && peft_type != "MTLORA" {
+        return Err(TrainError::Recipe(
+            "adapter.task_r / task_layers: only for kind = \"mtlora\"".into(),
+        ));
+    }
+    if peft_type == "MTLORA" && tasks.is_empty() {
+        return Err(TrainError::Recipe(
+            "adapter.kind = \"mtlora\": needs [[data.tasks]] (its tasks)".into(),
+        ));
+    }
     if a.density.is_some() && peft_type != "SLTRAIN" {
         return Err(TrainError::Recipe(
             "adapter.density: only for kind = \"sltrain\"".into(),
@@ -84,6 +96,13 @@ fn peft_config(
         if peft_type == "SLTRAIN" {
             c.other.insert("sparse_density".into(), json!(a.density.unwrap_or(0.03)));
             c.other.insert("sparse_seed".into(), json!(0));
+        }
+        if peft_type == "MTLORA" {
+            c.other.insert("task_names".into(), json!(tasks));
+            c.other.insert("task_r".into(), json!(a.task_r.unwrap_or(4)));
+            if let Some(l) = &a.task_layers {
+                c.other.insert("task_layers".into(), json!(l));
+            }
         }
         c
     })
@@ -195,7 +214,10 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let adapter = recipe
         .adapter
         .as_ref()
-        .map(|a| peft_config(a, &recipe.model.path, seq2seq))
+        .map(|a| {
+            let tasks: Vec<String> = recipe.data.tasks.iter().map(|t| t.name.clone()).collect();
+            peft_config(a, &recipe.model.path, seq2seq, &tasks)
+        })
         .transpose()?;
     let model = build_net(
         &source,

@@ -181,8 +181,10 @@ mod tests {
                 let y = gc.get(var.as_tensor()).expect("composed grad");
                 let scale = y.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
                 let diff = (x - y)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                // Over 300k logits, f32 summation error alone reaches ~1e-5 of the scale.
+                let tol = if v > 10_000 { 1e-4 } else { 1e-5 };
                 assert!(
-                    diff <= 1e-5 * scale.max(1.0),
+                    diff <= tol * scale.max(1.0),
                     "{n}×{v} ∂{name}: {diff} (scale {scale})"
                 );
             }
