@@ -74,6 +74,11 @@ impl LoraConfig {
 
     /// Checks what graft supports; errors name the field.
     pub fn validate(&self) -> Result<(), String> {
+        if self.peft_type == "LST" {
+            return Err(
+                "peft_type LST: a ladder side network is trained and evaluated by graft train; loading one for score/generate is not implemented yet".into(),
+            );
+        }
         if !["LORA", "SLTRAIN", "MTLORA"].contains(&self.peft_type.as_str()) {
             return Err(format!(
                 "peft_type: `{}` is not supported (LORA, SLTRAIN, MTLORA)",

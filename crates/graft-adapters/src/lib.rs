@@ -1,5 +1,5 @@
 //! graft-adapters: parameter-efficient adapters that wrap graft-models' linear layers — LoRA,
-//! rsLoRA, DoRA, SLTrain, MTLoRA — read and written in PEFT's format, attachable for inference (`--adapter DIR`),
+//! rsLoRA, DoRA, SLTrain, MTLoRA, Ladder Side-Tuning — read and written in PEFT's format, attachable for inference (`--adapter DIR`),
 //! trainable (`[adapter]` in a recipe), and mergeable into the base weights.
 
 pub mod config;
@@ -7,6 +7,7 @@ pub mod dora;
 pub mod dropout_down;
 pub mod lora;
 pub mod lora_op;
+pub mod lst;
 pub mod mtlora;
 pub mod peft_format;
 pub mod saved;

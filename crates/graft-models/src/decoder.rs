@@ -249,21 +249,46 @@ impl Decoder {
         input_ids: &Tensor,
         positions: &Tensor,
         segments: Option<&Tensor>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         train: bool,
     ) -> Result<Tensor> {
+        let x = self.embed(input_ids)?;
+        self.run_layers(x, positions, segments, cache, train, &mut |_, x| Ok(x))
+    }
+
+    /// The token embeddings (B, T, H) of `input_ids` (B, T), scaled as the model scales them.
+    pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
-        let dtype = self.dtype();
-        let device = input_ids.device();
-        let past = cache.as_ref().map_or(0, |c| c.len());
         let mut x = self
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, ()))?;
         if let Some(scale) = self.cfg.embed_scale {
             // transformers multiplies by a tensor of the model dtype: round the scale the same way.
-            x = x.broadcast_mul(&Tensor::new(scale as f32, device)?.to_dtype(dtype)?)?;
+            x = x.broadcast_mul(
+                &Tensor::new(scale as f32, input_ids.device())?.to_dtype(self.dtype())?,
+            )?;
         }
+        Ok(x)
+    }
+
+    /// Runs the layers on hidden states `x` (B, T, H), passing each layer's output through
+    /// `after(i, output)` (whose result goes on), then the final norm. Ladder side-tuning reads
+    /// the backbone's layer outputs and mixes them into its side network through this.
+    pub fn run_layers(
+        &self,
+        mut x: Tensor,
+        positions: &Tensor,
+        segments: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+        after: &mut dyn FnMut(usize, Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let t = x.dim(1)?;
+        let dtype = self.dtype();
+        let device = x.device().clone();
+        let device = &device;
+        let past = cache.as_ref().map_or(0, |c| c.len());
         let cos_sin = self
             .inv_freqs
             .iter()
@@ -285,8 +310,18 @@ impl Decoder {
             x = layer.forward(&x, rng, |h| {
                 layer.self_attn.forward(h, cos, sin, mask, layer_cache, rng)
             })?;
+            x = after(i, x)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// Positions 0..T for every row of `input_ids` (B, T).
+    pub fn positions(input_ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        Tensor::arange(0u32, t as u32, input_ids.device())?
+            .unsqueeze(0)?
+            .broadcast_as((b, t))?
+            .contiguous()
     }
 
     /// log-softmax of [`Self::forward`]'s logits, in f32.

@@ -15,6 +15,8 @@ use crate::data::Batch;
 pub enum Net {
     Decoder(Decoder),
     T5(T5),
+    /// Ladder side-tuning: a frozen decoder and its trained side network.
+    Ladder(Box<graft_adapters::lst::Ladder>),
 }
 
 impl Net {
@@ -22,6 +24,7 @@ impl Net {
         match self {
             Net::Decoder(m) => m.set_dropout_seed(seed),
             Net::T5(m) => m.set_dropout_seed(seed),
+            Net::Ladder(l) => l.side.set_dropout_seed(seed),
         }
     }
 
@@ -42,6 +45,11 @@ impl Net {
             (Net::T5(_), None) => candle_core::bail!(
                 "an encoder-decoder model needs rows with encoder inputs ({{\"inputs\", \"targets\"}})"
             ),
+            (Net::Ladder(l), _) => {
+                let packed = batch.packed.as_ref().map(|(p, s)| (p, s));
+                let h = l.hidden_states(&batch.ids, packed, train)?;
+                graft_models::layers::linear::matmul_t(&h, l.backbone.head())
+            }
         }
     }
 
@@ -56,20 +64,17 @@ impl Net {
         want_lse: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         graft_adapters::mtlora::set_row_tasks(&batch.tasks);
-        if let Net::Decoder(m) = self {
-            if m.cfg.final_softcap.is_none() && std::env::var("GRAFT_UNFUSED").is_err() {
-                let packed = batch.packed.as_ref().map(|(p, s)| (p, s));
-                let h = m.hidden_states(&batch.ids, packed, train)?;
-                let (b, t, hid) = h.dims3()?;
-                if t < 2 {
-                    candle_core::bail!("rows need two or more tokens");
-                }
-                let h = h.narrow(1, 0, t - 1)?.reshape((b * (t - 1), hid))?;
-                let targets: Vec<u32> = batch.ids.narrow(1, 1, t - 1)?.flatten_all()?.to_vec1()?;
-                let (lp, lse) = head_logprobs(&h, m.head(), &targets)?;
-                let lse = want_lse.then(|| lse.reshape((b, t - 1))).transpose()?;
-                return Ok((lp.reshape((b, t - 1))?, lse));
+        let packed = batch.packed.as_ref().map(|(p, s)| (p, s));
+        match self {
+            Net::Ladder(l) => {
+                let h = l.hidden_states(&batch.ids, packed, train)?;
+                return head_token_logps(&h, l.backbone.head(), &batch.ids, want_lse);
             }
+            Net::Decoder(m) if m.cfg.final_softcap.is_none() => {
+                let h = m.hidden_states(&batch.ids, packed, train)?;
+                return head_token_logps(&h, m.head(), &batch.ids, want_lse);
+            }
+            _ => {}
         }
         let logits = self.logits(batch, train)?.to_dtype(DType::F32)?;
         let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
@@ -87,6 +92,7 @@ impl Net {
         match self {
             Net::Decoder(m) => m,
             Net::T5(m) => m,
+            Net::Ladder(l) => &mut l.side,
         }
     }
 
@@ -94,6 +100,7 @@ impl Net {
         match self {
             Net::Decoder(m) => m.cfg.vocab_size,
             Net::T5(m) => m.cfg.vocab_size,
+            Net::Ladder(l) => l.backbone.cfg.vocab_size,
         }
     }
 }
@@ -108,4 +115,23 @@ impl From<T5> for Net {
     fn from(m: T5) -> Self {
         Net::T5(m)
     }
+}
+
+/// Next-token log-probs (B, T−1) (and log-partitions) from final hidden states (B, T, H) through
+/// the chunked head.
+fn head_token_logps(
+    h: &Tensor,
+    head: &Tensor,
+    ids: &Tensor,
+    want_lse: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (b, t, hid) = h.dims3()?;
+    if t < 2 {
+        candle_core::bail!("rows need two or more tokens");
+    }
+    let h = h.narrow(1, 0, t - 1)?.reshape((b * (t - 1), hid))?;
+    let targets: Vec<u32> = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_vec1()?;
+    let (lp, lse) = head_logprobs(&h, head, &targets)?;
+    let lse = want_lse.then(|| lse.reshape((b, t - 1))).transpose()?;
+    Ok((lp.reshape((b, t - 1))?, lse))
 }

@@ -76,7 +76,8 @@ fn f32() -> String {
 #[serde(deny_unknown_fields)]
 pub struct AdapterSection {
     /// `lora`, `dora`, `sltrain` (pretraining: low-rank + sparse weights, the base weight unused)
-    /// or `mtlora` (shared + per-task updates over `[[data.tasks]]`).
+    /// `mtlora` (shared + per-task updates over `[[data.tasks]]`) or `lst` (a ladder side network
+    /// on a frozen backbone).
     pub kind: String,
     #[serde(default = "sixteen")]
     pub r: usize,
@@ -103,6 +104,9 @@ pub struct AdapterSection {
     pub task_r: Option<usize>,
     #[serde(default)]
     pub task_layers: Option<Vec<usize>>,
+    /// `kind = "lst"`: the side network's reduction factor (default 8, the authors').
+    #[serde(default)]
+    pub reduction: Option<usize>,
 }
 
 fn sixteen() -> usize {

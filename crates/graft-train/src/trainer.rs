@@ -62,9 +62,10 @@ fn peft_config(
         "dora" => ("LORA", true),
         "sltrain" => ("SLTRAIN", false),
         "mtlora" => ("MTLORA", false),
+        "lst" => ("LST", false),
         other => {
             return Err(TrainError::Recipe(format!(
-                "adapter.kind: `{other}` is not known (lora, dora, sltrain, mtlora)"
+                "adapter.kind: `{other}` is not known (lora, dora, sltrain, mtlora, lst)"
             )))
         }
     };
@@ -96,6 +97,10 @@ fn peft_config(
         if peft_type == "SLTRAIN" {
             c.other.insert("sparse_density".into(), json!(a.density.unwrap_or(0.03)));
             c.other.insert("sparse_seed".into(), json!(0));
+        }
+        if peft_type == "LST" {
+            c.other.insert("reduction".into(), json!(a.reduction.unwrap_or(8)));
+            c.other.insert("gate_temperature".into(), json!(graft_adapters::lst::TEMPERATURE));
         }
         if peft_type == "MTLORA" {
             c.other.insert("task_names".into(), json!(tasks));
@@ -148,6 +153,21 @@ fn build_net(
     };
     match adapter {
         None => set_vars(varmap, &source.tensors(DType::F32)?, &source.path)?,
+        Some(cfg) if cfg.peft_type == "LST" => {
+            let Net::Decoder(backbone) = net else {
+                return Err(TrainError::Recipe(
+                    "adapter.kind = \"lst\": supported for decoder-only models".into(),
+                ));
+            };
+            let r = cfg
+                .other
+                .get("reduction")
+                .and_then(Value::as_u64)
+                .unwrap_or(8) as usize;
+            let ladder = graft_adapters::lst::Ladder::new(backbone, r, varmap, seed)
+                .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
+            return Ok(Net::Ladder(Box::new(ladder)));
+        }
         Some(cfg) => {
             graft_adapters::init_trainable(net.linears(), cfg, varmap, seed)
                 .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
