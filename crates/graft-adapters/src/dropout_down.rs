@@ -10,6 +10,7 @@
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use graft_models::layers::cpu_op::{input_f32, output_like};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 #[derive(Debug, Clone)]
@@ -35,16 +36,6 @@ impl DropoutDown {
     }
 }
 
-fn to_f32(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let dims = l.shape().dims().to_vec();
-    let t = match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
-        (CpuStorage::BF16(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
-        _ => candle_core::bail!("dropout-down: needs contiguous f32 or bf16 inputs"),
-    };
-    t.to_dtype(DType::F32)
-}
-
 impl CustomOp2 for DropoutDown {
     fn name(&self) -> &'static str {
         "lora-dropout-down"
@@ -57,18 +48,15 @@ impl CustomOp2 for DropoutDown {
         a_s: &CpuStorage,
         al: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, a) = (to_f32(xs, xl)?, to_f32(a_s, al)?);
+        let (x, a) = (
+            input_f32("dropout-down", xs, xl)?,
+            input_f32("dropout-down", a_s, al)?,
+        );
         let dims = x.dims2()?;
         let u = (x * self.mask(dims.0 * dims.1, dims)?)?.matmul(&a.t()?)?;
         let shape = u.shape().clone();
         let v = u.flatten_all()?.to_vec1::<f32>()?;
-        Ok(match xs {
-            CpuStorage::BF16(_) => (
-                CpuStorage::BF16(v.into_iter().map(half::bf16::from_f32).collect()),
-                shape,
-            ),
-            _ => (CpuStorage::F32(v), shape),
-        })
+        Ok((output_like(v, xs), shape))
     }
 
     fn bwd(

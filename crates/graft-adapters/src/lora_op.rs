@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use graft_models::layers::cpu_op::{input_f32, output_like};
 use graft_models::layers::quant::QuantWeight;
 
 #[derive(Debug, Clone)]
@@ -34,16 +35,6 @@ struct LoraLinear {
     scale: f64,
 }
 
-fn to_f32(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let dims = l.shape().dims().to_vec();
-    let t = match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
-        (CpuStorage::BF16(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
-        _ => candle_core::bail!("lora-linear: needs contiguous f32 or bf16 inputs"),
-    };
-    t.to_dtype(DType::F32)
-}
-
 impl CustomOp3 for LoraLinear {
     fn name(&self) -> &'static str {
         "lora-linear"
@@ -58,20 +49,18 @@ impl CustomOp3 for LoraLinear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, u, b) = (to_f32(xs, xl)?, to_f32(us, ul)?, to_f32(bs, bl)?);
+        let (x, u, b) = (
+            input_f32("lora-linear", xs, xl)?,
+            input_f32("lora-linear", us, ul)?,
+            input_f32("lora-linear", bs, bl)?,
+        );
         let mut y = (x.matmul(&self.weight.f32()?.t()?)? + (u.matmul(&b.t()?)? * self.scale)?)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(&bias.detach().to_dtype(DType::F32)?)?;
         }
         let shape = y.shape().clone();
         let v = y.flatten_all()?.to_vec1::<f32>()?;
-        Ok(match xs {
-            CpuStorage::BF16(_) => (
-                CpuStorage::BF16(v.into_iter().map(half::bf16::from_f32).collect()),
-                shape,
-            ),
-            _ => (CpuStorage::F32(v), shape),
-        })
+        Ok((output_like(v, xs), shape))
     }
 
     fn bwd(

@@ -9,7 +9,9 @@
 //! out (B, K, R·T, D). Backward per block, P = softmax(S): dV = Pᵀ dO; dP = dO Vᵀ;
 //! dS = P ⊙ (dP − rowsum(dO ⊙ O)); dQ = scale·dS K; dK = scale·dSᵀ Q.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+
+use super::cpu_op::{input_f32, output_like};
 
 #[derive(Debug, Clone)]
 struct FusedAttention {
@@ -18,16 +20,6 @@ struct FusedAttention {
     mask: Tensor,
     /// Query rows per kv head = R·T; T = mask rows.
     t: usize,
-}
-
-fn to_f32(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let dims = l.shape().dims().to_vec();
-    let t = match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
-        (CpuStorage::BF16(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
-        _ => candle_core::bail!("fused-attention: needs contiguous f32 or bf16 inputs"),
-    };
-    t.to_dtype(DType::F32)
 }
 
 impl FusedAttention {
@@ -65,7 +57,12 @@ impl CustomOp3 for FusedAttention {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (to_f32(qs, ql)?, to_f32(ks, kl)?, to_f32(vs, vl)?);
+        let op = "fused-attention";
+        let (q, k, v) = (
+            input_f32(op, qs, ql)?,
+            input_f32(op, ks, kl)?,
+            input_f32(op, vs, vl)?,
+        );
         let (b, kh, rows, d) = q.dims4()?;
         let mut out = Vec::with_capacity(b * kh * rows * d);
         for bi in 0..b {
@@ -80,13 +77,7 @@ impl CustomOp3 for FusedAttention {
             }
         }
         let shape = Shape::from((b, kh, rows, d));
-        Ok(match qs {
-            CpuStorage::BF16(_) => {
-                CpuStorage::BF16(out.into_iter().map(half::bf16::from_f32).collect())
-            }
-            _ => CpuStorage::F32(out),
-        })
-        .map(|s| (s, shape))
+        Ok((output_like(out, qs), shape))
     }
 
     fn bwd(
@@ -161,7 +152,7 @@ pub fn fused_attention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{Device, Var};
 
     fn composed(
         q: &Tensor,

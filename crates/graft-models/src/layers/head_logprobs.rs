@@ -11,22 +11,14 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, D};
 
+use super::cpu_op::input_f32;
+
 /// Logits per chunk (rows × vocabulary).
 pub const CHUNK_ELEMENTS: usize = 1 << 22;
 
 #[derive(Debug, Clone)]
 struct HeadLogprobs {
     targets: Vec<u32>,
-}
-
-fn to_tensor(s: &CpuStorage, l: &Layout) -> Result<Tensor> {
-    let dims = l.shape().dims().to_vec();
-    let t = match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
-        (CpuStorage::BF16(v), Some((a, b))) => Tensor::from_slice(&v[a..b], dims, &Device::Cpu)?,
-        _ => candle_core::bail!("head-logprobs: needs contiguous f32 or bf16 inputs"),
-    };
-    t.to_dtype(DType::F32)
 }
 
 fn rows_per_chunk(v: usize) -> usize {
@@ -53,7 +45,8 @@ impl CustomOp2 for HeadLogprobs {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (h, w) = (to_tensor(hs, hl)?, to_tensor(ws, wl)?);
+        let op = "head-logprobs";
+        let (h, w) = (input_f32(op, hs, hl)?, input_f32(op, ws, wl)?);
         let (n, _) = h.dims2()?;
         let (v, _) = w.dims2()?;
         let mut out = Vec::with_capacity(2 * n);
