@@ -120,50 +120,46 @@ fn minor_dpo_trains_on_pairs() {
 #[test]
 fn bad_lists_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rows = lists();
-    rows[2] = serde_json::json!({"prompt": "the owl", "responses": [" hoots."], "scores": [1.0]});
-    let train = write_rows(dir.path(), "one.jsonl", &rows);
-    let r = recipe(dir.path(), &train, "kind = \"lipo\"", 2);
-    let o = graft(&[
-        "train",
-        r.to_str().unwrap(),
-        "--output",
-        dir.path().join("a").to_str().unwrap(),
-    ]);
-    assert_user_error(&o, &["one.jsonl:3", "responses", "two or more"]);
-
-    rows[2] = serde_json::json!({"prompt": "the owl", "responses": [" hoots.", " sleeps."], "scores": [1.0, 1.0]});
-    let train = write_rows(dir.path(), "tied.jsonl", &rows);
-    let r = recipe(dir.path(), &train, "kind = \"lipo\"", 2);
-    let o = graft(&[
-        "train",
-        r.to_str().unwrap(),
-        "--output",
-        dir.path().join("b").to_str().unwrap(),
-    ]);
-    assert_user_error(&o, &["tied.jsonl:3", "scores", "all equal"]);
-
-    rows[2] = serde_json::json!({"prompt": "the owl", "responses": [" hoots.", " sleeps."], "scores": [1.0, 0.0]});
-    let train = write_rows(dir.path(), "short.jsonl", &rows);
-    let r = recipe(dir.path(), &train, "kind = \"lipo\"", 2);
-    let o = graft(&[
-        "train",
-        r.to_str().unwrap(),
-        "--output",
-        dir.path().join("c").to_str().unwrap(),
-    ]);
-    assert_user_error(&o, &["short.jsonl:3", "2 responses", "first row has 3"]);
-
-    // A pairwise objective does not take lists.
-    let train = write_rows(dir.path(), "lists.jsonl", &lists());
-    let r = recipe(dir.path(), &train, "kind = \"dpo\"", 2);
-    let o = graft(&[
-        "train",
-        r.to_str().unwrap(),
-        "--output",
-        dir.path().join("d").to_str().unwrap(),
-    ]);
-    assert_user_error(&o, &["lists.jsonl:1", "chosen"]);
+    let owl = |responses: &[&str], scores: &[f64]| serde_json::json!({"prompt": "the owl", "responses": responses, "scores": scores});
+    // (file, objective, row 3 of the lists, what the error names)
+    let cases = [
+        (
+            "one",
+            "lipo",
+            Some(owl(&[" hoots."], &[1.0])),
+            vec!["one.jsonl:3", "responses", "two or more"],
+        ),
+        (
+            "tied",
+            "lipo",
+            Some(owl(&[" hoots.", " sleeps."], &[1.0, 1.0])),
+            vec!["tied.jsonl:3", "scores", "all equal"],
+        ),
+        (
+            "short",
+            "lipo",
+            Some(owl(&[" hoots.", " sleeps."], &[1.0, 0.0])),
+            vec!["short.jsonl:3", "2 responses", "first row has 3"],
+        ),
+        // A pairwise objective does not take lists.
+        ("lists", "dpo", None, vec!["lists.jsonl:1", "chosen"]),
+    ];
+    for (name, kind, row, needles) in cases {
+        let mut rows = lists();
+        if let Some(r) = row {
+            rows[2] = r;
+        }
+        let train = write_rows(dir.path(), &format!("{name}.jsonl"), &rows);
+        let r = recipe(dir.path(), &train, &format!("kind = \"{kind}\""), 2);
+        let out = dir.path().join(name);
+        let o = graft(&[
+            "train",
+            r.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert_user_error(&o, &needles);
+    }
 }
 
 /// RSO end to end: candidates sampled from the policy, scored (here by a stand-in reward: the
