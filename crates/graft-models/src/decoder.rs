@@ -108,7 +108,9 @@ impl Block {
 pub struct Decoder {
     pub cfg: DecoderConfig,
     pub embed_tokens: Tensor,
-    pub layers: Vec<Block>,
+    pub layers: Vec<std::sync::Arc<Block>>,
+    /// Checkpoint every block in training forwards (layers/checkpoint.rs).
+    pub checkpointing: bool,
     pub norm: RmsNorm,
     /// `None` when the embeddings are tied.
     pub lm_head: Option<Tensor>,
@@ -125,7 +127,7 @@ impl Decoder {
         let m = vb.pp("model");
         let embed_tokens = m.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
         let layers = (0..cfg.num_hidden_layers())
-            .map(|i| Block::new(m.pp(format!("layers.{i}")), cfg))
+            .map(|i| Block::new(m.pp(format!("layers.{i}")), cfg).map(std::sync::Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps, cfg.norm)?;
         let lm_head = if cfg.tie_word_embeddings {
@@ -154,6 +156,7 @@ impl Decoder {
             cfg: cfg.clone(),
             embed_tokens,
             layers,
+            checkpointing: false,
             norm,
             lm_head,
             inv_freqs,
@@ -305,8 +308,20 @@ impl Decoder {
                 }),
             };
             let (cos, sin) = &cos_sin[self.layer_rope[i]];
-            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             let rng = train.then_some(&self.dropout_rng);
+            if self.checkpointing && train && cache.is_none() {
+                let (layer, cos, sin, mask) =
+                    (layer.clone(), cos.clone(), sin.clone(), mask.clone());
+                let run: crate::layers::checkpoint::BlockFn = std::sync::Arc::new(move |x, rng| {
+                    layer.forward(x, rng, |h| {
+                        layer.self_attn.forward(h, &cos, &sin, &mask, None, rng)
+                    })
+                });
+                x = crate::layers::checkpoint::checkpointed(&x, run, rng)?;
+                x = after(i, x)?;
+                continue;
+            }
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             x = layer.forward(&x, rng, |h| {
                 layer.self_attn.forward(h, cos, sin, mask, layer_cache, rng)
             })?;
@@ -342,6 +357,8 @@ impl Decoder {
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter_mut().enumerate() {
+            // Copies the block only if a checkpointed step still holds it.
+            let layer = std::sync::Arc::make_mut(layer);
             let p = format!("model.layers.{i}");
             let a = &mut layer.self_attn;
             out.push((format!("{p}.self_attn.q_proj"), &mut a.q_proj));

@@ -178,6 +178,9 @@ pub struct TrainSection {
     pub eval_every: usize,
     /// Checkpoints kept (oldest removed first); 0 keeps all.
     pub keep_last: usize,
+    /// Activation checkpointing: keep each decoder block's input only and recompute the block in
+    /// the backward (less memory, one more forward).
+    pub checkpointing: bool,
 }
 
 impl Default for TrainSection {
@@ -200,6 +203,7 @@ impl Default for TrainSection {
             save_every: 500,
             eval_every: 200,
             keep_last: 2,
+            checkpointing: false,
         }
     }
 }

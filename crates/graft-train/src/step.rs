@@ -131,9 +131,16 @@ pub fn optimizer_step(
         for (k, v) in out.metrics {
             *metrics.entry(k).or_default() += v;
         }
+        graft_models::layers::checkpoint::set_trainable(opt.vars().map(|(_, v)| v.id()));
         let grads = out.loss.backward()?;
+        // Checkpointed blocks hand their tensors' gradients over on the side.
+        let mut side = graft_models::layers::checkpoint::take_side_grads();
         for (slot, (_, var)) in acc.iter_mut().zip(opt.vars()) {
-            if let Some(g) = grads.get(var.as_tensor()) {
+            let g = match (grads.get(var.as_tensor()), side.remove(&var.id())) {
+                (Some(a), Some(b)) => Some((a + b)?),
+                (a, b) => a.cloned().or(b),
+            };
+            if let Some(g) = g {
                 // Accumulate in f32 whatever the model dtype.
                 let g = g.to_dtype(DType::F32)?;
                 *slot = Some(match slot.take() {

@@ -239,7 +239,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             peft_config(a, &recipe.model.path, seq2seq, &tasks)
         })
         .transpose()?;
-    let model = build_net(
+    let mut model = build_net(
         &source,
         recipe.model.attention_dropout,
         &varmap,
@@ -247,6 +247,16 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         dtype,
         t.seed,
     )?;
+    if t.checkpointing {
+        match &mut model {
+            Net::Decoder(m) => m.checkpointing = true,
+            _ => {
+                return Err(TrainError::Recipe(
+                    "train.checkpointing: supported for decoder-only models (not T5 or LST)".into(),
+                ))
+            }
+        }
+    }
     // What checkpoints and final/ hold: an HF directory, or a PEFT adapter directory.
     let (weights_file, saved_files): (&str, Vec<(&str, String)>) = match &adapter {
         None => (

@@ -42,6 +42,9 @@ pub struct Args {
     /// `train` with --model (an HF dir) and --lora-r: the frozen base quantized to NF4 (QLoRA).
     #[arg(long)]
     pub nf4: bool,
+    /// `train`: activation checkpointing of every block.
+    #[arg(long)]
+    pub checkpointing: bool,
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.

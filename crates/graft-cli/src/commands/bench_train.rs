@@ -94,7 +94,8 @@ pub(super) fn train(args: &Args) -> Result<()> {
         let n = m.embed_tokens.elem_count() + head + linear;
         (m, n)
     };
-    let (model, params) = params;
+    let (mut model, params) = params;
+    model.checkpointing = args.checkpointing;
     let model = graft_train::Net::from(model);
     let mut opt = graft_train::optim::AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
     let objective = graft_train::objectives::registry::objective(&json!({"kind": "lm"}))
@@ -132,7 +133,7 @@ pub(super) fn train(args: &Args) -> Result<()> {
     };
     println!(
         "{}",
-        json!({"bench": match (args.nf4, args.lora_r > 0) { (true, _) => "qlora-nf4", (_, true) => "lora", _ => "train" }, "impl": "graft", "params": params, "lora_r": args.lora_r, "batch": args.batch, "seq_len": args.seq_len,
+        json!({"bench": match (args.nf4, args.lora_r > 0) { (true, _) => "qlora-nf4", (_, true) => "lora", _ => "train" }, "impl": "graft", "checkpointing": args.checkpointing, "params": params, "lora_r": args.lora_r, "batch": args.batch, "seq_len": args.seq_len,
         "threads": candle_core::utils::get_num_threads(), "tokens_per_second_median": median(rates.clone()), "runs": rates,
         "peak_rss_mib": peak_rss_mib()})
     );

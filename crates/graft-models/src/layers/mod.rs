@@ -2,6 +2,7 @@
 //! ops (no fused op that detaches, see DESIGN.md "candle landmines").
 
 pub mod attention;
+pub mod checkpoint;
 pub mod cpu_op;
 pub mod frozen;
 pub mod fused_attention;
