@@ -2,17 +2,18 @@
 # LoRA and QLoRA (NF4 + double quantization) on a real model, graft vs PyTorch + peft (+ bitsandbytes
 # for NF4), the same fixed ids (batch 4x256), LoRA r=16 on every linear layer, f32 compute; runs
 # alternated, median tokens/s and peak RSS of each, and their ratios.
-# usage: bench/qlora.sh MODEL_DIR [PYTHON]   (e.g. graft convert smollm2-135m-instruct.gguf MODEL_DIR;
+# usage: bench/qlora.sh MODEL_DIR [PYTHON] [--checkpointing]   (e.g. graft convert smollm2-135m-instruct.gguf MODEL_DIR;
 #        PYTHON needs torch, transformers, peft, bitsandbytes)
 set -euo pipefail
 model=$1
 py=${2:-python3}
+ck=${3:-}
 graft=${GRAFT:-target/release/graft}
 rows=()
 for round in 1 2; do
   for nf4 in "" "--nf4"; do
-    rows+=("$($graft bench train --model "$model" --lora-r 16 $nf4 --repeats 3)")
-    rows+=("$($py "$(dirname "$0")/train_torch.py" --model "$model" --lora-r 16 $nf4 --repeats 3 2>/dev/null | tail -1)")
+    rows+=("$($graft bench train --model "$model" --lora-r 16 $nf4 $ck --repeats 3)")
+    rows+=("$($py "$(dirname "$0")/train_torch.py" --model "$model" --lora-r 16 $nf4 $ck --repeats 3 2>/dev/null | tail -1)")
   done
 done
 printf '%s\n' "${rows[@]}"

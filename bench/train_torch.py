@@ -23,6 +23,7 @@ p.add_argument("--repeats", type=int, default=5)
 p.add_argument("--lora-r", type=int, default=0, help="LoRA rank on every linear layer (peft), 0 = full fine-tuning")
 p.add_argument("--model", help="an HF model dir instead of the random Llama")
 p.add_argument("--nf4", action="store_true", help="with --model and --lora-r: the base in bitsandbytes NF4 + double quant (QLoRA)")
+p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of every decoder layer")
 a = p.parse_args()
 
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
@@ -42,6 +43,9 @@ else:
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
                       num_attention_heads=8, num_key_value_heads=8, rms_norm_eps=1e-5, tie_word_embeddings=True)
     model = LlamaForCausalLM(cfg).train()
+if a.checkpointing:
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
 if a.lora_r:
     from peft import LoraConfig, get_peft_model
     model = get_peft_model(model, LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, target_modules="all-linear"))
@@ -58,6 +62,6 @@ for run in range(a.repeats + 1):
     opt.zero_grad(set_to_none=True)
     if run > 0:
         rates.append(n / (time.perf_counter() - t0))
-print(json.dumps({"bench": "qlora-nf4" if a.nf4 else "lora" if a.lora_r else "train", "impl": "pytorch", "lora_r": a.lora_r, "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters()),
+print(json.dumps({"bench": "qlora-nf4" if a.nf4 else "lora" if a.lora_r else "train", "impl": "pytorch", "checkpointing": a.checkpointing, "lora_r": a.lora_r, "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters()),
                   "threads": torch.get_num_threads(), "tokens_per_second_median": statistics.median(rates), "runs": rates,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
