@@ -83,7 +83,7 @@ fn attach_lora(
     tensors: &HashMap<String, Tensor>,
 ) -> std::result::Result<Vec<String>, AdapterError> {
     cfg.validate().map_err(AdapterError::Config)?;
-    let task_layers = cfg.task_layers(layer_count(model));
+    let task_layers = mtlora_task_layers(cfg, model);
     let mut wrapped = Vec::new();
     for (name, linear) in model.linears_mut() {
         if !cfg.targets(&name).map_err(AdapterError::Config)? {
@@ -189,10 +189,7 @@ pub fn init_trainable(
     seed: u64,
 ) -> std::result::Result<Vec<String>, AdapterError> {
     cfg.validate().map_err(AdapterError::Config)?;
-    let task_layers = match cfg.task_names().is_empty() {
-        true => Vec::new(),
-        false => cfg.task_layers(layer_count(model)),
-    };
+    let task_layers = mtlora_task_layers(cfg, model);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tensors = HashMap::new();
     let mut names: Vec<(String, usize, usize, Tensor)> = Vec::new();
@@ -308,6 +305,14 @@ fn adapter_delta_merge(linear: &Linear, adapter: &dyn LinearAdapter) -> Result<T
         y = y.broadcast_sub(b)?;
     }
     y.t()?.contiguous()
+}
+
+/// MTLoRA's task layers on `model` (none for other adapters).
+fn mtlora_task_layers(cfg: &LoraConfig, model: &mut dyn Linears) -> Vec<usize> {
+    match cfg.task_names().is_empty() {
+        true => Vec::new(),
+        false => cfg.task_layers(layer_count(model)),
+    }
 }
 
 /// Layers of the model, from its linear layers' names (`….layers.<i>.…`).

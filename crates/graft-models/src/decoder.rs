@@ -236,14 +236,7 @@ impl Decoder {
     ) -> Result<Tensor> {
         match packed {
             Some((pos, seg)) => self.hidden_inner(input_ids, pos, Some(seg), None, train),
-            None => {
-                let (b, t) = input_ids.dims2()?;
-                let positions = Tensor::arange(0u32, t as u32, input_ids.device())?
-                    .unsqueeze(0)?
-                    .broadcast_as((b, t))?
-                    .contiguous()?;
-                self.hidden_inner(input_ids, &positions, None, None, train)
-            }
+            None => self.hidden_inner(input_ids, &Self::positions(input_ids)?, None, None, train),
         }
     }
 

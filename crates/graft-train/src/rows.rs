@@ -289,7 +289,7 @@ pub fn load_recipe_rows(
         // Training rows come from this process's shard; eval rows are read whole.
         let train_reader = reader.for_task(pipeline()?, shard);
         let eval_reader = reader.for_task(pipeline()?, None);
-        let (rows, eval) = load_files(
+        let (mut rows, mut eval) = load_files(
             recipe,
             source,
             tok,
@@ -303,7 +303,6 @@ pub fn load_recipe_rows(
         }
         // Each row (and each of its other responses) knows its task.
         let index = out.len() as u32;
-        let (mut rows, mut eval) = (rows, eval);
         for r in rows.iter_mut().chain(eval.iter_mut()) {
             r.for_each_part_mut(|p| p.task = Some(index));
         }

@@ -41,8 +41,9 @@ struct Checkpoint {
     run: BlockFn,
     /// The dropout RNG as the block's forward found it.
     rng: Option<StdRng>,
-    /// The forward's output, computed without a graph.
-    out: Tensor,
+    /// The forward's output, computed without a graph; handed to `cpu_fwd` once, not kept for the
+    /// backward.
+    out: Mutex<Option<Tensor>>,
 }
 
 impl CustomOp1 for Checkpoint {
@@ -51,12 +52,17 @@ impl CustomOp1 for Checkpoint {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let v = self
+        let out = self
             .out
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("checkpoint poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("checkpoint: forward run twice".into()))?;
+        let v = out
             .flatten_all()?
             .to_dtype(candle_core::DType::F32)?
             .to_vec1::<f32>()?;
-        Ok((output_like(v, s), self.out.shape().clone()))
+        Ok((output_like(v, s), out.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -106,6 +112,6 @@ pub fn checkpointed(x: &Tensor, run: BlockFn, rng: Option<&Mutex<StdRng>>) -> Re
     x.apply_op1(Checkpoint {
         run,
         rng: snapshot,
-        out,
+        out: Mutex::new(Some(out)),
     })
 }

@@ -39,7 +39,10 @@ impl FusedAttention {
     fn probs(&self, q: &Tensor, k: &Tensor, b: usize) -> Result<Tensor> {
         let scores = (q.matmul(&k.t()?)? * self.scale)?;
         let scores = scores.broadcast_add(&self.mask_rows(b, q.dim(0)?)?)?;
-        candle_nn::ops::softmax_last_dim(&scores)
+        // The composed softmax (candle's fused softmax_last_dim has no backward): these scores are
+        // fresh tensors inside the op, no gradient flows through them, but nothing should rely
+        // on that.
+        candle_nn::ops::softmax(&scores, D::Minus1)
     }
 }
 

@@ -65,6 +65,16 @@ pub fn halves(t: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((t.narrow(0, 0, p)?, t.narrow(0, p, p)?))
 }
 
+/// Each pair's summed log-ratios log πθ(y) − log πref(y): (chosen (P), rejected (P)).
+pub fn pair_log_ratios(b: &TokenBatch, who: &str) -> Result<(Tensor, Tensor)> {
+    let reference = b
+        .ref_logps
+        .ok_or_else(|| candle_core::Error::Msg(format!("{who} needs reference log-probs")))?;
+    let (pc, pr) = halves(&row_logps(b.logps, b.mask, false)?)?;
+    let (rc, rr) = halves(&row_logps(reference, b.mask, false)?)?;
+    Ok(((pc - rc)?, (pr - rr)?))
+}
+
 /// TRL's reward metrics, summed over this micro-batch's pairs and divided by the step's pairs.
 pub fn reward_metrics(
     chosen: &Tensor,
@@ -103,12 +113,8 @@ impl Objective for Dpo {
     }
 
     fn loss(&self, b: &TokenBatch) -> Result<LossOutput> {
-        let reference = b
-            .ref_logps
-            .ok_or_else(|| candle_core::Error::Msg("DPO needs reference log-probs".into()))?;
-        let (pc, pr) = halves(&row_logps(b.logps, b.mask, false)?)?;
-        let (rc, rr) = halves(&row_logps(reference, b.mask, false)?)?;
-        let h = ((&pc - &rc)? - (&pr - &rr)?)?;
+        let (chosen, rejected) = pair_log_ratios(b, "DPO")?;
+        let h = (&chosen - &rejected)?;
         let per_pair = match self.loss {
             DpoLoss::Sigmoid => log_sigmoid(&(&h * self.beta)?)?.neg()?,
             DpoLoss::Conservative => {
@@ -118,6 +124,7 @@ impl Objective for Dpo {
             }
             DpoLoss::Ipo | DpoLoss::Normalized => {
                 let (ac, ar) = halves(&row_logps(b.logps, b.mask, true)?)?;
+                let reference = b.ref_logps.expect("pair_log_ratios checked it");
                 let (fc, fr) = halves(&row_logps(reference, b.mask, true)?)?;
                 let h_avg = ((ac - fc)? - (ar - fr)?)?;
                 match self.loss {
@@ -135,8 +142,8 @@ impl Objective for Dpo {
         };
         let step_pairs = b.step_rows / 2.0;
         let loss = (per_pair.sum_all()? / step_pairs)?;
-        let chosen = ((pc - rc)? * self.beta)?.detach();
-        let rejected = ((pr - rr)? * self.beta)?.detach();
+        let chosen = (chosen * self.beta)?.detach();
+        let rejected = (rejected * self.beta)?.detach();
         Ok(LossOutput {
             loss,
             metrics: reward_metrics(&chosen, &rejected, step_pairs)?,

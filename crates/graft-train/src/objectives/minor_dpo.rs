@@ -12,7 +12,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::dpo::{halves, log_sigmoid, reward_metrics, row_logps};
+use super::dpo::{log_sigmoid, pair_log_ratios, reward_metrics};
 use super::{LossOutput, Objective, TokenBatch};
 
 pub struct MinorDpo {
@@ -39,12 +39,7 @@ impl Objective for MinorDpo {
     }
 
     fn loss(&self, b: &TokenBatch) -> Result<LossOutput> {
-        let reference = b
-            .ref_logps
-            .ok_or_else(|| candle_core::Error::Msg("minor_dpo needs reference log-probs".into()))?;
-        let (pc, pr) = halves(&row_logps(b.logps, b.mask, false)?)?;
-        let (rc, rr) = halves(&row_logps(reference, b.mask, false)?)?;
-        let (chosen, rejected) = ((pc - rc)?, (pr - rr)?);
+        let (chosen, rejected) = pair_log_ratios(b, "minor_dpo")?;
         let step_pairs = b.step_rows / 2.0;
         let loss = (minor_dpo_loss(&chosen, &rejected, self.beta)?.sum_all()? / step_pairs)?;
         let metrics = reward_metrics(
