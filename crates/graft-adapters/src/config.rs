@@ -75,13 +75,15 @@ impl LoraConfig {
     /// Checks what graft supports; errors name the field.
     pub fn validate(&self) -> Result<(), String> {
         if self.peft_type == "LST" {
-            return Err(
-                "peft_type LST: a ladder side network is trained and evaluated by graft train; loading one for score/generate is not implemented yet".into(),
-            );
+            // A side network (lst.rs): its shape is checked against the backbone when loaded.
+            return match self.other.get("reduction").and_then(Value::as_u64) {
+                Some(r) if r >= 1 => Ok(()),
+                _ => Err("LST: reduction: missing or not a positive integer".into()),
+            };
         }
         if !["LORA", "SLTRAIN", "MTLORA"].contains(&self.peft_type.as_str()) {
             return Err(format!(
-                "peft_type: `{}` is not supported (LORA, SLTRAIN, MTLORA)",
+                "peft_type: `{}` is not supported (LORA, SLTRAIN, MTLORA, LST)",
                 self.peft_type
             ));
         }
@@ -113,6 +115,37 @@ impl LoraConfig {
             return Err("target_modules: missing".into());
         }
         Ok(())
+    }
+
+    /// An LST side network's shape (lst.rs): `reduction`, `side_layers` (default all) and
+    /// `rope_pairs` (default evenly spaced).
+    pub fn side_spec(
+        &self,
+        backbone: &graft_models::DecoderConfig,
+    ) -> Result<crate::lst::SideSpec, String> {
+        let ints = |v: &Value| -> Option<Vec<usize>> {
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        };
+        let r = self
+            .other
+            .get("reduction")
+            .and_then(Value::as_u64)
+            .unwrap_or(8) as usize;
+        let taps = match self.other.get("side_layers") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(ints(v).ok_or("LST: side_layers: expected a list of layer indices")?),
+        };
+        let mut spec = crate::lst::SideSpec::even(backbone, r, taps.as_deref())?;
+        if let Some(v) = self.other.get("rope_pairs") {
+            spec.rope_pairs = v
+                .as_array()
+                .and_then(|a| a.iter().map(ints).collect::<Option<Vec<_>>>())
+                .ok_or("LST: rope_pairs: expected a list of lists of pair indices")?;
+        }
+        Ok(spec)
     }
 
     /// An SLTrain adapter (sltrain.rs): a low-rank product plus a fixed-support sparse matrix.

@@ -8,6 +8,7 @@ pub mod dropout_down;
 pub mod lora;
 pub mod lora_op;
 pub mod lst;
+pub mod lst_prune;
 pub mod mtlora;
 pub mod peft_format;
 pub mod saved;
@@ -36,4 +37,21 @@ pub fn load_onto(
     let (cfg, tensors) = peft_format::load(dir)?;
     attach(model, &cfg, &tensors)
         .map_err(|e| AdapterError::File(dir.display().to_string(), e.to_string()))
+}
+
+/// Loads the adapter in `dir` onto a decoder: a PEFT adapter, or an LST side network (which then
+/// computes the decoder's hidden states). Returns the wrapped module names (none for LST).
+pub fn load_onto_decoder(
+    model: &mut graft_models::Decoder,
+    dir: &std::path::Path,
+) -> Result<Vec<String>, AdapterError> {
+    let (cfg, tensors) = peft_format::load(dir)?;
+    let at = |e: String| AdapterError::File(dir.display().to_string(), e);
+    if cfg.peft_type == "LST" {
+        let spec = cfg.side_spec(&model.cfg).map_err(at)?;
+        let ladder = lst::Ladder::load(&model.cfg, spec, &tensors).map_err(at)?;
+        model.side = Some(std::sync::Arc::new(ladder));
+        return Ok(Vec::new());
+    }
+    attach(model, &cfg, &tensors).map_err(|e| at(e.to_string()))
 }

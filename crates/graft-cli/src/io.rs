@@ -18,7 +18,7 @@ pub struct ModelArgs {
     /// HF model directory or .gguf file.
     #[arg(long)]
     pub model: PathBuf,
-    /// A PEFT adapter directory (LoRA, rsLoRA, DoRA) to apply on top of the model.
+    /// An adapter directory to apply on top of the model: PEFT's (LoRA, rsLoRA, DoRA, …) or an LST side network.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// Keep a GGUF file's quantized linear weights quantized in memory (dequantized per use).
@@ -66,7 +66,7 @@ impl ModelArgs {
         };
         if let Some(dir) = &self.adapter {
             match &mut model {
-                Model::Decoder(m) => graft_adapters::load_onto(m, dir)?,
+                Model::Decoder(m) => graft_adapters::load_onto_decoder(m, dir)?,
                 Model::T5(m) => graft_adapters::load_onto(m, dir)?,
             };
         }

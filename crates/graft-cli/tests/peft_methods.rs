@@ -238,16 +238,17 @@ fn mtlora_trains_shared_and_per_task_updates() {
 
 #[test]
 fn ladder_side_tuning_trains_a_side_network() {
-    // LST on the tiny llama (reduction 8: side hidden 4): only the side network, its ladder
-    // samplers and gates train — the backbone gets no gradient (none is computed through it) —
-    // and the loss falls.
+    // LST on the tiny llama (reduction 8: side hidden 4), side blocks pruned from the backbone by
+    // the Fisher importance (the default): only the side network, its ladder samplers and gates
+    // train — the backbone gets no gradient (none is computed through it) — the loss falls, and
+    // `graft score --adapter` runs the saved side network.
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("lst.toml");
     text_recipe(
         &recipe,
         &fixture("models/llama"),
         "",
-        "kind = \"lst\"\nreduction = 8\ntarget_modules = \"all-linear\"",
+        "kind = \"lst\"\nreduction = 8\ntarget_modules = \"all-linear\"\nfisher_samples = 8",
         "steps = 25\nlr = 1e-2\nschedule = \"constant\"",
     );
     let out = dir.path().join("run");
@@ -255,6 +256,8 @@ fn ladder_side_tuning_trains_a_side_network() {
     let cfg = adapter_config(&out);
     assert_eq!(cfg["peft_type"], "LST");
     assert_eq!(cfg["reduction"], 8);
+    assert_eq!(cfg["side_init"], "fisher");
+    assert_eq!(cfg["rope_pairs"].as_array().unwrap().len(), 3);
     let t = adapter_tensors(&out);
     assert!(
         t.keys()
@@ -269,6 +272,39 @@ fn ladder_side_tuning_trains_a_side_network() {
     );
     // The gates moved from their start (μ = ½).
     assert!(abs_sum(&t["lst.gates"]) > 0.0);
+    let input = score_input(dir.path());
+    let score = |adapter: Option<&Path>| {
+        let mut args = vec![
+            "score".to_string(),
+            "--model".into(),
+            fixture("models/llama").display().to_string(),
+            "--input".into(),
+            input.display().to_string(),
+        ];
+        if let Some(a) = adapter {
+            args.extend(["--adapter".to_string(), a.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = graft(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert_ne!(score(Some(&out.join("final"))), score(None));
+
+    // Layer dropping and the other starts: two side layers tapping backbone layers 1 and 2.
+    for init in ["magnitude", "random"] {
+        let out = dir.path().join(init);
+        let set = format!("adapter.side_init=\"{init}\"");
+        train_ok(
+            &recipe,
+            &out,
+            &["--set", &set, "--set", "adapter.side_layers=[1, 2]"],
+        );
+        let cfg = adapter_config(&out);
+        assert_eq!(cfg["side_layers"], serde_json::json!([1, 2]));
+        assert_eq!(adapter_tensors(&out)["lst.gates"].dims(), [2]);
+        score(Some(&out.join("final")));
+    }
 }
 
 #[test]

@@ -104,6 +104,24 @@ impl Block {
     }
 }
 
+/// A network that computes the final hidden states in place of the decoder's own layers, from the
+/// token embeddings and the (frozen) decoder — Ladder Side-Tuning's side network. Its KV cache
+/// layers follow the decoder's in the cache [`Decoder::new_cache`] makes.
+pub trait SideNetwork: std::fmt::Debug + Send + Sync {
+    fn cache_layers(&self) -> usize;
+    fn hidden(
+        &self,
+        backbone: &Decoder,
+        embeds: Tensor,
+        positions: &Tensor,
+        segments: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor>;
+    /// Reseeds the side network's dropout with the decoder's.
+    fn set_dropout_seed(&self, _seed: u64) {}
+}
+
 #[derive(Debug)]
 pub struct Decoder {
     pub cfg: DecoderConfig,
@@ -114,6 +132,8 @@ pub struct Decoder {
     pub norm: RmsNorm,
     /// `None` when the embeddings are tied.
     pub lm_head: Option<Tensor>,
+    /// When set, the hidden states come from this side network (the layers above stay frozen).
+    pub side: Option<std::sync::Arc<dyn SideNetwork>>,
     /// Distinct rotary tables (usually one; Gemma 3 has a local and a global one) and each layer's index.
     inv_freqs: Vec<Tensor>,
     layer_rope: Vec<usize>,
@@ -159,6 +179,7 @@ impl Decoder {
             checkpointing: false,
             norm,
             lm_head,
+            side: None,
             inv_freqs,
             layer_rope,
             dropout_rng,
@@ -169,6 +190,9 @@ impl Decoder {
     pub fn set_dropout_seed(&self, seed: u64) {
         if let Ok(mut rng) = self.dropout_rng.lock() {
             *rng = StdRng::seed_from_u64(seed);
+        }
+        if let Some(side) = &self.side {
+            side.set_dropout_seed(seed);
         }
     }
 
@@ -249,6 +273,9 @@ impl Decoder {
         train: bool,
     ) -> Result<Tensor> {
         let x = self.embed(input_ids)?;
+        if let Some(side) = &self.side {
+            return side.hidden(self, x, positions, segments, cache, train);
+        }
         self.run_layers(x, positions, segments, cache, train, &mut |_, x| Ok(x))
     }
 
@@ -367,7 +394,8 @@ impl Decoder {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.layers.len())
+        let side = self.side.as_ref().map_or(0, |s| s.cache_layers());
+        KvCache::new(self.layers.len() + side)
     }
 }
 

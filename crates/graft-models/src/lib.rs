@@ -24,7 +24,7 @@ pub mod t5;
 pub mod tokenizer;
 
 pub use config::DecoderConfig;
-pub use decoder::{next_token_logprobs, Decoder};
+pub use decoder::{next_token_logprobs, Decoder, SideNetwork};
 pub use error::{ModelError, Result};
 pub use layers::kv_cache::KvCache;
 pub use load::{GenerationConfig, ModelSource, Quantization};

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod lst_init;
 pub mod manifest;
 pub mod metrics;
 pub mod mixture;

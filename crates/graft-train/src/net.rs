@@ -15,8 +15,6 @@ use crate::data::Batch;
 pub enum Net {
     Decoder(Decoder),
     T5(T5),
-    /// Ladder side-tuning: a frozen decoder and its trained side network.
-    Ladder(Box<graft_adapters::lst::Ladder>),
 }
 
 impl Net {
@@ -24,7 +22,6 @@ impl Net {
         match self {
             Net::Decoder(m) => m.set_dropout_seed(seed),
             Net::T5(m) => m.set_dropout_seed(seed),
-            Net::Ladder(l) => l.side.set_dropout_seed(seed),
         }
     }
 
@@ -45,11 +42,6 @@ impl Net {
             (Net::T5(_), None) => candle_core::bail!(
                 "an encoder-decoder model needs rows with encoder inputs ({{\"inputs\", \"targets\"}})"
             ),
-            (Net::Ladder(l), _) => {
-                let packed = batch.packed.as_ref().map(|(p, s)| (p, s));
-                let h = l.hidden_states(&batch.ids, packed, train)?;
-                graft_models::layers::linear::matmul_t(&h, l.backbone.head())
-            }
         }
     }
 
@@ -66,10 +58,6 @@ impl Net {
         graft_adapters::mtlora::set_row_tasks(&batch.tasks);
         let packed = batch.packed.as_ref().map(|(p, s)| (p, s));
         match self {
-            Net::Ladder(l) => {
-                let h = l.hidden_states(&batch.ids, packed, train)?;
-                return head_token_logps(&h, l.backbone.head(), &batch.ids, want_lse);
-            }
             Net::Decoder(m) if m.cfg.final_softcap.is_none() => {
                 let h = m.hidden_states(&batch.ids, packed, train)?;
                 return head_token_logps(&h, m.head(), &batch.ids, want_lse);
@@ -92,7 +80,6 @@ impl Net {
         match self {
             Net::Decoder(m) => m,
             Net::T5(m) => m,
-            Net::Ladder(l) => &mut l.side,
         }
     }
 
@@ -100,7 +87,6 @@ impl Net {
         match self {
             Net::Decoder(m) => m.cfg.vocab_size,
             Net::T5(m) => m.cfg.vocab_size,
-            Net::Ladder(l) => l.backbone.cfg.vocab_size,
         }
     }
 }

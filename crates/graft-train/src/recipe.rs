@@ -104,9 +104,18 @@ pub struct AdapterSection {
     pub task_r: Option<usize>,
     #[serde(default)]
     pub task_layers: Option<Vec<usize>>,
-    /// `kind = "lst"`: the side network's reduction factor (default 8, the authors').
+    /// `kind = "lst"`: the side network's reduction factor (default 8, the authors'), its
+    /// start — `"fisher"` (pruned by the empirical Fisher over `fisher_samples` training rows,
+    /// default 1024; the authors' default), `"magnitude"` (pruned by |W|) or `"random"` — and the
+    /// backbone layers it taps (default all; fewer = the authors' layer dropping).
     #[serde(default)]
     pub reduction: Option<usize>,
+    #[serde(default)]
+    pub side_init: Option<String>,
+    #[serde(default)]
+    pub fisher_samples: Option<usize>,
+    #[serde(default)]
+    pub side_layers: Option<Vec<usize>>,
 }
 
 fn sixteen() -> usize {

@@ -100,6 +100,9 @@ fn peft_config(
         }
         if peft_type == "LST" {
             c.other.insert("reduction".into(), json!(a.reduction.unwrap_or(8)));
+            if let Some(l) = &a.side_layers {
+                c.other.insert("side_layers".into(), json!(l));
+            }
             c.other.insert("gate_temperature".into(), json!(graft_adapters::lst::TEMPERATURE));
         }
         if peft_type == "MTLORA" {
@@ -154,19 +157,17 @@ fn build_net(
     match adapter {
         None => set_vars(varmap, &source.tensors(DType::F32)?, &source.path)?,
         Some(cfg) if cfg.peft_type == "LST" => {
-            let Net::Decoder(backbone) = net else {
+            // Random side blocks for now; lst_init::init_side prunes the backbone into them once
+            // the training rows are read.
+            let Net::Decoder(backbone) = &mut net else {
                 return Err(TrainError::Recipe(
                     "adapter.kind = \"lst\": supported for decoder-only models".into(),
                 ));
             };
-            let r = cfg
-                .other
-                .get("reduction")
-                .and_then(Value::as_u64)
-                .unwrap_or(8) as usize;
-            let ladder = graft_adapters::lst::Ladder::new(backbone, r, varmap, seed)
+            let spec = cfg.side_spec(&backbone.cfg).map_err(TrainError::Recipe)?;
+            let ladder = graft_adapters::lst::Ladder::new(&backbone.cfg, spec, varmap, seed, None)
                 .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
-            return Ok(Net::Ladder(Box::new(ladder)));
+            backbone.side = Some(std::sync::Arc::new(ladder));
         }
         Some(cfg) => {
             graft_adapters::init_trainable(net.linears(), cfg, varmap, seed)
@@ -176,7 +177,7 @@ fn build_net(
     Ok(net)
 }
 
-fn set_vars(
+pub(crate) fn set_vars(
     varmap: &VarMap,
     tensors: &std::collections::HashMap<String, Tensor>,
     from: &Path,
@@ -231,7 +232,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     // tensors) and the varmap holds only the adapter, under PEFT's keys.
     let varmap = VarMap::new();
     let seq2seq = matches!(source.arch, Arch::T5(_));
-    let adapter = recipe
+    let mut adapter = recipe
         .adapter
         .as_ref()
         .map(|a| {
@@ -249,7 +250,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     )?;
     if t.checkpointing {
         match &mut model {
-            Net::Decoder(m) => m.checkpointing = true,
+            Net::Decoder(m) if m.side.is_none() => m.checkpointing = true,
             _ => {
                 return Err(TrainError::Recipe(
                     "train.checkpointing: supported for decoder-only models (not T5 or LST)".into(),
@@ -257,20 +258,6 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             }
         }
     }
-    // What checkpoints and final/ hold: an HF directory, or a PEFT adapter directory.
-    let (weights_file, saved_files): (&str, Vec<(&str, String)>) = match &adapter {
-        None => (
-            "model.safetensors",
-            vec![(
-                "config.json",
-                json_text(&source.config_json_for(DType::F32))?,
-            )],
-        ),
-        Some(cfg) => (
-            "adapter_model.safetensors",
-            vec![("adapter_config.json", json_text(cfg)?)],
-        ),
-    };
     if recipe.reference.is_some() && !objective.needs_reference() {
         return Err(TrainError::Recipe(format!(
             "reference: `{}` does not use a reference model",
@@ -352,6 +339,36 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     } else {
         let mix = recipe.data.mixture.clone().unwrap_or_default();
         Mixture::new(tasks, &mix, t.seed).map_err(TrainError::Recipe)?
+    };
+    if let (Some(cfg), Some(a)) = (adapter.as_mut(), recipe.adapter.as_ref()) {
+        if cfg.peft_type == "LST" {
+            // Deterministic, so a resumed run rebuilds the same side network shape.
+            let rows = loader.loaders.iter().flat_map(|l| l.rows());
+            crate::lst_init::init_side(
+                &mut model,
+                &source,
+                &varmap,
+                cfg,
+                a,
+                rows,
+                t.seed,
+                opts.progress,
+            )?;
+        }
+    }
+    // What checkpoints and final/ hold: an HF directory, or a PEFT adapter directory.
+    let (weights_file, saved_files): (&str, Vec<(&str, String)>) = match &adapter {
+        None => (
+            "model.safetensors",
+            vec![(
+                "config.json",
+                json_text(&source.config_json_for(DType::F32))?,
+            )],
+        ),
+        Some(cfg) => (
+            "adapter_model.safetensors",
+            vec![("adapter_config.json", json_text(cfg)?)],
+        ),
     };
     let mut opt = AdamW::new(&varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
 

@@ -39,6 +39,18 @@ impl KvCache {
         Ok((k, v))
     }
 
+    /// Moves layers `at..` out into their own cache (a side network's layers, kept after the
+    /// backbone's); [`Self::rejoin`] puts them back.
+    pub fn split_off(&mut self, at: usize) -> KvCache {
+        KvCache {
+            layers: self.layers.split_off(at.min(self.layers.len())),
+        }
+    }
+
+    pub fn rejoin(&mut self, tail: KvCache) {
+        self.layers.extend(tail.layers);
+    }
+
     /// Keeps batch rows `rows` (B') of every layer, in that order: beam search's reordering.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for (k, v) in self.layers.iter_mut().flatten() {
