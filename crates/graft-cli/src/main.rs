@@ -24,6 +24,7 @@ enum Command {
     InitModel(commands::init_model::Args),
     Data(commands::data::Args),
     Bench(commands::bench::Args),
+    Eval(commands::eval::Args),
 }
 
 fn main() {
@@ -38,6 +39,7 @@ fn main() {
         Command::InitModel(a) => commands::init_model::run(a),
         Command::Data(a) => commands::data::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Eval(a) => commands::eval::run(a),
     };
     if let Err(e) = result {
         // One line: the chain joined, newlines flattened.

@@ -3,6 +3,7 @@ pub mod bench_train;
 pub mod classify;
 pub mod convert;
 pub mod data;
+pub mod eval;
 pub mod data_clean;
 pub mod data_rso;
 pub mod data_tokenize;

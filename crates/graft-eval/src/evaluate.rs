@@ -1,0 +1,263 @@
+//! Runs a task on a model and scores it as lm-eval's `process_results` + aggregation do:
+//! multiple choice — acc (argmax of the log-likelihoods), acc_norm (of log-likelihood per
+//! character of the choice), acc_bytes (per UTF-8 byte), exact_match (the gold choice is the greedy
+//! continuation); loglikelihood — perplexity, acc (greedy); loglikelihood_rolling —
+//! word_perplexity, byte_perplexity, bits_per_byte; generate_until — every metric per filter.
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::filters::Pipeline;
+use crate::harness::Lm;
+use crate::metrics::{self, perplexity::count_words, Item};
+use crate::task::{Prepared, Task};
+use crate::EvalError;
+
+/// One task's aggregated metrics and its per-document samples (lm-eval's samples JSONL rows).
+pub struct TaskOutcome {
+    pub name: String,
+    /// (metric, filter) → (value, stderr), in metric-list order.
+    pub metrics: Vec<(String, String, f64, Option<f64>)>,
+    pub higher_is_better: Map<String, Value>,
+    pub samples: Vec<Value>,
+}
+
+fn sha(s: &str) -> String {
+    format!("{:x}", Sha256::digest(s.as_bytes()))
+}
+
+fn argmax(x: &[f64]) -> usize {
+    // np.argmax: the first maximum.
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The metrics asked for, with their aggregation and direction (lm-eval's defaults by output type
+/// when the YAML gives no `metric_list`).
+fn metric_list(task: &Task) -> Result<Vec<(String, String, bool, Map<String, Value>)>, String> {
+    let defaults: &[&str] = match task.cfg.output_type.as_str() {
+        "multiple_choice" => &["acc", "acc_norm"],
+        "loglikelihood" => &["perplexity", "acc"],
+        "loglikelihood_rolling" => &["word_perplexity", "byte_perplexity", "bits_per_byte"],
+        _ => &["exact_match"],
+    };
+    let specs: Vec<(String, Option<String>, Option<bool>, Map<String, Value>)> = match &task.cfg.metric_list {
+        Some(list) => list
+            .iter()
+            .map(|m| (m.metric.clone(), m.aggregation.clone(), m.higher_is_better, m.options.clone()))
+            .collect(),
+        None => defaults.iter().map(|m| (m.to_string(), None, None, Map::new())).collect(),
+    };
+    specs
+        .into_iter()
+        .map(|(name, agg, hib, opts)| {
+            let (dagg, dhib) = metrics::defaults(&name).ok_or_else(|| format!("metric `{name}` is not supported"))?;
+            if task.cfg.output_type != "generate_until" && !opts.is_empty() {
+                return Err(format!("metric `{name}`: options apply to generated text only"));
+            }
+            Ok((name, agg.unwrap_or_else(|| dagg.to_string()), hib.unwrap_or(dhib), opts))
+        })
+        .collect()
+}
+
+pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutcome, EvalError> {
+    let shown = task.source.display().to_string();
+    let list = metric_list(task).map_err(|e| EvalError::Task(shown.clone(), e))?;
+    let prepared = task.prepare()?;
+    let pipelines: Vec<Pipeline> = match &task.cfg.filter_list {
+        Some(f) if task.cfg.output_type == "generate_until" => f
+            .iter()
+            .map(|p| Pipeline::new(&p.name, &p.filter))
+            .collect::<Result<_, _>>()
+            .map_err(|e| EvalError::Task(shown.clone(), e))?,
+        Some(_) => return Err(EvalError::Task(shown, "filter_list: applies to generate_until tasks".into())),
+        None => vec![Pipeline::none()],
+    };
+    // items[filter][metric] = one item per document
+    let mut items: Vec<Vec<Vec<Item>>> = vec![vec![Vec::new(); list.len()]; pipelines.len()];
+    let mut samples = Vec::new();
+    let c = &task.cfg;
+    for (i, (doc, p)) in task.docs.iter().zip(&prepared).enumerate() {
+        let at = |e: String| EvalError::Doc(shown.clone(), i, e);
+        let base = |args: Value, resps: Value| {
+            json!({"doc_id": i, "doc": doc, "target": target_text(&p.target), "arguments": args, "resps": resps,
+                   "doc_hash": sha(&serde_json::to_string_pretty(doc).unwrap_or_default()),
+                   "prompt_hash": sha(&p.context), "target_hash": sha(&target_text(&p.target))})
+        };
+        match c.output_type.as_str() {
+            "multiple_choice" => {
+                let conts: Vec<String> = p.choices.iter().map(|ch| format!("{}{ch}", c.target_delimiter)).collect();
+                let lls = lm.loglikelihoods(&p.context, &conts)?;
+                let gold = gold_index(p).map_err(at)?;
+                let ll: Vec<f64> = lls.iter().map(|x| x.0).collect();
+                let per = |len: &dyn Fn(&str) -> usize| -> Vec<f64> {
+                    ll.iter().zip(&p.choices).map(|(l, ch)| l / len(ch) as f64).collect()
+                };
+                let mut row = base(
+                    args(&p.context, &conts),
+                    Value::from(lls.iter().map(|(l, g)| vec![vec![l.to_string(), py_bool(*g)]]).collect::<Vec<_>>()),
+                );
+                row["filtered_resps"] = Value::from(lls.iter().map(|(l, g)| vec![l.to_string(), py_bool(*g)]).collect::<Vec<_>>());
+                for (k, (name, ..)) in list.iter().enumerate() {
+                    let v = match name.as_str() {
+                        "acc" => (argmax(&ll) == gold) as u8 as f64,
+                        "acc_norm" => (argmax(&per(&|s| s.chars().count())) == gold) as u8 as f64,
+                        "acc_bytes" => (argmax(&per(&|s| s.len())) == gold) as u8 as f64,
+                        "exact_match" => lls.get(gold).is_some_and(|x| x.1) as u8 as f64,
+                        other => return Err(at(format!("metric `{other}` does not apply to multiple_choice"))),
+                    };
+                    row[name.as_str()] = Value::from(v);
+                    items[0][k].push(Item::Score(v));
+                }
+                finish(&mut row, "none", &list);
+                samples.push(row);
+            }
+            "loglikelihood" => {
+                let target = target_text(&p.target);
+                let cont = format!("{}{target}", c.target_delimiter);
+                let (ll, greedy) = lm.loglikelihoods(&p.context, std::slice::from_ref(&cont))?[0];
+                let mut row = base(args(&p.context, &[cont]), json!([[[ll.to_string(), py_bool(greedy)]]]));
+                row["filtered_resps"] = json!([[ll.to_string(), py_bool(greedy)]]);
+                for (k, (name, ..)) in list.iter().enumerate() {
+                    let item = match name.as_str() {
+                        "perplexity" => Item::Score(ll),
+                        "acc" => Item::Score(greedy as u8 as f64),
+                        other => return Err(at(format!("metric `{other}` does not apply to loglikelihood"))),
+                    };
+                    row[name.as_str()] = item.to_json();
+                    items[0][k].push(item);
+                }
+                finish(&mut row, "none", &list);
+                samples.push(row);
+            }
+            "loglikelihood_rolling" => {
+                let text = target_text(&p.target);
+                let ll = lm.loglikelihood_rolling(&text)?;
+                let mut row = base(json!({"gen_args_0": {"arg_0": text, "arg_1": null}}), json!([[ll.to_string()]]));
+                row["filtered_resps"] = json!([ll.to_string()]);
+                for (k, (name, ..)) in list.iter().enumerate() {
+                    let count = match name.as_str() {
+                        "word_perplexity" => count_words(&text),
+                        "byte_perplexity" | "bits_per_byte" => text.len(),
+                        other => return Err(at(format!("metric `{other}` does not apply to loglikelihood_rolling"))),
+                    };
+                    let item = Item::Weighted(ll, count as f64);
+                    row[name.as_str()] = item.to_json();
+                    items[0][k].push(item);
+                }
+                finish(&mut row, "none", &list);
+                samples.push(row);
+            }
+            _ => {
+                let (until, max_gen) = gen_kwargs(task).map_err(at)?;
+                let out = lm.generate_until(&p.context, &until, max_gen)?;
+                let gold = target_text(&p.target);
+                for (f, pipe) in pipelines.iter().enumerate() {
+                    let filtered = pipe.apply(std::slice::from_ref(&out));
+                    let mut row = base(
+                        json!({"gen_args_0": {"arg_0": p.context, "arg_1": c.generation_kwargs}}),
+                        json!([[out]]),
+                    );
+                    row["filtered_resps"] = json!([filtered]);
+                    for (k, (name, _, _, opts)) in list.iter().enumerate() {
+                        let item = metrics::text_metric(name, &gold, &filtered, opts).map_err(at)?;
+                        row[name.as_str()] = item.to_json();
+                        items[f][k].push(item);
+                    }
+                    finish(&mut row, &pipe.name, &list);
+                    samples.push(row);
+                }
+            }
+        }
+        progress();
+    }
+    let mut out = Vec::new();
+    for (f, pipe) in pipelines.iter().enumerate() {
+        for (k, (name, agg, ..)) in list.iter().enumerate() {
+            let (v, se) = metrics::aggregation(agg, &items[f][k]).map_err(|e| EvalError::Task(shown.clone(), e))?;
+            out.push((name.clone(), pipe.name.clone(), v, se));
+        }
+    }
+    Ok(TaskOutcome {
+        name: c.task.clone(),
+        metrics: out,
+        higher_is_better: list.iter().map(|(n, _, h, _)| (n.clone(), Value::from(*h))).collect(),
+        samples,
+    })
+}
+
+fn finish(row: &mut Value, filter: &str, list: &[(String, String, bool, Map<String, Value>)]) {
+    row["filter"] = Value::from(filter);
+    row["metrics"] = Value::from(list.iter().map(|m| m.0.clone()).collect::<Vec<_>>());
+}
+
+fn py_bool(b: bool) -> String {
+    if b { "True" } else { "False" }.into()
+}
+
+fn args(ctx: &str, conts: &[String]) -> Value {
+    Value::Object(
+        conts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("gen_args_{i}"), json!({"arg_0": ctx, "arg_1": c})))
+            .collect(),
+    )
+}
+
+fn target_text(t: &Value) -> String {
+    match t {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The gold choice: an index, or the text of one of the choices.
+fn gold_index(p: &Prepared) -> Result<usize, String> {
+    match &p.target {
+        Value::Number(n) => n
+            .as_u64()
+            .map(|x| x as usize)
+            .filter(|&x| x < p.choices.len())
+            .ok_or_else(|| format!("target {n} is not an index of the {} choices", p.choices.len())),
+        Value::String(s) => p
+            .choices
+            .iter()
+            .position(|c| c == s)
+            .ok_or_else(|| format!("target `{s}` is not one of the choices")),
+        other => Err(format!("target {other}: expected an index or a choice")),
+    }
+}
+
+/// `until` (default: the few-shot delimiter) and `max_gen_toks` (default 256), lm-eval's
+/// `generation_kwargs` handling; sampling is refused (graft evaluates greedily, as lm-eval's
+/// default).
+fn gen_kwargs(task: &Task) -> Result<(Vec<String>, usize), String> {
+    let empty = Map::new();
+    let g = task.cfg.generation_kwargs.as_ref().unwrap_or(&empty);
+    let mut until = vec![task.cfg.fewshot_delimiter.clone()];
+    let mut max = 256;
+    for (k, v) in g {
+        match k.as_str() {
+            "until" => {
+                until = match v {
+                    Value::String(s) => vec![s.clone()],
+                    Value::Array(a) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect(),
+                    _ => return Err("generation_kwargs.until: expected a string or a list".into()),
+                }
+            }
+            "max_gen_toks" | "max_new_tokens" | "max_tokens" | "max_completion_tokens" => {
+                max = v.as_u64().ok_or_else(|| format!("generation_kwargs.{k}: expected an integer"))? as usize
+            }
+            "do_sample" if v == &Value::Bool(false) => {}
+            "temperature" if v.as_f64() == Some(0.0) => {}
+            other => return Err(format!("generation_kwargs.{other} = {v}: not supported (greedy decoding only)")),
+        }
+    }
+    Ok((until, max))
+}

@@ -1,0 +1,127 @@
+//! lm-eval's response filters (`filters/extraction.py` `RegexFilter`, `filters/selection.py`
+//! `TakeFirstFilter`): a named pipeline per `filter_list` entry turns a document's responses into
+//! the one the metrics score; without a `filter_list` the pipeline is `none` = take_first.
+
+use crate::lm_eval_yaml::FilterStep;
+
+pub enum Step {
+    /// `re.findall`, then match `group_select` (negative from the end); a tuple of groups gives
+    /// its first non-empty one; stripped; `fallback` when nothing matches.
+    Regex {
+        re: fancy_regex::Regex,
+        group_select: i64,
+        fallback: String,
+    },
+    TakeFirst,
+}
+
+pub struct Pipeline {
+    pub name: String,
+    pub steps: Vec<Step>,
+}
+
+impl Pipeline {
+    pub fn none() -> Self {
+        Self {
+            name: "none".into(),
+            steps: vec![Step::TakeFirst],
+        }
+    }
+
+    pub fn new(name: &str, steps: &[FilterStep]) -> Result<Self, String> {
+        let steps = steps
+            .iter()
+            .map(|s| match s.function.as_str() {
+                "take_first" => Ok(Step::TakeFirst),
+                "regex" => {
+                    // lm-eval's RegexFilter default is GSM8K's answer line.
+                    let pattern = s.regex_pattern.clone().unwrap_or_else(|| r"#### (\-?[0-9\.\,]+)".into());
+                    let re = fancy_regex::Regex::new(&pattern)
+                        .map_err(|e| format!("filter `{name}`: regex_pattern `{pattern}`: {e}"))?;
+                    Ok(Step::Regex {
+                        re,
+                        group_select: s.group_select.unwrap_or(0),
+                        fallback: s.fallback.clone().unwrap_or_else(|| "[invalid]".into()),
+                    })
+                }
+                other => Err(format!(
+                    "filter `{name}`: function `{other}` is not supported (regex, take_first)"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            name: name.into(),
+            steps,
+        })
+    }
+
+    /// The filtered response of one document's responses.
+    pub fn apply(&self, responses: &[String]) -> String {
+        let mut resps = responses.to_vec();
+        for step in &self.steps {
+            match step {
+                Step::TakeFirst => resps.truncate(1),
+                Step::Regex { re, group_select, fallback } => {
+                    resps = resps.iter().map(|r| regex_pick(re, *group_select, fallback, r)).collect()
+                }
+            }
+        }
+        resps.into_iter().next().unwrap_or_default()
+    }
+}
+
+fn regex_pick(re: &fancy_regex::Regex, group_select: i64, fallback: &str, text: &str) -> String {
+    // re.findall: the whole match without groups, the group with one, the tuple with several.
+    let groups = re.captures_len() - 1;
+    let matches: Vec<Vec<String>> = re
+        .captures_iter(text)
+        .filter_map(Result::ok)
+        .map(|c| match groups {
+            0 => vec![c.get(0).map_or("", |m| m.as_str()).to_string()],
+            n => (1..=n).map(|g| c.get(g).map_or("", |m| m.as_str()).to_string()).collect(),
+        })
+        .collect();
+    let idx = match group_select {
+        i if i < 0 => matches.len() as i64 + i,
+        i => i,
+    };
+    let Some(m) = usize::try_from(idx).ok().and_then(|i| matches.get(i)) else {
+        return fallback.to_string();
+    };
+    match m.iter().find(|g| !g.is_empty()) {
+        Some(g) => g.trim().to_string(),
+        None if m.len() == 1 => String::new(),
+        None => fallback.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use graft_testkit::read_json;
+
+    #[test]
+    fn gsm8k_filters_match_lm_eval() {
+        // tests/fixtures/eval/metrics_reference.json "gsm8k_filters": lm_eval 0.4.13 RegexFilter
+        // with gsm8k.yaml's strict-match and flexible-extract settings.
+        let r = read_json("eval/metrics_reference.json");
+        let f = &r["gsm8k_filters"];
+        let make = |k: &str| {
+            let step = FilterStep {
+                function: "regex".into(),
+                regex_pattern: Some(f[k]["regex_pattern"].as_str().unwrap().into()),
+                group_select: Some(f[k]["group_select"].as_i64().unwrap()),
+                fallback: Some(f[k]["fallback"].as_str().unwrap().into()),
+            };
+            Pipeline::new(k, &[step, FilterStep { function: "take_first".into(), regex_pattern: None, group_select: None, fallback: None }]).unwrap()
+        };
+        let (strict, flexible) = (make("strict_match"), make("flexible_extract"));
+        let cases = f["cases"].as_array().unwrap();
+        assert!(cases.len() >= 4);
+        for c in cases {
+            let input = vec![c["input"].as_str().unwrap().to_string()];
+            assert_eq!(strict.apply(&input), c["strict_match"].as_str().unwrap(), "{c}");
+            assert_eq!(flexible.apply(&input), c["flexible_extract"].as_str().unwrap(), "{c}");
+        }
+    }
+}

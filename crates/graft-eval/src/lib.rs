@@ -1,0 +1,34 @@
+//! graft-eval: an evaluation harness that reads lm-eval-harness task YAML and writes lm-eval's
+//! results and samples files, with the numbers lm-eval's HF backend gives (parity fixtures in
+//! tests/fixtures/eval, made by tools/fixtures/make_eval_fixtures.py).
+
+pub mod builtin;
+pub mod evaluate;
+pub mod filters;
+pub mod harness;
+pub mod lm_eval_yaml;
+pub mod metrics;
+pub mod prompt;
+pub mod pyrandom;
+pub mod results;
+pub mod task;
+
+pub use evaluate::{run, TaskOutcome};
+pub use harness::Lm;
+pub use task::Task;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A task file or its data: the file, then what is wrong.
+    #[error("{0}: {1}")]
+    Task(String, String),
+    /// A document of a task: the file, the document index, what is wrong.
+    #[error("{0}: document {1}: {2}")]
+    Doc(String, usize, String),
+    #[error("{0}")]
+    Request(String),
+    #[error("{0}")]
+    Model(#[from] graft_models::ModelError),
+    #[error("{0}")]
+    Candle(#[from] candle_core::Error),
+}

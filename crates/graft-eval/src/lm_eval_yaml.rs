@@ -1,0 +1,288 @@
+//! lm-eval-harness task YAML (lm_eval 0.4 `TaskConfig`), the subset graft runs: local data through
+//! `dataset_path: json | parquet` + `dataset_kwargs.data_files`, Jinja `doc_to_text` /
+//! `doc_to_target` / `doc_to_choice`, few-shot settings, `generation_kwargs`, `filter_list`,
+//! `metric_list`, and `include` of a base file. A key graft does not run is an error naming it —
+//! never silently ignored, since it would change the numbers.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::EvalError;
+
+/// Keys that change nothing graft computes (descriptive or lm-eval bookkeeping).
+const INERT: &[&str] = &["tag", "group", "should_decontaminate", "doc_to_decontamination_query", "dataset_name", "task_alias", "output_path"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub task: String,
+    pub dataset_path: String,
+    #[serde(default)]
+    pub dataset_kwargs: Option<DatasetKwargs>,
+    #[serde(default)]
+    pub training_split: Option<String>,
+    #[serde(default)]
+    pub validation_split: Option<String>,
+    #[serde(default)]
+    pub test_split: Option<String>,
+    #[serde(default)]
+    pub fewshot_split: Option<String>,
+    pub output_type: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub doc_to_text: Option<Value>,
+    #[serde(default)]
+    pub doc_to_target: Option<Value>,
+    #[serde(default)]
+    pub doc_to_choice: Option<Value>,
+    #[serde(default = "space")]
+    pub target_delimiter: String,
+    #[serde(default = "blank_line")]
+    pub fewshot_delimiter: String,
+    #[serde(default)]
+    pub num_fewshot: Option<usize>,
+    #[serde(default)]
+    pub fewshot_config: Option<FewshotConfig>,
+    #[serde(default)]
+    pub generation_kwargs: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub filter_list: Option<Vec<FilterPipeline>>,
+    #[serde(default)]
+    pub metric_list: Option<Vec<MetricSpec>>,
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub repeats: Option<usize>,
+}
+
+fn space() -> String {
+    " ".into()
+}
+fn blank_line() -> String {
+    "\n\n".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetKwargs {
+    /// A path, a list of paths, or split → path(s).
+    pub data_files: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FewshotConfig {
+    /// `default` (seeded random draws, lm-eval's `ContextSampler`) or `first_n`.
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+}
+
+fn default_sampler() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterPipeline {
+    pub name: String,
+    pub filter: Vec<FilterStep>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterStep {
+    pub function: String,
+    #[serde(default)]
+    pub regex_pattern: Option<String>,
+    #[serde(default)]
+    pub group_select: Option<i64>,
+    #[serde(default)]
+    pub fallback: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetricSpec {
+    pub metric: String,
+    #[serde(default)]
+    pub aggregation: Option<String>,
+    #[serde(default)]
+    pub higher_is_better: Option<bool>,
+    /// Metric options (`ignore_case`, `ignore_punctuation`, `regexes_to_ignore`, …).
+    #[serde(flatten)]
+    pub options: Map<String, Value>,
+}
+
+impl TaskConfig {
+    /// Reads a task file, merging an `include`d base (relative to the file) under it.
+    pub fn read(path: &Path) -> Result<(Self, PathBuf), EvalError> {
+        let shown = path.display().to_string();
+        let map = read_map(path, 0)?;
+        let mut map = map;
+        for key in INERT {
+            map.remove(*key);
+        }
+        let value = Value::Object(map);
+        let cfg: TaskConfig = serde_json::from_value(value).map_err(|e| {
+            let msg = e.to_string();
+            match msg.strip_prefix("unknown field ") {
+                Some(rest) => EvalError::Task(
+                    shown.clone(),
+                    format!(
+                        "key {} is not supported by graft eval",
+                        rest.split(',').next().unwrap_or(rest)
+                    ),
+                ),
+                None => EvalError::Task(shown.clone(), msg),
+            }
+        })?;
+        cfg.check().map_err(|e| EvalError::Task(shown, e))?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok((cfg, dir))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !["multiple_choice", "loglikelihood", "loglikelihood_rolling", "generate_until"]
+            .contains(&self.output_type.as_str())
+        {
+            return Err(format!(
+                "output_type: `{}` is not supported (multiple_choice, loglikelihood, loglikelihood_rolling, generate_until)",
+                self.output_type
+            ));
+        }
+        if !["json", "parquet"].contains(&self.dataset_path.as_str()) {
+            return Err(format!(
+                "dataset_path: `{}` — graft reads local data only: `json` or `parquet` with dataset_kwargs.data_files",
+                self.dataset_path
+            ));
+        }
+        if self.dataset_kwargs.is_none() {
+            return Err("dataset_kwargs.data_files: missing (the local data files)".into());
+        }
+        for (name, v) in [
+            ("doc_to_text", &self.doc_to_text),
+            ("doc_to_target", &self.doc_to_target),
+            ("doc_to_choice", &self.doc_to_choice),
+        ] {
+            if let Some(Value::String(s)) = v {
+                if s.trim_start().starts_with("!function") {
+                    return Err(format!("{name}: Python functions (`!function`) are not supported"));
+                }
+            }
+        }
+        if self.output_type == "multiple_choice" && self.doc_to_choice.is_none() {
+            return Err("doc_to_choice: multiple_choice needs the choices".into());
+        }
+        if self.repeats.is_some_and(|r| r != 1) {
+            return Err("repeats: only 1 is supported".into());
+        }
+        if let Some(f) = &self.fewshot_config {
+            if !["default", "first_n"].contains(&f.sampler.as_str()) {
+                return Err(format!(
+                    "fewshot_config.sampler: `{}` is not supported (default, first_n)",
+                    f.sampler
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The data files of `split`, resolved against the task file's folder, then the working one.
+    pub fn split_files(&self, split: &str, dir: &Path) -> Result<Vec<PathBuf>, String> {
+        let files = &self.dataset_kwargs.as_ref().expect("checked").data_files;
+        let list = |v: &Value| -> Result<Vec<String>, String> {
+            match v {
+                Value::String(s) => Ok(vec![s.clone()]),
+                Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string).ok_or("a path is not a string".to_string()))
+                    .collect(),
+                _ => Err("expected a path or a list of paths".into()),
+            }
+        };
+        let names = match files {
+            Value::Object(m) => match m.get(split) {
+                Some(v) => list(v)?,
+                None => return Err(format!("data_files has no split `{split}`")),
+            },
+            // One file set: lm-eval (datasets) calls it `train`.
+            other if split == "train" => list(other)?,
+            _ => return Err(format!("data_files has no split `{split}` (a single file set is `train`)")),
+        };
+        Ok(names
+            .into_iter()
+            .map(|n| {
+                let p = PathBuf::from(&n);
+                match p.is_relative() && dir.join(&p).exists() {
+                    true => dir.join(p),
+                    false => p,
+                }
+            })
+            .collect())
+    }
+
+    /// The split evaluated: `test_split`, else `validation_split`.
+    pub fn eval_split(&self) -> Result<&str, String> {
+        self.test_split
+            .as_deref()
+            .or(self.validation_split.as_deref())
+            .ok_or_else(|| "test_split / validation_split: give the split to evaluate".into())
+    }
+
+    /// The few-shot pool's split: `fewshot_split`, else training, validation, test (lm-eval's order).
+    pub fn fewshot_split(&self) -> Option<&str> {
+        self.fewshot_split
+            .as_deref()
+            .or(self.training_split.as_deref())
+            .or(self.validation_split.as_deref())
+            .or(self.test_split.as_deref())
+    }
+}
+
+fn read_map(path: &Path, depth: usize) -> Result<Map<String, Value>, EvalError> {
+    let shown = path.display().to_string();
+    if depth > 8 {
+        return Err(EvalError::Task(shown, "include: nested too deeply".into()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Task(shown.clone(), e.to_string()))?;
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| EvalError::Task(shown.clone(), format!("not valid YAML: {e}")))?;
+    if let Some((key, tag)) = tagged(&yaml, "") {
+        return Err(EvalError::Task(
+            shown,
+            format!("{key}: `{tag}` (a Python function) is not supported; use a Jinja template"),
+        ));
+    }
+    let value: Value = serde_json::to_value(yaml)
+        .map_err(|e| EvalError::Task(shown.clone(), format!("cannot read: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(EvalError::Task(shown, "expected a mapping of task keys".into()));
+    };
+    if let Some(inc) = map.remove("include") {
+        let Some(name) = inc.as_str() else {
+            return Err(EvalError::Task(shown, "include: expected a file name".into()));
+        };
+        let base_path = path.parent().unwrap_or(Path::new(".")).join(name);
+        let mut base = read_map(&base_path, depth + 1)?;
+        base.extend(map);
+        map = base;
+    }
+    Ok(map)
+}
+
+/// The first YAML-tagged value (`!function utils.process_docs`) and its key path.
+fn tagged(v: &serde_yaml_ng::Value, at: &str) -> Option<(String, String)> {
+    use serde_yaml_ng::Value as Y;
+    match v {
+        Y::Tagged(t) => Some((at.to_string(), t.tag.to_string())),
+        Y::Mapping(m) => m.iter().find_map(|(k, v)| {
+            let k = k.as_str().unwrap_or("?");
+            let path = if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
+            tagged(v, &path)
+        }),
+        Y::Sequence(s) => s.iter().enumerate().find_map(|(i, v)| tagged(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}

@@ -1,0 +1,66 @@
+//! Exact match as lm-eval's `exact_match_hf_evaluate` (the HF `evaluate` metric): options
+//! `regexes_to_ignore` (each removed from both strings), `ignore_case`, `ignore_punctuation`
+//! (ASCII `string.punctuation` removed), `ignore_numbers` (digits removed), in that order.
+
+use serde_json::{Map, Value};
+
+const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+pub fn exact_match(gold: &str, prediction: &str, options: &Map<String, Value>) -> Result<f64, String> {
+    let flag = |k: &str| options.get(k).and_then(Value::as_bool).unwrap_or(false);
+    for key in options.keys() {
+        if !["ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore"].contains(&key.as_str()) {
+            return Err(format!("exact_match: option `{key}` is not supported"));
+        }
+    }
+    let regexes: Vec<fancy_regex::Regex> = match options.get("regexes_to_ignore") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|r| {
+                let r = r.as_str().ok_or("regexes_to_ignore: expected strings")?;
+                fancy_regex::Regex::new(r).map_err(|e| format!("regexes_to_ignore `{r}`: {e}"))
+            })
+            .collect::<Result<_, String>>()?,
+        Some(_) => return Err("regexes_to_ignore: expected a list".into()),
+    };
+    let norm = |s: &str| -> String {
+        let mut s = s.to_string();
+        for re in &regexes {
+            s = re.replace_all(&s, "").to_string();
+        }
+        if flag("ignore_case") {
+            s = s.to_lowercase();
+        }
+        if flag("ignore_punctuation") {
+            s.retain(|c| !PUNCTUATION.contains(c));
+        }
+        if flag("ignore_numbers") {
+            s.retain(|c| !c.is_ascii_digit());
+        }
+        s
+    };
+    Ok((norm(gold) == norm(prediction)) as u8 as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use graft_testkit::read_json;
+
+    #[test]
+    fn matches_lm_eval() {
+        // tests/fixtures/eval/metrics_reference.json: lm_eval 0.4.13 exact_match_hf_evaluate.
+        let r = read_json("eval/metrics_reference.json");
+        let cases = r["lm_eval_exact_match"].as_array().unwrap();
+        assert!(cases.len() >= 5);
+        for c in cases {
+            let got = super::exact_match(
+                c["references"][0].as_str().unwrap(),
+                c["predictions"][0].as_str().unwrap(),
+                c["kwargs"].as_object().unwrap(),
+            )
+            .unwrap();
+            assert_eq!(got, c["exact_match"].as_f64().unwrap(), "{c}");
+        }
+    }
+}

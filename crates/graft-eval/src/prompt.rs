@@ -1,0 +1,192 @@
+//! `doc_to_text` / `doc_to_target` / `doc_to_choice` as lm-eval applies them (`api/task.py`,
+//! `utils.py::apply_template`): a string naming a doc field gives that field; any other string is
+//! a Jinja template (strict undefined, trailing newline kept, a `regex_replace` filter); ints and
+//! lists are literals (a list's items are templates). Choices rendered from a template are read
+//! as a Python list literal, as lm-eval's `ast.literal_eval`.
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{Map, Value};
+
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter(
+            "regex_replace",
+            |s: String, pattern: String, repl: String| -> Result<String, minijinja::Error> {
+                let re = regex::Regex::new(&pattern).map_err(|e| {
+                    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+                })?;
+                Ok(re.replace_all(&s, repl.replace("\\", "$").as_str()).to_string())
+            },
+        );
+        Self { env }
+    }
+
+    fn render(&self, template: &str, doc: &Map<String, Value>) -> Result<String, String> {
+        self.env
+            .render_str(template, doc)
+            .map_err(|e| format!("template `{template}`: {e}"))
+    }
+
+    /// The prompt text of `doc`.
+    pub fn text(&self, spec: &Option<Value>, doc: &Map<String, Value>) -> Result<String, String> {
+        match spec {
+            None => Ok(String::new()),
+            Some(Value::String(s)) => match doc.get(s) {
+                Some(Value::String(field)) => Ok(field.clone()),
+                Some(other) => Ok(other.to_string()),
+                None => self.render(s, doc),
+            },
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(other) => Err(format!("expected a template, got {other}")),
+        }
+    }
+
+    /// The target: a string, or an index into the choices (a rendered all-digit string with
+    /// choices present becomes an index, as lm-eval's `ast.literal_eval`).
+    pub fn target(
+        &self,
+        spec: &Option<Value>,
+        doc: &Map<String, Value>,
+        has_choices: bool,
+    ) -> Result<Value, String> {
+        let raw = match spec {
+            None => return Err("doc_to_target: missing".into()),
+            Some(Value::String(s)) => match doc.get(s) {
+                Some(v) => v.clone(),
+                None => Value::String(self.render(s, doc)?),
+            },
+            Some(v) => v.clone(),
+        };
+        Ok(match raw {
+            Value::String(s) if has_choices && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                Value::from(s.parse::<u64>().map_err(|e| e.to_string())?)
+            }
+            v => v,
+        })
+    }
+
+    /// The choices of `doc`.
+    pub fn choices(&self, spec: &Option<Value>, doc: &Map<String, Value>) -> Result<Vec<String>, String> {
+        let strings = |v: &Value| -> Result<Vec<String>, String> {
+            let a = v.as_array().ok_or_else(|| format!("choices: expected a list, got {v}"))?;
+            Ok(a.iter()
+                .map(|x| match x {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect())
+        };
+        match spec {
+            None => Err("doc_to_choice: missing".into()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| self.text(&Some(i.clone()), doc))
+                .collect(),
+            Some(Value::Object(m)) => m.values().map(|i| self.text(&Some(i.clone()), doc)).collect(),
+            Some(Value::String(s)) => {
+                if let Some(v) = doc.get(s) {
+                    return strings(v);
+                }
+                // `{{ expr }}`: evaluate the expression itself (a list stays a list).
+                let t = s.trim();
+                if let Some(expr) = t.strip_prefix("{{").and_then(|x| x.strip_suffix("}}")) {
+                    if !expr.contains("}}") {
+                        let e = self
+                            .env
+                            .compile_expression(expr)
+                            .map_err(|e| format!("template `{s}`: {e}"))?;
+                        let v = e.eval(doc).map_err(|e| format!("template `{s}`: {e}"))?;
+                        let json = serde_json::to_value(&v).map_err(|e| e.to_string())?;
+                        if json.is_array() {
+                            return strings(&json);
+                        }
+                    }
+                }
+                python_list(&self.render(s, doc)?)
+            }
+            Some(other) => Err(format!("doc_to_choice: expected a template or a list, got {other}")),
+        }
+    }
+}
+
+/// A Python list literal of strings/numbers (`['a', "b", 3]`).
+fn python_list(text: &str) -> Result<Vec<String>, String> {
+    let bad = || format!("choices `{text}`: not a list literal");
+    let t = text.trim();
+    let inner = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).ok_or_else(bad)?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        let Some(&c) = chars.peek() else { break };
+        if c == '\'' || c == '"' {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next().ok_or_else(bad)? {
+                    '\\' => {
+                        let e = chars.next().ok_or_else(bad)?;
+                        s.push(match e {
+                            'n' => '\n',
+                            't' => '\t',
+                            other => other,
+                        });
+                    }
+                    q if q == c => break,
+                    other => s.push(other),
+                }
+            }
+            out.push(s);
+        } else {
+            let mut s = String::new();
+            while chars.peek().is_some_and(|c| *c != ',') {
+                s.push(chars.next().unwrap_or(','));
+            }
+            out.push(s.trim().to_string());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc() -> Map<String, Value> {
+        json!({"question": "q?", "choices": ["a b", "c"], "label": 1, "n": "2"})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn renders_like_lm_eval() {
+        let t = Templates::new();
+        let d = doc();
+        assert_eq!(t.text(&Some(json!("{{question}}\nanswer")), &d).unwrap(), "q?\nanswer");
+        assert_eq!(t.text(&Some(json!("question")), &d).unwrap(), "q?");
+        assert_eq!(t.target(&Some(json!("{{label}}")), &d, true).unwrap(), json!(1));
+        assert_eq!(t.target(&Some(json!("{{n}}")), &d, false).unwrap(), json!("2"));
+        assert_eq!(t.choices(&Some(json!("{{choices}}")), &d).unwrap(), vec!["a b", "c"]);
+        assert_eq!(t.choices(&Some(json!(["yes", "{{n}}"])), &d).unwrap(), vec!["yes", "2"]);
+        assert_eq!(python_list("['a', \"b, c\", 3]").unwrap(), vec!["a", "b, c", "3"]);
+        assert!(t.text(&Some(json!("{{missing}}")), &d).unwrap_err().contains("missing"));
+    }
+}

@@ -1,0 +1,116 @@
+//! graft's evaluation against lm-eval-harness 0.4.13 (HF backend, float32, CPU, batch size 1) on
+//! the tiny random llama: tests/fixtures/eval, made by tools/fixtures/make_eval_fixtures.py with
+//! the `lm_eval run` commands recorded in lm_eval_out/*_cmd.txt. Per-choice log-likelihoods,
+//! greedy flags, few-shot prompts, rolling perplexities, generated text, filtered answers and the
+//! aggregated metrics must all agree.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use graft_eval::{run, Lm, Task};
+use graft_models::ModelSource;
+use graft_testkit::{fixture, read_json};
+use serde_json::Value;
+
+fn samples(name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(fixture(&format!("eval/lm_eval_out/{name}_samples.jsonl"))).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The string leaves of a (nested) JSON array, in order.
+fn leaves(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(leaves).collect(),
+        Value::String(s) => vec![s.clone()],
+        other => vec![other.to_string()],
+    }
+}
+
+fn task_path(name: &str) -> PathBuf {
+    fixture(&format!("eval/{name}.yaml"))
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * (1.0 + b.abs())
+}
+
+/// Runs `task` and checks every sample's responses and every aggregate against lm-eval's.
+fn check(task: &str, fewshot: Option<usize>, out_name: &str) {
+    let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
+    let model = source.build(DType::F32, &Device::Cpu).unwrap();
+    let lm = Lm::new(&source, &model).unwrap();
+    assert_eq!(lm.max_length, 64);
+    let t = Task::open(&task_path(task), fewshot, None).unwrap();
+    let out = run(&t, &lm, || {}).unwrap();
+    let want = samples(out_name);
+    assert_eq!(out.samples.len(), want.len());
+    let mut got = out.samples.clone();
+    got.sort_by_key(|s| (s["doc_id"].as_u64(), s["filter"].as_str().map(str::to_string)));
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["doc_id"], w["doc_id"]);
+        assert_eq!(g["filter"], w["filter"]);
+        // The prompts (few-shot draws included) and continuations.
+        for (k, a) in w["arguments"].as_object().unwrap() {
+            assert_eq!(g["arguments"][k]["arg_0"], a["arg_0"], "doc {} {k}", w["doc_id"]);
+            if a["arg_1"].is_string() {
+                assert_eq!(g["arguments"][k]["arg_1"], a["arg_1"]);
+            }
+        }
+        // Responses: log-likelihoods to 1e-4 (relative), greedy flags and texts exactly.
+        let (gr, wr) = (leaves(&g["resps"]), leaves(&w["resps"]));
+        assert_eq!(gr.len(), wr.len(), "doc {}", w["doc_id"]);
+        for (x, y) in gr.iter().zip(&wr) {
+            match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(p), Ok(q)) => assert!(close(p, q, 1e-4), "doc {}: {p} vs {q}", w["doc_id"]),
+                _ => assert_eq!(x, y, "doc {}", w["doc_id"]),
+            }
+        }
+        if w["filter"] != "none" || task == "tiny_gen" {
+            assert_eq!(g["filtered_resps"], w["filtered_resps"], "doc {}", w["doc_id"]);
+        }
+        for m in w["metrics"].as_array().unwrap() {
+            let m = m.as_str().unwrap();
+            match (&g[m], &w[m]) {
+                (Value::Array(a), Value::Array(b)) => {
+                    assert!(close(a[0].as_f64().unwrap(), b[0].as_f64().unwrap(), 1e-4));
+                    assert_eq!(a[1].as_f64(), b[1].as_f64(), "{m} count, doc {}", w["doc_id"]);
+                }
+                (a, b) => assert_eq!(a.as_f64(), b.as_f64(), "{m}, doc {}", w["doc_id"]),
+            }
+        }
+    }
+    // Aggregates, with lm-eval's keys.
+    let results = read_json(&format!("eval/lm_eval_out/{out_name}_results.json"));
+    let r = &results["results"][task];
+    let mut n = 0;
+    for (metric, filter, value, se) in &out.metrics {
+        let w = r[format!("{metric},{filter}")].as_f64().unwrap();
+        assert!(close(*value, w, 1e-5), "{metric},{filter}: {value} vs {w}");
+        match &r[format!("{metric}_stderr,{filter}")] {
+            Value::String(s) => assert!(s == "N/A" && se.is_none()),
+            v => assert!(close(se.unwrap(), v.as_f64().unwrap(), 1e-9)),
+        }
+        n += 1;
+    }
+    assert_eq!(n * 2 + 3, r.as_object().unwrap().len());
+}
+
+#[test]
+fn multiple_choice_zero_shot() {
+    check("tiny_mc", Some(0), "tiny_mc_0shot");
+}
+
+#[test]
+fn multiple_choice_two_shot() {
+    check("tiny_mc", Some(2), "tiny_mc_2shot");
+}
+
+#[test]
+fn rolling_perplexity() {
+    check("tiny_ppl", None, "tiny_ppl");
+}
+
+#[test]
+fn generate_until_with_filters() {
+    check("tiny_gen", None, "tiny_gen");
+}
