@@ -25,6 +25,7 @@ enum Command {
     Data(commands::data::Args),
     Bench(commands::bench::Args),
     Eval(commands::eval::Args),
+    Merge(commands::merge::Args),
 }
 
 fn main() {
@@ -40,6 +41,7 @@ fn main() {
         Command::Data(a) => commands::data::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Merge(a) => commands::merge::run(a),
     };
     if let Err(e) = result {
         // One line: the chain joined, newlines flattened.

@@ -46,21 +46,40 @@ fn metric_list(task: &Task) -> Result<Vec<(String, String, bool, Map<String, Val
         "loglikelihood_rolling" => &["word_perplexity", "byte_perplexity", "bits_per_byte"],
         _ => &["exact_match"],
     };
-    let specs: Vec<(String, Option<String>, Option<bool>, Map<String, Value>)> = match &task.cfg.metric_list {
-        Some(list) => list
-            .iter()
-            .map(|m| (m.metric.clone(), m.aggregation.clone(), m.higher_is_better, m.options.clone()))
-            .collect(),
-        None => defaults.iter().map(|m| (m.to_string(), None, None, Map::new())).collect(),
-    };
+    let specs: Vec<(String, Option<String>, Option<bool>, Map<String, Value>)> =
+        match &task.cfg.metric_list {
+            Some(list) => list
+                .iter()
+                .map(|m| {
+                    (
+                        m.metric.clone(),
+                        m.aggregation.clone(),
+                        m.higher_is_better,
+                        m.options.clone(),
+                    )
+                })
+                .collect(),
+            None => defaults
+                .iter()
+                .map(|m| (m.to_string(), None, None, Map::new()))
+                .collect(),
+        };
     specs
         .into_iter()
         .map(|(name, agg, hib, opts)| {
-            let (dagg, dhib) = metrics::defaults(&name).ok_or_else(|| format!("metric `{name}` is not supported"))?;
+            let (dagg, dhib) = metrics::defaults(&name)
+                .ok_or_else(|| format!("metric `{name}` is not supported"))?;
             if task.cfg.output_type != "generate_until" && !opts.is_empty() {
-                return Err(format!("metric `{name}`: options apply to generated text only"));
+                return Err(format!(
+                    "metric `{name}`: options apply to generated text only"
+                ));
             }
-            Ok((name, agg.unwrap_or_else(|| dagg.to_string()), hib.unwrap_or(dhib), opts))
+            Ok((
+                name,
+                agg.unwrap_or_else(|| dagg.to_string()),
+                hib.unwrap_or(dhib),
+                opts,
+            ))
         })
         .collect()
 }
@@ -75,7 +94,12 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
             .map(|p| Pipeline::new(&p.name, &p.filter))
             .collect::<Result<_, _>>()
             .map_err(|e| EvalError::Task(shown.clone(), e))?,
-        Some(_) => return Err(EvalError::Task(shown, "filter_list: applies to generate_until tasks".into())),
+        Some(_) => {
+            return Err(EvalError::Task(
+                shown,
+                "filter_list: applies to generate_until tasks".into(),
+            ))
+        }
         None => vec![Pipeline::none()],
     };
     // items[filter][metric] = one item per document
@@ -91,25 +115,44 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
         };
         match c.output_type.as_str() {
             "multiple_choice" => {
-                let conts: Vec<String> = p.choices.iter().map(|ch| format!("{}{ch}", c.target_delimiter)).collect();
+                let conts: Vec<String> = p
+                    .choices
+                    .iter()
+                    .map(|ch| format!("{}{ch}", c.target_delimiter))
+                    .collect();
                 let lls = lm.loglikelihoods(&p.context, &conts)?;
                 let gold = gold_index(p).map_err(at)?;
                 let ll: Vec<f64> = lls.iter().map(|x| x.0).collect();
                 let per = |len: &dyn Fn(&str) -> usize| -> Vec<f64> {
-                    ll.iter().zip(&p.choices).map(|(l, ch)| l / len(ch) as f64).collect()
+                    ll.iter()
+                        .zip(&p.choices)
+                        .map(|(l, ch)| l / len(ch) as f64)
+                        .collect()
                 };
                 let mut row = base(
                     args(&p.context, &conts),
-                    Value::from(lls.iter().map(|(l, g)| vec![vec![l.to_string(), py_bool(*g)]]).collect::<Vec<_>>()),
+                    Value::from(
+                        lls.iter()
+                            .map(|(l, g)| vec![vec![l.to_string(), py_bool(*g)]])
+                            .collect::<Vec<_>>(),
+                    ),
                 );
-                row["filtered_resps"] = Value::from(lls.iter().map(|(l, g)| vec![l.to_string(), py_bool(*g)]).collect::<Vec<_>>());
+                row["filtered_resps"] = Value::from(
+                    lls.iter()
+                        .map(|(l, g)| vec![l.to_string(), py_bool(*g)])
+                        .collect::<Vec<_>>(),
+                );
                 for (k, (name, ..)) in list.iter().enumerate() {
                     let v = match name.as_str() {
                         "acc" => (argmax(&ll) == gold) as u8 as f64,
                         "acc_norm" => (argmax(&per(&|s| s.chars().count())) == gold) as u8 as f64,
                         "acc_bytes" => (argmax(&per(&|s| s.len())) == gold) as u8 as f64,
                         "exact_match" => lls.get(gold).is_some_and(|x| x.1) as u8 as f64,
-                        other => return Err(at(format!("metric `{other}` does not apply to multiple_choice"))),
+                        other => {
+                            return Err(at(format!(
+                                "metric `{other}` does not apply to multiple_choice"
+                            )))
+                        }
                     };
                     row[name.as_str()] = Value::from(v);
                     items[0][k].push(Item::Score(v));
@@ -121,13 +164,20 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                 let target = target_text(&p.target);
                 let cont = format!("{}{target}", c.target_delimiter);
                 let (ll, greedy) = lm.loglikelihoods(&p.context, std::slice::from_ref(&cont))?[0];
-                let mut row = base(args(&p.context, &[cont]), json!([[[ll.to_string(), py_bool(greedy)]]]));
+                let mut row = base(
+                    args(&p.context, &[cont]),
+                    json!([[[ll.to_string(), py_bool(greedy)]]]),
+                );
                 row["filtered_resps"] = json!([[ll.to_string(), py_bool(greedy)]]);
                 for (k, (name, ..)) in list.iter().enumerate() {
                     let item = match name.as_str() {
                         "perplexity" => Item::Score(ll),
                         "acc" => Item::Score(greedy as u8 as f64),
-                        other => return Err(at(format!("metric `{other}` does not apply to loglikelihood"))),
+                        other => {
+                            return Err(at(format!(
+                                "metric `{other}` does not apply to loglikelihood"
+                            )))
+                        }
                     };
                     row[name.as_str()] = item.to_json();
                     items[0][k].push(item);
@@ -138,13 +188,20 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
             "loglikelihood_rolling" => {
                 let text = target_text(&p.target);
                 let ll = lm.loglikelihood_rolling(&text)?;
-                let mut row = base(json!({"gen_args_0": {"arg_0": text, "arg_1": null}}), json!([[ll.to_string()]]));
+                let mut row = base(
+                    json!({"gen_args_0": {"arg_0": text, "arg_1": null}}),
+                    json!([[ll.to_string()]]),
+                );
                 row["filtered_resps"] = json!([ll.to_string()]);
                 for (k, (name, ..)) in list.iter().enumerate() {
                     let count = match name.as_str() {
                         "word_perplexity" => count_words(&text),
                         "byte_perplexity" | "bits_per_byte" => text.len(),
-                        other => return Err(at(format!("metric `{other}` does not apply to loglikelihood_rolling"))),
+                        other => {
+                            return Err(at(format!(
+                                "metric `{other}` does not apply to loglikelihood_rolling"
+                            )))
+                        }
                     };
                     let item = Item::Weighted(ll, count as f64);
                     row[name.as_str()] = item.to_json();
@@ -165,7 +222,8 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                     );
                     row["filtered_resps"] = json!([filtered]);
                     for (k, (name, _, _, opts)) in list.iter().enumerate() {
-                        let item = metrics::text_metric(name, &gold, &filtered, opts).map_err(at)?;
+                        let item =
+                            metrics::text_metric(name, &gold, &filtered, opts).map_err(at)?;
                         row[name.as_str()] = item.to_json();
                         items[f][k].push(item);
                     }
@@ -179,14 +237,18 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
     let mut out = Vec::new();
     for (f, pipe) in pipelines.iter().enumerate() {
         for (k, (name, agg, ..)) in list.iter().enumerate() {
-            let (v, se) = metrics::aggregation(agg, &items[f][k]).map_err(|e| EvalError::Task(shown.clone(), e))?;
+            let (v, se) = metrics::aggregation(agg, &items[f][k])
+                .map_err(|e| EvalError::Task(shown.clone(), e))?;
             out.push((name.clone(), pipe.name.clone(), v, se));
         }
     }
     Ok(TaskOutcome {
         name: c.task.clone(),
         metrics: out,
-        higher_is_better: list.iter().map(|(n, _, h, _)| (n.clone(), Value::from(*h))).collect(),
+        higher_is_better: list
+            .iter()
+            .map(|(n, _, h, _)| (n.clone(), Value::from(*h)))
+            .collect(),
         samples,
     })
 }
@@ -224,7 +286,12 @@ fn gold_index(p: &Prepared) -> Result<usize, String> {
             .as_u64()
             .map(|x| x as usize)
             .filter(|&x| x < p.choices.len())
-            .ok_or_else(|| format!("target {n} is not an index of the {} choices", p.choices.len())),
+            .ok_or_else(|| {
+                format!(
+                    "target {n} is not an index of the {} choices",
+                    p.choices.len()
+                )
+            }),
         Value::String(s) => p
             .choices
             .iter()
@@ -247,16 +314,26 @@ fn gen_kwargs(task: &Task) -> Result<(Vec<String>, usize), String> {
             "until" => {
                 until = match v {
                     Value::String(s) => vec![s.clone()],
-                    Value::Array(a) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect(),
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().unwrap_or_default().to_string())
+                        .collect(),
                     _ => return Err("generation_kwargs.until: expected a string or a list".into()),
                 }
             }
             "max_gen_toks" | "max_new_tokens" | "max_tokens" | "max_completion_tokens" => {
-                max = v.as_u64().ok_or_else(|| format!("generation_kwargs.{k}: expected an integer"))? as usize
+                max = v
+                    .as_u64()
+                    .ok_or_else(|| format!("generation_kwargs.{k}: expected an integer"))?
+                    as usize
             }
             "do_sample" if v == &Value::Bool(false) => {}
             "temperature" if v.as_f64() == Some(0.0) => {}
-            other => return Err(format!("generation_kwargs.{other} = {v}: not supported (greedy decoding only)")),
+            other => {
+                return Err(format!(
+                    "generation_kwargs.{other} = {v}: not supported (greedy decoding only)"
+                ))
+            }
         }
     }
     Ok((until, max))

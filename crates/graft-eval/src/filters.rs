@@ -35,7 +35,10 @@ impl Pipeline {
                 "take_first" => Ok(Step::TakeFirst),
                 "regex" => {
                     // lm-eval's RegexFilter default is GSM8K's answer line.
-                    let pattern = s.regex_pattern.clone().unwrap_or_else(|| r"#### (\-?[0-9\.\,]+)".into());
+                    let pattern = s
+                        .regex_pattern
+                        .clone()
+                        .unwrap_or_else(|| r"#### (\-?[0-9\.\,]+)".into());
                     let re = fancy_regex::Regex::new(&pattern)
                         .map_err(|e| format!("filter `{name}`: regex_pattern `{pattern}`: {e}"))?;
                     Ok(Step::Regex {
@@ -61,8 +64,15 @@ impl Pipeline {
         for step in &self.steps {
             match step {
                 Step::TakeFirst => resps.truncate(1),
-                Step::Regex { re, group_select, fallback } => {
-                    resps = resps.iter().map(|r| regex_pick(re, *group_select, fallback, r)).collect()
+                Step::Regex {
+                    re,
+                    group_select,
+                    fallback,
+                } => {
+                    resps = resps
+                        .iter()
+                        .map(|r| regex_pick(re, *group_select, fallback, r))
+                        .collect()
                 }
             }
         }
@@ -78,7 +88,9 @@ fn regex_pick(re: &fancy_regex::Regex, group_select: i64, fallback: &str, text: 
         .filter_map(Result::ok)
         .map(|c| match groups {
             0 => vec![c.get(0).map_or("", |m| m.as_str()).to_string()],
-            n => (1..=n).map(|g| c.get(g).map_or("", |m| m.as_str()).to_string()).collect(),
+            n => (1..=n)
+                .map(|g| c.get(g).map_or("", |m| m.as_str()).to_string())
+                .collect(),
         })
         .collect();
     let idx = match group_select {
@@ -113,15 +125,35 @@ mod tests {
                 group_select: Some(f[k]["group_select"].as_i64().unwrap()),
                 fallback: Some(f[k]["fallback"].as_str().unwrap().into()),
             };
-            Pipeline::new(k, &[step, FilterStep { function: "take_first".into(), regex_pattern: None, group_select: None, fallback: None }]).unwrap()
+            Pipeline::new(
+                k,
+                &[
+                    step,
+                    FilterStep {
+                        function: "take_first".into(),
+                        regex_pattern: None,
+                        group_select: None,
+                        fallback: None,
+                    },
+                ],
+            )
+            .unwrap()
         };
         let (strict, flexible) = (make("strict_match"), make("flexible_extract"));
         let cases = f["cases"].as_array().unwrap();
         assert!(cases.len() >= 4);
         for c in cases {
             let input = vec![c["input"].as_str().unwrap().to_string()];
-            assert_eq!(strict.apply(&input), c["strict_match"].as_str().unwrap(), "{c}");
-            assert_eq!(flexible.apply(&input), c["flexible_extract"].as_str().unwrap(), "{c}");
+            assert_eq!(
+                strict.apply(&input),
+                c["strict_match"].as_str().unwrap(),
+                "{c}"
+            );
+            assert_eq!(
+                flexible.apply(&input),
+                c["flexible_extract"].as_str().unwrap(),
+                "{c}"
+            );
         }
     }
 }

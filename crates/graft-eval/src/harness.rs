@@ -96,7 +96,10 @@ impl<'a> Lm<'a> {
 
     fn log_probs(&self, ids: &[u32], cache: Option<&mut KvCache>) -> Res<Tensor> {
         let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-        let logits = self.model.forward(&input, cache, false)?.to_dtype(DType::F32)?;
+        let logits = self
+            .model
+            .forward(&input, cache, false)?
+            .to_dtype(DType::F32)?;
         Ok(candle_nn::ops::log_softmax(&logits.i(0)?, D::Minus1)?)
     }
 
@@ -191,7 +194,9 @@ impl<'a> Lm<'a> {
         let (out, _) = generate(self.model, ids, &opts, &self.device, |t| {
             so_far.push(t);
             let text = self.tokenizer.decode(&so_far, false).unwrap_or_default();
-            !stops.iter().any(|s| !s.is_empty() && text.contains(s.as_str()))
+            !stops
+                .iter()
+                .any(|s| !s.is_empty() && text.contains(s.as_str()))
         })?;
         let mut text = self.tokenizer.decode(&out, true)?;
         for s in &stops {

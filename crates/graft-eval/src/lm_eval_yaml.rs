@@ -12,7 +12,15 @@ use serde_json::{Map, Value};
 use crate::EvalError;
 
 /// Keys that change nothing graft computes (descriptive or lm-eval bookkeeping).
-const INERT: &[&str] = &["tag", "group", "should_decontaminate", "doc_to_decontamination_query", "dataset_name", "task_alias", "output_path"];
+const INERT: &[&str] = &[
+    "tag",
+    "group",
+    "should_decontaminate",
+    "doc_to_decontamination_query",
+    "dataset_name",
+    "task_alias",
+    "output_path",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -144,8 +152,13 @@ impl TaskConfig {
     }
 
     fn check(&self) -> Result<(), String> {
-        if !["multiple_choice", "loglikelihood", "loglikelihood_rolling", "generate_until"]
-            .contains(&self.output_type.as_str())
+        if ![
+            "multiple_choice",
+            "loglikelihood",
+            "loglikelihood_rolling",
+            "generate_until",
+        ]
+        .contains(&self.output_type.as_str())
         {
             return Err(format!(
                 "output_type: `{}` is not supported (multiple_choice, loglikelihood, loglikelihood_rolling, generate_until)",
@@ -168,7 +181,9 @@ impl TaskConfig {
         ] {
             if let Some(Value::String(s)) = v {
                 if s.trim_start().starts_with("!function") {
-                    return Err(format!("{name}: Python functions (`!function`) are not supported"));
+                    return Err(format!(
+                        "{name}: Python functions (`!function`) are not supported"
+                    ));
                 }
             }
         }
@@ -197,7 +212,11 @@ impl TaskConfig {
                 Value::String(s) => Ok(vec![s.clone()]),
                 Value::Array(a) => a
                     .iter()
-                    .map(|x| x.as_str().map(str::to_string).ok_or("a path is not a string".to_string()))
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or("a path is not a string".to_string())
+                    })
                     .collect(),
                 _ => Err("expected a path or a list of paths".into()),
             }
@@ -209,7 +228,11 @@ impl TaskConfig {
             },
             // One file set: lm-eval (datasets) calls it `train`.
             other if split == "train" => list(other)?,
-            _ => return Err(format!("data_files has no split `{split}` (a single file set is `train`)")),
+            _ => {
+                return Err(format!(
+                    "data_files has no split `{split}` (a single file set is `train`)"
+                ))
+            }
         };
         Ok(names
             .into_iter()
@@ -246,7 +269,8 @@ fn read_map(path: &Path, depth: usize) -> Result<Map<String, Value>, EvalError> 
     if depth > 8 {
         return Err(EvalError::Task(shown, "include: nested too deeply".into()));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Task(shown.clone(), e.to_string()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| EvalError::Task(shown.clone(), e.to_string()))?;
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
         .map_err(|e| EvalError::Task(shown.clone(), format!("not valid YAML: {e}")))?;
     if let Some((key, tag)) = tagged(&yaml, "") {
@@ -258,11 +282,17 @@ fn read_map(path: &Path, depth: usize) -> Result<Map<String, Value>, EvalError> 
     let value: Value = serde_json::to_value(yaml)
         .map_err(|e| EvalError::Task(shown.clone(), format!("cannot read: {e}")))?;
     let Value::Object(mut map) = value else {
-        return Err(EvalError::Task(shown, "expected a mapping of task keys".into()));
+        return Err(EvalError::Task(
+            shown,
+            "expected a mapping of task keys".into(),
+        ));
     };
     if let Some(inc) = map.remove("include") {
         let Some(name) = inc.as_str() else {
-            return Err(EvalError::Task(shown, "include: expected a file name".into()));
+            return Err(EvalError::Task(
+                shown,
+                "include: expected a file name".into(),
+            ));
         };
         let base_path = path.parent().unwrap_or(Path::new(".")).join(name);
         let mut base = read_map(&base_path, depth + 1)?;
@@ -279,10 +309,17 @@ fn tagged(v: &serde_yaml_ng::Value, at: &str) -> Option<(String, String)> {
         Y::Tagged(t) => Some((at.to_string(), t.tag.to_string())),
         Y::Mapping(m) => m.iter().find_map(|(k, v)| {
             let k = k.as_str().unwrap_or("?");
-            let path = if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
+            let path = if at.is_empty() {
+                k.to_string()
+            } else {
+                format!("{at}.{k}")
+            };
             tagged(v, &path)
         }),
-        Y::Sequence(s) => s.iter().enumerate().find_map(|(i, v)| tagged(v, &format!("{at}[{i}]"))),
+        Y::Sequence(s) => s
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| tagged(v, &format!("{at}[{i}]"))),
         _ => None,
     }
 }

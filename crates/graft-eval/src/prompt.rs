@@ -29,7 +29,9 @@ impl Templates {
                 let re = regex::Regex::new(&pattern).map_err(|e| {
                     minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
                 })?;
-                Ok(re.replace_all(&s, repl.replace("\\", "$").as_str()).to_string())
+                Ok(re
+                    .replace_all(&s, repl.replace("\\", "$").as_str())
+                    .to_string())
             },
         );
         Self { env }
@@ -72,7 +74,9 @@ impl Templates {
             Some(v) => v.clone(),
         };
         Ok(match raw {
-            Value::String(s) if has_choices && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Value::String(s)
+                if has_choices && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 Value::from(s.parse::<u64>().map_err(|e| e.to_string())?)
             }
             v => v,
@@ -80,9 +84,15 @@ impl Templates {
     }
 
     /// The choices of `doc`.
-    pub fn choices(&self, spec: &Option<Value>, doc: &Map<String, Value>) -> Result<Vec<String>, String> {
+    pub fn choices(
+        &self,
+        spec: &Option<Value>,
+        doc: &Map<String, Value>,
+    ) -> Result<Vec<String>, String> {
         let strings = |v: &Value| -> Result<Vec<String>, String> {
-            let a = v.as_array().ok_or_else(|| format!("choices: expected a list, got {v}"))?;
+            let a = v
+                .as_array()
+                .ok_or_else(|| format!("choices: expected a list, got {v}"))?;
             Ok(a.iter()
                 .map(|x| match x {
                     Value::String(s) => s.clone(),
@@ -96,7 +106,10 @@ impl Templates {
                 .iter()
                 .map(|i| self.text(&Some(i.clone()), doc))
                 .collect(),
-            Some(Value::Object(m)) => m.values().map(|i| self.text(&Some(i.clone()), doc)).collect(),
+            Some(Value::Object(m)) => m
+                .values()
+                .map(|i| self.text(&Some(i.clone()), doc))
+                .collect(),
             Some(Value::String(s)) => {
                 if let Some(v) = doc.get(s) {
                     return strings(v);
@@ -118,7 +131,9 @@ impl Templates {
                 }
                 python_list(&self.render(s, doc)?)
             }
-            Some(other) => Err(format!("doc_to_choice: expected a template or a list, got {other}")),
+            Some(other) => Err(format!(
+                "doc_to_choice: expected a template or a list, got {other}"
+            )),
         }
     }
 }
@@ -127,7 +142,10 @@ impl Templates {
 fn python_list(text: &str) -> Result<Vec<String>, String> {
     let bad = || format!("choices `{text}`: not a list literal");
     let t = text.trim();
-    let inner = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).ok_or_else(bad)?;
+    let inner = t
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .ok_or_else(bad)?;
     let mut out = Vec::new();
     let mut chars = inner.chars().peekable();
     loop {
@@ -180,13 +198,34 @@ mod tests {
     fn renders_like_lm_eval() {
         let t = Templates::new();
         let d = doc();
-        assert_eq!(t.text(&Some(json!("{{question}}\nanswer")), &d).unwrap(), "q?\nanswer");
+        assert_eq!(
+            t.text(&Some(json!("{{question}}\nanswer")), &d).unwrap(),
+            "q?\nanswer"
+        );
         assert_eq!(t.text(&Some(json!("question")), &d).unwrap(), "q?");
-        assert_eq!(t.target(&Some(json!("{{label}}")), &d, true).unwrap(), json!(1));
-        assert_eq!(t.target(&Some(json!("{{n}}")), &d, false).unwrap(), json!("2"));
-        assert_eq!(t.choices(&Some(json!("{{choices}}")), &d).unwrap(), vec!["a b", "c"]);
-        assert_eq!(t.choices(&Some(json!(["yes", "{{n}}"])), &d).unwrap(), vec!["yes", "2"]);
-        assert_eq!(python_list("['a', \"b, c\", 3]").unwrap(), vec!["a", "b, c", "3"]);
-        assert!(t.text(&Some(json!("{{missing}}")), &d).unwrap_err().contains("missing"));
+        assert_eq!(
+            t.target(&Some(json!("{{label}}")), &d, true).unwrap(),
+            json!(1)
+        );
+        assert_eq!(
+            t.target(&Some(json!("{{n}}")), &d, false).unwrap(),
+            json!("2")
+        );
+        assert_eq!(
+            t.choices(&Some(json!("{{choices}}")), &d).unwrap(),
+            vec!["a b", "c"]
+        );
+        assert_eq!(
+            t.choices(&Some(json!(["yes", "{{n}}"])), &d).unwrap(),
+            vec!["yes", "2"]
+        );
+        assert_eq!(
+            python_list("['a', \"b, c\", 3]").unwrap(),
+            vec!["a", "b, c", "3"]
+        );
+        assert!(t
+            .text(&Some(json!("{{missing}}")), &d)
+            .unwrap_err()
+            .contains("missing"));
     }
 }

@@ -48,7 +48,10 @@ pub fn results_json(tasks: &[(&Task, &TaskOutcome)], info: &RunInfo) -> Value {
             .unwrap_or(Value::Null);
         versions.insert(out.name.clone(), version);
         nshot.insert(out.name.clone(), json!(task.num_fewshot));
-        hib.insert(out.name.clone(), Value::Object(out.higher_is_better.clone()));
+        hib.insert(
+            out.name.clone(),
+            Value::Object(out.higher_is_better.clone()),
+        );
         nsamples.insert(
             out.name.clone(),
             json!({"original": task.docs.len(), "effective": task.docs.len()}),
@@ -72,7 +75,9 @@ pub fn results_json(tasks: &[(&Task, &TaskOutcome)], info: &RunInfo) -> Value {
 /// The metrics as a Markdown table (task, n-shot, metric, filter, value, stderr), as lm-eval
 /// prints its summary.
 pub fn markdown(tasks: &[(&Task, &TaskOutcome)]) -> String {
-    let mut s = String::from("| task | n-shot | metric | filter | value | stderr |\n|---|---:|---|---|---:|---:|\n");
+    let mut s = String::from(
+        "| task | n-shot | metric | filter | value | stderr |\n|---|---:|---|---|---:|---:|\n",
+    );
     for (task, out) in tasks {
         for (metric, filter, value, se) in &out.metrics {
             let se = se.map_or("N/A".to_string(), |x| format!("{x:.4}"));

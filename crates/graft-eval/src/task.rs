@@ -40,7 +40,8 @@ pub struct Prepared {
 fn read_docs(files: &[PathBuf], shown: &str) -> Result<Vec<Doc>, EvalError> {
     let mut docs = Vec::new();
     for f in files {
-        let rows = graft_data::source::rows_iter(f).map_err(|e| EvalError::Task(shown.into(), e))?;
+        let rows =
+            graft_data::source::rows_iter(f).map_err(|e| EvalError::Task(shown.into(), e))?;
         for row in rows {
             docs.push(row.map_err(|e| EvalError::Task(shown.into(), e))?.1);
         }
@@ -50,7 +51,11 @@ fn read_docs(files: &[PathBuf], shown: &str) -> Result<Vec<Doc>, EvalError> {
 
 impl Task {
     /// Opens a task file; `num_fewshot` overrides the file's; `limit` keeps the first documents.
-    pub fn open(path: &Path, num_fewshot: Option<usize>, limit: Option<usize>) -> Result<Self, EvalError> {
+    pub fn open(
+        path: &Path,
+        num_fewshot: Option<usize>,
+        limit: Option<usize>,
+    ) -> Result<Self, EvalError> {
         let (cfg, dir) = TaskConfig::read(path)?;
         let shown = path.display().to_string();
         let at = |e: String| EvalError::Task(shown.clone(), e);
@@ -63,7 +68,11 @@ impl Task {
         let fewshot_pool = match (num_fewshot, cfg.fewshot_split()) {
             (0, _) => Vec::new(),
             (_, Some(s)) => read_docs(&cfg.split_files(s, &dir).map_err(at)?, &shown)?,
-            (_, None) => return Err(at("num_fewshot > 0 needs a fewshot_split or training_split".into())),
+            (_, None) => {
+                return Err(at(
+                    "num_fewshot > 0 needs a fewshot_split or training_split".into(),
+                ))
+            }
         };
         if num_fewshot > fewshot_pool.len() && num_fewshot > 0 {
             return Err(at(format!(
@@ -87,14 +96,22 @@ impl Task {
 
     /// A few-shot example's answer text: the gold choice, the first of a list, or the target.
     fn answer(&self, doc: &Doc) -> Result<String, String> {
-        let target = self.templates.target(&self.cfg.doc_to_target, doc, self.has_choices())?;
+        let target = self
+            .templates
+            .target(&self.cfg.doc_to_target, doc, self.has_choices())?;
         Ok(match (&target, self.has_choices()) {
             (Value::Number(n), true) => {
                 let choices = self.templates.choices(&self.cfg.doc_to_choice, doc)?;
                 let i = n.as_u64().unwrap_or(u64::MAX) as usize;
-                choices.get(i).cloned().ok_or_else(|| format!("target {i} is not a choice index"))?
+                choices
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("target {i} is not a choice index"))?
             }
-            (Value::Array(a), _) => a.first().map(|v| v.as_str().map_or(v.to_string(), str::to_string)).unwrap_or_default(),
+            (Value::Array(a), _) => a
+                .first()
+                .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+                .unwrap_or_default(),
             (Value::String(s), _) => s.clone(),
             (other, _) => other.to_string(),
         })
@@ -103,7 +120,11 @@ impl Task {
     /// The prompts of every document, in order (the few-shot draws depend on that order).
     pub fn prepare(&self) -> Result<Vec<Prepared>, EvalError> {
         let mut rng = PyRandom::new(FEWSHOT_SEED);
-        let sampler = self.cfg.fewshot_config.as_ref().map_or("default", |f| f.sampler.as_str());
+        let sampler = self
+            .cfg
+            .fewshot_config
+            .as_ref()
+            .map_or("default", |f| f.sampler.as_str());
         let same_split = self.cfg.fewshot_split() == self.cfg.eval_split().ok();
         let c = &self.cfg;
         self.docs
@@ -113,7 +134,10 @@ impl Task {
                 let at = |e: String| EvalError::Doc(self.source.display().to_string(), i, e);
                 let mut context = match c.description.is_empty() {
                     true => String::new(),
-                    false => self.templates.text(&Some(Value::String(c.description.clone())), doc).map_err(at)?,
+                    false => self
+                        .templates
+                        .text(&Some(Value::String(c.description.clone())), doc)
+                        .map_err(at)?,
                 };
                 if self.num_fewshot > 0 {
                     let picks: Vec<usize> = match sampler {
@@ -130,7 +154,10 @@ impl Task {
                         let shot = &self.fewshot_pool[j];
                         let q = self.templates.text(&c.doc_to_text, shot).map_err(at)?;
                         let a = self.answer(shot).map_err(at)?;
-                        context.push_str(&format!("{q}{}{a}{}", c.target_delimiter, c.fewshot_delimiter));
+                        context.push_str(&format!(
+                            "{q}{}{a}{}",
+                            c.target_delimiter, c.fewshot_delimiter
+                        ));
                     }
                 }
                 context.push_str(&self.templates.text(&c.doc_to_text, doc).map_err(at)?);
@@ -142,9 +169,16 @@ impl Task {
                     "loglikelihood_rolling" | "generate_until" | "loglikelihood" => {
                         Value::String(self.answer(doc).map_err(at)?)
                     }
-                    _ => self.templates.target(&c.doc_to_target, doc, true).map_err(at)?,
+                    _ => self
+                        .templates
+                        .target(&c.doc_to_target, doc, true)
+                        .map_err(at)?,
                 };
-                Ok(Prepared { context, choices, target })
+                Ok(Prepared {
+                    context,
+                    choices,
+                    target,
+                })
             })
             .collect()
     }

@@ -13,8 +13,11 @@ use graft_testkit::{fixture, read_json};
 use serde_json::Value;
 
 fn samples(name: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(fixture(&format!("eval/lm_eval_out/{name}_samples.jsonl"))).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let text = std::fs::read_to_string(fixture(&format!("eval/lm_eval_out/{name}_samples.jsonl")))
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The string leaves of a (nested) JSON array, in order.
@@ -45,13 +48,22 @@ fn check(task: &str, fewshot: Option<usize>, out_name: &str) {
     let want = samples(out_name);
     assert_eq!(out.samples.len(), want.len());
     let mut got = out.samples.clone();
-    got.sort_by_key(|s| (s["doc_id"].as_u64(), s["filter"].as_str().map(str::to_string)));
+    got.sort_by_key(|s| {
+        (
+            s["doc_id"].as_u64(),
+            s["filter"].as_str().map(str::to_string),
+        )
+    });
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g["doc_id"], w["doc_id"]);
         assert_eq!(g["filter"], w["filter"]);
         // The prompts (few-shot draws included) and continuations.
         for (k, a) in w["arguments"].as_object().unwrap() {
-            assert_eq!(g["arguments"][k]["arg_0"], a["arg_0"], "doc {} {k}", w["doc_id"]);
+            assert_eq!(
+                g["arguments"][k]["arg_0"], a["arg_0"],
+                "doc {} {k}",
+                w["doc_id"]
+            );
             if a["arg_1"].is_string() {
                 assert_eq!(g["arguments"][k]["arg_1"], a["arg_1"]);
             }
@@ -66,14 +78,23 @@ fn check(task: &str, fewshot: Option<usize>, out_name: &str) {
             }
         }
         if w["filter"] != "none" || task == "tiny_gen" {
-            assert_eq!(g["filtered_resps"], w["filtered_resps"], "doc {}", w["doc_id"]);
+            assert_eq!(
+                g["filtered_resps"], w["filtered_resps"],
+                "doc {}",
+                w["doc_id"]
+            );
         }
         for m in w["metrics"].as_array().unwrap() {
             let m = m.as_str().unwrap();
             match (&g[m], &w[m]) {
                 (Value::Array(a), Value::Array(b)) => {
                     assert!(close(a[0].as_f64().unwrap(), b[0].as_f64().unwrap(), 1e-4));
-                    assert_eq!(a[1].as_f64(), b[1].as_f64(), "{m} count, doc {}", w["doc_id"]);
+                    assert_eq!(
+                        a[1].as_f64(),
+                        b[1].as_f64(),
+                        "{m} count, doc {}",
+                        w["doc_id"]
+                    );
                 }
                 (a, b) => assert_eq!(a.as_f64(), b.as_f64(), "{m}, doc {}", w["doc_id"]),
             }

@@ -57,7 +57,9 @@ pub fn run(args: Args) -> Result<()> {
         .map(|t| open_task(t, &args))
         .collect::<Result<Vec<_>>>()?;
     let (source, model, _) = match args.model.load_any()? {
-        (_, Model::T5(_), _) => bail!("graft eval: encoder-decoder (T5) models are not supported yet"),
+        (_, Model::T5(_), _) => {
+            bail!("graft eval: encoder-decoder (T5) models are not supported yet")
+        }
         (source, Model::Decoder(m), device) => (source, m, device),
     };
     let lm = Lm::new(&source, &model)?;
@@ -88,7 +90,10 @@ pub fn run(args: Args) -> Result<()> {
             text.push_str(&s.to_string());
             text.push('\n');
         }
-        write_atomic(&args.output.join(format!("samples_{}.jsonl", out.name)), text.as_bytes())?;
+        write_atomic(
+            &args.output.join(format!("samples_{}.jsonl", out.name)),
+            text.as_bytes(),
+        )?;
     }
     write_atomic(
         &args.output.join("results.json"),

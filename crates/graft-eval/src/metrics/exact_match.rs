@@ -6,10 +6,21 @@ use serde_json::{Map, Value};
 
 const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
 
-pub fn exact_match(gold: &str, prediction: &str, options: &Map<String, Value>) -> Result<f64, String> {
+pub fn exact_match(
+    gold: &str,
+    prediction: &str,
+    options: &Map<String, Value>,
+) -> Result<f64, String> {
     let flag = |k: &str| options.get(k).and_then(Value::as_bool).unwrap_or(false);
     for key in options.keys() {
-        if !["ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore"].contains(&key.as_str()) {
+        if ![
+            "ignore_case",
+            "ignore_punctuation",
+            "ignore_numbers",
+            "regexes_to_ignore",
+        ]
+        .contains(&key.as_str())
+        {
             return Err(format!("exact_match: option `{key}` is not supported"));
         }
     }

@@ -44,7 +44,9 @@ pub fn aggregation(name: &str, items: &[Item]) -> Result<(f64, Option<f64>), Str
             .iter()
             .map(|i| match i {
                 Item::Weighted(a, b) => Ok((*a, *b)),
-                _ => Err(format!("aggregation `{name}` needs (log-likelihood, count) items")),
+                _ => Err(format!(
+                    "aggregation `{name}` needs (log-likelihood, count) items"
+                )),
             })
             .collect()
     };
@@ -84,7 +86,9 @@ pub fn text_metric(
     options: &Map<String, Value>,
 ) -> Result<Item, String> {
     match metric {
-        "exact_match" => Ok(Item::Score(exact_match::exact_match(gold, prediction, options)?)),
+        "exact_match" => Ok(Item::Score(exact_match::exact_match(
+            gold, prediction, options,
+        )?)),
         other => Err(format!(
             "metric `{other}` is not supported for generated text (exact_match)"
         )),

@@ -5,12 +5,16 @@
 //! bits_per_byte = −Σ ll / Σ bytes / ln 2; `perplexity` (loglikelihood tasks) = exp(−mean ll).
 
 pub fn weighted_perplexity(items: &[(f64, f64)]) -> f64 {
-    let (ll, n) = items.iter().fold((0.0, 0.0), |(a, b), (l, c)| (a + l, b + c));
+    let (ll, n) = items
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (l, c)| (a + l, b + c));
     (-ll / n).exp()
 }
 
 pub fn bits_per_byte(items: &[(f64, f64)]) -> f64 {
-    let (ll, n) = items.iter().fold((0.0, 0.0), |(a, b), (l, c)| (a + l, b + c));
+    let (ll, n) = items
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (l, c)| (a + l, b + c));
     -ll / n / std::f64::consts::LN_2
 }
 

@@ -1,0 +1,102 @@
+//! `graft merge` on mergekit's configs (tests/fixtures/merge; the numbers themselves are checked
+//! against mergekit in graft-merge's tests): paths from the working directory, the output
+//! folder, and one-line errors for bad configs with nothing written.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+
+use graft_testkit::fixture;
+
+fn merge_in_fixtures(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .arg("merge")
+        .args(args)
+        .current_dir(fixture("merge"))
+        .output()
+        .expect("graft runs")
+}
+
+#[test]
+fn merges_a_mergekit_config_from_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("slerp");
+    let o = merge_in_fixtures(&["configs/slerp_gradient.yml", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("merged 30 tensors (3 layers"),
+        "{}",
+        stderr(&o)
+    );
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    // The merged model loads and scores.
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, "{\"text\": \"the cat sat\"}\n").unwrap();
+    let o = graft(&[
+        "score",
+        "--model",
+        out.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Refuses to overwrite.
+    let o = merge_in_fixtures(&["configs/slerp_gradient.yml", "--out", out.to_str().unwrap()]);
+    assert_user_error(&o, &["already exists"]);
+}
+
+#[test]
+fn bad_configs_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(fixture("merge/configs/slerp_gradient.yml")).unwrap();
+    let cases = [
+        (
+            format!("{base}frobnicate: 1\n"),
+            vec!["frobnicate", "not supported"],
+        ),
+        (
+            base.replace("- value: 0.5", "- value: 1.5"),
+            vec!["t = 1.5", "[0, 1]", "model.embed_tokens.weight"],
+        ),
+        (
+            base.replace(
+                "merge_method: slerp",
+                "merge_method: slerp\nparameters_typo: 1",
+            ),
+            vec!["parameters_typo"],
+        ),
+        (
+            base.replace("models/ft_b", "models/nowhere"),
+            vec!["models/nowhere"],
+        ),
+        (
+            base.replace("parameters:\n", "parameters:\n  density: 0.5\n"),
+            vec!["density", "slerp"],
+        ),
+    ];
+    for (i, (yaml, needles)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("c{i}.yml"));
+        std::fs::write(&cfg, yaml).unwrap();
+        let out = dir.path().join(format!("out{i}"));
+        let o = merge_in_fixtures(&[cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let shown = cfg.display().to_string();
+        let mut needles = needles.clone();
+        needles.push(&shown);
+        assert_user_error(&o, &needles);
+        assert!(!out.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}

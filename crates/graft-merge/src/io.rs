@@ -1,0 +1,335 @@
+//! Reading input models tensor by tensor from memory-mapped safetensors (one file or a sharded
+//! index), and writing the output as it is computed: each shard's header is known from the plan
+//! before any tensor is merged, so tensors stream to disk one at a time and memory holds one
+//! tensor group, not the model.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{json, Value};
+
+/// An input model: `config.json` and its tensors by name.
+pub struct ModelFiles {
+    pub dir: PathBuf,
+    pub config: Value,
+    maps: Vec<Mmap>,
+    /// name → (file, dtype, shape, byte range in the file)
+    tensors: HashMap<String, (usize, Dtype, Vec<usize>, std::ops::Range<usize>)>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+impl ModelFiles {
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        if !dir.is_dir() {
+            return Err(err(
+                dir,
+                "not a model directory (graft merge reads local HF directories)",
+            ));
+        }
+        let cfg_path = dir.join("config.json");
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e))?,
+        )
+        .map_err(|e| err(&cfg_path, e))?;
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index.exists() {
+            let v: Value =
+                serde_json::from_str(&std::fs::read_to_string(&index).map_err(|e| err(&index, e))?)
+                    .map_err(|e| err(&index, e))?;
+            let map = v["weight_map"]
+                .as_object()
+                .ok_or_else(|| err(&index, "no weight_map"))?;
+            let mut names: Vec<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            names.sort();
+            names.dedup();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        } else if dir.join("model.safetensors").exists() {
+            vec![dir.join("model.safetensors")]
+        } else {
+            return Err(err(
+                dir,
+                "no model.safetensors or model.safetensors.index.json",
+            ));
+        };
+        let mut maps = Vec::new();
+        let mut tensors = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            let file = std::fs::File::open(f).map_err(|e| err(f, e))?;
+            // SAFETY: the file is only read; a concurrent writer could change what is read, as
+            // with any memory-mapped reader of model files.
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| err(f, e))?;
+            let (header, meta) = SafeTensors::read_metadata(&map)
+                .map_err(|e| err(f, format!("corrupt safetensors: {e:?}")))?;
+            let start = 8 + header;
+            for (name, info) in meta.tensors() {
+                let (a, b) = info.data_offsets;
+                if start + b > map.len() {
+                    return Err(err(
+                        f,
+                        format!("corrupt safetensors: `{name}` runs past the end"),
+                    ));
+                }
+                tensors.insert(
+                    name.clone(),
+                    (i, info.dtype, info.shape.clone(), start + a..start + b),
+                );
+            }
+            maps.push(map);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            maps,
+            tensors,
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn info(&self, name: &str) -> Option<(Dtype, &[usize])> {
+        self.tensors
+            .get(name)
+            .map(|(_, d, s, _)| (*d, s.as_slice()))
+    }
+
+    pub fn num_layers(&self) -> Result<usize, String> {
+        self.config["num_hidden_layers"]
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| err(&self.dir.join("config.json"), "no num_hidden_layers"))
+    }
+
+    /// The tensor's values as f32.
+    pub fn read(&self, name: &str) -> Result<Vec<f32>, String> {
+        let (file, dtype, _, range) = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| err(&self.dir, format!("no tensor `{name}`")))?;
+        let bytes = &self.maps[*file][range.clone()];
+        Ok(match dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            other => {
+                return Err(err(
+                    &self.dir,
+                    format!("tensor `{name}`: dtype {other:?} cannot be merged"),
+                ))
+            }
+        })
+    }
+}
+
+/// The dtypes mergekit names (`dtype_from_name`), optionally `torch.`-prefixed.
+pub fn dtype_from_name(name: &str) -> Result<Dtype, String> {
+    match name.strip_prefix("torch.").unwrap_or(name) {
+        "float32" => Ok(Dtype::F32),
+        "float16" => Ok(Dtype::F16),
+        "bfloat16" => Ok(Dtype::BF16),
+        other => Err(format!(
+            "dtype `{other}` is not supported (float32, float16, bfloat16)"
+        )),
+    }
+}
+
+pub fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F16 => "float16",
+        Dtype::BF16 => "bfloat16",
+        _ => "float32",
+    }
+}
+
+fn size_of(d: Dtype) -> usize {
+    match d {
+        Dtype::F16 | Dtype::BF16 => 2,
+        _ => 4,
+    }
+}
+
+/// Rounds values to `d` (what writing and reading back in that dtype gives).
+pub fn round_to(values: &mut [f32], d: Dtype) {
+    match d {
+        Dtype::F16 => values
+            .iter_mut()
+            .for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
+        Dtype::BF16 => values
+            .iter_mut()
+            .for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
+        _ => {}
+    }
+}
+
+fn to_bytes(values: &[f32], d: Dtype) -> Vec<u8> {
+    match d {
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// Output shards planned up front; tensors must then be written in plan order.
+pub struct ShardWriter {
+    dir: PathBuf,
+    /// per shard: file name, (tensor name, dtype, shape) in order
+    shards: Vec<(String, Vec<(String, Dtype, Vec<usize>)>)>,
+    current: Option<(usize, std::io::BufWriter<std::fs::File>)>,
+    next: (usize, usize),
+}
+
+impl ShardWriter {
+    /// Splits the tensors into shards of at most `shard_bytes` (a tensor never splits) in `dir`.
+    pub fn new(dir: &Path, tensors: &[(String, Dtype, Vec<usize>)], shard_bytes: usize) -> Self {
+        let mut groups: Vec<Vec<(String, Dtype, Vec<usize>)>> = vec![Vec::new()];
+        let mut size = 0;
+        for t in tensors {
+            let bytes = t.2.iter().product::<usize>() * size_of(t.1);
+            if size > 0 && size + bytes > shard_bytes {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += bytes;
+            groups.last_mut().expect("one group").push(t.clone());
+        }
+        let n = groups.len();
+        let shards = groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let name = match n {
+                    1 => "model.safetensors".to_string(),
+                    _ => format!("model-{:05}-of-{n:05}.safetensors", i + 1),
+                };
+                (name, g)
+            })
+            .collect();
+        Self {
+            dir: dir.to_path_buf(),
+            shards,
+            current: None,
+            next: (0, 0),
+        }
+    }
+
+    fn open_shard(&mut self, i: usize) -> Result<(), String> {
+        let (name, tensors) = &self.shards[i];
+        let path = self.dir.join(name);
+        let mut header = serde_json::Map::new();
+        header.insert("__metadata__".into(), json!({"format": "pt"}));
+        let mut offset = 0;
+        for (n, d, shape) in tensors {
+            let bytes = shape.iter().product::<usize>() * size_of(*d);
+            let dt = match d {
+                Dtype::F16 => "F16",
+                Dtype::BF16 => "BF16",
+                _ => "F32",
+            };
+            header.insert(
+                n.clone(),
+                json!({"dtype": dt, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+            );
+            offset += bytes;
+        }
+        let mut text = serde_json::to_string(&header).map_err(|e| e.to_string())?;
+        while text.len() % 8 != 0 {
+            text.push(' ');
+        }
+        let file = std::fs::File::create(&path).map_err(|e| err(&path, e))?;
+        let mut w = std::io::BufWriter::new(file);
+        w.write_all(&(text.len() as u64).to_le_bytes())
+            .map_err(|e| err(&path, e))?;
+        w.write_all(text.as_bytes()).map_err(|e| err(&path, e))?;
+        self.current = Some((i, w));
+        Ok(())
+    }
+
+    /// Writes the next tensor of the plan.
+    pub fn write(&mut self, name: &str, values: &[f32]) -> Result<(), String> {
+        let (s, t) = self.next;
+        let Some((pname, dtype, shape)) = self.shards.get(s).and_then(|(_, g)| g.get(t)).cloned()
+        else {
+            return Err(format!("`{name}`: not in the output plan"));
+        };
+        if pname != name || shape.iter().product::<usize>() != values.len() {
+            return Err(format!(
+                "`{name}`: written out of plan order or with the wrong size"
+            ));
+        }
+        if self.current.as_ref().map(|c| c.0) != Some(s) {
+            self.open_shard(s)?;
+        }
+        let (_, w) = self.current.as_mut().expect("opened");
+        w.write_all(&to_bytes(values, dtype))
+            .map_err(|e| e.to_string())?;
+        self.next = if t + 1 == self.shards[s].1.len() {
+            (s + 1, 0)
+        } else {
+            (s, t + 1)
+        };
+        if self.next.0 != s {
+            if let Some((_, mut w)) = self.current.take() {
+                w.flush().map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the index when there are several shards.
+    pub fn finish(mut self) -> Result<(), String> {
+        if let Some((_, mut w)) = self.current.take() {
+            w.flush().map_err(|e| e.to_string())?;
+        }
+        if self.shards.len() > 1 {
+            let mut map = serde_json::Map::new();
+            let mut total = 0;
+            for (file, g) in &self.shards {
+                for (n, d, s) in g {
+                    map.insert(n.clone(), json!(file));
+                    total += s.iter().product::<usize>() * size_of(*d);
+                }
+            }
+            let index = json!({"metadata": {"total_size": total}, "weight_map": map});
+            let path = self.dir.join("model.safetensors.index.json");
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&index).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| err(&path, e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! The task-vector family (mergekit 0.1.5 `generalized_task_arithmetic.py`, `sparsify.py`):
+//! deltas dᵢ = xᵢ − base, optionally sparsified, times `weight`; then
+//! - `task_arithmetic` (Ilharco et al. 2023): Σ dᵢ;
+//! - `ties` (Yadav et al. 2023, TIES-Merging): each delta keeps its top `density` fraction by
+//!   magnitude, then the elementwise majority sign of Σ dᵢ (≥ 0 is +) elects which deltas count;
+//! - `dare_linear` / `dare_ties` (Yu et al. 2024, DARE): each element kept with probability
+//!   `density`, the kept ones rescaled so the delta's L1 norm is unchanged (`rescale`, default on —
+//!   mergekit's rule, not 1/density), then as task arithmetic / TIES.
+//! With `normalize` the mix is divided by Σ wᵢ (TIES: elementwise, by the weights of the deltas
+//! that agree with the elected sign; a zero divisor counts as 1), then times `lambda`; the output
+//! is base + mix. Defaults as mergekit: normalize on for ties only, rescale on for dare.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde_json::Value;
+
+use super::{shared, Base, Group, Spec};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Sparsify {
+    None,
+    Magnitude,
+    Random,
+}
+
+macro_rules! family {
+    ($const:ident, $name:literal, $consensus:expr, $sparsify:expr, $normalize:expr, $rescale:expr) => {
+        pub const $const: Spec = Spec {
+            name: $name,
+            base: Base::Required,
+            min_inputs: 1,
+            max_inputs: None,
+            input_params: &[("weight", None), ("density", Some(1.0))],
+            non_base_only: true,
+            shared_params: || {
+                shared(&[
+                    ("normalize", Value::Bool($normalize)),
+                    ("rescale", Value::Bool($rescale)),
+                    ("lambda", Value::from(1.0)),
+                    ("int8_mask", Value::Bool(false)),
+                ])
+            },
+            merge: |g| merge(g, $consensus, $sparsify),
+        };
+    };
+}
+
+family!(
+    TASK_ARITHMETIC,
+    "task_arithmetic",
+    false,
+    Sparsify::None,
+    false,
+    false
+);
+family!(TIES, "ties", true, Sparsify::Magnitude, true, false);
+family!(
+    DARE_LINEAR,
+    "dare_linear",
+    false,
+    Sparsify::Random,
+    false,
+    true
+);
+family!(DARE_TIES, "dare_ties", true, Sparsify::Random, false, true);
+
+/// Keeps the `density` fraction of largest |d| (k = max(1, ⌊density·n⌋)); ties at the cut go
+/// to the lower index.
+fn magnitude(d: &mut [f64], density: f64) {
+    if density >= 1.0 {
+        return;
+    }
+    if density <= 0.0 {
+        d.iter_mut().for_each(|x| *x = 0.0);
+        return;
+    }
+    let k = ((density * d.len() as f64) as usize).max(1);
+    let mut idx: Vec<usize> = (0..d.len()).collect();
+    idx.sort_by(|&a, &b| {
+        (d[b].abs() as f32)
+            .total_cmp(&(d[a].abs() as f32))
+            .then(a.cmp(&b))
+    });
+    let mut keep = vec![false; d.len()];
+    for &i in &idx[..k] {
+        keep[i] = true;
+    }
+    for (x, k) in d.iter_mut().zip(keep) {
+        if !k {
+            *x = 0.0;
+        }
+    }
+}
+
+/// Bernoulli(density) keep mask, then (with `rescale`) the kept values scaled by
+/// Σ|d| / Σ|kept d| (skipped when either is below 1e-7).
+fn random(d: &mut [f64], density: f64, rescale: bool, rng: &mut StdRng) {
+    if density >= 1.0 {
+        return;
+    }
+    let before: f64 = d.iter().map(|x| x.abs()).sum();
+    for x in d.iter_mut() {
+        if rng.random::<f64>() >= density {
+            *x = 0.0;
+        }
+    }
+    let after: f64 = d.iter().map(|x| x.abs()).sum();
+    if rescale && before >= 1e-7 && after >= 1e-7 {
+        let s = before / after;
+        d.iter_mut().for_each(|x| *x *= s);
+    }
+}
+
+fn merge(g: &Group, consensus: bool, sparsify: Sparsify) -> Result<Vec<f32>, String> {
+    let b = g.base.ok_or("this method needs a base model")?;
+    let base = &g.tensors[b];
+    let n = base.len();
+    let (normalize, rescale, lambda) = (
+        g.flag("normalize")?,
+        g.flag("rescale")?,
+        g.shared_num("lambda")?,
+    );
+    let mut deltas: Vec<Vec<f64>> = Vec::new();
+    let mut weights: Vec<f64> = Vec::new();
+    for (i, t) in g.tensors.iter().enumerate() {
+        if i == b {
+            continue;
+        }
+        let (w, density) = (g.num(i, "weight")?, g.num(i, "density")?);
+        let mut d: Vec<f64> = t
+            .iter()
+            .zip(base)
+            .map(|(&x, &y)| x as f64 - y as f64)
+            .collect();
+        match sparsify {
+            Sparsify::None => {}
+            Sparsify::Magnitude => magnitude(&mut d, density),
+            Sparsify::Random => {
+                let mut rng =
+                    StdRng::seed_from_u64(g.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                random(&mut d, density, rescale, &mut rng)
+            }
+        }
+        d.iter_mut().for_each(|x| *x *= w);
+        deltas.push(d);
+        weights.push(w);
+    }
+    if deltas.is_empty() {
+        return Ok(base.clone());
+    }
+    let total_w: f64 = weights.iter().sum();
+    Ok((0..n)
+        .map(|j| {
+            let (mix, div) = if consensus {
+                let sign = if deltas.iter().map(|d| d[j]).sum::<f64>() >= 0.0 {
+                    1.0
+                } else {
+                    -1.0
+                };
+                let mut mix = 0.0;
+                let mut div = 0.0;
+                for (d, w) in deltas.iter().zip(&weights) {
+                    // sign(0) = 0 never equals the elected ±1.
+                    if d[j] != 0.0 && d[j].signum() == sign {
+                        mix += d[j];
+                        div += w;
+                    }
+                }
+                (mix, if div == 0.0 { 1.0 } else { div })
+            } else {
+                let mix = deltas.iter().map(|d| d[j]).sum::<f64>();
+                (mix, if total_w.abs() < 1e-8 { 1.0 } else { total_w })
+            };
+            let mut mix = if normalize { mix / div } else { mix };
+            mix *= lambda;
+            (base[j] as f64 + mix) as f32
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magnitude_keeps_the_largest() {
+        let mut d = vec![0.1, -0.5, 0.3, 0.05];
+        magnitude(&mut d, 0.5);
+        assert_eq!(d, vec![0.0, -0.5, 0.3, 0.0]);
+    }
+
+    #[test]
+    fn dare_keeps_about_density_and_the_l1_norm() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut d: Vec<f64> = (0..20_000)
+            .map(|i| ((i % 7) as f64 - 3.0) * 0.01 + 0.001)
+            .collect();
+        let before: f64 = d.iter().map(|x| x.abs()).sum();
+        random(&mut d, 0.3, true, &mut rng);
+        let kept = d.iter().filter(|x| **x != 0.0).count() as f64 / d.len() as f64;
+        assert!((kept - 0.3).abs() < 0.01, "{kept}");
+        let after: f64 = d.iter().map(|x| x.abs()).sum();
+        assert!((after - before).abs() < 1e-9 * before);
+    }
+}

@@ -1,0 +1,164 @@
+//! Vocabulary alignment for `tokenizer_source` (mergekit 0.1.5 `tokenizer/build.py`,
+//! `tokenizer/embed.py`): the output vocabulary is one model's tokenizer (`base`: the base model,
+//! or a model path), tokens with ids below that model's `vocab_size`; every input's embedding
+//! and LM-head rows are re-indexed by token string. A token an input lacks gets: the row of the
+//! only model that has it; zeros when none has it; else the base's row when the base has it,
+//! else the mean of the rows of the models that have it. (`union` is not supported yet.)
+//!
+//! Shapes: an embedding or head (V, H), aligned to (V_out, H).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::plan::Plan;
+
+pub struct Vocab {
+    tokens: Vec<String>,
+    /// Per plan model: token → row.
+    rows: Vec<HashMap<String, usize>>,
+    base: Option<usize>,
+}
+
+/// token → id from a `tokenizer.json` (the model's vocabulary and the added tokens), ids below
+/// `limit`.
+fn token_ids(dir: &Path, limit: Option<usize>) -> Result<HashMap<String, usize>, String> {
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut map = HashMap::new();
+    match &v["model"]["vocab"] {
+        Value::Object(m) => {
+            for (t, id) in m {
+                if let Some(id) = id.as_u64() {
+                    map.insert(t.clone(), id as usize);
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (id, e) in a.iter().enumerate() {
+                if let Some(t) = e.get(0).and_then(Value::as_str) {
+                    map.insert(t.to_string(), id);
+                }
+            }
+        }
+        _ => return Err(format!("{}: no model.vocab", path.display())),
+    }
+    for a in v["added_tokens"].as_array().into_iter().flatten() {
+        if let (Some(t), Some(id)) = (a["content"].as_str(), a["id"].as_u64()) {
+            map.insert(t.to_string(), id as usize);
+        }
+    }
+    if let Some(l) = limit {
+        map.retain(|_, id| *id < l);
+    }
+    Ok(map)
+}
+
+fn vocab_size(config: &Value) -> Option<usize> {
+    config["vocab_size"].as_u64().map(|v| v as usize)
+}
+
+impl Vocab {
+    pub fn is_vocab_tensor(name: &str) -> bool {
+        name.ends_with("embed_tokens.weight") || name == "lm_head.weight"
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn build(
+        plan: &Plan,
+        source: &str,
+        base_model: Option<&str>,
+        resolve: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<Self, String> {
+        let base = base_model.and_then(|b| plan.paths.iter().position(|p| p == b));
+        let (dir, limit) = match source {
+            "union" => {
+                return Err(
+                    "tokenizer_source: `union` is not supported yet (base, or a model path)".into(),
+                )
+            }
+            "base" => {
+                let m = base.unwrap_or(plan.donor);
+                (
+                    plan.models[m].dir.clone(),
+                    vocab_size(&plan.models[m].config),
+                )
+            }
+            path => {
+                let dir = resolve(path);
+                let cfg = std::fs::read_to_string(dir.join("config.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+                let limit = cfg.as_ref().and_then(vocab_size);
+                (dir, limit)
+            }
+        };
+        let ids = token_ids(&dir, limit)?;
+        let n = ids.values().max().map_or(0, |m| m + 1);
+        let mut tokens = vec![String::new(); n];
+        for (t, id) in ids {
+            tokens[id] = t;
+        }
+        if tokens.iter().any(String::is_empty) {
+            return Err(format!(
+                "{}: the vocabulary has gaps in its ids",
+                dir.display()
+            ));
+        }
+        let rows = plan
+            .models
+            .iter()
+            .map(|m| token_ids(&m.dir, vocab_size(&m.config)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { tokens, rows, base })
+    }
+
+    /// The group's vocabulary tensors (model, values (V_m·H)) aligned to the output vocabulary.
+    pub fn align_group(&self, group: &[(usize, Vec<f32>)], hidden: usize) -> Vec<Vec<f32>> {
+        let row = |m: usize, values: &[f32], tok: &str| -> Option<Vec<f32>> {
+            let r = *self.rows[m].get(tok)?;
+            values
+                .get(r * hidden..(r + 1) * hidden)
+                .map(<[f32]>::to_vec)
+        };
+        let mut out: Vec<Vec<f32>> =
+            vec![Vec::with_capacity(self.tokens.len() * hidden); group.len()];
+        for tok in &self.tokens {
+            let have: Vec<(usize, Vec<f32>)> = group
+                .iter()
+                .enumerate()
+                .filter_map(|(k, (m, v))| row(*m, v, tok).map(|r| (k, r)))
+                .collect();
+            let default = match have.len() {
+                0 => vec![0.0; hidden],
+                1 => have[0].1.clone(),
+                n => match self
+                    .base
+                    .and_then(|b| group.iter().position(|(m, _)| *m == b))
+                    .and_then(|k| have.iter().find(|h| h.0 == k))
+                {
+                    Some((_, r)) => r.clone(),
+                    None => (0..hidden)
+                        .map(|j| have.iter().map(|h| h.1[j]).sum::<f32>() / n as f32)
+                        .collect(),
+                },
+            };
+            for (k, o) in out.iter_mut().enumerate() {
+                match have.iter().find(|h| h.0 == k) {
+                    Some((_, r)) => o.extend_from_slice(r),
+                    None => o.extend_from_slice(&default),
+                }
+            }
+        }
+        out
+    }
+}
