@@ -1,5 +1,6 @@
-//! Reading input models tensor by tensor from memory-mapped safetensors (one file or a sharded
-//! index), and writing the output as it is computed: each shard's header is known from the plan
+//! Reading input models tensor by tensor from safetensors files (one file or a sharded index) by
+//! positional reads — not a memory map, whose touched pages would stay in the process's resident
+//! set for the whole merge — and writing the output as it is computed: each shard's header is known from the plan
 //! before any tensor is merged, so tensors stream to disk one at a time and memory holds one
 //! tensor group, not the model.
 
@@ -7,15 +8,15 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use serde_json::{json, Value};
+use std::os::unix::fs::FileExt;
 
 /// An input model: `config.json` and its tensors by name.
 pub struct ModelFiles {
     pub dir: PathBuf,
     pub config: Value,
-    maps: Vec<Mmap>,
+    files: Vec<(PathBuf, std::fs::File)>,
     /// name → (file, dtype, shape, byte range in the file)
     tensors: HashMap<String, (usize, Dtype, Vec<usize>, std::ops::Range<usize>)>,
 }
@@ -60,35 +61,62 @@ impl ModelFiles {
                 "no model.safetensors or model.safetensors.index.json",
             ));
         };
-        let mut maps = Vec::new();
+        let mut handles = Vec::new();
         let mut tensors = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             let file = std::fs::File::open(f).map_err(|e| err(f, e))?;
-            // SAFETY: the file is only read; a concurrent writer could change what is read, as
-            // with any memory-mapped reader of model files.
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| err(f, e))?;
-            let (header, meta) = SafeTensors::read_metadata(&map)
-                .map_err(|e| err(f, format!("corrupt safetensors: {e:?}")))?;
-            let start = 8 + header;
-            for (name, info) in meta.tensors() {
-                let (a, b) = info.data_offsets;
-                if start + b > map.len() {
-                    return Err(err(
-                        f,
-                        format!("corrupt safetensors: `{name}` runs past the end"),
-                    ));
-                }
-                tensors.insert(
-                    name.clone(),
-                    (i, info.dtype, info.shape.clone(), start + a..start + b),
-                );
+            let len = file.metadata().map_err(|e| err(f, e))?.len() as usize;
+            let mut n = [0u8; 8];
+            file.read_exact_at(&mut n, 0)
+                .map_err(|e| err(f, format!("corrupt safetensors: {e}")))?;
+            let n = u64::from_le_bytes(n) as usize;
+            if n > 100_000_000 || 8 + n > len {
+                return Err(err(f, "corrupt safetensors: bad header size"));
             }
-            maps.push(map);
+            let mut head = vec![0u8; 8 + n];
+            file.read_exact_at(&mut head, 0).map_err(|e| err(f, e))?;
+            let header: serde_json::Map<String, Value> = serde_json::from_slice(&head[8..])
+                .map_err(|e| err(f, format!("corrupt safetensors header: {e}")))?;
+            for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+                let bad = |what: &str| err(f, format!("corrupt safetensors: `{name}`: {what}"));
+                let dtype = match info["dtype"].as_str() {
+                    Some("F32") => Dtype::F32,
+                    Some("F16") => Dtype::F16,
+                    Some("BF16") => Dtype::BF16,
+                    Some("F64") => Dtype::F64,
+                    Some("I64") => Dtype::I64,
+                    Some("I32") => Dtype::I32,
+                    _ => return Err(bad("unknown dtype")),
+                };
+                let shape: Vec<usize> = info["shape"]
+                    .as_array()
+                    .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect())
+                    .ok_or_else(|| bad("bad shape"))?;
+                let (a, b) = match info["data_offsets"].as_array().map(|o| {
+                    (
+                        o.first().and_then(Value::as_u64),
+                        o.get(1).and_then(Value::as_u64),
+                    )
+                }) {
+                    Some((Some(a), Some(b))) if a <= b => (a as usize, b as usize),
+                    _ => return Err(bad("bad data_offsets")),
+                };
+                let width = match dtype {
+                    Dtype::F16 | Dtype::BF16 => 2,
+                    Dtype::F64 | Dtype::I64 => 8,
+                    _ => 4,
+                };
+                if 8 + n + b > len || b - a != shape.iter().product::<usize>() * width {
+                    return Err(bad("its data does not fit the file or its shape"));
+                }
+                tensors.insert(name.clone(), (i, dtype, shape, 8 + n + a..8 + n + b));
+            }
+            handles.push((f.clone(), file));
         }
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
-            maps,
+            files: handles,
             tensors,
         })
     }
@@ -120,31 +148,52 @@ impl ModelFiles {
             .tensors
             .get(name)
             .ok_or_else(|| err(&self.dir, format!("no tensor `{name}`")))?;
-        let bytes = &self.maps[*file][range.clone()];
-        Ok(match dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
+        let (path, f) = &self.files[*file];
+        let width = match dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
             other => {
                 return Err(err(
                     &self.dir,
                     format!("tensor `{name}`: dtype {other:?} cannot be merged"),
                 ))
             }
-        })
+        };
+        // In 4 MiB chunks, converted as read: no second full-size copy of the tensor.
+        let mut out = Vec::with_capacity(range.len() / width);
+        let mut buf = vec![0u8; (4 << 20) / width * width];
+        let mut at = range.start;
+        while at < range.end {
+            let n = buf.len().min(range.end - at);
+            f.read_exact_at(&mut buf[..n], at as u64)
+                .map_err(|e| err(path, e))?;
+            let chunk = &buf[..n];
+            match dtype {
+                Dtype::F32 => out.extend(
+                    chunk
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                ),
+                Dtype::F16 => out.extend(
+                    chunk
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+                ),
+                Dtype::BF16 => out.extend(
+                    chunk
+                        .chunks_exact(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+                ),
+                _ => out.extend(
+                    chunk
+                        .chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32),
+                ),
+            }
+            at += n;
+        }
+        Ok(out)
     }
 }
 
@@ -293,8 +342,11 @@ impl ShardWriter {
             self.open_shard(s)?;
         }
         let (_, w) = self.current.as_mut().expect("opened");
-        w.write_all(&to_bytes(values, dtype))
-            .map_err(|e| e.to_string())?;
+        // In chunks: no full-size byte copy of the tensor.
+        for chunk in values.chunks(1 << 20) {
+            w.write_all(&to_bytes(chunk, dtype))
+                .map_err(|e| e.to_string())?;
+        }
         self.next = if t + 1 == self.shards[s].1.len() {
             (s + 1, 0)
         } else {

@@ -173,13 +173,13 @@ pub fn run(
             }
             let (params, shared) = plan.parameters(t, &spec, &cfg.parameters).map_err(c)?;
             let g = Group {
-                tensors: &group,
+                tensors: group,
                 base: slice.base,
                 params: &params,
                 shared: &shared,
                 seed: seed_for(opts.seed, &t.name),
             };
-            let mut merged = (spec.merge)(&g).map_err(|e| c(format!("`{}`: {e}", t.name)))?;
+            let mut merged = (spec.merge)(g).map_err(|e| c(format!("`{}`: {e}", t.name)))?;
             round_to(&mut merged, *compute);
             writer.write(&t.name, &merged).map_err(c)?;
             bytes += merged.len() * 4;

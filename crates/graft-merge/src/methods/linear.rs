@@ -16,7 +16,7 @@ pub const SPEC: Spec = Spec {
     merge,
 };
 
-fn merge(g: &Group) -> Result<Vec<f32>, String> {
+fn merge(g: Group) -> Result<Vec<f32>, String> {
     let w = (0..g.tensors.len())
         .map(|i| g.num(i, "weight"))
         .collect::<Result<Vec<_>, _>>()?;

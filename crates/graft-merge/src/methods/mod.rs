@@ -20,7 +20,8 @@ pub enum Base {
 }
 
 pub struct Group<'a> {
-    pub tensors: &'a [Vec<f32>],
+    /// Owned, so a method may turn inputs into its output in place.
+    pub tensors: Vec<Vec<f32>>,
     pub base: Option<usize>,
     /// Per input (the base too, when it has any), by parameter name.
     pub params: &'a [Map<String, Value>],
@@ -62,7 +63,7 @@ pub struct Spec {
     pub input_params: &'static [(&'static str, Option<f64>)],
     pub non_base_only: bool,
     pub shared_params: fn() -> Map<String, Value>,
-    pub merge: fn(&Group) -> Result<Vec<f32>, String>,
+    pub merge: fn(Group) -> Result<Vec<f32>, String>,
 }
 
 pub fn registry() -> Vec<Spec> {

@@ -18,7 +18,7 @@ pub const SPEC: Spec = Spec {
     merge,
 };
 
-fn merge(g: &Group) -> Result<Vec<f32>, String> {
+fn merge(g: Group) -> Result<Vec<f32>, String> {
     if g.flag("filter_wise")? {
         return Err("model_stock: filter_wise = true is not supported".into());
     }

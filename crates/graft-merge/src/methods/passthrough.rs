@@ -14,11 +14,11 @@ pub const SPEC: Spec = Spec {
     merge,
 };
 
-fn merge(g: &Group) -> Result<Vec<f32>, String> {
+fn merge(mut g: Group) -> Result<Vec<f32>, String> {
     // NaN marks "no scale given".
     let scale = g.num(0, "scale").unwrap_or(f64::NAN);
     Ok(match scale.is_nan() {
-        true => g.tensors[0].clone(),
+        true => std::mem::take(&mut g.tensors[0]),
         false => g.tensors[0]
             .iter()
             .map(|&x| (x as f64 * scale) as f32)

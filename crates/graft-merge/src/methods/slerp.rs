@@ -21,7 +21,7 @@ pub const SPEC: Spec = Spec {
 pub const DOT_THRESHOLD: f64 = 0.9995;
 const EPS: f64 = 1e-8;
 
-fn merge(g: &Group) -> Result<Vec<f32>, String> {
+fn merge(g: Group) -> Result<Vec<f32>, String> {
     let t = g.shared_num("t")?;
     if !(0.0..=1.0).contains(&t) {
         return Err(format!("t = {t}: must be in [0, 1]"));
