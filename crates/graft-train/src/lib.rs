@@ -15,6 +15,7 @@ pub mod reference;
 pub mod rows;
 pub mod schedule;
 pub mod step;
+pub mod task_eval;
 pub mod trainer;
 
 pub use net::Net;

@@ -159,3 +159,86 @@ pub fn histogram(values: &[f64], png: &Path, title: &str, x_desc: &str) -> Resul
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }
+
+/// Grouped horizontal bars: one group per row, one bar per series (`values[row][series]`, NaN =
+/// missing), each bar's length relative to the row's largest value and its value written at its
+/// end — metrics of different scales side by side. graft eval's before/after comparison.
+pub fn grouped_bars(
+    rows: &[(String, Vec<f64>)],
+    series: &[String],
+    png: &Path,
+    title: &str,
+) -> Result<(), TrainError> {
+    if rows.is_empty() || series.is_empty() {
+        return Ok(());
+    }
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    let err = |e: &dyn std::fmt::Display| TrainError::Io(format!("{}: {e}", png.display()));
+    let n = series.len() as f64;
+    let height = (110 + rows.len() * (22 * series.len() + 26)).min(6000) as u32;
+    let root = BitMapBackend::new(png, (1000, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let rows_f = rows.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(36)
+        .build_cartesian_2d(0f64..1.35, 0f64..rows_f)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .x_desc("relative to the row's largest value")
+        .draw()
+        .map_err(|e| err(&e))?;
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let band = 0.7 / n;
+    for (s, name) in series.iter().enumerate() {
+        let color = colors[s % colors.len()];
+        let mut bars = Vec::new();
+        let mut texts = Vec::new();
+        for (i, (_, values)) in rows.iter().enumerate() {
+            let max = values
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold(0f64, |m, v| m.max(v.abs()));
+            let Some(&v) = values.get(s).filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let len = if max > 0.0 { v.abs() / max } else { 0.0 };
+            let top = rows_f - i as f64 - 0.28 - s as f64 * band;
+            bars.push(Rectangle::new(
+                [(0.0, top - band * 0.9), (len, top)],
+                color.mix(0.7).filled(),
+            ));
+            texts.push(Text::new(
+                format!("{v:.4}"),
+                (len + 0.01, top - band * 0.1),
+                ("sans-serif", 13),
+            ));
+        }
+        chart
+            .draw_series(bars)
+            .map_err(|e| err(&e))?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
+        chart.draw_series(texts).map_err(|e| err(&e))?;
+    }
+    chart
+        .draw_series(rows.iter().enumerate().map(|(i, (label, _))| {
+            Text::new(
+                label.clone(),
+                (0.005, rows_f - i as f64 - 0.05),
+                ("sans-serif", 15),
+            )
+        }))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}

@@ -190,6 +190,11 @@ pub struct TrainSection {
     /// Activation checkpointing: keep each decoder block's input only and recompute the block in
     /// the backward (less memory, one more forward).
     pub checkpointing: bool,
+    /// Evaluation tasks (lm-eval task YAML files or graft's built-in tasks) run every
+    /// `eval_every` steps and at the end, their metrics logged as `<task>/<metric>,<filter>`.
+    pub eval_tasks: Vec<String>,
+    /// Documents per evaluation task (all when absent).
+    pub eval_tasks_limit: Option<usize>,
 }
 
 impl Default for TrainSection {
@@ -213,6 +218,8 @@ impl Default for TrainSection {
             eval_every: 200,
             keep_last: 2,
             checkpointing: false,
+            eval_tasks: Vec::new(),
+            eval_tasks_limit: None,
         }
     }
 }

@@ -38,7 +38,9 @@ pub struct TrainSummary {
 /// Adds `eval_loss` and the `eval_*` metrics to a metrics row.
 fn put_eval(row: &mut Value, eval: &Option<Eval>) {
     if let Some((loss, metrics)) = eval {
-        row["eval_loss"] = json!(loss);
+        if loss.is_finite() {
+            row["eval_loss"] = json!(loss);
+        }
         for (k, v) in metrics {
             row[k.as_str()] = json!(v);
         }
@@ -444,20 +446,28 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     let start = std::time::Instant::now();
     let start_tokens = state.tokens;
 
-    // Held-out evaluation with the current weights, when there is an eval set.
+    // Held-out evaluation with the current weights, when there is an eval set, and the
+    // evaluation tasks' metrics.
+    let tasks = crate::task_eval::TaskEval::open(&t.eval_tasks, t.eval_tasks_limit)?;
     let run_eval = |model: &Net| -> Result<Option<Eval>, TrainError> {
-        if eval_rows.is_empty() {
+        if eval_rows.is_empty() && tasks.is_empty() {
             return Ok(None);
         }
-        evaluate(
-            model,
-            reference.as_ref(),
-            objective.as_ref(),
-            &eval_rows,
-            t.batch_size,
-            &device,
-        )
-        .map(Some)
+        let (loss, mut metrics) = match eval_rows.is_empty() {
+            true => (f64::NAN, Vec::new()),
+            false => evaluate(
+                model,
+                reference.as_ref(),
+                objective.as_ref(),
+                &eval_rows,
+                t.batch_size,
+                &device,
+            )?,
+        };
+        for (k, v) in tasks.run(model, &source)? {
+            metrics.push((k, v.as_f64().unwrap_or(f64::NAN)));
+        }
+        Ok(Some((loss, metrics)))
     };
     for step in state.step..t.steps {
         let lr = schedule.lr(t.lr, step, t.steps, t.warmup_steps);
@@ -545,7 +555,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         put_eval(&mut row, &final_eval);
         log.write(&row)?;
     }
-    let final_eval_loss = final_eval.map(|(e, _)| e);
+    let final_eval_loss = final_eval.map(|(e, _)| e).filter(|e| e.is_finite());
     let final_dir = out.join("final");
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)

@@ -32,6 +32,9 @@ pub struct Args {
     /// Output folder for results.json and the samples files.
     #[arg(long)]
     pub output: PathBuf,
+    /// Earlier `graft eval` output folders to compare with (writes comparison.md and .png).
+    #[arg(long)]
+    pub compare: Vec<PathBuf>,
 }
 
 fn open_task(spec: &str, args: &Args) -> Result<Task> {
@@ -100,5 +103,11 @@ pub fn run(args: Args) -> Result<()> {
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
     println!("{}", results::markdown(&pairs));
+    if !args.compare.is_empty() {
+        println!(
+            "{}",
+            super::eval_compare::write(&args.compare, &args.output, &json)?
+        );
+    }
     Ok(())
 }

@@ -18,6 +18,29 @@ pub fn mean_stderr(x: &[f64]) -> Option<f64> {
     (x.len() > 1).then(|| sample_stddev(x) / (x.len() as f64).sqrt())
 }
 
+/// lm-eval's `bootstrap_stderr`: `iters` resamples (with replacement, n of n) in chunks of
+/// min(1000, iters), chunk i drawn by `random.Random(i).choices`; the sample standard deviation
+/// of the metric over the resamples. `None` for fewer than two items.
+pub fn bootstrap<T: Clone>(items: &[T], iters: usize, f: impl Fn(&[T]) -> f64) -> Option<f64> {
+    if items.len() < 2 {
+        return None;
+    }
+    let chunk = iters.min(1000);
+    let mut reps = Vec::with_capacity(iters);
+    for i in 0..iters / chunk {
+        let mut rng = crate::pyrandom::PyRandom::new(i as u64);
+        for _ in 0..chunk {
+            let pick: Vec<T> = rng
+                .choices(items.len(), items.len())
+                .into_iter()
+                .map(|j| items[j].clone())
+                .collect();
+            reps.push(f(&pick));
+        }
+    }
+    Some(sample_stddev(&reps))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

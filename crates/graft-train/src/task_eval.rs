@@ -1,0 +1,58 @@
+//! Evaluation tasks during training (`[train] eval_tasks`): graft-eval's lm-eval-compatible tasks
+//! run on the model being trained — adapter or full weights as they are at that step — their
+//! aggregated metrics logged into metrics.jsonl as `<task>/<metric>,<filter>`.
+
+use graft_eval::{builtin, Lm, Task};
+use graft_models::ModelSource;
+use serde_json::{Map, Value};
+
+use crate::net::Net;
+use crate::TrainError;
+
+pub struct TaskEval {
+    tasks: Vec<Task>,
+}
+
+impl TaskEval {
+    /// Opens every task up front, so a bad task file stops the run before training.
+    pub fn open(specs: &[String], limit: Option<usize>) -> Result<Self, TrainError> {
+        let tasks = specs
+            .iter()
+            .map(|s| match builtin::task(s, limit) {
+                Some(t) => Ok(t),
+                None => Task::open(std::path::Path::new(s), None, limit)
+                    .map_err(|e| TrainError::Recipe(format!("train.eval_tasks: {e}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { tasks })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Every task's metrics on `model` now.
+    pub fn run(&self, model: &Net, source: &ModelSource) -> Result<Map<String, Value>, TrainError> {
+        let mut out = Map::new();
+        if self.tasks.is_empty() {
+            return Ok(out);
+        }
+        let Net::Decoder(decoder) = model else {
+            return Err(TrainError::Recipe(
+                "train.eval_tasks: supported for decoder-only models".into(),
+            ));
+        };
+        let lm = Lm::new(source, decoder).map_err(|e| TrainError::Recipe(e.to_string()))?;
+        for task in &self.tasks {
+            let res =
+                graft_eval::run(task, &lm, || {}).map_err(|e| TrainError::Recipe(e.to_string()))?;
+            for (metric, filter, value, _) in res.metrics {
+                out.insert(
+                    format!("{}/{metric},{filter}", res.name),
+                    Value::from(value),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
