@@ -100,3 +100,26 @@ fn bad_configs_are_one_line_errors() {
         assert!(leftovers.is_empty());
     }
 }
+
+#[test]
+fn a_truncated_input_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad");
+    copy_dir(&fixture("merge/models/base"), &bad);
+    let st = bad.join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
+    let cfg = dir.path().join("c.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "models:\n  - {{model: {}, parameters: {{weight: 1.0}}}}\nmerge_method: linear\n",
+            bad.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = merge_in_fixtures(&[cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_user_error(&o, &["model.safetensors", "corrupt safetensors"]);
+    assert!(!out.exists());
+}

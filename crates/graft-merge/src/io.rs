@@ -15,18 +15,54 @@ use std::os::unix::fs::FileExt;
 /// An input model: `config.json` and its tensors by name.
 pub struct ModelFiles {
     pub dir: PathBuf,
+    /// `config.json` (or a PEFT adapter's `adapter_config.json`).
     pub config: Value,
+    /// A PEFT adapter folder: its tensors merge like any others; the output is an adapter.
+    pub adapter: bool,
     files: Vec<(PathBuf, std::fs::File)>,
-    /// name → (file, dtype, shape, byte range in the file)
+    /// name → (file, dtype, shape, byte range in the file); file `MEMORY` for `memory`.
     tensors: HashMap<String, (usize, Dtype, Vec<usize>, std::ops::Range<usize>)>,
+    /// Tensors materialised in memory (dequantized GGUF, base + merged LoRA).
+    memory: HashMap<String, Vec<f32>>,
+    /// Tokenizer files of an in-memory model (name, contents), written with the output.
+    pub tokenizer_files: Vec<(String, String)>,
 }
+
+const MEMORY: usize = usize::MAX;
 
 fn err(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
 impl ModelFiles {
+    /// Tensors already in memory, with their config and tokenizer files.
+    pub fn in_memory(
+        dir: &Path,
+        config: Value,
+        tensors: HashMap<String, (Vec<f32>, Vec<usize>)>,
+        tokenizer_files: Vec<(String, String)>,
+    ) -> Self {
+        let mut index = HashMap::new();
+        let mut memory = HashMap::new();
+        for (name, (values, shape)) in tensors {
+            index.insert(name.clone(), (MEMORY, Dtype::F32, shape, 0..0));
+            memory.insert(name, values);
+        }
+        Self {
+            dir: dir.to_path_buf(),
+            config,
+            adapter: false,
+            files: Vec::new(),
+            tensors: index,
+            memory,
+            tokenizer_files,
+        }
+    }
+
     pub fn open(dir: &Path) -> Result<Self, String> {
+        if dir.join("adapter_config.json").exists() && !dir.join("config.json").exists() {
+            return Self::open_adapter(dir);
+        }
         if !dir.is_dir() {
             return Err(err(
                 dir,
@@ -61,6 +97,11 @@ impl ModelFiles {
                 "no model.safetensors or model.safetensors.index.json",
             ));
         };
+        Self::from_files(dir, config, &files)
+    }
+
+    /// The model made of safetensors `files` (shards of one model).
+    fn from_files(dir: &Path, config: Value, files: &[PathBuf]) -> Result<Self, String> {
         let mut handles = Vec::new();
         let mut tensors = HashMap::new();
         for (i, f) in files.iter().enumerate() {
@@ -116,8 +157,11 @@ impl ModelFiles {
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
+            adapter: false,
             files: handles,
             tensors,
+            memory: HashMap::new(),
+            tokenizer_files: Vec::new(),
         })
     }
 
@@ -135,7 +179,25 @@ impl ModelFiles {
             .map(|(_, d, s, _)| (*d, s.as_slice()))
     }
 
+    /// A PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`).
+    fn open_adapter(dir: &Path) -> Result<Self, String> {
+        let cfg_path = dir.join("adapter_config.json");
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e))?,
+        )
+        .map_err(|e| err(&cfg_path, e))?;
+        let weights = dir.join("adapter_model.safetensors");
+        let mut m = Self::from_files(dir, Value::Null, &[weights])?;
+        m.config = config;
+        m.adapter = true;
+        Ok(m)
+    }
+
     pub fn num_layers(&self) -> Result<usize, String> {
+        if self.adapter {
+            // Adapter tensors merge by name, with no layer structure.
+            return Ok(0);
+        }
         self.config["num_hidden_layers"]
             .as_u64()
             .map(|n| n as usize)
@@ -148,6 +210,9 @@ impl ModelFiles {
             .tensors
             .get(name)
             .ok_or_else(|| err(&self.dir, format!("no tensor `{name}`")))?;
+        if *file == MEMORY {
+            return Ok(self.memory[name].clone());
+        }
         let (path, f) = &self.files[*file];
         let width = match dtype {
             Dtype::F32 => 4,
@@ -254,6 +319,7 @@ fn to_bytes(values: &[f32], d: Dtype) -> Vec<u8> {
 /// Output shards planned up front; tensors must then be written in plan order.
 pub struct ShardWriter {
     dir: PathBuf,
+    file: String,
     /// per shard: file name, (tensor name, dtype, shape) in order
     shards: Vec<(String, Vec<(String, Dtype, Vec<usize>)>)>,
     current: Option<(usize, std::io::BufWriter<std::fs::File>)>,
@@ -262,7 +328,13 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Splits the tensors into shards of at most `shard_bytes` (a tensor never splits) in `dir`.
-    pub fn new(dir: &Path, tensors: &[(String, Dtype, Vec<usize>)], shard_bytes: usize) -> Self {
+    /// `file`: the shards' stem (`model` → `model.safetensors` or `model-0000i-of-0000N…`).
+    pub fn new(
+        dir: &Path,
+        file: &str,
+        tensors: &[(String, Dtype, Vec<usize>)],
+        shard_bytes: usize,
+    ) -> Self {
         let mut groups: Vec<Vec<(String, Dtype, Vec<usize>)>> = vec![Vec::new()];
         let mut size = 0;
         for t in tensors {
@@ -280,14 +352,15 @@ impl ShardWriter {
             .enumerate()
             .map(|(i, g)| {
                 let name = match n {
-                    1 => "model.safetensors".to_string(),
-                    _ => format!("model-{:05}-of-{n:05}.safetensors", i + 1),
+                    1 => format!("{file}.safetensors"),
+                    _ => format!("{file}-{:05}-of-{n:05}.safetensors", i + 1),
                 };
                 (name, g)
             })
             .collect();
         Self {
             dir: dir.to_path_buf(),
+            file: file.to_string(),
             shards,
             current: None,
             next: (0, 0),
@@ -375,7 +448,9 @@ impl ShardWriter {
                 }
             }
             let index = json!({"metadata": {"total_size": total}, "weight_map": map});
-            let path = self.dir.join("model.safetensors.index.json");
+            let path = self
+                .dir
+                .join(format!("{}.safetensors.index.json", self.file));
             std::fs::write(
                 &path,
                 serde_json::to_string_pretty(&index).map_err(|e| e.to_string())?,

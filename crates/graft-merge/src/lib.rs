@@ -3,6 +3,7 @@
 //! by tensor from memory-mapped safetensors so memory holds one tensor group at a time.
 
 pub mod io;
+pub mod load;
 pub mod merge;
 pub mod mergekit_yaml;
 pub mod methods;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use safetensors::Dtype;
 use serde_json::Value;
 
-use crate::io::{dtype_from_name, dtype_name, round_to, ModelFiles, ShardWriter};
+use crate::io::{dtype_from_name, dtype_name, round_to, ShardWriter};
 use crate::mergekit_yaml::MergeConfig;
 use crate::methods::{self, Group};
 use crate::plan::Plan;
@@ -85,7 +85,8 @@ pub fn run(
             opts.base_dir.join(path)
         }
     };
-    let open = |p: &str| ModelFiles::open(&resolve(p)).map_err(|e| format!("model {p}: {e}"));
+    let open =
+        |p: &str| crate::load::open_model(p, &resolve).map_err(|e| format!("model {p}: {e}"));
     let plan = Plan::new(cfg, &spec, &open).map_err(c)?;
     let vocab = match &cfg.tokenizer_source {
         None => None,
@@ -153,7 +154,11 @@ pub fn run(
             .iter()
             .map(|(n, d, s, _)| (n.clone(), *d, s.clone()))
             .collect();
-        let mut writer = ShardWriter::new(&tmp, &plan_out, opts.shard_bytes);
+        let file = match plan.models[plan.donor].adapter {
+            true => "adapter_model",
+            false => "model",
+        };
+        let mut writer = ShardWriter::new(&tmp, file, &plan_out, opts.shard_bytes);
         let total = plan.tensors.len();
         let mut bytes = 0;
         for (i, (t, (_, _, _, compute))) in plan.tensors.iter().zip(&outputs).enumerate() {
@@ -267,7 +272,12 @@ fn write_config(
     }
     let text =
         serde_json::to_string_pretty(&config).map_err(|e| MergeError::Merge(e.to_string()))?;
-    std::fs::write(dir.join("config.json"), text).map_err(|e| MergeError::Merge(e.to_string()))
+    // Merged adapters stay an adapter: PEFT's config beside PEFT's weights file.
+    let name = match plan.models[plan.donor].adapter {
+        true => "adapter_config.json",
+        false => "config.json",
+    };
+    std::fs::write(dir.join(name), text).map_err(|e| MergeError::Merge(e.to_string()))
 }
 
 fn copy_tokenizer(
@@ -280,6 +290,13 @@ fn copy_tokenizer(
         None | Some("base") => plan.models[plan.donor].dir.clone(),
         Some(p) => resolve(p),
     };
+    // A GGUF (or base+LoRA) donor: the tokenizer files graft-models rebuilt.
+    if cfg.tokenizer_source.is_none() {
+        for (name, contents) in &plan.models[plan.donor].tokenizer_files {
+            std::fs::write(dir.join(name), contents)
+                .map_err(|e| MergeError::Merge(format!("{name}: {e}")))?;
+        }
+    }
     for f in TOKENIZER_FILES {
         let src = from.join(f);
         if src.exists() {
