@@ -193,6 +193,16 @@ pub fn run(
         writer.finish().map_err(c)?;
         write_config(&plan, cfg, &tmp, out_dtype_cfg.or(in_dtype), vocab.as_ref())?;
         copy_tokenizer(&plan, cfg, &tmp, &resolve)?;
+        if let Some(v) = &vocab {
+            let base = cfg
+                .base_model
+                .as_deref()
+                .and_then(|b| plan.paths.iter().position(|p| p == b))
+                .unwrap_or(plan.donor);
+            if let Some(text) = v.union_tokenizer(&plan.models[base].dir).map_err(c)? {
+                std::fs::write(tmp.join("tokenizer.json"), text).map_err(|e| c(e.to_string()))?;
+            }
+        }
         Ok(Summary {
             tensors: total,
             layers: plan.out_layers,
@@ -287,7 +297,7 @@ fn copy_tokenizer(
     resolve: &dyn Fn(&str) -> PathBuf,
 ) -> Result<(), MergeError> {
     let from = match cfg.tokenizer_source.as_deref() {
-        None | Some("base") => plan.models[plan.donor].dir.clone(),
+        None | Some("base") | Some("union") => plan.models[plan.donor].dir.clone(),
         Some(p) => resolve(p),
     };
     // A GGUF (or base+LoRA) donor: the tokenizer files graft-models rebuilt.

@@ -151,6 +151,25 @@ impl Plan {
                 });
             }
         }
+        // One architecture (mergekit needs --allow-crimes to mix them; graft does not mix).
+        let kind = |m: &ModelFiles| m.config["model_type"].as_str().unwrap_or("").to_string();
+        let first = models.iter().position(|m| !m.adapter);
+        if let Some(f) = first {
+            for (i, m) in models.iter().enumerate().filter(|(_, m)| !m.adapter) {
+                if kind(m) != kind(&models[f]) {
+                    return Err(format!(
+                        "{} is a `{}` model but {} is `{}`: models of different architectures do not merge",
+                        paths[i], kind(m), paths[f], kind(&models[f])
+                    ));
+                }
+            }
+        }
+        if models.iter().any(|m| m.adapter) && models.iter().any(|m| !m.adapter) {
+            return Err(
+                "adapters merge with adapters; merge a LoRA into its base with `BASE+ADAPTER`"
+                    .into(),
+            );
+        }
         for (k, s) in slices.iter().enumerate() {
             if spec.base == Base::Required && s.base.is_none() {
                 return Err(format!(

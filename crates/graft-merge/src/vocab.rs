@@ -3,7 +3,8 @@
 //! or a model path), tokens with ids below that model's `vocab_size`; every input's embedding
 //! and LM-head rows are re-indexed by token string. A token an input lacks gets: the row of the
 //! only model that has it; zeros when none has it; else the base's row when the base has it,
-//! else the mean of the rows of the models that have it. (`union` is not supported yet.)
+//! else the mean of the rows of the models that have it. `union` extends the base's vocabulary
+//! with every other model's tokens it lacks (as added tokens, in model order).
 //!
 //! Shapes: an embedding or head (V, H), aligned to (V_out, H).
 
@@ -19,6 +20,47 @@ pub struct Vocab {
     /// Per plan model: token → row.
     rows: Vec<HashMap<String, usize>>,
     base: Option<usize>,
+    /// `union`: tokenizer.json `added_tokens` entries for the tokens beyond the base's.
+    pub added: Vec<Value>,
+}
+
+/// The `added_tokens` entry for `token` at `id`: the donor model's own entry (same flags) when it
+/// is one of its added tokens, else a plain, normalized token.
+fn added_entry(dir: &Path, token: &str, id: usize) -> Result<Value, String> {
+    let path = dir.join("tokenizer.json");
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut entry = v["added_tokens"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["content"] == token).cloned())
+        .unwrap_or_else(|| {
+            serde_json::json!({"content": token, "single_word": false, "lstrip": false, "rstrip": false,
+                               "normalized": true, "special": false})
+        });
+    entry["id"] = Value::from(id);
+    Ok(entry)
+}
+
+impl Vocab {
+    /// The base tokenizer.json with the union's new tokens added (`None` unless `union` added some).
+    pub fn union_tokenizer(&self, base_dir: &Path) -> Result<Option<String>, String> {
+        if self.added.is_empty() {
+            return Ok(None);
+        }
+        let path = base_dir.join("tokenizer.json");
+        let mut v: Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(a) = v["added_tokens"].as_array_mut() {
+            a.extend(self.added.iter().cloned());
+        }
+        serde_json::to_string_pretty(&v)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// token → id from a `tokenizer.json` (the model's vocabulary and the added tokens), ids below
@@ -81,12 +123,7 @@ impl Vocab {
     ) -> Result<Self, String> {
         let base = base_model.and_then(|b| plan.paths.iter().position(|p| p == b));
         let (dir, limit) = match source {
-            "union" => {
-                return Err(
-                    "tokenizer_source: `union` is not supported yet (base, or a model path)".into(),
-                )
-            }
-            "base" => {
+            "base" | "union" => {
                 let m = base.unwrap_or(plan.donor);
                 (
                     plan.models[m].dir.clone(),
@@ -119,7 +156,27 @@ impl Vocab {
             .iter()
             .map(|m| token_ids(&m.dir, vocab_size(&m.config)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { tokens, rows, base })
+        // union: the base's tokens, then each other model's new ones, by id, in config order.
+        let mut added = Vec::new();
+        if source == "union" {
+            let mut have: std::collections::HashSet<String> = tokens.iter().cloned().collect();
+            for (m, r) in rows.iter().enumerate() {
+                let mut by_id: Vec<(&usize, &String)> = r.iter().map(|(t, i)| (i, t)).collect();
+                by_id.sort();
+                for (_, t) in by_id {
+                    if have.insert(t.clone()) {
+                        added.push(added_entry(&plan.models[m].dir, t, tokens.len())?);
+                        tokens.push(t.clone());
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            tokens,
+            rows,
+            base,
+            added,
+        })
     }
 
     /// The group's vocabulary tensors (model, values (V_m·H)) aligned to the output vocabulary.

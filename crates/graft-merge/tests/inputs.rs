@@ -175,3 +175,20 @@ fn small_shards_are_indexed() {
         .build(DType::F32, &Device::Cpu)
         .unwrap();
 }
+
+#[test]
+fn different_architectures_do_not_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = MergeConfig::parse(
+        "models:\n  - {model: models/llama, parameters: {weight: 0.5}}\n  - {model: models/qwen2, parameters: {weight: 0.5}}\nmerge_method: linear\n",
+    )
+    .unwrap();
+    let e = run(&cfg, &tmp.path().join("m"), &opts(), |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("models/qwen2") && e.contains("`qwen2`") && e.contains("`llama`"),
+        "{e}"
+    );
+}

@@ -11,7 +11,7 @@ use crate::io::progress;
 #[command(
     about = "Merge models from a mergekit YAML config (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, model_stock, passthrough)",
     after_help = "The config is mergekit's: `models` or `slices` (with layer_range), base_model, merge_method,\n\
-parameters (scalars, layer gradients, filter lists), dtype, out_dtype, tokenizer_source (base or a\n\
+parameters (scalars, layer gradients, filter lists), dtype, out_dtype, tokenizer_source (base, union or a\n\
 model path). Relative model paths are taken from the working directory, as mergekit does. Keys\n\
 mergekit would silently ignore are errors here.\n\n\
 Example:\n  graft merge slerp.yml --out merged/"
