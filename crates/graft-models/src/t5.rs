@@ -194,8 +194,10 @@ pub struct T5Block {
 impl T5Block {
     fn new(vb: VarBuilder, cfg: &T5Config, decoder: bool, first: bool) -> Result<Self> {
         let (gated, act) = cfg.ffn().map_err(candle_core::Error::Msg)?;
-        let norm =
-            |vb: VarBuilder| RmsNorm::new(vb, cfg.d_model, cfg.layer_norm_epsilon, NormKind::Plain);
+        let norm = |vb: VarBuilder| {
+            RmsNorm::new(vb, cfg.d_model, cfg.layer_norm_epsilon, NormKind::Plain)
+                .map(RmsNorm::composed)
+        };
         let l = vb.pp("layer");
         let ff_index = if decoder { 2 } else { 1 };
         Ok(Self {
@@ -259,6 +261,7 @@ impl T5 {
                 cfg.layer_norm_epsilon,
                 NormKind::Plain,
             )
+            .map(RmsNorm::composed)
         };
         let lm_head = if untied {
             Some(vb.get((cfg.vocab_size, cfg.d_model), "lm_head.weight")?)
