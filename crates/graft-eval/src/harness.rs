@@ -20,8 +20,15 @@ use graft_serve::generate::{generate, GenerateOptions};
 
 use crate::EvalError;
 
+/// The model a harness scores: decoder-only, or encoder-decoder (seq2seq.rs).
+#[derive(Clone, Copy)]
+pub enum LmModel<'a> {
+    Decoder(&'a Decoder),
+    Seq2Seq(&'a graft_models::T5),
+}
+
 pub struct Lm<'a> {
-    pub model: &'a Decoder,
+    pub model: LmModel<'a>,
     pub tokenizer: &'a Tokenizer,
     /// The model length L (`max_position_embeddings`, as lm-eval's `resolve_max_length`).
     pub max_length: usize,
@@ -40,12 +47,20 @@ impl<'a> Lm<'a> {
     /// The settings lm-eval's HF backend derives from the model: L from the config
     /// (`n_positions`, `max_position_embeddings`, `n_ctx`, else 2048), the prefix token (BOS,
     /// else EOS), the EOS token (`tokenizer.eos_token`) and the generation EOS ids.
-    pub fn new(source: &'a graft_models::ModelSource, model: &'a Decoder) -> Res<Self> {
+    pub fn new(source: &'a graft_models::ModelSource, model: LmModel<'a>) -> Res<Self> {
         let tokenizer = source.tokenizer()?;
         let c = &source.config_json;
+        // Then the tokenizer's `model_max_length` (T5: 512), as lm-eval's resolve_max_length.
+        let tokenizer_max = std::fs::read_to_string(source.path.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["model_max_length"].as_f64())
+            .filter(|&m| m > 0.0 && m < 1e12)
+            .map(|m| m as u64);
         let max_length = ["n_positions", "max_position_embeddings", "n_ctx"]
             .iter()
             .find_map(|k| c.get(*k).and_then(serde_json::Value::as_u64))
+            .or(tokenizer_max)
             .unwrap_or(2048) as usize;
         let (prefix_token, prefix_text) = match (tokenizer.bos_id, tokenizer.eos_id) {
             (Some(b), _) => (b, tokenizer.bos_token.clone().unwrap_or_default()),
@@ -79,6 +94,9 @@ impl<'a> Lm<'a> {
 
     /// `_encode_pair`: (context tokens, continuation tokens).
     pub fn encode_pair(&self, ctx: &str, cont: &str) -> Res<(Vec<u32>, Vec<u32>)> {
+        if let LmModel::Seq2Seq(_) = self.model {
+            return crate::seq2seq::encode_pair(self, ctx, cont);
+        }
         if ctx.is_empty() {
             let c = self.tokenizer.encode(cont, false)?;
             return Ok(match c.first() == Some(&self.prefix_token) {
@@ -94,17 +112,26 @@ impl<'a> Lm<'a> {
         Ok((ctx_enc, cont_enc))
     }
 
+    fn decoder(&self) -> Res<&'a Decoder> {
+        match self.model {
+            LmModel::Decoder(d) => Ok(d),
+            LmModel::Seq2Seq(_) => Err(EvalError::Request(
+                "this request type needs a decoder-only model".into(),
+            )),
+        }
+    }
+
     fn log_probs(&self, ids: &[u32], cache: Option<&mut KvCache>) -> Res<Tensor> {
         let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
         let logits = self
-            .model
+            .decoder()?
             .forward(&input, cache, false)?
             .to_dtype(DType::F32)?;
         Ok(candle_nn::ops::log_softmax(&logits.i(0)?, D::Minus1)?)
     }
 
     /// Σ log p and greedy-ness of `cont` from log-probs rows (C, V) predicting its tokens.
-    fn gather(lp: &Tensor, cont: &[u32]) -> Res<(f64, bool)> {
+    pub(crate) fn gather(lp: &Tensor, cont: &[u32]) -> Res<(f64, bool)> {
         let ids = Tensor::new(cont, lp.device())?.unsqueeze(1)?;
         let picked: Vec<f32> = lp.gather(&ids, 1)?.squeeze(1)?.to_vec1()?;
         let greedy: Vec<u32> = lp.argmax(D::Minus1)?.to_vec1()?;
@@ -114,6 +141,9 @@ impl<'a> Lm<'a> {
 
     /// One (context, continuation) token pair, as `_loglikelihood_tokens`.
     pub fn score_tokens(&self, ctx: &[u32], cont: &[u32]) -> Res<(f64, bool)> {
+        if let LmModel::Seq2Seq(t5) = self.model {
+            return Ok(crate::seq2seq::loglikelihoods(self, t5, ctx, &[cont.to_vec()])?[0]);
+        }
         if ctx.is_empty() || cont.is_empty() || cont.len() > self.max_length {
             return Err(EvalError::Request(format!(
                 "a request needs a context and a continuation of 1..={} tokens (got {} and {})",
@@ -136,6 +166,11 @@ impl<'a> Lm<'a> {
             .iter()
             .map(|c| self.encode_pair(ctx, c))
             .collect::<Res<Vec<_>>>()?;
+        if let LmModel::Seq2Seq(t5) = self.model {
+            let conts: Vec<Vec<u32>> = pairs.iter().map(|p| p.1.clone()).collect();
+            let ctx = pairs.first().map(|p| p.0.clone()).unwrap_or_default();
+            return crate::seq2seq::loglikelihoods(self, t5, &ctx, &conts);
+        }
         let shared = pairs.windows(2).all(|w| w[0].0 == w[1].0);
         let fits = pairs
             .iter()
@@ -145,7 +180,7 @@ impl<'a> Lm<'a> {
         }
         // One prefill of the shared context; each continuation from a copy of its cache.
         let ctx_enc = &pairs[0].0;
-        let mut cache = self.model.new_cache();
+        let mut cache = self.decoder()?.new_cache();
         let prefill = self.log_probs(ctx_enc, Some(&mut cache))?;
         let first = prefill.narrow(0, ctx_enc.len() - 1, 1)?;
         pairs
@@ -180,6 +215,15 @@ impl<'a> Lm<'a> {
         if !self.eot_text.is_empty() && !stops.contains(&self.eot_text) {
             stops.push(self.eot_text.clone());
         }
+        if let LmModel::Seq2Seq(t5) = self.model {
+            let mut text = crate::seq2seq::generate(self, t5, ctx, &stops, max_gen_toks)?;
+            for s in &stops {
+                if let Some(i) = text.find(s.as_str()).filter(|_| !s.is_empty()) {
+                    text.truncate(i);
+                }
+            }
+            return Ok(text);
+        }
         let ids = self.tokenizer.encode(ctx, true)?;
         let keep = self.max_length.saturating_sub(max_gen_toks).max(1);
         let ids = &ids[ids.len().saturating_sub(keep)..];
@@ -191,7 +235,7 @@ impl<'a> Lm<'a> {
             eos_token_ids: self.eos_ids.clone(),
         };
         let mut so_far: Vec<u32> = Vec::new();
-        let (out, _) = generate(self.model, ids, &opts, &self.device, |t| {
+        let (out, _) = generate(self.decoder()?, ids, &opts, &self.device, |t| {
             so_far.push(t);
             let text = self.tokenizer.decode(&so_far, false).unwrap_or_default();
             !stops

@@ -12,10 +12,11 @@ pub mod metrics;
 pub mod prompt;
 pub mod pyrandom;
 pub mod results;
+pub mod seq2seq;
 pub mod task;
 
 pub use evaluate::{run, TaskOutcome};
-pub use harness::Lm;
+pub use harness::{Lm, LmModel};
 pub use task::Task;
 
 #[derive(Debug, thiserror::Error)]

@@ -37,12 +37,11 @@ impl TaskEval {
         if self.tasks.is_empty() {
             return Ok(out);
         }
-        let Net::Decoder(decoder) = model else {
-            return Err(TrainError::Recipe(
-                "train.eval_tasks: supported for decoder-only models".into(),
-            ));
+        let m = match model {
+            Net::Decoder(d) => graft_eval::LmModel::Decoder(d),
+            Net::T5(t) => graft_eval::LmModel::Seq2Seq(t),
         };
-        let lm = Lm::new(source, decoder).map_err(|e| TrainError::Recipe(e.to_string()))?;
+        let lm = Lm::new(source, m).map_err(|e| TrainError::Recipe(e.to_string()))?;
         for task in &self.tasks {
             let res =
                 graft_eval::run(task, &lm, || {}).map_err(|e| TrainError::Recipe(e.to_string()))?;

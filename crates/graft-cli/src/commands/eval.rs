@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use graft_eval::{builtin, results, Lm, Task};
+use graft_eval::{builtin, results, Lm, LmModel, Task};
 
 use crate::io::{progress, write_atomic, Model, ModelArgs};
 
@@ -59,13 +59,11 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|t| open_task(t, &args))
         .collect::<Result<Vec<_>>>()?;
-    let (source, model, _) = match args.model.load_any()? {
-        (_, Model::T5(_), _) => {
-            bail!("graft eval: encoder-decoder (T5) models are not supported yet")
-        }
-        (source, Model::Decoder(m), device) => (source, m, device),
+    let (source, model, _) = args.model.load_any()?;
+    let lm = match &model {
+        Model::Decoder(m) => Lm::new(&source, LmModel::Decoder(m))?,
+        Model::T5(m) => Lm::new(&source, LmModel::Seq2Seq(m))?,
     };
-    let lm = Lm::new(&source, &model)?;
     let mut outcomes = Vec::new();
     for task in &tasks {
         let bar = progress(task.docs.len() as u64, "docs");
