@@ -105,6 +105,14 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
         }
         None => vec![Pipeline::none()],
     };
+    // Rolling log-likelihoods of every document at once: windows batched by length.
+    let rolling = match task.cfg.output_type.as_str() {
+        "loglikelihood_rolling" => {
+            let texts: Vec<String> = prepared.iter().map(|p| target_text(&p.target)).collect();
+            lm.loglikelihood_rolling_many(&texts)?
+        }
+        _ => Vec::new(),
+    };
     // items[filter][metric] = one item per document
     let mut items: Vec<Vec<Vec<Item>>> = vec![vec![Vec::new(); list.len()]; pipelines.len()];
     let mut samples = Vec::new();
@@ -195,7 +203,7 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
             }
             "loglikelihood_rolling" => {
                 let text = target_text(&p.target);
-                let ll = lm.loglikelihood_rolling(&text)?;
+                let ll = rolling[i];
                 let mut row = base(
                     json!({"gen_args_0": {"arg_0": text, "arg_1": null}}),
                     json!([[ll.to_string()]]),

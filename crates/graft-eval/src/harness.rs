@@ -199,14 +199,9 @@ impl<'a> Lm<'a> {
             .collect()
     }
 
-    /// Σ log p of `text` over its rolling windows.
+    /// Σ log p of `text` over its rolling windows (batch.rs batches many texts).
     pub fn loglikelihood_rolling(&self, text: &str) -> Res<f64> {
-        let tokens = self.tok_encode(text)?;
-        let mut total = 0.0;
-        for (ctx, cont) in rolling_windows(&tokens, self.max_length, self.prefix_token) {
-            total += self.score_tokens(&ctx, &cont)?.0;
-        }
-        Ok(total)
+        Ok(self.loglikelihood_rolling_many(&[text.to_string()])?[0])
     }
 
     /// Greedy continuation of `ctx` until a stop string, an EOS id or `max_gen_toks` tokens.

@@ -2,6 +2,7 @@
 //! results and samples files, with the numbers lm-eval's HF backend gives (parity fixtures in
 //! tests/fixtures/eval, made by tools/fixtures/make_eval_fixtures.py).
 
+pub mod batch;
 pub mod builtin;
 pub mod code_exec;
 pub mod evaluate;
