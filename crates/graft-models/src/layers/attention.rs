@@ -93,8 +93,8 @@ impl Attention {
             q = self.q_norm.as_ref().expect("q_norm").forward(&q)?;
             kk = self.k_norm.as_ref().expect("k_norm").forward(&kk)?;
         }
-        let q = rope::apply(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
-        let kk = rope::apply(&kk.transpose(1, 2)?.contiguous()?, cos, sin)?;
+        let q = rope::apply_fused(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
+        let kk = rope::apply_fused(&kk.transpose(1, 2)?.contiguous()?, cos, sin)?;
         let v = v.reshape((b, t, k, d))?.transpose(1, 2)?.contiguous()?;
         let (kk, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &kk, &v)?,

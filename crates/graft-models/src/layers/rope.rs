@@ -25,3 +25,139 @@ pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
+
+/// [`apply`] as one op with its backward (f32, contiguous x): the composed version runs seven
+/// ops (two narrows, a negation, a concatenation, two products, a sum) and keeps their results
+/// for the backward. With x = [x1, x2] halves: y = [x1·c1 − x2·s1, x2·c2 + x1·s2];
+/// backward dx = dy ⊙ cos + Rᵀ(dy ⊙ sin), Rᵀ([a, b]) = [b, −a].
+#[derive(Debug, Clone)]
+struct FusedRope {
+    /// (B, T, D) values of cos and sin (their head axis is broadcast).
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    heads: usize,
+    t: usize,
+}
+
+impl FusedRope {
+    /// `f(row of x or dy, cos row, sin row, out row)` for every (b, h, t) row.
+    fn rows(
+        &self,
+        x: &[f32],
+        d: usize,
+        f: impl Fn(&[f32], &[f32], &[f32], &mut [f32]),
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        for (r, (xr, or)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+            // Row r is (b, h, t) in x's (B, H, T) order; cos/sin rows are (b, t).
+            let (b, ti) = (r / (self.heads * self.t), r % self.t);
+            let cr = (b * self.t + ti) * d;
+            f(xr, &self.cos[cr..cr + d], &self.sin[cr..cr + d], or);
+        }
+        out
+    }
+}
+
+impl candle_core::CustomOp1 for FusedRope {
+    fn name(&self) -> &'static str {
+        "fused-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = match (s, l.contiguous_offsets()) {
+            (candle_core::CpuStorage::F32(v), Some((a, b))) => &v[a..b],
+            _ => candle_core::bail!("fused-rope: needs contiguous f32 input"),
+        };
+        let d = l.shape().dims()[3];
+        let h = d / 2;
+        let out = self.rows(x, d, |x, c, s, o| {
+            for j in 0..h {
+                o[j] = x[j] * c[j] - x[j + h] * s[j];
+                o[j + h] = x[j + h] * c[j + h] + x[j] * s[j + h];
+            }
+        });
+        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let d = x.dim(3)?;
+        let h = d / 2;
+        let g = dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let dx = self.rows(&g, d, |g, c, s, o| {
+            for j in 0..h {
+                o[j] = g[j] * c[j] + g[j + h] * s[j + h];
+                o[j + h] = g[j + h] * c[j + h] - g[j] * s[j];
+            }
+        });
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// [`apply`], fused for contiguous f32 (B, H, T, D) with cos/sin (B, 1, T, D); composed otherwise.
+pub fn apply_fused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, heads, t, d) = x.dims4()?;
+    if x.dtype() != DType::F32 || cos.dims() != [b, 1, t, d] || d % 2 == 1 {
+        return apply(x, cos, sin);
+    }
+    let flat = |c: &Tensor| {
+        c.to_dtype(DType::F32)?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    let op = FusedRope {
+        cos: flat(cos)?,
+        sin: flat(sin)?,
+        heads,
+        t,
+    };
+    x.contiguous()?.apply_op1(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_equals_composed_with_gradients() {
+        let dev = Device::Cpu;
+        let (b, h, t, d) = (2, 3, 5, 8);
+        let inv: Tensor = Tensor::new(&[1.0f32, 0.3, 0.1, 0.01], &dev).unwrap();
+        let pos = Tensor::new(&[[0u32, 1, 2, 3, 4], [7, 8, 9, 10, 11]], &dev).unwrap();
+        let (cos, sin) = cos_sin(&inv, &pos, DType::F32).unwrap();
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, h, t, d), &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev).unwrap();
+        let fused = apply_fused(x.as_tensor(), &cos, &sin).unwrap();
+        let plain = apply(x.as_tensor(), &cos, &sin).unwrap();
+        let diff = |a: &Tensor, c: &Tensor| {
+            (a - c)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(&fused, &plain) < 1e-6);
+        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(diff(gf.get(&x).unwrap(), gp.get(&x).unwrap()) < 1e-6);
+        // T = 1 (decoding) too.
+        let x1 = x.as_tensor().narrow(2, 0, 1).unwrap().contiguous().unwrap();
+        let (c1, s1) = (cos.narrow(2, 0, 1).unwrap(), sin.narrow(2, 0, 1).unwrap());
+        assert!(
+            diff(
+                &apply_fused(&x1, &c1, &s1).unwrap(),
+                &apply(&x1, &c1, &s1).unwrap()
+            ) < 1e-6
+        );
+    }
+}
