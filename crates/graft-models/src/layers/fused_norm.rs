@@ -7,6 +7,7 @@
 //! 1 + w (Gemma): y = x̂ ⊙ s. Backward: g = dy ⊙ s; dx = r·(g − x̂·mean(g ⊙ x̂)); dw = Σ_rows dy ⊙ x̂.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct FusedRmsNorm {
@@ -57,12 +58,14 @@ impl CustomOp2 for FusedRmsNorm {
         let c = w.len();
         let s = self.scale(w);
         let mut out = vec![0f32; x.len()];
-        for (row, o) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
-            let r = self.inv_rms(row);
-            for ((o, &v), &s) in o.iter_mut().zip(row).zip(&s) {
-                *o = v * r * s;
-            }
-        }
+        out.par_chunks_exact_mut(c)
+            .zip(x.par_chunks_exact(c))
+            .for_each(|(o, row)| {
+                let r = self.inv_rms(row);
+                for ((o, &v), &s) in o.iter_mut().zip(row).zip(&s) {
+                    *o = v * r * s;
+                }
+            });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 
@@ -81,24 +84,34 @@ impl CustomOp2 for FusedRmsNorm {
         let dyv = dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let s = self.scale(&wv);
         let mut dx = vec![0f32; xv.len()];
-        let mut dw = vec![0f32; c];
-        for ((row, g_row), d) in xv
-            .chunks_exact(c)
-            .zip(dyv.chunks_exact(c))
-            .zip(dx.chunks_exact_mut(c))
-        {
-            let r = self.inv_rms(row);
-            let mut dot = 0f32;
-            for j in 0..c {
-                let xh = row[j] * r;
-                dot += g_row[j] * s[j] * xh;
-                dw[j] += g_row[j] * xh;
-            }
-            let mean = dot / c as f32;
-            for j in 0..c {
-                d[j] = r * (g_row[j] * s[j] - row[j] * r * mean);
-            }
-        }
+        // Rows in parallel; each worker sums its own dw, the partial sums added at the end.
+        let dw = dx
+            .par_chunks_exact_mut(c)
+            .zip(xv.par_chunks_exact(c).zip(dyv.par_chunks_exact(c)))
+            .fold(
+                || vec![0f32; c],
+                |mut dw, (d, (row, g_row))| {
+                    let r = self.inv_rms(row);
+                    let mut dot = 0f32;
+                    for j in 0..c {
+                        let xh = row[j] * r;
+                        dot += g_row[j] * s[j] * xh;
+                        dw[j] += g_row[j] * xh;
+                    }
+                    let mean = dot / c as f32;
+                    for j in 0..c {
+                        d[j] = r * (g_row[j] * s[j] - row[j] * r * mean);
+                    }
+                    dw
+                },
+            )
+            .reduce(
+                || vec![0f32; c],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
         let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
         let dw = Tensor::from_vec(dw, c, w.device())?;
         Ok((Some(dx), Some(dw)))

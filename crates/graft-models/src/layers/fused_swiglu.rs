@@ -6,6 +6,7 @@
 //! d_gate = dy ⊙ up ⊙ σ(1 + gate(1 − σ)); d_up = dy ⊙ gate·σ.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FusedSwiGlu;
@@ -37,7 +38,11 @@ impl CustomOp2 for FusedSwiGlu {
         if g.len() != u.len() {
             candle_core::bail!("fused-swiglu: gate and up differ in size");
         }
-        let out = g.iter().zip(u).map(|(&g, &u)| g * sigmoid(g) * u).collect();
+        let out = g
+            .par_iter()
+            .zip(u.par_iter())
+            .map(|(&g, &u)| g * sigmoid(g) * u)
+            .collect();
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 
@@ -50,13 +55,14 @@ impl CustomOp2 for FusedSwiGlu {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let flat = |t: &Tensor| t.contiguous()?.flatten_all()?.to_vec1::<f32>();
         let (g, u, d) = (flat(gate)?, flat(up)?, flat(dy)?);
-        let mut dg = Vec::with_capacity(g.len());
-        let mut du = Vec::with_capacity(g.len());
-        for ((&g, &u), &d) in g.iter().zip(&u).zip(&d) {
-            let s = sigmoid(g);
-            dg.push(d * u * s * (1.0 + g * (1.0 - s)));
-            du.push(d * g * s);
-        }
+        let (dg, du): (Vec<f32>, Vec<f32>) = g
+            .par_iter()
+            .zip(u.par_iter().zip(d.par_iter()))
+            .map(|(&g, (&u, &d))| {
+                let s = sigmoid(g);
+                (d * u * s * (1.0 + g * (1.0 - s)), d * g * s)
+            })
+            .unzip();
         Ok((
             Some(Tensor::from_vec(dg, gate.shape(), gate.device())?),
             Some(Tensor::from_vec(du, up.shape(), up.device())?),

@@ -3,6 +3,7 @@
 //! Shapes: positions (B, T); inv_freq (D/2); cos/sin (B, 1, T, D); x (B, H, T, D).
 
 use candle_core::{DType, Result, Tensor, D};
+use rayon::prelude::*;
 
 /// cos and sin of `position * inv_freq`, computed in f32 as transformers does, duplicated to `D`.
 pub fn cos_sin(inv_freq: &Tensor, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
@@ -45,15 +46,18 @@ impl FusedRope {
         &self,
         x: &[f32],
         d: usize,
-        f: impl Fn(&[f32], &[f32], &[f32], &mut [f32]),
+        f: impl Fn(&[f32], &[f32], &[f32], &mut [f32]) + Sync,
     ) -> Vec<f32> {
         let mut out = vec![0f32; x.len()];
-        for (r, (xr, or)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
-            // Row r is (b, h, t) in x's (B, H, T) order; cos/sin rows are (b, t).
-            let (b, ti) = (r / (self.heads * self.t), r % self.t);
-            let cr = (b * self.t + ti) * d;
-            f(xr, &self.cos[cr..cr + d], &self.sin[cr..cr + d], or);
-        }
+        out.par_chunks_exact_mut(d)
+            .zip(x.par_chunks_exact(d))
+            .enumerate()
+            .for_each(|(r, (or, xr))| {
+                // Row r is (b, h, t) in x's (B, H, T) order; cos/sin rows are (b, t).
+                let (b, ti) = (r / (self.heads * self.t), r % self.t);
+                let cr = (b * self.t + ti) * d;
+                f(xr, &self.cos[cr..cr + d], &self.sin[cr..cr + d], or);
+            });
         out
     }
 }
