@@ -10,23 +10,10 @@ use candle_nn::VarMap;
 use graft_adapters::lst::{Ladder, SideSpec};
 use graft_adapters::lst_prune::pruned_side;
 use graft_models::{Decoder, ModelSource};
-use graft_testkit::fixture;
+use graft_testkit::{fixture, max_abs_diff};
 
 fn source(name: &str) -> ModelSource {
     ModelSource::open(&fixture(name), DType::F32, &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]
@@ -39,7 +26,7 @@ fn pruning_by_one_keeps_every_block_whole() {
     for (k, t) in &side {
         let b = &w[k.strip_prefix("side.").unwrap()];
         assert_eq!(t.dims(), b.dims(), "{k}");
-        assert_eq!(max_diff(t, b), 0.0, "{k}");
+        assert_eq!(max_abs_diff(t, b), 0.0, "{k}");
     }
     // Every side tensor but the unused embeddings is there.
     assert_eq!(side.len(), 2 * 9 + 1);
@@ -95,7 +82,7 @@ fn pruning_keeps_the_important_units() {
             0,
         )
         .unwrap();
-    assert_eq!(max_diff(norm, &expect), 0.0);
+    assert_eq!(max_abs_diff(norm, &expect), 0.0);
     // q rows: per head the kept pairs' first halves, then their second halves.
     let pairs = &spec.rope_pairs[0];
     let row = 2 * 8 + pairs.len(); // head 2, first second-half dim
@@ -113,7 +100,7 @@ fn pruning_keeps_the_important_units() {
             0,
         )
         .unwrap();
-    assert_eq!(max_diff(&got, &want), 0.0);
+    assert_eq!(max_abs_diff(&got, &want), 0.0);
     assert_eq!(
         side["side.model.layers.0.mlp.gate_proj.weight"].dims(),
         [64, 32]
@@ -156,14 +143,14 @@ fn a_saved_side_network_loads_back_and_decodes_with_a_cache() {
     let l = Ladder::load(&cfg, spec, &saved).unwrap();
     loaded.side = Some(Arc::new(l));
     let again = loaded.forward(&ids, None, false).unwrap();
-    assert!(max_diff(&full, &again) < 1e-6);
+    assert!(max_abs_diff(&full, &again) < 1e-6);
     // Without the side network the logits differ (the side computes them).
     let plain = src
         .build(DType::F32, &Device::Cpu)
         .unwrap()
         .forward(&ids, None, false)
         .unwrap();
-    assert!(max_diff(&full, &plain) > 1e-3);
+    assert!(max_abs_diff(&full, &plain) > 1e-3);
 
     // Prefix of 4, then one token at a time through the cache (backbone + side layers).
     let mut cache = loaded.new_cache();
@@ -179,9 +166,9 @@ fn a_saved_side_network_loads_back_and_decodes_with_a_cache() {
     }
     let cached = Tensor::cat(&steps, 1).unwrap();
     assert!(
-        max_diff(&full, &cached) < 1e-4,
+        max_abs_diff(&full, &cached) < 1e-4,
         "{}",
-        max_diff(&full, &cached)
+        max_abs_diff(&full, &cached)
     );
     let _ = full.argmax(D::Minus1).unwrap();
 }

@@ -20,16 +20,10 @@ impl Lm<'_> {
         let LmModel::Decoder(model) = self.model else {
             return reqs.iter().map(|(c, k)| self.score_tokens(c, k)).collect();
         };
-        // Each request's model input, left-truncated as score_tokens does.
-        let mut inputs = Vec::with_capacity(reqs.len());
-        for (ctx, cont) in reqs {
-            if ctx.is_empty() || cont.is_empty() || cont.len() > self.max_length {
-                return self.score_tokens(ctx, cont).map(|_| Vec::new());
-            }
-            let all: Vec<u32> = ctx.iter().chain(cont).copied().collect();
-            let start = all.len().saturating_sub(self.max_length + 1);
-            inputs.push(all[start..all.len() - 1].to_vec());
-        }
+        let inputs = reqs
+            .iter()
+            .map(|(ctx, cont)| self.model_input(ctx, cont))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut order: Vec<usize> = (0..reqs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].len()));
         let mut out = vec![(0.0, false); reqs.len()];

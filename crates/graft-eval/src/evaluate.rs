@@ -105,6 +105,10 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
         }
         None => vec![Pipeline::none()],
     };
+    let (until, max_gen) = match task.cfg.output_type.as_str() {
+        "generate_until" => gen_kwargs(task).map_err(|e| EvalError::Task(shown.clone(), e))?,
+        _ => (Vec::new(), 0),
+    };
     // Rolling log-likelihoods of every document at once: windows batched by length.
     let rolling = match task.cfg.output_type.as_str() {
         "loglikelihood_rolling" => {
@@ -227,7 +231,6 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                 samples.push(row);
             }
             _ => {
-                let (until, max_gen) = gen_kwargs(task).map_err(at)?;
                 let out = lm.generate_until(&p.context, &until, max_gen)?;
                 let gold = target_text(&p.target);
                 for (f, pipe) in pipelines.iter().enumerate() {

@@ -5,7 +5,7 @@
 //!   input (ctx + cont)[−(L+1):][:−1] is left-truncated to the model length L; the continuation's
 //!   log-probs are summed and `is_greedy` says whether each was the argmax. Choices of one context
 //!   share one prefill of the context through the KV cache when nothing is truncated.
-//! - `loglikelihood_rolling(text)`: the token list (BOS included when the tokenizer adds it) in
+//! - `loglikelihood_rolling` (batch.rs, many texts at once): the token list (BOS included when the tokenizer adds it) in
 //!   disjoint windows of L predicted tokens, each conditioned on the L tokens before it, the first
 //!   on the prefix token (BOS, else EOS).
 //! - `generate_until(ctx, until, max_gen_toks)`: greedy; the context left-truncated to
@@ -144,6 +144,14 @@ impl<'a> Lm<'a> {
         if let LmModel::Seq2Seq(t5) = self.model {
             return Ok(crate::seq2seq::loglikelihoods(self, t5, ctx, &[cont.to_vec()])?[0]);
         }
+        let inp = self.model_input(ctx, cont)?;
+        let lp = self.log_probs(&inp, None)?;
+        let n = inp.len();
+        Self::gather(&lp.narrow(0, n - cont.len(), cont.len())?, cont)
+    }
+
+    /// A decoder request's model input: (ctx + cont)[−(L+1):][:−1], lm-eval's left truncation.
+    pub(crate) fn model_input(&self, ctx: &[u32], cont: &[u32]) -> Res<Vec<u32>> {
         if ctx.is_empty() || cont.is_empty() || cont.len() > self.max_length {
             return Err(EvalError::Request(format!(
                 "a request needs a context and a continuation of 1..={} tokens (got {} and {})",
@@ -154,10 +162,7 @@ impl<'a> Lm<'a> {
         }
         let all: Vec<u32> = ctx.iter().chain(cont).copied().collect();
         let start = all.len().saturating_sub(self.max_length + 1);
-        let inp = &all[start..all.len() - 1];
-        let lp = self.log_probs(inp, None)?;
-        let n = inp.len();
-        Self::gather(&lp.narrow(0, n - cont.len(), cont.len())?, cont)
+        Ok(all[start..all.len() - 1].to_vec())
     }
 
     /// The continuations' log-likelihoods after one context (multiple choice).
@@ -197,11 +202,6 @@ impl<'a> Lm<'a> {
                 Self::gather(&lp, cont)
             })
             .collect()
-    }
-
-    /// Σ log p of `text` over its rolling windows (batch.rs batches many texts).
-    pub fn loglikelihood_rolling(&self, text: &str) -> Res<f64> {
-        Ok(self.loglikelihood_rolling_many(&[text.to_string()])?[0])
     }
 
     /// Greedy continuation of `ctx` until a stop string, an EOS id or `max_gen_toks` tokens.

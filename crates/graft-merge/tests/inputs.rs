@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use graft_merge::{run, MergeConfig, Options};
 use graft_models::ModelSource;
-use graft_testkit::{fixture, json_tensor, read_json};
+use graft_testkit::{fixture, json_tensor, max_abs_diff, read_json};
 
 fn opts() -> Options {
     Options {
@@ -28,19 +28,6 @@ fn load(dir: &Path) -> HashMap<String, Tensor> {
     out
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 fn merge(yaml: &str, out: &Path) {
     run(&MergeConfig::parse(yaml).unwrap(), out, &opts(), |_, _| {}).unwrap();
 }
@@ -57,7 +44,7 @@ fn a_gguf_input_merges_like_its_hf_twin() {
     let (got, want) = (load(&out), load(&fixture("models/llama")));
     assert_eq!(got.len(), want.len());
     for (k, w) in &want {
-        assert!(max_diff(&got[k], w) < 1e-6, "{k}");
+        assert!(max_abs_diff(&got[k], w) < 1e-6, "{k}");
     }
     // A GGUF donor's rebuilt tokenizer goes with the output.
     let gguf_first = tmp.path().join("g");
@@ -80,7 +67,7 @@ fn base_plus_lora_is_pefts_merge_and_unload() {
     let got = load(&out);
     let (v, shape) = json_tensor(&expected["merged_q_proj_layer0"]);
     let want = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
-    assert!(max_diff(&got["model.layers.0.self_attn.q_proj.weight"], &want) < 1e-5);
+    assert!(max_abs_diff(&got["model.layers.0.self_attn.q_proj.weight"], &want) < 1e-5);
     // The merged model scores as PEFT's adapter model.
     let source = ModelSource::open(&out, DType::F32, &Device::Cpu).unwrap();
     let model = source.build(DType::F32, &Device::Cpu).unwrap();
@@ -100,7 +87,11 @@ fn base_plus_lora_is_pefts_merge_and_unload() {
     let lp = model.log_probs(&ids, None, false).unwrap();
     let (v, shape) = json_tensor(&expected["logprobs"]);
     let want = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
-    assert!(max_diff(&lp, &want) < 1e-4, "{}", max_diff(&lp, &want));
+    assert!(
+        max_abs_diff(&lp, &want) < 1e-4,
+        "{}",
+        max_abs_diff(&lp, &want)
+    );
 }
 
 #[test]
@@ -135,7 +126,7 @@ fn adapters_average_into_an_adapter() {
         .unwrap();
     assert_eq!(got.len(), orig.len());
     for (k, t) in &orig {
-        assert!(max_diff(&got[k], &(t * 2.0).unwrap()) < 1e-6, "{k}");
+        assert!(max_abs_diff(&got[k], &(t * 2.0).unwrap()) < 1e-6, "{k}");
     }
     let (cfg, _) = graft_adapters::peft_format::load(&out).unwrap();
     assert_eq!(cfg.r, 4);
@@ -167,7 +158,7 @@ fn small_shards_are_indexed() {
     assert!(shards.len() > 2, "{shards:?}");
     let (got, want) = (load(&out), load(&fixture("models/llama")));
     for (k, w) in &want {
-        assert_eq!(max_diff(&got[k], w), 0.0, "{k}");
+        assert_eq!(max_abs_diff(&got[k], w), 0.0, "{k}");
     }
     // The sharded output loads as a model.
     ModelSource::open(&out, DType::F32, &Device::Cpu)

@@ -32,17 +32,26 @@ pub fn init_side<'a>(
         return Ok(());
     };
     let init = a.side_init.as_deref().unwrap_or("fisher");
+    if init == "random" {
+        return Ok(());
+    }
+    // The backbone's weights, read once: the Fisher pass and the pruning both use them.
+    let weights = source.tensors(DType::F32)?;
     let importance = match init {
-        "random" => return Ok(()),
         "magnitude" => HashMap::new(),
-        "fisher" => fisher(source, rows, a.fisher_samples.unwrap_or(1024), progress)?,
+        "fisher" => fisher(
+            source,
+            &weights,
+            rows,
+            a.fisher_samples.unwrap_or(1024),
+            progress,
+        )?,
         other => {
             return Err(TrainError::Recipe(format!(
                 "adapter.side_init: `{other}` is not known (fisher, magnitude, random)"
             )))
         }
     };
-    let weights = source.tensors(DType::F32)?;
     let spec = adapter
         .side_spec(&backbone.cfg)
         .map_err(TrainError::Recipe)?;
@@ -70,6 +79,7 @@ pub fn init_side<'a>(
 /// Σ_rows (∂L_row/∂W)² for every backbone weight, over the first `n` rows with targets.
 fn fisher<'a>(
     source: &ModelSource,
+    weights: &HashMap<String, Tensor>,
     rows: impl Iterator<Item = &'a TrainRow>,
     n: usize,
     progress: bool,
@@ -78,7 +88,7 @@ fn fisher<'a>(
     let cfg = source.decoder_config()?;
     let varmap = VarMap::new();
     let model = Decoder::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    crate::trainer::set_vars(&varmap, &source.tensors(DType::F32)?, &source.path)?;
+    crate::trainer::set_vars(&varmap, weights, &source.path)?;
     let vars: Vec<(String, candle_core::Var)> = varmap
         .data()
         .lock()

@@ -5,6 +5,17 @@
 //! 1 / (2^k · total) for the k-th such order). Scores are in [0, 100].
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+static RULES_13A: LazyLock<[(regex::Regex, &str); 4]> = LazyLock::new(|| {
+    let re = |p: &str| regex::Regex::new(p).expect("13a patterns compile");
+    [
+        (re(r"([\{-~\[-` -&\(-\+:-@/])"), " $1 "),
+        (re(r"([^0-9])([\.,])"), "$1 $2 "),
+        (re(r"([\.,])([^0-9])"), " $1 $2"),
+        (re(r"([0-9])(-)"), "$1 $2 "),
+    ]
+});
 
 /// sacrebleu's `Tokenizer13a`.
 pub fn tokenize_13a(line: &str) -> String {
@@ -19,17 +30,9 @@ pub fn tokenize_13a(line: &str) -> String {
             .replace("&lt;", "<")
             .replace("&gt;", ">");
     }
-    let s = format!(" {s} ");
-    let rules: [(&str, &str); 4] = [
-        (r"([\{-~\[-` -&\(-\+:-@/])", " $1 "),
-        (r"([^0-9])([\.,])", "$1 $2 "),
-        (r"([\.,])([^0-9])", " $1 $2"),
-        (r"([0-9])(-)", "$1 $2 "),
-    ];
-    let mut out = s;
-    for (re, rep) in rules {
-        let re = regex::Regex::new(re).expect("13a patterns compile");
-        out = re.replace_all(&out, rep).to_string();
+    let mut out = format!(" {s} ");
+    for (re, rep) in RULES_13A.iter() {
+        out = re.replace_all(&out, *rep).to_string();
     }
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -45,6 +48,7 @@ fn ngrams(tokens: &[&str], n: usize) -> HashMap<Vec<String>, usize> {
 
 /// Sufficient statistics of one segment: matches and totals per order, hypothesis and
 /// reference lengths.
+#[derive(Clone)]
 pub struct Stats {
     pub correct: [usize; 4],
     pub total: [usize; 4],
@@ -91,9 +95,14 @@ pub fn segment(hyp: &str, refs: &[String]) -> Stats {
 
 /// Corpus BLEU of (references, hypothesis) pairs.
 pub fn corpus_bleu(items: &[(Vec<String>, String)]) -> f64 {
+    let stats: Vec<Stats> = items.iter().map(|(refs, hyp)| segment(hyp, refs)).collect();
+    from_stats(&stats)
+}
+
+/// Corpus BLEU from segments' statistics (summed), so resampling need not re-tokenize.
+pub fn from_stats(stats: &[Stats]) -> f64 {
     let (mut correct, mut total, mut sys, mut rl) = ([0usize; 4], [0usize; 4], 0, 0);
-    for (refs, hyp) in items {
-        let s = segment(hyp, refs);
+    for s in stats {
         for n in 0..4 {
             correct[n] += s.correct[n];
             total[n] += s.total[n];

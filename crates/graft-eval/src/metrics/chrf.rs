@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-const PUNCTS: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+use super::PUNCTUATION;
 
 fn char_ngrams(s: &str, n: usize) -> HashMap<String, usize> {
     let chars: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -23,10 +23,10 @@ fn words(s: &str) -> Vec<String> {
         let chars: Vec<char> = w.chars().collect();
         if chars.len() == 1 {
             out.push(w.to_string());
-        } else if PUNCTS.contains(chars[chars.len() - 1]) {
+        } else if PUNCTUATION.contains(chars[chars.len() - 1]) {
             out.push(chars[..chars.len() - 1].iter().collect());
             out.push(chars[chars.len() - 1].to_string());
-        } else if PUNCTS.contains(chars[0]) {
+        } else if PUNCTUATION.contains(chars[0]) {
             out.push(chars[0].to_string());
             out.push(chars[1..].iter().collect());
         } else {
@@ -76,35 +76,48 @@ fn f_score(stats: &[f64]) -> f64 {
     }
 }
 
-/// Corpus chrF (`word_order` 0) or chrF++ (2) of (references, hypothesis) pairs.
-pub fn corpus_chrf(items: &[(Vec<String>, String)], word_order: usize) -> f64 {
-    let orders = 6 + word_order;
-    let mut total = vec![0.0; 3 * orders];
-    for (refs, hyp) in items {
-        let h = all_ngrams(hyp, word_order);
-        let mut best: (f64, Vec<f64>) = (-1.0, Vec::new());
-        for r in refs {
-            let rg = all_ngrams(r, word_order);
-            let mut stats = Vec::with_capacity(3 * orders);
-            for (hn, rn) in h.iter().zip(&rg) {
-                let matches: usize = hn
-                    .iter()
-                    .map(|(g, c)| (*c).min(rn.get(g).copied().unwrap_or(0)))
-                    .sum();
-                stats.extend([
-                    hn.values().sum::<usize>() as f64,
-                    rn.values().sum::<usize>() as f64,
-                    matches as f64,
-                ]);
-            }
-            let f = f_score(&stats);
-            if f > best.0 {
-                best = (f, stats);
-            }
+/// One segment's [hyp, ref, match] counts per order, for the reference with the best F-score.
+pub fn segment(refs: &[String], hyp: &str, word_order: usize) -> Vec<f64> {
+    let h = all_ngrams(hyp, word_order);
+    let mut best: (f64, Vec<f64>) = (-1.0, Vec::new());
+    for r in refs {
+        let rg = all_ngrams(r, word_order);
+        let mut stats = Vec::with_capacity(3 * h.len());
+        for (hn, rn) in h.iter().zip(&rg) {
+            let matches: usize = hn
+                .iter()
+                .map(|(g, c)| (*c).min(rn.get(g).copied().unwrap_or(0)))
+                .sum();
+            stats.extend([
+                hn.values().sum::<usize>() as f64,
+                rn.values().sum::<usize>() as f64,
+                matches as f64,
+            ]);
         }
-        for (t, s) in total.iter_mut().zip(&best.1) {
-            *t += s;
+        let f = f_score(&stats);
+        if f > best.0 {
+            best = (f, stats);
+        }
+    }
+    best.1
+}
+
+/// Corpus chrF from segments' statistics (summed).
+pub fn from_stats(stats: &[Vec<f64>], word_order: usize) -> f64 {
+    let mut total = vec![0.0; 3 * (6 + word_order)];
+    for s in stats {
+        for (t, v) in total.iter_mut().zip(s) {
+            *t += v;
         }
     }
     f_score(&total)
+}
+
+/// Corpus chrF (`word_order` 0) or chrF++ (2) of (references, hypothesis) pairs.
+pub fn corpus_chrf(items: &[(Vec<String>, String)], word_order: usize) -> f64 {
+    let stats: Vec<Vec<f64>> = items
+        .iter()
+        .map(|(r, h)| segment(r, h, word_order))
+        .collect();
+    from_stats(&stats, word_order)
 }

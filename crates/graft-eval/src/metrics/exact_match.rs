@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+use super::PUNCTUATION;
 
 pub fn exact_match(
     gold: &str,

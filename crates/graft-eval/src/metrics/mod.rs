@@ -13,6 +13,9 @@ pub mod stderr;
 
 use serde_json::{Map, Value};
 
+/// Python's `string.punctuation`, which the metrics' normalisations strip.
+pub const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
 /// One document's contribution to a metric.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
@@ -85,19 +88,16 @@ pub fn aggregation(name: &str, items: &[Item]) -> Result<(f64, Option<f64>), Str
     };
     // lm-eval bootstraps these: 100 resamples for the text metrics, 100,000 otherwise.
     match name {
+        // Segment statistics once; the resamples only re-add them.
         "bleu" => {
-            let t = texts()?;
-            Ok((bleu::corpus_bleu(&t), stderr::bootstrap(&t, 100, bleu::corpus_bleu)))
+            let stats: Vec<bleu::Stats> = texts()?.iter().map(|(r, h)| bleu::segment(h, r)).collect();
+            Ok((bleu::from_stats(&stats), stderr::bootstrap(&stats, 100, bleu::from_stats)))
         }
-        "chrf" => {
-            let t = texts()?;
-            let f = |x: &[(Vec<String>, String)]| chrf::corpus_chrf(x, 0);
-            Ok((f(&t), stderr::bootstrap(&t, 100, f)))
-        }
-        "chrfpp" => {
-            let t = texts()?;
-            let f = |x: &[(Vec<String>, String)]| chrf::corpus_chrf(x, 2);
-            Ok((f(&t), stderr::bootstrap(&t, 100, f)))
+        "chrf" | "chrfpp" => {
+            let order = if name == "chrf" { 0 } else { 2 };
+            let stats: Vec<Vec<f64>> = texts()?.iter().map(|(r, h)| chrf::segment(r, h, order)).collect();
+            let f = |x: &[Vec<f64>]| chrf::from_stats(x, order);
+            Ok((f(&stats), stderr::bootstrap(&stats, 100, f)))
         }
         "f1" | "f1_macro" | "f1_micro" => {
             let l = labels()?;

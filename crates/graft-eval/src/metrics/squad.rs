@@ -4,8 +4,12 @@
 //! the gold answers.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+use super::PUNCTUATION;
+
+static ARTICLES: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"\b(a|an|the)\b").expect("compiles"));
 
 pub fn normalize_answer(s: &str) -> String {
     let lower = s.to_lowercase();
@@ -13,8 +17,7 @@ pub fn normalize_answer(s: &str) -> String {
         .chars()
         .filter(|c| !PUNCTUATION.contains(*c))
         .collect();
-    let articles = regex::Regex::new(r"\b(a|an|the)\b").expect("compiles");
-    let no_articles = articles.replace_all(&no_punc, " ");
+    let no_articles = ARTICLES.replace_all(&no_punc, " ");
     no_articles.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

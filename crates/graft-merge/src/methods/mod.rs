@@ -80,16 +80,12 @@ pub fn registry() -> Vec<Spec> {
 }
 
 pub fn spec(name: &str) -> Result<Spec, String> {
-    let names: Vec<&str> = registry().iter().map(|s| s.name).collect();
-    registry()
-        .into_iter()
+    let all = registry();
+    let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+    let known = names.join(", ");
+    all.into_iter()
         .find(|s| s.name == name)
-        .ok_or_else(|| {
-            format!(
-                "merge_method `{name}` is not supported ({})",
-                names.join(", ")
-            )
-        })
+        .ok_or_else(|| format!("merge_method `{name}` is not supported ({known})"))
 }
 
 pub(crate) fn shared(pairs: &[(&str, Value)]) -> Map<String, Value> {

@@ -126,6 +126,7 @@ impl CustomOp2 for FusedRmsNorm {
 mod tests {
     use super::*;
     use candle_core::{Device, Var, D};
+    use graft_testkit::max_abs_diff;
 
     fn composed(x: &Tensor, w: &Tensor, eps: f64, one_plus: bool) -> Result<Tensor> {
         let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
@@ -146,19 +147,7 @@ mod tests {
             };
             let fused = x.as_tensor().apply_op2(w.as_tensor(), op).unwrap();
             let plain = composed(x.as_tensor(), w.as_tensor(), 1e-5, one_plus).unwrap();
-            let diff = |a: &Tensor, b: &Tensor| {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
-            assert!(diff(&fused, &plain) < 1e-5);
+            assert!(max_abs_diff(&fused, &plain) < 1e-5);
             let gf = (fused * &up)
                 .unwrap()
                 .sum_all()
@@ -173,7 +162,11 @@ mod tests {
                 .unwrap();
             for v in [&x, &w] {
                 let (a, b) = (gf.get(v).unwrap(), gp.get(v).unwrap());
-                assert!(diff(a, b) < 1e-4, "one_plus {one_plus}: {}", diff(a, b));
+                assert!(
+                    max_abs_diff(a, b) < 1e-4,
+                    "one_plus {one_plus}: {}",
+                    max_abs_diff(a, b)
+                );
             }
         }
     }

@@ -74,6 +74,7 @@ impl CustomOp2 for FusedSwiGlu {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+    use graft_testkit::max_abs_diff;
 
     #[test]
     fn equals_the_composed_product_and_its_gradients() {
@@ -83,23 +84,11 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (4, 9, 24), &dev).unwrap();
         let fused = g.as_tensor().apply_op2(u.as_tensor(), FusedSwiGlu).unwrap();
         let plain = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        assert!(diff(&fused, &plain) < 1e-5);
+        assert!(max_abs_diff(&fused, &plain) < 1e-5);
         let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gp = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
         for v in [&g, &u] {
-            assert!(diff(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-4);
+            assert!(max_abs_diff(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-4);
         }
     }
 }

@@ -126,6 +126,7 @@ pub fn apply_fused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+    use graft_testkit::max_abs_diff;
 
     #[test]
     fn fused_equals_composed_with_gradients() {
@@ -138,27 +139,15 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (b, h, t, d), &dev).unwrap();
         let fused = apply_fused(x.as_tensor(), &cos, &sin).unwrap();
         let plain = apply(x.as_tensor(), &cos, &sin).unwrap();
-        let diff = |a: &Tensor, c: &Tensor| {
-            (a - c)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        assert!(diff(&fused, &plain) < 1e-6);
+        assert!(max_abs_diff(&fused, &plain) < 1e-6);
         let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gp = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(diff(gf.get(&x).unwrap(), gp.get(&x).unwrap()) < 1e-6);
+        assert!(max_abs_diff(gf.get(&x).unwrap(), gp.get(&x).unwrap()) < 1e-6);
         // T = 1 (decoding) too.
         let x1 = x.as_tensor().narrow(2, 0, 1).unwrap().contiguous().unwrap();
         let (c1, s1) = (cos.narrow(2, 0, 1).unwrap(), sin.narrow(2, 0, 1).unwrap());
         assert!(
-            diff(
+            max_abs_diff(
                 &apply_fused(&x1, &c1, &s1).unwrap(),
                 &apply(&x1, &c1, &s1).unwrap()
             ) < 1e-6
