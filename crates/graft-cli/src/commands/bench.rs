@@ -10,11 +10,12 @@ use crate::io::ModelArgs;
 
 #[derive(clap::Args, Debug)]
 #[command(
-    about = "Measure score/decode throughput of a model, or full fine-tuning throughput and peak RSS (train)",
+    about = "Measure score/decode throughput of a model, or training throughput and peak RSS (train: LM loss, dpo: preference pairs)",
     after_help = "Example:\n  graft bench score --model SmolLM2-135M-Instruct.Q8_0.gguf --batch 4 --seq-len 256\n  graft bench decode --model SmolLM2-135M-Instruct.Q8_0.gguf --new-tokens 64"
 )]
 pub struct Args {
-    /// What to measure: score, decode, or train (a random Llama, or --model's HF dir).
+    /// What to measure: score, decode, train, lora (train with --lora-r 16) or dpo (a random Llama,
+    /// or --model's HF dir).
     pub kind: String,
     /// HF directory or .gguf file (score, decode).
     #[arg(long)]
@@ -33,12 +34,15 @@ pub struct Args {
     /// Timed runs after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
-    /// `train` only: LoRA rank on every linear layer of a frozen base (0 = full fine-tuning).
+    /// `train`, `dpo`: LoRA rank on every linear layer of a frozen base (0 = full fine-tuning).
     #[arg(long, default_value_t = 0)]
     pub lora_r: usize,
-    /// `train` only: the size of the random Llama (hidden, layers, intermediate, vocab; 8 heads).
+    /// `train`, `dpo`: the size of the random Llama (hidden, layers, intermediate, vocab; 8 heads).
     #[arg(long, value_delimiter = ',', default_value = "512,8,1536,8192")]
     pub llama: Vec<usize>,
+    /// score, decode: keep a GGUF file's quantized weights quantized in memory.
+    #[arg(long)]
+    pub keep_quantized: bool,
     /// `train` with --model (an HF dir) and --lora-r: the frozen base quantized to NF4 (QLoRA).
     #[arg(long)]
     pub nf4: bool,
@@ -66,7 +70,16 @@ pub fn run(args: Args) -> Result<()> {
     if args.repeats == 0 || args.seq_len < 2 || args.batch == 0 {
         bail!("--repeats, --batch must be ≥ 1 and --seq-len ≥ 2");
     }
-    if args.kind == "train" {
+    if args.kind == "lora" {
+        // `lora` = `train` with an adapter (rank 16 unless --lora-r says otherwise).
+        let lora_r = if args.lora_r == 0 { 16 } else { args.lora_r };
+        return super::bench_train::train(&Args {
+            kind: "train".into(),
+            lora_r,
+            ..args
+        });
+    }
+    if args.kind == "train" || args.kind == "dpo" {
         return super::bench_train::train(&args);
     }
     let Some(path) = args.model.clone() else {
@@ -76,7 +89,7 @@ pub fn run(args: Args) -> Result<()> {
         model: path,
         dtype: args.dtype.clone(),
         adapter: None,
-        keep_quantized: false,
+        keep_quantized: args.keep_quantized,
         nf4: false,
     };
     let (_, model, device) = model_args.load()?;
@@ -119,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 continue;
             }
-            other => bail!("bench kind `{other}` is not known (score, decode)"),
+            other => bail!("bench kind `{other}` is not known (score, decode, train, lora, dpo)"),
         };
         if run > 0 {
             rates.push(tokens as f64 / start.elapsed().as_secs_f64());
@@ -130,7 +143,7 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "{}",
         json!({"bench": args.kind, "model": model_args.model, "batch": args.batch, "seq_len": args.seq_len,
-               "new_tokens": args.new_tokens, "dtype": args.dtype, "threads": threads,
+               "new_tokens": args.new_tokens, "dtype": args.dtype, "keep_quantized": args.keep_quantized, "threads": threads,
                "tokens_per_second_median": m, "runs": rates})
     );
     Ok(())

@@ -1,15 +1,19 @@
-//! `graft bench train`: optimizer steps (forward, LM loss, backward, clip, AdamW) of a random
+//! `graft bench train|dpo`: optimizer steps (forward, loss, backward, clip, AdamW) of a random
 //! Llama — or of --model's HF dir, LoRA on it with --lora-r, its base in NF4 with --nf4 — on
-//! fixed ids; bench/train.sh and bench/qlora.sh run the same in PyTorch.
+//! fixed ids; bench/train.sh and bench/qlora.sh run the same in PyTorch. `dpo` trains on
+//! --batch preference pairs (chosen and rejected rows of --seq-len tokens, the second half of
+//! each the response) with the sigmoid DPO loss, β = 0.1, and the reference log-probs cached
+//! before the first step — as `graft train` does (TRL's `precompute_ref_log_probs`).
 
 use anyhow::{bail, Result};
 use serde_json::json;
 
 use super::bench::{median, peak_rss_mib, Args};
 
-/// Full fine-tuning steps (forward, LM loss, backward, clip, AdamW) of a random Llama on random ids;
-/// bench/train.sh runs the same in PyTorch.
+/// Optimizer steps of `args.kind` (`train` or `dpo`) on fixed ids; bench/train.sh runs the same in
+/// PyTorch.
 pub(super) fn train(args: &Args) -> Result<()> {
+    let dpo = args.kind == "dpo";
     let device = candle_core::Device::Cpu;
     let (cfg, weights, source) = match &args.model {
         // A real model (e.g. SmolLM2 converted to an HF dir), NF4 with --nf4.
@@ -98,17 +102,53 @@ pub(super) fn train(args: &Args) -> Result<()> {
     model.checkpointing = args.checkpointing;
     let model = graft_train::Net::from(model);
     let mut opt = graft_train::optim::AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
-    let objective = graft_train::objectives::registry::objective(&json!({"kind": "lm"}))
-        .map_err(anyhow::Error::msg)?;
-    let rows: Vec<graft_train::data::TrainRow> = (0..args.batch)
-        .map(|b| graft_train::data::TrainRow {
-            input_ids: (0..args.seq_len)
-                .map(|i| (((b * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32)
-                .collect(),
-            targets: (0..args.seq_len).map(|i| i > 0).collect(),
-            ..Default::default()
+    let objective = graft_train::objectives::registry::objective(&match dpo {
+        true => json!({"kind": "dpo", "beta": 0.1}),
+        false => json!({"kind": "lm"}),
+    })
+    .map_err(anyhow::Error::msg)?;
+    // Row r's ids: a multiplicative hash of its token positions (the same in train_torch.py).
+    let ids = |r: usize| -> Vec<u32> {
+        (0..args.seq_len)
+            .map(|i| (((r * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32)
+            .collect()
+    };
+    let mut rows: Vec<graft_train::data::TrainRow> = (0..args.batch)
+        .map(|b| match dpo {
+            // Pair b: chosen row 2b and rejected row 2b+1 with the chosen row's prompt half.
+            true => {
+                let half = args.seq_len / 2;
+                let chosen = ids(2 * b);
+                let mut rejected = ids(2 * b + 1);
+                rejected[..half].copy_from_slice(&chosen[..half]);
+                let targets: Vec<bool> = (0..args.seq_len).map(|i| i >= half).collect();
+                graft_train::data::TrainRow {
+                    others: vec![graft_train::data::TrainRow {
+                        input_ids: rejected,
+                        targets: targets.clone(),
+                        ..Default::default()
+                    }],
+                    input_ids: chosen,
+                    targets,
+                    ..Default::default()
+                }
+            }
+            false => graft_train::data::TrainRow {
+                input_ids: ids(b),
+                targets: (0..args.seq_len).map(|i| i > 0).collect(),
+                ..Default::default()
+            },
         })
         .collect();
+    if dpo {
+        // The starting policy is the reference (LoRA's B = 0).
+        graft_train::data::cache_reference(&mut rows, &model, args.batch, &device, |_| ())?;
+    }
+    let tokens: usize = rows
+        .iter()
+        .flat_map(|r| r.parts())
+        .map(|r| r.input_ids.len())
+        .sum();
     let batch = graft_train::data::collate(&rows.iter().collect::<Vec<_>>(), &device)?;
     let mut rates = Vec::new();
     for run in 0..=args.repeats {
@@ -124,7 +164,7 @@ pub(super) fn train(args: &Args) -> Result<()> {
             |_| 0,
         )?;
         if run > 0 {
-            rates.push((args.batch * args.seq_len) as f64 / start.elapsed().as_secs_f64());
+            rates.push(tokens as f64 / start.elapsed().as_secs_f64());
         }
     }
     let params = match weights.is_empty() {
@@ -133,7 +173,7 @@ pub(super) fn train(args: &Args) -> Result<()> {
     };
     println!(
         "{}",
-        json!({"bench": match (args.nf4, args.lora_r > 0) { (true, _) => "qlora-nf4", (_, true) => "lora", _ => "train" }, "impl": "graft", "checkpointing": args.checkpointing, "params": params, "lora_r": args.lora_r, "batch": args.batch, "seq_len": args.seq_len,
+        json!({"bench": match (args.nf4, args.lora_r > 0, dpo) { (true, _, _) => "qlora-nf4", (_, true, true) => "dpo-lora", (_, false, true) => "dpo", (_, true, _) => "lora", _ => "train" }, "impl": "graft", "tokens": tokens, "checkpointing": args.checkpointing, "params": params, "lora_r": args.lora_r, "batch": args.batch, "seq_len": args.seq_len,
         "threads": candle_core::utils::get_num_threads(), "tokens_per_second_median": median(rates.clone()), "runs": rates,
         "peak_rss_mib": peak_rss_mib()})
     );

@@ -2,47 +2,55 @@
 //! keeping them: the composed version holds the scores, the masked scores and the probabilities —
 //! three (B, H, T, S) f32 tensors per layer until the backward (for SmolLM2 at 4×256 tokens,
 //! ~850 MB over its 30 layers). Here only Q, K, V and the output are kept. Computed one
-//! (batch row, kv head) block at a time, so the transient scores are (R·T, S).
+//! (batch row, kv head) block at a time, blocks in parallel (rayon) with a single-threaded GEMM
+//! each, so the transient scores are (R·T, S) per thread.
 //!
 //! Shapes: q (B, K, R·T, D) — the R query heads sharing kv head k folded into rows, as
 //! attention.rs lays them out; k, v (B, K, S, D); mask additive, (T, S) or (B, 1, 1, T, S);
 //! out (B, K, R·T, D). Backward per block, P = softmax(S): dV = Pᵀ dO; dP = dO Vᵀ;
 //! dS = P ⊙ (dP − rowsum(dO ⊙ O)); dQ = scale·dS K; dK = scale·dSᵀ Q.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
 
-use super::cpu_op::{input_f32, output_like};
+use super::cpu_op::{f32_values, gemm_into, input_f32, output_like};
 
 #[derive(Debug, Clone)]
 struct FusedAttention {
-    scale: f64,
-    /// (T, S) shared by every row, or (B, T, S).
-    mask: Tensor,
-    /// Query rows per kv head = R·T; T = mask rows.
+    scale: f32,
+    /// (T, S) shared by every batch row, or (B, T, S), row-major.
+    mask: Vec<f32>,
+    batched_mask: bool,
+    /// Mask rows T (query rows per kv head are R·T) and columns S.
     t: usize,
+    s: usize,
 }
 
 impl FusedAttention {
-    /// The additive mask for batch row `b`, repeated over the R heads: (R·T, S).
-    fn mask_rows(&self, b: usize, rows: usize) -> Result<Tensor> {
-        let m = match self.mask.rank() {
-            2 => self.mask.clone(),
-            _ => self.mask.get(b)?,
+    /// Probabilities p (rows × S) of one block of batch row `b`: q (rows × D), k (S × D).
+    fn probs(&self, q: &[f32], k: &[f32], b: usize, d: usize, p: &mut [f32]) {
+        let (s, t) = (self.s, self.t);
+        let rows = q.len() / d;
+        gemm_into((rows, s, d), p, false, (q, d, 1), (k, 1, d), self.scale);
+        let mask = match self.batched_mask {
+            true => &self.mask[b * t * s..(b + 1) * t * s],
+            false => &self.mask[..],
         };
-        let r = rows / self.t;
-        m.unsqueeze(0)?
-            .broadcast_as((r, self.t, m.dim(1)?))?
-            .reshape((rows, m.dim(1)?))
-    }
-
-    /// Probabilities (R·T, S) for one block.
-    fn probs(&self, q: &Tensor, k: &Tensor, b: usize) -> Result<Tensor> {
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
-        let scores = scores.broadcast_add(&self.mask_rows(b, q.dim(0)?)?)?;
-        // The composed softmax (candle's fused softmax_last_dim has no backward): these scores are
-        // fresh tensors inside the op, no gradient flows through them, but nothing should rely
-        // on that.
-        candle_nn::ops::softmax(&scores, D::Minus1)
+        for (i, row) in p.chunks_mut(s).enumerate() {
+            let m = &mask[(i % t) * s..(i % t + 1) * s];
+            let mut max = f32::NEG_INFINITY;
+            for (x, &mv) in row.iter_mut().zip(m) {
+                *x += mv;
+                max = max.max(*x);
+            }
+            let mut sum = 0f32;
+            for x in row.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
     }
 }
 
@@ -67,18 +75,19 @@ impl CustomOp3 for FusedAttention {
             input_f32(op, vs, vl)?,
         );
         let (b, kh, rows, d) = q.dims4()?;
-        let mut out = Vec::with_capacity(b * kh * rows * d);
-        for bi in 0..b {
-            for hi in 0..kh {
-                let (qb, kb, vb) = (
-                    q.get(bi)?.get(hi)?,
-                    k.get(bi)?.get(hi)?,
-                    v.get(bi)?.get(hi)?,
-                );
-                let o = self.probs(&qb, &kb, bi)?.matmul(&vb)?;
-                out.extend(o.flatten_all()?.to_vec1::<f32>()?);
-            }
-        }
+        let (q, k, v) = (f32_values(&q)?, f32_values(&k)?, f32_values(&v)?);
+        let s = self.s;
+        let mut out = vec![0f32; b * kh * rows * d];
+        out.par_chunks_mut(rows * d)
+            .enumerate()
+            .for_each(|(blk, o)| {
+                let qb = &q[blk * rows * d..(blk + 1) * rows * d];
+                let kb = &k[blk * s * d..(blk + 1) * s * d];
+                let vb = &v[blk * s * d..(blk + 1) * s * d];
+                let mut p = vec![0f32; rows * s];
+                self.probs(qb, kb, blk / kh, d, &mut p);
+                gemm_into((rows, d, s), o, false, (&p, s, 1), (vb, d, 1), 1.0);
+            });
         let shape = Shape::from((b, kh, rows, d));
         Ok((output_like(out, qs), shape))
     }
@@ -91,36 +100,84 @@ impl CustomOp3 for FusedAttention {
         out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let f = |t: &Tensor| t.detach().to_dtype(DType::F32);
-        let (q, k, v, o, g) = (f(q_in)?, f(k_in)?, f(v_in)?, f(out)?, f(grad)?);
-        let (b, kh, _, _) = q.dims4()?;
-        let (mut dq, mut dk, mut dv) = (Vec::new(), Vec::new(), Vec::new());
-        for bi in 0..b {
-            for hi in 0..kh {
-                let (qb, kb, vb) = (
-                    q.get(bi)?.get(hi)?,
-                    k.get(bi)?.get(hi)?,
-                    v.get(bi)?.get(hi)?,
+        let (_, kh, rows, d) = q_in.dims4()?;
+        let s = self.s;
+        let contiguous = |t: &Tensor| t.detach().contiguous();
+        let (qt, kt, vt, ot, gt) = (
+            contiguous(q_in)?,
+            contiguous(k_in)?,
+            contiguous(v_in)?,
+            contiguous(out)?,
+            contiguous(grad)?,
+        );
+        let (q, k, v, o, g) = (
+            f32_values(&qt)?,
+            f32_values(&kt)?,
+            f32_values(&vt)?,
+            f32_values(&ot)?,
+            f32_values(&gt)?,
+        );
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; q.len()],
+            vec![0f32; k.len()],
+            vec![0f32; v.len()],
+        );
+        dq.par_chunks_mut(rows * d)
+            .zip(dk.par_chunks_mut(s * d))
+            .zip(dv.par_chunks_mut(s * d))
+            .enumerate()
+            .for_each(|(blk, ((dqb, dkb), dvb))| {
+                let (qr, kr) = (
+                    blk * rows * d..(blk + 1) * rows * d,
+                    blk * s * d..(blk + 1) * s * d,
                 );
-                let (ob, gb) = (o.get(bi)?.get(hi)?, g.get(bi)?.get(hi)?);
-                let p = self.probs(&qb, &kb, bi)?;
-                dv.push(p.t()?.matmul(&gb)?);
-                let dp = gb.matmul(&vb.t()?)?;
-                let di = (&gb * &ob)?.sum_keepdim(D::Minus1)?;
-                let ds = (p * dp.broadcast_sub(&di)?)?;
-                dq.push((ds.matmul(&kb)? * self.scale)?);
-                dk.push((ds.t()?.matmul(&qb)? * self.scale)?);
-            }
-        }
-        let stack = |parts: Vec<Tensor>, like: &Tensor| -> Result<Tensor> {
-            Tensor::stack(&parts, 0)?
-                .reshape(like.shape())?
-                .to_dtype(like.dtype())
+                let (qb, ob, gb) = (&q[qr.clone()], &o[qr.clone()], &g[qr]);
+                let (kb, vb) = (&k[kr.clone()], &v[kr]);
+                let mut p = vec![0f32; rows * s];
+                self.probs(qb, kb, blk / kh, d, &mut p);
+                // dV = Pᵀ dO
+                gemm_into((s, d, rows), dvb, false, (&p, 1, s), (gb, d, 1), 1.0);
+                // dP = dO Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) in place.
+                let mut ds = vec![0f32; rows * s];
+                gemm_into((rows, s, d), &mut ds, false, (gb, d, 1), (vb, 1, d), 1.0);
+                for i in 0..rows {
+                    let di: f32 = gb[i * d..(i + 1) * d]
+                        .iter()
+                        .zip(&ob[i * d..(i + 1) * d])
+                        .map(|(a, b)| a * b)
+                        .sum();
+                    for (x, &pv) in ds[i * s..(i + 1) * s]
+                        .iter_mut()
+                        .zip(&p[i * s..(i + 1) * s])
+                    {
+                        *x = pv * (*x - di);
+                    }
+                }
+                // dQ = scale·dS K; dK = scale·dSᵀ Q
+                gemm_into(
+                    (rows, d, s),
+                    dqb,
+                    false,
+                    (&ds, s, 1),
+                    (kb, d, 1),
+                    self.scale,
+                );
+                gemm_into(
+                    (s, d, rows),
+                    dkb,
+                    false,
+                    (&ds, 1, s),
+                    (qb, d, 1),
+                    self.scale,
+                );
+            });
+        let back = |v: Vec<f32>, like: &Tensor| -> Result<Tensor> {
+            Tensor::from_vec(v, like.shape(), &Device::Cpu)?.to_dtype(like.dtype())
         };
         Ok((
-            Some(stack(dq, q_in)?),
-            Some(stack(dk, k_in)?),
-            Some(stack(dv, v_in)?),
+            Some(back(dq, q_in)?),
+            Some(back(dk, k_in)?),
+            Some(back(dv, v_in)?),
         ))
     }
 }
@@ -134,22 +191,36 @@ pub fn fused_attention(
     scale: f64,
 ) -> Result<Tensor> {
     let mask = match mask.rank() {
-        2 => mask.to_dtype(DType::F32)?,
-        5 => mask.squeeze(2)?.squeeze(1)?.to_dtype(DType::F32)?,
+        2 => mask.clone(),
+        5 => mask.squeeze(2)?.squeeze(1)?,
         r => candle_core::bail!("fused-attention: a mask of rank {r}"),
     };
-    let t = mask.dim(D::Minus2)?;
-    if q.dim(2)? % t != 0 {
+    let (t, s) = (mask.dim(D::Minus2)?, mask.dim(D::Minus1)?);
+    let (b, kh, rows, _) = q.dims4()?;
+    if rows % t != 0 || k.dims4()? != (b, kh, s, q.dim(3)?) || v.dims() != k.dims() {
         candle_core::bail!(
-            "fused-attention: {} query rows for a {t}-row mask",
-            q.dim(2)?
+            "fused-attention: q {:?}, k {:?}, v {:?} for a ({t}, {s}) mask",
+            q.dims(),
+            k.dims(),
+            v.dims()
         );
     }
-    q.contiguous()?.apply_op3(
-        &k.contiguous()?,
-        &v.contiguous()?,
-        FusedAttention { scale, mask, t },
-    )
+    let batched_mask = mask.rank() == 3;
+    if batched_mask && mask.dim(0)? != b {
+        candle_core::bail!(
+            "fused-attention: a mask for {} rows, q has {b}",
+            mask.dim(0)?
+        );
+    }
+    let op = FusedAttention {
+        scale: scale as f32,
+        mask: mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+        batched_mask,
+        t,
+        s,
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
 #[cfg(test)]
