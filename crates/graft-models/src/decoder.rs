@@ -12,7 +12,9 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::{rngs::StdRng, SeedableRng};
 
-use crate::config::{BlockKind, DecoderConfig};
+use crate::config::{Activation, BlockKind, DecoderConfig};
+use crate::layers::fused_block::{fused_block, BlockSpec, BlockTensors};
+use crate::layers::fused_norm::FusedRmsNorm;
 use crate::layers::linear::Linear;
 use crate::layers::{
     attention::causal_mask, attention::segment_mask, attention::Attention, kv_cache::KvCache,
@@ -101,6 +103,64 @@ impl Block {
                 &x + opt(&self.post_feedforward_layernorm, &h)?
             }
         }
+    }
+}
+
+impl Block {
+    /// The spec and tensors of fused_block.rs when it can run this block: a pre-norm SwiGLU block
+    /// over plain attention whose tensors are all being trained (their gradients reach the
+    /// optimizer through the side store).
+    pub fn fused_parts(&self) -> Option<(BlockSpec, BlockTensors)> {
+        let (ln1, ln2) = (
+            self.input_layernorm.as_ref()?,
+            &self.post_attention_layernorm,
+        );
+        let mlp = [&self.mlp.gate_proj, &self.mlp.up_proj, &self.mlp.down_proj];
+        let plain = self.kind == BlockKind::PreNorm
+            && self.mlp.act == Activation::Silu
+            && mlp.iter().all(|l| l.is_plain_f32())
+            && ln1.fused
+            && ln2.fused
+            && (ln1.kind, ln1.eps) == (ln2.kind, ln2.eps)
+            && [&ln1.weight, &ln2.weight]
+                .iter()
+                .all(|w| w.dtype() == DType::F32);
+        if !plain {
+            return None;
+        }
+        let (heads, kv_heads, head_dim, scale) = self.self_attn.plain_geometry()?;
+        let a = &self.self_attn;
+        let w: BlockTensors = [
+            ln1.weight.clone(),
+            a.q_proj.weight.clone(),
+            a.k_proj.weight.clone(),
+            a.v_proj.weight.clone(),
+            a.o_proj.weight.clone(),
+            ln2.weight.clone(),
+            mlp[0].weight.clone(),
+            mlp[1].weight.clone(),
+            mlp[2].weight.clone(),
+        ];
+        if !w
+            .iter()
+            .all(|t| crate::layers::checkpoint::is_trainable(t.id()))
+        {
+            return None;
+        }
+        let norm = FusedRmsNorm {
+            eps: ln1.eps,
+            one_plus: ln1.kind == crate::config::NormKind::OnePlus,
+        };
+        Some((
+            BlockSpec {
+                heads,
+                kv_heads,
+                head_dim,
+                scale,
+                norm,
+            },
+            w,
+        ))
     }
 }
 
@@ -340,6 +400,14 @@ impl Decoder {
                 x = crate::layers::checkpoint::checkpointed(&x, run, rng)?;
                 x = after(i, x)?;
                 continue;
+            }
+            // Full fine-tuning of a plain block: one op with a hand-written backward.
+            if train && cache.is_none() && x.dtype() == DType::F32 && x.device().is_cpu() {
+                if let Some((spec, w)) = layer.fused_parts() {
+                    x = fused_block(&x, spec, w, cos, sin, mask)?;
+                    x = after(i, x)?;
+                    continue;
+                }
             }
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             x = layer.forward(&x, rng, |h| {

@@ -112,6 +112,11 @@ pub fn optimizer_step(
         0.0f64,
         std::collections::BTreeMap::<&'static str, f64>::new(),
     );
+    // Declared before the forward: checkpointed and fused blocks hand these tensors' gradients
+    // over on the side.
+    graft_models::layers::checkpoint::set_trainable(opt.vars().map(|(_, v)| v.id()));
+    // Left over from a backward run outside a step (none normally).
+    graft_models::layers::checkpoint::take_side_grads();
     for (micro, batch) in batches.iter().enumerate() {
         model.set_dropout_seed(dropout_seed(micro));
         let (logps, lse) = model.token_logps(batch, true, objective.needs_lse())?;
@@ -131,7 +136,6 @@ pub fn optimizer_step(
         for (k, v) in out.metrics {
             *metrics.entry(k).or_default() += v;
         }
-        graft_models::layers::checkpoint::set_trainable(opt.vars().map(|(_, v)| v.id()));
         let grads = out.loss.backward()?;
         // Checkpointed blocks hand their tensors' gradients over on the side.
         let mut side = graft_models::layers::checkpoint::take_side_grads();

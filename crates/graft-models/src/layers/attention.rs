@@ -67,6 +67,18 @@ impl Attention {
         })
     }
 
+    /// (heads, kv heads, head dim, scale) when this is plain rotary attention — no QK-norm,
+    /// soft-capping, dropout, biases, adapters or quantized weights, f32 — which fused_block.rs
+    /// computes.
+    pub fn plain_geometry(&self) -> Option<(usize, usize, usize, f64)> {
+        let linears = [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj];
+        (self.qk_norm == QkNorm::None
+            && self.softcap.is_none()
+            && self.dropout == 0.0
+            && linears.iter().all(|l| l.is_plain_f32()))
+        .then_some((self.heads, self.kv_heads, self.head_dim, self.scale))
+    }
+
     /// `mask` is additive, (T, S): 0 where a query may see a key, -inf elsewhere.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(

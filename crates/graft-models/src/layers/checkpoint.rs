@@ -29,6 +29,26 @@ pub fn set_trainable(vars: impl IntoIterator<Item = TensorId>) {
     TRAINABLE.with(|t| *t.borrow_mut() = vars.into_iter().collect());
 }
 
+/// Whether `id` is one of the tensors [`set_trainable`] declared (their gradients may go to the
+/// side store).
+pub fn is_trainable(id: TensorId) -> bool {
+    TRAINABLE.with(|t| t.borrow().contains(&id))
+}
+
+/// Adds `grad` to the side-store gradient of tensor `id` (ops whose own tensors are not inputs:
+/// checkpointed blocks, fused_block.rs).
+pub fn add_side_grad(id: TensorId, grad: Tensor) -> Result<()> {
+    SIDE_GRADS.with(|side| {
+        let mut side = side.borrow_mut();
+        let total = match side.remove(&id) {
+            Some(prev) => (prev + grad)?,
+            None => grad,
+        };
+        side.insert(id, total);
+        Ok(())
+    })
+}
+
 /// The gradients of tensors inside checkpointed blocks, summed since the last call.
 pub fn take_side_grads() -> HashMap<TensorId, Tensor> {
     SIDE_GRADS.with(|g| std::mem::take(&mut *g.borrow_mut()))
@@ -71,22 +91,11 @@ impl CustomOp1 for Checkpoint {
         let y = (self.run)(x.as_tensor(), rng.as_ref())?;
         let grads = (y * grad.detach())?.sum_all()?.backward()?;
         let dx = grads.get(x.as_tensor()).cloned();
-        SIDE_GRADS.with(|side| -> Result<()> {
-            let mut side = side.borrow_mut();
-            let trainable = TRAINABLE.with(|t| t.borrow().clone());
-            for id in grads.get_ids() {
-                if !trainable.contains(id) {
-                    continue;
-                }
-                let g = grads.get_id(*id).expect("listed").clone();
-                let total = match side.remove(id) {
-                    Some(prev) => (prev + g)?,
-                    None => g,
-                };
-                side.insert(*id, total);
+        for id in grads.get_ids() {
+            if is_trainable(*id) {
+                add_side_grad(*id, grads.get_id(*id).expect("listed").clone())?;
             }
-            Ok(())
-        })?;
+        }
         Ok(dx)
     }
 }

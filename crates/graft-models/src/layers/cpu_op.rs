@@ -63,12 +63,42 @@ pub fn f32_values(t: &Tensor) -> Result<F32Values<'_>> {
 /// run independent blocks in parallel, which keeps both cores busy on small per-head products
 /// where a threaded GEMM would mostly synchronise.
 pub fn gemm_into(
+    mnk: (usize, usize, usize),
+    c: &mut [f32],
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    scale: f32,
+) {
+    gemm_with(mnk, c, accumulate, a, b, scale, gemm::Parallelism::None)
+}
+
+/// [`gemm_into`] on all of candle's threads: for one large product at a time.
+pub fn gemm_par(
+    mnk: (usize, usize, usize),
+    c: &mut [f32],
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    scale: f32,
+) {
+    // candle's thread count reads /proc on every call: once is enough.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let par = match *THREADS.get_or_init(candle_core::utils::get_num_threads) {
+        1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    };
+    gemm_with(mnk, c, accumulate, a, b, scale, par)
+}
+
+fn gemm_with(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
     accumulate: bool,
     (a, a_rs, a_cs): (&[f32], usize, usize),
     (b, b_rs, b_cs): (&[f32], usize, usize),
     scale: f32,
+    parallelism: gemm::Parallelism,
 ) {
     // The last element each operand is read at must lie inside its slice (gemm takes pointers).
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
@@ -105,7 +135,7 @@ pub fn gemm_into(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }

@@ -15,29 +15,40 @@ use rayon::prelude::*;
 
 use super::cpu_op::{f32_values, gemm_into, input_f32, output_like};
 
-#[derive(Debug, Clone)]
-struct FusedAttention {
-    scale: f32,
-    /// (T, S) shared by every batch row, or (B, T, S), row-major.
-    mask: Vec<f32>,
-    batched_mask: bool,
-    /// Mask rows T (query rows per kv head are R·T) and columns S.
-    t: usize,
-    s: usize,
+/// `rows` rows of `D` values, each starting `stride` elements after the previous one: a head's
+/// slice of a (tokens, heads·D) matrix without copying it out.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
 }
 
-impl FusedAttention {
-    /// Probabilities p (rows × S) of one block of batch row `b`: q (rows × D), k (S × D).
-    fn probs(&self, q: &[f32], k: &[f32], b: usize, d: usize, p: &mut [f32]) {
-        let (s, t) = (self.s, self.t);
-        let rows = q.len() / d;
-        gemm_into((rows, s, d), p, false, (q, d, 1), (k, 1, d), self.scale);
-        let mask = match self.batched_mask {
-            true => &self.mask[b * t * s..(b + 1) * t * s],
-            false => &self.mask[..],
-        };
+/// One attention block: `rows` query rows against `s` keys; query row i takes mask row i % T
+/// (R heads folded into rows share the mask).
+pub(crate) struct Block<'a> {
+    /// (T, S) additive.
+    pub mask: &'a [f32],
+    pub t: usize,
+    pub s: usize,
+    pub d: usize,
+    pub rows: usize,
+    pub scale: f32,
+}
+
+impl Block<'_> {
+    /// Probabilities p (rows × S).
+    fn probs(&self, q: Rows, k: Rows, p: &mut [f32]) {
+        let (s, t, d) = (self.s, self.t, self.d);
+        gemm_into(
+            (self.rows, s, d),
+            p,
+            false,
+            (q.data, q.stride, 1),
+            (k.data, 1, k.stride),
+            self.scale,
+        );
         for (i, row) in p.chunks_mut(s).enumerate() {
-            let m = &mask[(i % t) * s..(i % t + 1) * s];
+            let m = &self.mask[(i % t) * s..(i % t + 1) * s];
             let mut max = f32::NEG_INFINITY;
             for (x, &mv) in row.iter_mut().zip(m) {
                 *x += mv;
@@ -50,6 +61,119 @@ impl FusedAttention {
             }
             let inv = 1.0 / sum;
             row.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+
+    /// o (rows × D, contiguous) = softmax(scale·q kᵀ + mask) v.
+    pub fn forward(&self, q: Rows, k: Rows, v: Rows, o: &mut [f32]) {
+        let mut p = vec![0f32; self.rows * self.s];
+        self.probs(q, k, &mut p);
+        gemm_into(
+            (self.rows, self.d, self.s),
+            o,
+            false,
+            (&p, self.s, 1),
+            (v.data, v.stride, 1),
+            1.0,
+        );
+    }
+
+    /// dq (rows × D) and dk, dv (S × D), contiguous, from the output o and its gradient g; with
+    /// `accumulate` dk and dv are added to (query heads sharing one kv head).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        (q, k, v, o, g): (Rows, Rows, Rows, Rows, Rows),
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+        accumulate: bool,
+    ) {
+        let (rows, s, d) = (self.rows, self.s, self.d);
+        let mut p = vec![0f32; rows * s];
+        self.probs(q, k, &mut p);
+        // dV = Pᵀ dO
+        gemm_into(
+            (s, d, rows),
+            dv,
+            accumulate,
+            (&p, 1, s),
+            (g.data, g.stride, 1),
+            1.0,
+        );
+        // dP = dO Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) in place.
+        let mut ds = vec![0f32; rows * s];
+        gemm_into(
+            (rows, s, d),
+            &mut ds,
+            false,
+            (g.data, g.stride, 1),
+            (v.data, 1, v.stride),
+            1.0,
+        );
+        for i in 0..rows {
+            let (gi, oi) = (&g.data[i * g.stride..][..d], &o.data[i * o.stride..][..d]);
+            let di: f32 = gi.iter().zip(oi).map(|(a, b)| a * b).sum();
+            for (x, &pv) in ds[i * s..(i + 1) * s]
+                .iter_mut()
+                .zip(&p[i * s..(i + 1) * s])
+            {
+                *x = pv * (*x - di);
+            }
+        }
+        // dQ = scale·dS K; dK = scale·dSᵀ Q
+        gemm_into(
+            (rows, d, s),
+            dq,
+            false,
+            (&ds, s, 1),
+            (k.data, k.stride, 1),
+            self.scale,
+        );
+        gemm_into(
+            (s, d, rows),
+            dk,
+            accumulate,
+            (&ds, 1, s),
+            (q.data, q.stride, 1),
+            self.scale,
+        );
+    }
+}
+
+/// Block `blk` of n rows × d values of a contiguous (blocks, n, d) tensor.
+fn contiguous_block(x: &[f32], blk: usize, n: usize, d: usize) -> Rows<'_> {
+    Rows {
+        data: &x[blk * n * d..(blk + 1) * n * d],
+        stride: d,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FusedAttention {
+    scale: f32,
+    /// (T, S) shared by every batch row, or (B, T, S), row-major.
+    mask: Vec<f32>,
+    batched_mask: bool,
+    /// Mask rows T (query rows per kv head are R·T) and columns S.
+    t: usize,
+    s: usize,
+}
+
+impl FusedAttention {
+    /// The kernel of batch row `b`'s blocks, `rows` query rows each.
+    fn block(&self, b: usize, rows: usize, d: usize) -> Block<'_> {
+        let (t, s) = (self.t, self.s);
+        Block {
+            mask: match self.batched_mask {
+                true => &self.mask[b * t * s..(b + 1) * t * s],
+                false => &self.mask[..],
+            },
+            t,
+            s,
+            d,
+            rows,
+            scale: self.scale,
         }
     }
 }
@@ -81,12 +205,9 @@ impl CustomOp3 for FusedAttention {
         out.par_chunks_mut(rows * d)
             .enumerate()
             .for_each(|(blk, o)| {
-                let qb = &q[blk * rows * d..(blk + 1) * rows * d];
-                let kb = &k[blk * s * d..(blk + 1) * s * d];
-                let vb = &v[blk * s * d..(blk + 1) * s * d];
-                let mut p = vec![0f32; rows * s];
-                self.probs(qb, kb, blk / kh, d, &mut p);
-                gemm_into((rows, d, s), o, false, (&p, s, 1), (vb, d, 1), 1.0);
+                let at = |x, n| contiguous_block(x, blk, n, d);
+                self.block(blk / kh, rows, d)
+                    .forward(at(&q, rows), at(&k, s), at(&v, s), o);
             });
         let shape = Shape::from((b, kh, rows, d));
         Ok((output_like(out, qs), shape))
@@ -127,48 +248,19 @@ impl CustomOp3 for FusedAttention {
             .zip(dv.par_chunks_mut(s * d))
             .enumerate()
             .for_each(|(blk, ((dqb, dkb), dvb))| {
-                let (qr, kr) = (
-                    blk * rows * d..(blk + 1) * rows * d,
-                    blk * s * d..(blk + 1) * s * d,
-                );
-                let (qb, ob, gb) = (&q[qr.clone()], &o[qr.clone()], &g[qr]);
-                let (kb, vb) = (&k[kr.clone()], &v[kr]);
-                let mut p = vec![0f32; rows * s];
-                self.probs(qb, kb, blk / kh, d, &mut p);
-                // dV = Pᵀ dO
-                gemm_into((s, d, rows), dvb, false, (&p, 1, s), (gb, d, 1), 1.0);
-                // dP = dO Vᵀ, then dS = P ⊙ (dP − rowsum(dO ⊙ O)) in place.
-                let mut ds = vec![0f32; rows * s];
-                gemm_into((rows, s, d), &mut ds, false, (gb, d, 1), (vb, 1, d), 1.0);
-                for i in 0..rows {
-                    let di: f32 = gb[i * d..(i + 1) * d]
-                        .iter()
-                        .zip(&ob[i * d..(i + 1) * d])
-                        .map(|(a, b)| a * b)
-                        .sum();
-                    for (x, &pv) in ds[i * s..(i + 1) * s]
-                        .iter_mut()
-                        .zip(&p[i * s..(i + 1) * s])
-                    {
-                        *x = pv * (*x - di);
-                    }
-                }
-                // dQ = scale·dS K; dK = scale·dSᵀ Q
-                gemm_into(
-                    (rows, d, s),
+                let at = |x, n| contiguous_block(x, blk, n, d);
+                self.block(blk / kh, rows, d).backward(
+                    (
+                        at(&q, rows),
+                        at(&k, s),
+                        at(&v, s),
+                        at(&o, rows),
+                        at(&g, rows),
+                    ),
                     dqb,
-                    false,
-                    (&ds, s, 1),
-                    (kb, d, 1),
-                    self.scale,
-                );
-                gemm_into(
-                    (s, d, rows),
                     dkb,
+                    dvb,
                     false,
-                    (&ds, 1, s),
-                    (qb, d, 1),
-                    self.scale,
                 );
             });
         let back = |v: Vec<f32>, like: &Tensor| -> Result<Tensor> {

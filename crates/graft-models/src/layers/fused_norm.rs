@@ -6,6 +6,7 @@
 //! Shapes: x (N, C) rows, weight (C). With r = 1/√(mean(x²) + ε), x̂ = x·r and s = w (Llama) or
 //! 1 + w (Gemma): y = x̂ ⊙ s. Backward: g = dy ⊙ s; dx = r·(g − x̂·mean(g ⊙ x̂)); dw = Σ_rows dy ⊙ x̂.
 
+use super::cpu_op::f32_values;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -31,7 +32,67 @@ impl FusedRmsNorm {
         (1.0 / (ms + self.eps).sqrt()) as f32
     }
 
-    fn scale(&self, w: &[f32]) -> Vec<f32> {
+    /// out = x · inv_rms(x) · s per row of x (rows in parallel); s = [`Self::scale`].
+    pub(crate) fn forward_rows(&self, x: &[f32], s: &[f32], out: &mut [f32]) {
+        let c = s.len();
+        out.par_chunks_exact_mut(c)
+            .zip(x.par_chunks_exact(c))
+            .for_each(|(o, row)| {
+                let r = self.inv_rms(row);
+                for ((o, &v), &s) in o.iter_mut().zip(row).zip(s) {
+                    *o = v * r * s;
+                }
+            });
+    }
+
+    /// The input gradient of [`Self::forward_rows`] into dx (added to it with `accumulate`), and
+    /// the gradient of the weight returned.
+    pub(crate) fn backward_rows(
+        &self,
+        x: &[f32],
+        s: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        accumulate: bool,
+    ) -> Vec<f32> {
+        let c = s.len();
+        // Rows in parallel, in fixed blocks of 64 rows whose dw partial sums are added in block
+        // order: the result does not depend on how the work was split between threads, so
+        // training stays bit-reproducible (resume equals an uninterrupted run).
+        const BLOCK: usize = 64;
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(c * BLOCK)
+            .zip(x.par_chunks(c * BLOCK).zip(dy.par_chunks(c * BLOCK)))
+            .map(|(dblk, (xblk, gblk))| {
+                let mut dw = vec![0f32; c];
+                for (d, (row, g_row)) in dblk
+                    .chunks_exact_mut(c)
+                    .zip(xblk.chunks_exact(c).zip(gblk.chunks_exact(c)))
+                {
+                    let r = self.inv_rms(row);
+                    let mut dot = 0f32;
+                    for j in 0..c {
+                        let xh = row[j] * r;
+                        dot += g_row[j] * s[j] * xh;
+                        dw[j] += g_row[j] * xh;
+                    }
+                    let mean = dot / c as f32;
+                    for j in 0..c {
+                        let v = r * (g_row[j] * s[j] - row[j] * r * mean);
+                        d[j] = if accumulate { d[j] + v } else { v };
+                    }
+                }
+                dw
+            })
+            .collect();
+        let mut dw = vec![0f32; c];
+        for p in &partials {
+            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        dw
+    }
+
+    pub(crate) fn scale(&self, w: &[f32]) -> Vec<f32> {
         match self.one_plus {
             true => w.iter().map(|v| 1.0 + v).collect(),
             false => w.to_vec(),
@@ -55,17 +116,8 @@ impl CustomOp2 for FusedRmsNorm {
             slices("fused-rms-norm", xs, xl)?,
             slices("fused-rms-norm", ws, wl)?,
         );
-        let c = w.len();
-        let s = self.scale(w);
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_exact_mut(c)
-            .zip(x.par_chunks_exact(c))
-            .for_each(|(o, row)| {
-                let r = self.inv_rms(row);
-                for ((o, &v), &s) in o.iter_mut().zip(row).zip(&s) {
-                    *o = v * r * s;
-                }
-            });
+        self.forward_rows(x, &self.scale(w), &mut out);
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 
@@ -77,45 +129,12 @@ impl CustomOp2 for FusedRmsNorm {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let c = w.dim(0)?;
-        let (xv, wv) = (
-            x.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
-            w.to_vec1::<f32>()?,
-        );
-        let dyv = dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let s = self.scale(&wv);
+        // Borrowed, not copied, when already contiguous f32.
+        let (xc, dyc) = (x.contiguous()?, dy.contiguous()?);
+        let (xv, dyv) = (f32_values(&xc)?, f32_values(&dyc)?);
+        let wv = w.to_vec1::<f32>()?;
         let mut dx = vec![0f32; xv.len()];
-        // Rows in parallel, in fixed blocks of 64 rows whose dw partial sums are added in block
-        // order: the result does not depend on how the work was split between threads, so
-        // training stays bit-reproducible (resume equals an uninterrupted run).
-        const BLOCK: usize = 64;
-        let partials: Vec<Vec<f32>> = dx
-            .par_chunks_mut(c * BLOCK)
-            .zip(xv.par_chunks(c * BLOCK).zip(dyv.par_chunks(c * BLOCK)))
-            .map(|(dblk, (xblk, gblk))| {
-                let mut dw = vec![0f32; c];
-                for (d, (row, g_row)) in dblk
-                    .chunks_exact_mut(c)
-                    .zip(xblk.chunks_exact(c).zip(gblk.chunks_exact(c)))
-                {
-                    let r = self.inv_rms(row);
-                    let mut dot = 0f32;
-                    for j in 0..c {
-                        let xh = row[j] * r;
-                        dot += g_row[j] * s[j] * xh;
-                        dw[j] += g_row[j] * xh;
-                    }
-                    let mean = dot / c as f32;
-                    for j in 0..c {
-                        d[j] = r * (g_row[j] * s[j] - row[j] * r * mean);
-                    }
-                }
-                dw
-            })
-            .collect();
-        let mut dw = vec![0f32; c];
-        for p in &partials {
-            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-        }
+        let dw = self.backward_rows(&xv, &self.scale(&wv), &dyv, &mut dx, false);
         let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
         let dw = Tensor::from_vec(dw, c, w.device())?;
         Ok((Some(dx), Some(dw)))

@@ -22,6 +22,17 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// silu(g)·u.
+pub(crate) fn forward(g: f32, u: f32) -> f32 {
+    g * sigmoid(g) * u
+}
+
+/// (∂/∂g, ∂/∂u) of silu(g)·u times the upstream gradient d.
+pub(crate) fn backward(g: f32, u: f32, d: f32) -> (f32, f32) {
+    let s = sigmoid(g);
+    (d * u * s * (1.0 + g * (1.0 - s)), d * g * s)
+}
+
 impl CustomOp2 for FusedSwiGlu {
     fn name(&self) -> &'static str {
         "fused-swiglu"
@@ -41,7 +52,7 @@ impl CustomOp2 for FusedSwiGlu {
         let out = g
             .par_iter()
             .zip(u.par_iter())
-            .map(|(&g, &u)| g * sigmoid(g) * u)
+            .map(|(&g, &u)| forward(g, u))
             .collect();
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
@@ -58,10 +69,7 @@ impl CustomOp2 for FusedSwiGlu {
         let (dg, du): (Vec<f32>, Vec<f32>) = g
             .par_iter()
             .zip(u.par_iter().zip(d.par_iter()))
-            .map(|(&g, (&u, &d))| {
-                let s = sigmoid(g);
-                (d * u * s * (1.0 + g * (1.0 - s)), d * g * s)
-            })
+            .map(|(&g, (&u, &d))| backward(g, u, d))
             .unzip();
         Ok((
             Some(Tensor::from_vec(dg, gate.shape(), gate.device())?),

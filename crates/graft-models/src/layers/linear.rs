@@ -68,6 +68,14 @@ impl Linear {
         }
     }
 
+    /// A bare f32 weight: no adapter, bias or quantized copy (fused_block.rs handles only these).
+    pub fn is_plain_f32(&self) -> bool {
+        self.adapter.is_none()
+            && self.bias.is_none()
+            && self.quantized.is_none()
+            && self.weight.dtype() == candle_core::DType::F32
+    }
+
     /// The layer without its adapter.
     pub fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.quantized {

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod cpu_op;
 pub mod frozen;
 pub mod fused_attention;
+pub mod fused_block;
 pub mod fused_norm;
 pub mod fused_swiglu;
 pub mod head_logprobs;

@@ -1,0 +1,420 @@
+//! A pre-norm Llama block — RMSNorm → rotary GQA self-attention → residual → RMSNorm → SwiGLU
+//! MLP → residual — as one op with a hand-written backward (llm.c's approach), for full
+//! fine-tuning in f32 on the CPU. The composed block leaves ~40 graph nodes per layer to candle's
+//! backward, which allocates a zero tensor and adds into it for every gradient it passes on,
+//! copies for every transpose and runs the small ops one at a time; here the activations stay in
+//! plain vectors, the projections are direct GEMM calls with transposes as strides, and attention
+//! reads each head's columns in place.
+//!
+//! The weights are not inputs of the op: their gradients go to the side store of checkpoint.rs,
+//! which the optimizer step adds in, so the block runs only while the trainer has declared all
+//! its weights trainable ([`super::checkpoint::set_trainable`]). Everything else — adapters,
+//! biases, QK-norm, soft-capping, dropout, sandwich norms, KV caches, bf16 — takes the composed
+//! block (decoder.rs decides).
+//!
+//! Shapes: N = B·T tokens, C hidden, H query heads, K kv heads, D head dim, I intermediate.
+//! x, y (B, T, C); Wq (H·D, C), Wk/Wv (K·D, C), Wo (C, H·D), Wg/Wu (I, C), Wd (C, I);
+//! ln1/ln2 (C); cos/sin (B, 1, T, D); mask additive, (T, T) or (B, 1, 1, T, T).
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::checkpoint::add_side_grad;
+use super::cpu_op::{f32_values, gemm_par, F32Values};
+use super::fused_attention::{Block, Rows};
+use super::fused_norm::FusedRmsNorm;
+use super::fused_swiglu;
+
+/// The block's tensors in the order ln1, Wq, Wk, Wv, Wo, ln2, Wg, Wu, Wd.
+pub type BlockTensors = [Tensor; 9];
+
+/// What the op needs besides the tensors.
+#[derive(Debug, Clone)]
+pub struct BlockSpec {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f64,
+    pub norm: FusedRmsNorm,
+}
+
+/// Forward activations the backward reads (the input x is the op's argument).
+struct Saved {
+    h1: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    o: Vec<f32>,
+    x2: Vec<f32>,
+    h2: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+}
+
+struct FusedBlock {
+    spec: BlockSpec,
+    w: BlockTensors,
+    /// (B, T, D) row-major.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// (T, T), or (B, T, T) with `batched_mask`.
+    mask: Vec<f32>,
+    batched_mask: bool,
+    batch: usize,
+    seq: usize,
+    saved: Mutex<Option<Saved>>,
+}
+
+/// y (n × out) = x (n × in) Wᵀ for W (out, in).
+fn linear(x: &[f32], w: &[f32], n: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
+    let mut y = vec![0f32; n * out_dim];
+    gemm_par(
+        (n, out_dim, in_dim),
+        &mut y,
+        false,
+        (x, in_dim, 1),
+        (w, 1, in_dim),
+        1.0,
+    );
+    y
+}
+
+/// dx (n × in) (+)= dy (n × out) W for W (out, in).
+fn linear_dx(
+    dy: &[f32],
+    w: &[f32],
+    n: usize,
+    in_dim: usize,
+    out_dim: usize,
+    dx: &mut [f32],
+    acc: bool,
+) {
+    gemm_par(
+        (n, in_dim, out_dim),
+        dx,
+        acc,
+        (dy, out_dim, 1),
+        (w, in_dim, 1),
+        1.0,
+    );
+}
+
+/// dW (out × in) = dyᵀ x.
+fn linear_dw(dy: &[f32], x: &[f32], n: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
+    let mut dw = vec![0f32; out_dim * in_dim];
+    gemm_par(
+        (out_dim, in_dim, n),
+        &mut dw,
+        false,
+        (dy, 1, out_dim),
+        (x, in_dim, 1),
+        1.0,
+    );
+    dw
+}
+
+impl FusedBlock {
+    /// Rotates every head of every row of x (N × heads·D) in place by its position's angles
+    /// (rotate-half: x·cos + rotate_half(x)·sin), or by their negatives with `inverse` (the
+    /// backward: the rotation's transpose).
+    fn rope(&self, x: &mut [f32], heads: usize, inverse: bool) {
+        let d = self.spec.head_dim;
+        let half = d / 2;
+        x.par_chunks_mut(heads * d)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let (c, s) = (&self.cos[r * d..(r + 1) * d], &self.sin[r * d..(r + 1) * d]);
+                for head in row.chunks_mut(d) {
+                    for i in 0..half {
+                        let (a, b) = (head[i], head[i + half]);
+                        if inverse {
+                            head[i] = a * c[i] + b * s[i + half];
+                            head[i + half] = b * c[i + half] - a * s[i];
+                        } else {
+                            head[i] = a * c[i] - b * s[i];
+                            head[i + half] = b * c[i + half] + a * s[i + half];
+                        }
+                    }
+                }
+            });
+    }
+
+    fn attention_kernel(&self, b: usize) -> Block<'_> {
+        let t = self.seq;
+        Block {
+            mask: match self.batched_mask {
+                true => &self.mask[b * t * t..(b + 1) * t * t],
+                false => &self.mask[..],
+            },
+            t,
+            s: t,
+            d: self.spec.head_dim,
+            rows: t,
+            scale: self.spec.scale as f32,
+        }
+    }
+
+    /// Head h of batch row b as strided rows of a (N × heads·D) matrix.
+    fn head<'a>(&self, x: &'a [f32], b: usize, h: usize, heads: usize) -> Rows<'a> {
+        let d = self.spec.head_dim;
+        Rows {
+            data: &x[b * self.seq * heads * d + h * d..],
+            stride: heads * d,
+        }
+    }
+
+    /// Copies a contiguous (T × D) block into head h of batch row b of x (N × heads·D).
+    fn scatter(&self, x: &mut [f32], block: &[f32], b: usize, h: usize, heads: usize) {
+        let d = self.spec.head_dim;
+        for (t, src) in block.chunks(d).enumerate() {
+            let at = (b * self.seq + t) * heads * d + h * d;
+            x[at..at + d].copy_from_slice(src);
+        }
+    }
+
+    fn attention_forward(&self, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+        let (hq, hk, d) = (self.spec.heads, self.spec.kv_heads, self.spec.head_dim);
+        let blocks: Vec<Vec<f32>> = (0..self.batch * hq)
+            .into_par_iter()
+            .map(|bh| {
+                let (b, h) = (bh / hq, bh % hq);
+                let kvh = h / (hq / hk);
+                let mut o = vec![0f32; self.seq * d];
+                self.attention_kernel(b).forward(
+                    self.head(q, b, h, hq),
+                    self.head(k, b, kvh, hk),
+                    self.head(v, b, kvh, hk),
+                    &mut o,
+                );
+                o
+            })
+            .collect();
+        let mut o = vec![0f32; q.len()];
+        for (bh, block) in blocks.iter().enumerate() {
+            self.scatter(&mut o, block, bh / hq, bh % hq, hq);
+        }
+        o
+    }
+
+    /// (dq, dk, dv) in the rotated space; the R query heads of a kv head add into its dk, dv.
+    fn attention_backward(&self, s: &Saved, d_o: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (hq, hk, d) = (self.spec.heads, self.spec.kv_heads, self.spec.head_dim);
+        let (r, t) = (hq / hk, self.seq);
+        let blocks: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..self.batch * hk)
+            .into_par_iter()
+            .map(|bk| {
+                let (b, kvh) = (bk / hk, bk % hk);
+                let (mut dq, mut dk, mut dv) =
+                    (vec![0f32; r * t * d], vec![0f32; t * d], vec![0f32; t * d]);
+                for (i, dq_h) in dq.chunks_mut(t * d).enumerate() {
+                    let h = kvh * r + i;
+                    self.attention_kernel(b).backward(
+                        (
+                            self.head(&s.q, b, h, hq),
+                            self.head(&s.k, b, kvh, hk),
+                            self.head(&s.v, b, kvh, hk),
+                            self.head(&s.o, b, h, hq),
+                            self.head(d_o, b, h, hq),
+                        ),
+                        dq_h,
+                        &mut dk,
+                        &mut dv,
+                        i > 0,
+                    );
+                }
+                (dq, dk, dv)
+            })
+            .collect();
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; s.q.len()],
+            vec![0f32; s.k.len()],
+            vec![0f32; s.v.len()],
+        );
+        for (bk, (bq, bkk, bv)) in blocks.iter().enumerate() {
+            let (b, kvh) = (bk / hk, bk % hk);
+            for (i, dq_h) in bq.chunks(t * d).enumerate() {
+                self.scatter(&mut dq, dq_h, b, kvh * r + i, hq);
+            }
+            self.scatter(&mut dk, bkk, b, kvh, hk);
+            self.scatter(&mut dv, bv, b, kvh, hk);
+        }
+        (dq, dk, dv)
+    }
+
+    fn weights(&self) -> Result<Vec<F32Values<'_>>> {
+        self.w.iter().map(f32_values).collect()
+    }
+}
+
+impl CustomOp1 for FusedBlock {
+    fn name(&self) -> &'static str {
+        "fused-block"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = match (xs, xl.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
+            _ => candle_core::bail!("fused-block: needs a contiguous f32 input"),
+        };
+        let w = self.weights()?;
+        let spec = &self.spec;
+        let n = self.batch * self.seq;
+        let c = w[0].len();
+        let (hd, kd, inter) = (
+            spec.heads * spec.head_dim,
+            spec.kv_heads * spec.head_dim,
+            w[6].len() / c,
+        );
+        let mut h1 = vec![0f32; n * c];
+        spec.norm.forward_rows(x, &spec.norm.scale(&w[0]), &mut h1);
+        let mut q = linear(&h1, &w[1], n, c, hd);
+        let mut k = linear(&h1, &w[2], n, c, kd);
+        let v = linear(&h1, &w[3], n, c, kd);
+        self.rope(&mut q, spec.heads, false);
+        self.rope(&mut k, spec.kv_heads, false);
+        let o = self.attention_forward(&q, &k, &v);
+        let mut x2 = linear(&o, &w[4], n, hd, c);
+        x2.par_iter_mut()
+            .zip(x.par_iter())
+            .for_each(|(a, &b)| *a += b);
+        let mut h2 = vec![0f32; n * c];
+        spec.norm
+            .forward_rows(&x2, &spec.norm.scale(&w[5]), &mut h2);
+        let g = linear(&h2, &w[6], n, c, inter);
+        let u = linear(&h2, &w[7], n, c, inter);
+        let act: Vec<f32> = g
+            .par_iter()
+            .zip(u.par_iter())
+            .map(|(&g, &u)| fused_swiglu::forward(g, u))
+            .collect();
+        let mut y = linear(&act, &w[8], n, inter, c);
+        y.par_iter_mut()
+            .zip(x2.par_iter())
+            .for_each(|(a, &b)| *a += b);
+        let saved = Saved {
+            h1,
+            q,
+            k,
+            v,
+            o,
+            x2,
+            h2,
+            g,
+            u,
+        };
+        *self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused-block poisoned".into()))? = Some(saved);
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(&self, x_in: &Tensor, _y: &Tensor, dy_in: &Tensor) -> Result<Option<Tensor>> {
+        let s = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused-block poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("fused-block: backward run twice".into()))?;
+        let (xc, dyc) = (
+            x_in.contiguous()?,
+            dy_in.to_dtype(DType::F32)?.contiguous()?,
+        );
+        let (x, dy) = (f32_values(&xc)?, f32_values(&dyc)?);
+        let w = self.weights()?;
+        let spec = &self.spec;
+        let n = self.batch * self.seq;
+        let c = w[0].len();
+        let (hd, kd, inter) = (
+            spec.heads * spec.head_dim,
+            spec.kv_heads * spec.head_dim,
+            w[6].len() / c,
+        );
+        let mut grads: Vec<Vec<f32>> = vec![Vec::new(); 9];
+
+        // MLP: y = x2 + act Wdᵀ, act = silu(g)·u, g = h2 Wgᵀ, u = h2 Wuᵀ.
+        let act: Vec<f32> =
+            s.g.par_iter()
+                .zip(s.u.par_iter())
+                .map(|(&g, &u)| fused_swiglu::forward(g, u))
+                .collect();
+        grads[8] = linear_dw(&dy, &act, n, inter, c);
+        let mut d_act = vec![0f32; n * inter];
+        linear_dx(&dy, &w[8], n, inter, c, &mut d_act, false);
+        let (dg, du): (Vec<f32>, Vec<f32>) =
+            s.g.par_iter()
+                .zip(s.u.par_iter().zip(d_act.par_iter()))
+                .map(|(&g, (&u, &d))| fused_swiglu::backward(g, u, d))
+                .unzip();
+        grads[6] = linear_dw(&dg, &s.h2, n, c, inter);
+        grads[7] = linear_dw(&du, &s.h2, n, c, inter);
+        let mut dh2 = vec![0f32; n * c];
+        linear_dx(&dg, &w[6], n, c, inter, &mut dh2, false);
+        linear_dx(&du, &w[7], n, c, inter, &mut dh2, true);
+        let mut dx2 = dy.to_vec();
+        grads[5] = spec
+            .norm
+            .backward_rows(&s.x2, &spec.norm.scale(&w[5]), &dh2, &mut dx2, true);
+
+        // Attention: x2 = x + o Woᵀ.
+        grads[4] = linear_dw(&dx2, &s.o, n, hd, c);
+        let mut d_o = vec![0f32; n * hd];
+        linear_dx(&dx2, &w[4], n, hd, c, &mut d_o, false);
+        let (mut dq, mut dk, dv) = self.attention_backward(&s, &d_o);
+        self.rope(&mut dq, spec.heads, true);
+        self.rope(&mut dk, spec.kv_heads, true);
+        grads[1] = linear_dw(&dq, &s.h1, n, c, hd);
+        grads[2] = linear_dw(&dk, &s.h1, n, c, kd);
+        grads[3] = linear_dw(&dv, &s.h1, n, c, kd);
+        let mut dh1 = vec![0f32; n * c];
+        linear_dx(&dq, &w[1], n, c, hd, &mut dh1, false);
+        linear_dx(&dk, &w[2], n, c, kd, &mut dh1, true);
+        linear_dx(&dv, &w[3], n, c, kd, &mut dh1, true);
+        let mut dx = dx2;
+        grads[0] = spec
+            .norm
+            .backward_rows(&x, &spec.norm.scale(&w[0]), &dh1, &mut dx, true);
+
+        drop(w);
+        for (t, g) in self.w.iter().zip(grads) {
+            add_side_grad(t.id(), Tensor::from_vec(g, t.shape(), &Device::Cpu)?)?;
+        }
+        Ok(Some(Tensor::from_vec(dx, x_in.shape(), &Device::Cpu)?))
+    }
+}
+
+/// The block on x (B, T, C) as one op; the tensors' gradients go to the side store.
+pub fn fused_block(
+    x: &Tensor,
+    spec: BlockSpec,
+    w: BlockTensors,
+    cos: &Tensor,
+    sin: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let (batch, seq, _) = x.dims3()?;
+    let flat =
+        |t: &Tensor| -> Result<Vec<f32>> { t.to_dtype(DType::F32)?.flatten_all()?.to_vec1() };
+    let batched_mask = mask.rank() == 5;
+    let mask_rows = mask.dims()[mask.rank() - 2..].to_vec();
+    if mask_rows != [seq, seq] || (batched_mask && mask.dim(0)? != batch) {
+        candle_core::bail!(
+            "fused-block: a {:?} mask for {batch}×{seq} tokens",
+            mask.dims()
+        );
+    }
+    let op = FusedBlock {
+        spec,
+        w,
+        cos: flat(&cos.broadcast_as((batch, 1, seq, cos.dim(3)?))?)?,
+        sin: flat(&sin.broadcast_as((batch, 1, seq, sin.dim(3)?))?)?,
+        mask: flat(mask)?,
+        batched_mask,
+        batch,
+        seq,
+        saved: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op1(op)
+}
