@@ -57,6 +57,10 @@ impl LinearAdapter for Lora {
             }
         }
     }
+
+    fn plain_lora(&self) -> Option<(Tensor, Tensor, f64)> {
+        (self.dropout == 0.0).then(|| (self.a.clone(), self.b.clone(), self.scale))
+    }
 }
 
 /// Wraps every linear layer `cfg` targets with the LoRA weights in `tensors` (PEFT keys). Returns

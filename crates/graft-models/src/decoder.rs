@@ -13,7 +13,7 @@ use candle_nn::VarBuilder;
 use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::{Activation, BlockKind, DecoderConfig};
-use crate::layers::fused_block::{fused_block, BlockSpec, BlockTensors};
+use crate::layers::fused_block::{fused_block, BlockParams, BlockSpec};
 use crate::layers::fused_norm::FusedRmsNorm;
 use crate::layers::linear::Linear;
 use crate::layers::{
@@ -108,17 +108,16 @@ impl Block {
 
 impl Block {
     /// The spec and tensors of fused_block.rs when it can run this block: a pre-norm SwiGLU block
-    /// over plain attention whose tensors are all being trained (their gradients reach the
-    /// optimizer through the side store).
-    pub fn fused_parts(&self) -> Option<(BlockSpec, BlockTensors)> {
+    /// over plain attention, f32, its projections bare or under plain LoRA, with at least one of
+    /// its tensors being trained (gradients reach the optimizer through the side store, and only
+    /// the trained tensors get one).
+    pub fn fused_parts(&self) -> Option<(BlockSpec, BlockParams)> {
         let (ln1, ln2) = (
             self.input_layernorm.as_ref()?,
             &self.post_attention_layernorm,
         );
-        let mlp = [&self.mlp.gate_proj, &self.mlp.up_proj, &self.mlp.down_proj];
         let plain = self.kind == BlockKind::PreNorm
             && self.mlp.act == Activation::Silu
-            && mlp.iter().all(|l| l.is_plain_f32())
             && ln1.fused
             && ln2.fused
             && (ln1.kind, ln1.eps) == (ln2.kind, ln2.eps)
@@ -128,22 +127,22 @@ impl Block {
         if !plain {
             return None;
         }
-        let (heads, kv_heads, head_dim, scale) = self.self_attn.plain_geometry()?;
-        let a = &self.self_attn;
-        let w: BlockTensors = [
-            ln1.weight.clone(),
-            a.q_proj.weight.clone(),
-            a.k_proj.weight.clone(),
-            a.v_proj.weight.clone(),
-            a.o_proj.weight.clone(),
-            ln2.weight.clone(),
-            mlp[0].weight.clone(),
-            mlp[1].weight.clone(),
-            mlp[2].weight.clone(),
-        ];
-        if !w
+        let ((heads, kv_heads, head_dim, scale), [q, k, v, o]) = self.self_attn.fused_parts()?;
+        let params = BlockParams {
+            ln1: ln1.weight.clone(),
+            q,
+            k,
+            v,
+            o,
+            ln2: ln2.weight.clone(),
+            gate: self.mlp.gate_proj.fused_proj()?,
+            up: self.mlp.up_proj.fused_proj()?,
+            down: self.mlp.down_proj.fused_proj()?,
+        };
+        if !params
+            .tensors()
             .iter()
-            .all(|t| crate::layers::checkpoint::is_trainable(t.id()))
+            .any(|t| crate::layers::checkpoint::is_trainable(t.id()))
         {
             return None;
         }
@@ -151,16 +150,14 @@ impl Block {
             eps: ln1.eps,
             one_plus: ln1.kind == crate::config::NormKind::OnePlus,
         };
-        Some((
-            BlockSpec {
-                heads,
-                kv_heads,
-                head_dim,
-                scale,
-                norm,
-            },
-            w,
-        ))
+        let spec = BlockSpec {
+            heads,
+            kv_heads,
+            head_dim,
+            scale,
+            norm,
+        };
+        Some((spec, params))
     }
 }
 

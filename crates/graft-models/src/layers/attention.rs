@@ -67,16 +67,26 @@ impl Attention {
         })
     }
 
-    /// (heads, kv heads, head dim, scale) when this is plain rotary attention — no QK-norm,
-    /// soft-capping, dropout, biases, adapters or quantized weights, f32 — which fused_block.rs
-    /// computes.
-    pub fn plain_geometry(&self) -> Option<(usize, usize, usize, f64)> {
-        let linears = [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj];
-        (self.qk_norm == QkNorm::None
-            && self.softcap.is_none()
-            && self.dropout == 0.0
-            && linears.iter().all(|l| l.is_plain_f32()))
-        .then_some((self.heads, self.kv_heads, self.head_dim, self.scale))
+    /// (heads, kv heads, head dim, scale) and the q, k, v, o projections when this is plain
+    /// rotary attention — no QK-norm, soft-capping, dropout, biases or quantized weights, f32,
+    /// LoRA at most — which fused_block.rs computes.
+    #[allow(clippy::type_complexity)]
+    pub fn fused_parts(
+        &self,
+    ) -> Option<((usize, usize, usize, f64), [super::fused_block::Proj; 4])> {
+        if self.qk_norm != QkNorm::None || self.softcap.is_some() || self.dropout != 0.0 {
+            return None;
+        }
+        let projs = [
+            self.q_proj.fused_proj()?,
+            self.k_proj.fused_proj()?,
+            self.v_proj.fused_proj()?,
+            self.o_proj.fused_proj()?,
+        ];
+        Some((
+            (self.heads, self.kv_heads, self.head_dim, self.scale),
+            projs,
+        ))
     }
 
     /// `mask` is additive, (T, S): 0 where a query may see a key, -inf elsewhere.

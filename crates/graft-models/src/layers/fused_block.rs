@@ -1,34 +1,142 @@
 //! A pre-norm Llama block — RMSNorm → rotary GQA self-attention → residual → RMSNorm → SwiGLU
-//! MLP → residual — as one op with a hand-written backward (llm.c's approach), for full
-//! fine-tuning in f32 on the CPU. The composed block leaves ~40 graph nodes per layer to candle's
+//! MLP → residual — as one op with a hand-written backward (llm.c's approach), for training in
+//! f32 on the CPU: full fine-tuning, or LoRA (y = x Wᵀ + s·(x Aᵀ) Bᵀ) on any of its projections. The composed block leaves ~40 graph nodes per layer to candle's
 //! backward, which allocates a zero tensor and adds into it for every gradient it passes on,
 //! copies for every transpose and runs the small ops one at a time; here the activations stay in
 //! plain vectors, the projections are direct GEMM calls with transposes as strides, and attention
 //! reads each head's columns in place.
 //!
-//! The weights are not inputs of the op: their gradients go to the side store of checkpoint.rs,
-//! which the optimizer step adds in, so the block runs only while the trainer has declared all
-//! its weights trainable ([`super::checkpoint::set_trainable`]). Everything else — adapters,
-//! biases, QK-norm, soft-capping, dropout, sandwich norms, KV caches, bf16 — takes the composed
-//! block (decoder.rs decides).
+//! The block's tensors are not inputs of the op: the gradients of those the trainer declared
+//! trainable ([`super::checkpoint::set_trainable`]) go to the side store of checkpoint.rs, which
+//! the optimizer step adds in; the others (a frozen base under LoRA) get none and cost no GEMM.
+//! Everything else — other adapters, LoRA dropout, biases, quantized bases, QK-norm,
+//! soft-capping, attention dropout, sandwich norms, KV caches, bf16 — takes the composed block
+//! (decoder.rs decides).
 //!
 //! Shapes: N = B·T tokens, C hidden, H query heads, K kv heads, D head dim, I intermediate.
 //! x, y (B, T, C); Wq (H·D, C), Wk/Wv (K·D, C), Wo (C, H·D), Wg/Wu (I, C), Wd (C, I);
-//! ln1/ln2 (C); cos/sin (B, 1, T, D); mask additive, (T, T) or (B, 1, 1, T, T).
+//! ln1/ln2 (C); LoRA A (r, in), B (out, r); cos/sin (B, 1, T, D); mask additive, (T, T) or
+//! (B, 1, 1, T, T).
 
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::checkpoint::add_side_grad;
+use super::checkpoint::{add_side_grad, is_trainable};
 use super::cpu_op::{f32_values, gemm_par, F32Values};
 use super::fused_attention::{Block, Rows};
 use super::fused_norm::FusedRmsNorm;
 use super::fused_swiglu;
 
-/// The block's tensors in the order ln1, Wq, Wk, Wv, Wo, ln2, Wg, Wu, Wd.
-pub type BlockTensors = [Tensor; 9];
+/// A projection's weight (out, in), and LoRA's (A, B, scale) when it has one.
+#[derive(Debug, Clone)]
+pub struct Proj {
+    pub w: Tensor,
+    pub lora: Option<(Tensor, Tensor, f64)>,
+}
+
+/// The block's tensors.
+#[derive(Debug, Clone)]
+pub struct BlockParams {
+    pub ln1: Tensor,
+    pub q: Proj,
+    pub k: Proj,
+    pub v: Proj,
+    pub o: Proj,
+    pub ln2: Tensor,
+    pub gate: Proj,
+    pub up: Proj,
+    pub down: Proj,
+}
+
+impl BlockParams {
+    fn projs(&self) -> [&Proj; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+
+    /// Every tensor: ln1, ln2, then each projection's W (and A, B).
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut out = vec![&self.ln1, &self.ln2];
+        for p in self.projs() {
+            out.push(&p.w);
+            if let Some((a, b, _)) = &p.lora {
+                out.extend([a, b]);
+            }
+        }
+        out
+    }
+}
+
+/// A projection's values: W, and LoRA's A, B, scale.
+struct ProjValues<'a> {
+    w: F32Values<'a>,
+    lora: Option<(F32Values<'a>, F32Values<'a>, f32)>,
+}
+
+impl ProjValues<'_> {
+    /// y (n × out) = x Wᵀ (+ s·(x Aᵀ) Bᵀ), and x Aᵀ (n × r) for the backward.
+    fn forward(&self, x: &[f32], n: usize, in_dim: usize, out_dim: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut y = linear(x, &self.w, n, in_dim, out_dim);
+        let Some((a, b, scale)) = &self.lora else {
+            return (y, Vec::new());
+        };
+        let r = a.len() / in_dim;
+        let z = linear(x, a, n, in_dim, r);
+        gemm_par((n, out_dim, r), &mut y, true, (&z, r, 1), (b, 1, r), *scale);
+        (y, z)
+    }
+
+    /// dx (+)= the input gradient; the gradients of the projection's trained tensors (W; A, B)
+    /// pushed to `grads`. z = the forward's x Aᵀ.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        proj: &Proj,
+        (x, z, dy): (&[f32], &[f32], &[f32]),
+        (n, in_dim, out_dim): (usize, usize, usize),
+        dx: &mut [f32],
+        acc: bool,
+        grads: &mut Vec<(Tensor, Vec<f32>)>,
+    ) {
+        if is_trainable(proj.w.id()) {
+            grads.push((proj.w.clone(), linear_dw(dy, x, n, in_dim, out_dim)));
+        }
+        linear_dx(dy, &self.w, n, in_dim, out_dim, dx, acc);
+        let (Some((a, b, scale)), Some((ta, tb, _))) = (&self.lora, &proj.lora) else {
+            return;
+        };
+        let r = a.len() / in_dim;
+        // y += s·z Bᵀ: dB = s·dyᵀ z; dz = s·dy B; dA = dzᵀ x; dx += dz A.
+        if is_trainable(tb.id()) {
+            let mut db = vec![0f32; out_dim * r];
+            gemm_par(
+                (out_dim, r, n),
+                &mut db,
+                false,
+                (dy, 1, out_dim),
+                (z, r, 1),
+                *scale,
+            );
+            grads.push((tb.clone(), db));
+        }
+        let mut dz = vec![0f32; n * r];
+        gemm_par(
+            (n, r, out_dim),
+            &mut dz,
+            false,
+            (dy, out_dim, 1),
+            (b, r, 1),
+            *scale,
+        );
+        if is_trainable(ta.id()) {
+            grads.push((ta.clone(), linear_dw(&dz, x, n, in_dim, r)));
+        }
+        linear_dx(&dz, a, n, in_dim, r, dx, true);
+    }
+}
 
 /// What the op needs besides the tensors.
 #[derive(Debug, Clone)]
@@ -40,8 +148,10 @@ pub struct BlockSpec {
     pub norm: FusedRmsNorm,
 }
 
-/// Forward activations the backward reads (the input x is the op's argument).
+/// Forward activations the backward reads (the input x is the op's argument); `z` = each
+/// projection's x Aᵀ under LoRA (q, k, v, o, gate, up, down), empty otherwise.
 struct Saved {
+    z: [Vec<f32>; 7],
     h1: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
@@ -55,7 +165,7 @@ struct Saved {
 
 struct FusedBlock {
     spec: BlockSpec,
-    w: BlockTensors,
+    w: BlockParams,
     /// (B, T, D) row-major.
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -243,8 +353,24 @@ impl FusedBlock {
         (dq, dk, dv)
     }
 
-    fn weights(&self) -> Result<Vec<F32Values<'_>>> {
-        self.w.iter().map(f32_values).collect()
+    /// ln1, ln2 and the projections' values (q, k, v, o, gate, up, down).
+    #[allow(clippy::type_complexity)]
+    fn values(&self) -> Result<(F32Values<'_>, F32Values<'_>, Vec<ProjValues<'_>>)> {
+        let projs = self
+            .w
+            .projs()
+            .into_iter()
+            .map(|p| {
+                Ok(ProjValues {
+                    w: f32_values(&p.w)?,
+                    lora: match &p.lora {
+                        Some((a, b, s)) => Some((f32_values(a)?, f32_values(b)?, *s as f32)),
+                        None => None,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((f32_values(&self.w.ln1)?, f32_values(&self.w.ln2)?, projs))
     }
 }
 
@@ -258,42 +384,39 @@ impl CustomOp1 for FusedBlock {
             (CpuStorage::F32(v), Some((a, b))) => &v[a..b],
             _ => candle_core::bail!("fused-block: needs a contiguous f32 input"),
         };
-        let w = self.weights()?;
+        let (ln1, ln2, p) = self.values()?;
         let spec = &self.spec;
         let n = self.batch * self.seq;
-        let c = w[0].len();
-        let (hd, kd, inter) = (
-            spec.heads * spec.head_dim,
-            spec.kv_heads * spec.head_dim,
-            w[6].len() / c,
-        );
+        let c = ln1.len();
+        let (hd, kd) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
+        let inter = p[4].w.len() / c;
         let mut h1 = vec![0f32; n * c];
-        spec.norm.forward_rows(x, &spec.norm.scale(&w[0]), &mut h1);
-        let mut q = linear(&h1, &w[1], n, c, hd);
-        let mut k = linear(&h1, &w[2], n, c, kd);
-        let v = linear(&h1, &w[3], n, c, kd);
+        spec.norm.forward_rows(x, &spec.norm.scale(&ln1), &mut h1);
+        let (mut q, zq) = p[0].forward(&h1, n, c, hd);
+        let (mut k, zk) = p[1].forward(&h1, n, c, kd);
+        let (v, zv) = p[2].forward(&h1, n, c, kd);
         self.rope(&mut q, spec.heads, false);
         self.rope(&mut k, spec.kv_heads, false);
         let o = self.attention_forward(&q, &k, &v);
-        let mut x2 = linear(&o, &w[4], n, hd, c);
+        let (mut x2, zo) = p[3].forward(&o, n, hd, c);
         x2.par_iter_mut()
             .zip(x.par_iter())
             .for_each(|(a, &b)| *a += b);
         let mut h2 = vec![0f32; n * c];
-        spec.norm
-            .forward_rows(&x2, &spec.norm.scale(&w[5]), &mut h2);
-        let g = linear(&h2, &w[6], n, c, inter);
-        let u = linear(&h2, &w[7], n, c, inter);
+        spec.norm.forward_rows(&x2, &spec.norm.scale(&ln2), &mut h2);
+        let (g, zg) = p[4].forward(&h2, n, c, inter);
+        let (u, zu) = p[5].forward(&h2, n, c, inter);
         let act: Vec<f32> = g
             .par_iter()
             .zip(u.par_iter())
             .map(|(&g, &u)| fused_swiglu::forward(g, u))
             .collect();
-        let mut y = linear(&act, &w[8], n, inter, c);
+        let (mut y, zd) = p[6].forward(&act, n, inter, c);
         y.par_iter_mut()
             .zip(x2.par_iter())
             .for_each(|(a, &b)| *a += b);
         let saved = Saved {
+            z: [zq, zk, zv, zo, zg, zu, zd],
             h1,
             q,
             k,
@@ -323,16 +446,14 @@ impl CustomOp1 for FusedBlock {
             dy_in.to_dtype(DType::F32)?.contiguous()?,
         );
         let (x, dy) = (f32_values(&xc)?, f32_values(&dyc)?);
-        let w = self.weights()?;
+        let (ln1, ln2, p) = self.values()?;
         let spec = &self.spec;
         let n = self.batch * self.seq;
-        let c = w[0].len();
-        let (hd, kd, inter) = (
-            spec.heads * spec.head_dim,
-            spec.kv_heads * spec.head_dim,
-            w[6].len() / c,
-        );
-        let mut grads: Vec<Vec<f32>> = vec![Vec::new(); 9];
+        let c = ln1.len();
+        let (hd, kd) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
+        let inter = p[4].w.len() / c;
+        let pr = self.w.projs();
+        let mut grads: Vec<(Tensor, Vec<f32>)> = Vec::new();
 
         // MLP: y = x2 + act Wdᵀ, act = silu(g)·u, g = h2 Wgᵀ, u = h2 Wuᵀ.
         let act: Vec<f32> =
@@ -340,45 +461,94 @@ impl CustomOp1 for FusedBlock {
                 .zip(s.u.par_iter())
                 .map(|(&g, &u)| fused_swiglu::forward(g, u))
                 .collect();
-        grads[8] = linear_dw(&dy, &act, n, inter, c);
         let mut d_act = vec![0f32; n * inter];
-        linear_dx(&dy, &w[8], n, inter, c, &mut d_act, false);
+        p[6].backward(
+            pr[6],
+            (&act, &s.z[6], &dy),
+            (n, inter, c),
+            &mut d_act,
+            false,
+            &mut grads,
+        );
+        drop(act);
         let (dg, du): (Vec<f32>, Vec<f32>) =
             s.g.par_iter()
                 .zip(s.u.par_iter().zip(d_act.par_iter()))
                 .map(|(&g, (&u, &d))| fused_swiglu::backward(g, u, d))
                 .unzip();
-        grads[6] = linear_dw(&dg, &s.h2, n, c, inter);
-        grads[7] = linear_dw(&du, &s.h2, n, c, inter);
         let mut dh2 = vec![0f32; n * c];
-        linear_dx(&dg, &w[6], n, c, inter, &mut dh2, false);
-        linear_dx(&du, &w[7], n, c, inter, &mut dh2, true);
+        p[4].backward(
+            pr[4],
+            (&s.h2, &s.z[4], &dg),
+            (n, c, inter),
+            &mut dh2,
+            false,
+            &mut grads,
+        );
+        p[5].backward(
+            pr[5],
+            (&s.h2, &s.z[5], &du),
+            (n, c, inter),
+            &mut dh2,
+            true,
+            &mut grads,
+        );
         let mut dx2 = dy.to_vec();
-        grads[5] = spec
+        let dln2 = spec
             .norm
-            .backward_rows(&s.x2, &spec.norm.scale(&w[5]), &dh2, &mut dx2, true);
+            .backward_rows(&s.x2, &spec.norm.scale(&ln2), &dh2, &mut dx2, true);
+        if is_trainable(self.w.ln2.id()) {
+            grads.push((self.w.ln2.clone(), dln2));
+        }
 
         // Attention: x2 = x + o Woᵀ.
-        grads[4] = linear_dw(&dx2, &s.o, n, hd, c);
         let mut d_o = vec![0f32; n * hd];
-        linear_dx(&dx2, &w[4], n, hd, c, &mut d_o, false);
+        p[3].backward(
+            pr[3],
+            (&s.o, &s.z[3], &dx2),
+            (n, hd, c),
+            &mut d_o,
+            false,
+            &mut grads,
+        );
         let (mut dq, mut dk, dv) = self.attention_backward(&s, &d_o);
         self.rope(&mut dq, spec.heads, true);
         self.rope(&mut dk, spec.kv_heads, true);
-        grads[1] = linear_dw(&dq, &s.h1, n, c, hd);
-        grads[2] = linear_dw(&dk, &s.h1, n, c, kd);
-        grads[3] = linear_dw(&dv, &s.h1, n, c, kd);
         let mut dh1 = vec![0f32; n * c];
-        linear_dx(&dq, &w[1], n, c, hd, &mut dh1, false);
-        linear_dx(&dk, &w[2], n, c, kd, &mut dh1, true);
-        linear_dx(&dv, &w[3], n, c, kd, &mut dh1, true);
+        p[0].backward(
+            pr[0],
+            (&s.h1, &s.z[0], &dq),
+            (n, c, hd),
+            &mut dh1,
+            false,
+            &mut grads,
+        );
+        p[1].backward(
+            pr[1],
+            (&s.h1, &s.z[1], &dk),
+            (n, c, kd),
+            &mut dh1,
+            true,
+            &mut grads,
+        );
+        p[2].backward(
+            pr[2],
+            (&s.h1, &s.z[2], &dv),
+            (n, c, kd),
+            &mut dh1,
+            true,
+            &mut grads,
+        );
         let mut dx = dx2;
-        grads[0] = spec
+        let dln1 = spec
             .norm
-            .backward_rows(&x, &spec.norm.scale(&w[0]), &dh1, &mut dx, true);
+            .backward_rows(&x, &spec.norm.scale(&ln1), &dh1, &mut dx, true);
+        if is_trainable(self.w.ln1.id()) {
+            grads.push((self.w.ln1.clone(), dln1));
+        }
 
-        drop(w);
-        for (t, g) in self.w.iter().zip(grads) {
+        drop((ln1, ln2, p));
+        for (t, g) in grads {
             add_side_grad(t.id(), Tensor::from_vec(g, t.shape(), &Device::Cpu)?)?;
         }
         Ok(Some(Tensor::from_vec(dx, x_in.shape(), &Device::Cpu)?))
@@ -389,7 +559,7 @@ impl CustomOp1 for FusedBlock {
 pub fn fused_block(
     x: &Tensor,
     spec: BlockSpec,
-    w: BlockTensors,
+    w: BlockParams,
     cos: &Tensor,
     sin: &Tensor,
     mask: &Tensor,
@@ -416,5 +586,13 @@ pub fn fused_block(
         seq,
         saved: Mutex::new(None),
     };
-    x.contiguous()?.apply_op1(op)
+    // An untracked input (frozen embeddings under LoRA) would leave the op out of the graph and
+    // its backward — where the block's gradients come from — never called.
+    let x = match x.track_op() {
+        true => x.contiguous()?,
+        false => candle_core::Var::from_tensor(&x.contiguous()?)?
+            .as_tensor()
+            .clone(),
+    };
+    x.apply_op1(op)
 }

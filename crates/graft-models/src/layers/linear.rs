@@ -11,6 +11,12 @@ use rand::rngs::StdRng;
 /// An adapter on one linear layer. `rng` is `Some` in training forwards (for adapter dropout).
 pub trait LinearAdapter: Send + Sync + std::fmt::Debug {
     fn forward(&self, x: &Tensor, base: &Linear, rng: Option<&Mutex<StdRng>>) -> Result<Tensor>;
+
+    /// (A (r, in), B (out, r), scale) when the adapter is plain LoRA without dropout, which
+    /// fused_block.rs computes itself.
+    fn plain_lora(&self) -> Option<(Tensor, Tensor, f64)> {
+        None
+    }
 }
 
 /// A model whose linear layers adapters can wrap, listed with their HF module paths.
@@ -68,12 +74,23 @@ impl Linear {
         }
     }
 
-    /// A bare f32 weight: no adapter, bias or quantized copy (fused_block.rs handles only these).
-    pub fn is_plain_f32(&self) -> bool {
-        self.adapter.is_none()
-            && self.bias.is_none()
-            && self.quantized.is_none()
-            && self.weight.dtype() == candle_core::DType::F32
+    /// The layer as fused_block.rs takes it: an f32 weight without bias or quantized copy, bare
+    /// or under plain LoRA.
+    pub fn fused_proj(&self) -> Option<super::fused_block::Proj> {
+        if self.bias.is_some()
+            || self.quantized.is_some()
+            || self.weight.dtype() != candle_core::DType::F32
+        {
+            return None;
+        }
+        let lora = match &self.adapter {
+            None => None,
+            Some(a) => Some(a.plain_lora()?),
+        };
+        Some(super::fused_block::Proj {
+            w: self.weight.clone(),
+            lora,
+        })
     }
 
     /// The layer without its adapter.
