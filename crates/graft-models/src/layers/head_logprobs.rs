@@ -9,9 +9,11 @@
 //! Backward, per row with p = softmax(z): ∂z = g_logp·(onehot(target) − p) + g_lse·p;
 //! ∂h = ∂z W; ∂W = ∂zᵀ h (only when W is trained).
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
-use super::cpu_op::input_f32;
+use super::cpu_op::{f32_values, gemm_par, input_f32};
+use super::fused_attention::exp;
 
 /// Logits per chunk (rows × vocabulary).
 pub const CHUNK_ELEMENTS: usize = 1 << 22;
@@ -25,12 +27,24 @@ fn rows_per_chunk(v: usize) -> usize {
     (CHUNK_ELEMENTS / v.max(1)).max(1)
 }
 
-/// (logits chunk (C, V), log Σ exp per row (C)).
-fn chunk_logits(h: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
-    let z = h.matmul(&w.t()?)?;
-    let m = z.max_keepdim(D::Minus1)?;
-    let lse = (z.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &m)?;
-    Ok((z, lse.squeeze(D::Minus1)?))
+/// Logits z (len × V) = h Wᵀ for rows `start..start + len` of h (N × H).
+fn chunk_logits(
+    h: &[f32],
+    w: &[f32],
+    (start, len): (usize, usize),
+    (hd, v): (usize, usize),
+) -> Vec<f32> {
+    let mut z = vec![0f32; len * v];
+    let rows = &h[start * hd..(start + len) * hd];
+    gemm_par((len, v, hd), &mut z, false, (rows, hd, 1), (w, 1, hd), 1.0);
+    z
+}
+
+/// log Σ exp(z) of one row (max-shifted, summed in f64).
+fn log_sum_exp(z: &[f32]) -> f32 {
+    let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let s: f64 = z.iter().map(|&x| exp(x - m) as f64).sum();
+    m + s.ln() as f32
 }
 
 impl CustomOp2 for HeadLogprobs {
@@ -46,21 +60,23 @@ impl CustomOp2 for HeadLogprobs {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = "head-logprobs";
-        let (h, w) = (input_f32(op, hs, hl)?, input_f32(op, ws, wl)?);
-        let (n, _) = h.dims2()?;
-        let (v, _) = w.dims2()?;
-        let mut out = Vec::with_capacity(2 * n);
+        let (ht, wt) = (input_f32(op, hs, hl)?, input_f32(op, ws, wl)?);
+        let ((n, hd), (v, _)) = (ht.dims2()?, wt.dims2()?);
+        let (h, w) = (f32_values(&ht)?, f32_values(&wt)?);
+        let mut out = vec![0f32; 2 * n];
         let step = rows_per_chunk(v);
         for start in (0..n).step_by(step) {
             let len = step.min(n - start);
-            let (z, lse) = chunk_logits(&h.narrow(0, start, len)?, &w)?;
-            let t = Tensor::from_slice(&self.targets[start..start + len], len, &Device::Cpu)?;
-            let picked: Vec<f32> = z.gather(&t.unsqueeze(1)?, 1)?.squeeze(1)?.to_vec1()?;
-            let lse: Vec<f32> = lse.to_vec1()?;
-            for (zt, l) in picked.iter().zip(&lse) {
-                out.push(zt - l);
-                out.push(*l);
-            }
+            let z = chunk_logits(&h, &w, (start, len), (hd, v));
+            out[2 * start..2 * (start + len)]
+                .par_chunks_mut(2)
+                .zip(z.par_chunks(v))
+                .enumerate()
+                .for_each(|(r, (o, zr))| {
+                    let lse = log_sum_exp(zr);
+                    o[0] = zr[self.targets[start + r] as usize] - lse;
+                    o[1] = lse;
+                });
         }
         Ok((CpuStorage::F32(out), Shape::from((n, 2))))
     }
@@ -69,48 +85,62 @@ impl CustomOp2 for HeadLogprobs {
         &self,
         h_in: &Tensor,
         w_in: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // Detached: built from the tracked inputs, the chunk products would otherwise chain into
-        // one graph through the ∂W sum and all stay alive.
-        let h = h_in.detach().to_dtype(DType::F32)?;
-        let w = w_in.detach().to_dtype(DType::F32)?;
-        let (n, _) = h.dims2()?;
-        let (v, _) = w.dims2()?;
-        let grad = grad.detach().to_dtype(DType::F32)?;
+        let f32c = |t: &Tensor| t.detach().to_dtype(DType::F32)?.contiguous();
+        let (ht, wt, rt, gt) = (f32c(h_in)?, f32c(w_in)?, f32c(res)?, f32c(grad)?);
+        let ((n, hd), (v, _)) = (ht.dims2()?, wt.dims2()?);
+        let (h, w, out, g) = (
+            f32_values(&ht)?,
+            f32_values(&wt)?,
+            f32_values(&rt)?,
+            f32_values(&gt)?,
+        );
         let want_w = w_in.track_op();
-        let mut dh = Vec::new();
-        let mut dw: Option<Tensor> = None;
+        let mut dh = vec![0f32; n * hd];
+        let mut dw = if want_w {
+            vec![0f32; v * hd]
+        } else {
+            Vec::new()
+        };
         let step = rows_per_chunk(v);
         for start in (0..n).step_by(step) {
             let len = step.min(n - start);
-            let hc = h.narrow(0, start, len)?;
-            let (z, lse) = chunk_logits(&hc, &w)?;
-            let p = z.broadcast_sub(&lse.unsqueeze(1)?)?.exp()?;
-            let g = grad.narrow(0, start, len)?;
-            let (g_logp, g_lse) = (g.narrow(1, 0, 1)?, g.narrow(1, 1, 1)?);
-            // ∂z = (g_lse − g_logp)·p, plus g_logp at each row's target.
-            let mut dz: Vec<f32> = p
-                .broadcast_mul(&(g_lse - &g_logp)?)?
-                .flatten_all()?
-                .to_vec1()?;
-            let gl: Vec<f32> = g_logp.flatten_all()?.to_vec1()?;
-            for r in 0..len {
-                dz[r * v + self.targets[start + r] as usize] += gl[r];
-            }
-            let dz = Tensor::from_vec(dz, (len, v), &Device::Cpu)?;
-            dh.push(dz.matmul(&w)?);
+            // ∂z = (g_lse − g_logp)·p, plus g_logp at the row's target; p from the kept lse.
+            let mut dz = chunk_logits(&h, &w, (start, len), (hd, v));
+            dz.par_chunks_mut(v).enumerate().for_each(|(r, zr)| {
+                let i = start + r;
+                let (g_logp, g_lse, lse) = (g[2 * i], g[2 * i + 1], out[2 * i + 1]);
+                let c = g_lse - g_logp;
+                zr.iter_mut().for_each(|z| *z = c * exp(*z - lse));
+                zr[self.targets[i] as usize] += g_logp;
+            });
+            gemm_par(
+                (len, hd, v),
+                &mut dh[start * hd..(start + len) * hd],
+                false,
+                (&dz, v, 1),
+                (&w, hd, 1),
+                1.0,
+            );
             if want_w {
-                let part = dz.t()?.matmul(&hc)?;
-                dw = Some(match dw {
-                    Some(acc) => (acc + part)?,
-                    None => part,
-                });
+                let rows = &h[start * hd..(start + len) * hd];
+                gemm_par(
+                    (v, hd, len),
+                    &mut dw,
+                    start > 0,
+                    (&dz, 1, v),
+                    (rows, hd, 1),
+                    1.0,
+                );
             }
         }
-        let dh = Tensor::cat(&dh, 0)?.to_dtype(h_in.dtype())?;
-        let dw = dw.map(|d| d.to_dtype(w_in.dtype())).transpose()?;
+        let dh = Tensor::from_vec(dh, (n, hd), &Device::Cpu)?.to_dtype(h_in.dtype())?;
+        let dw = match want_w {
+            true => Some(Tensor::from_vec(dw, (v, hd), &Device::Cpu)?.to_dtype(w_in.dtype())?),
+            false => None,
+        };
         Ok((Some(dh), dw))
     }
 }
@@ -159,7 +189,7 @@ mod tests {
             let (lp, lse) = head_logprobs(h.as_tensor(), w.as_tensor(), &targets)?;
             let fused = ((lp * &a)?.sum_all()? + (lse * &b)?.sum_all()?)?;
             let z = h.as_tensor().matmul(&w.as_tensor().t()?)?;
-            let ls = candle_nn::ops::log_softmax(&z, D::Minus1)?;
+            let ls = candle_nn::ops::log_softmax(&z, candle_core::D::Minus1)?;
             let lp2 = ls.gather(&tt, 1)?.squeeze(1)?;
             let lse2 = (z.gather(&tt, 1)?.squeeze(1)? - &lp2)?;
             let composed = ((lp2 * &a)?.sum_all()? + (lse2 * &b)?.sum_all()?)?;
