@@ -29,6 +29,12 @@ enum Command {
 }
 
 fn main() {
+    // candle asks for its thread count on every matmul, and without RAYON_NUM_THREADS that reads
+    // /proc/cpuinfo each time (a few % of decoding): answer once, before any thread starts.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Score(a) => commands::score::run(a),

@@ -9,6 +9,56 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 #[derive(Debug, Clone, Copy)]
 pub struct FrozenMatmul;
 
+/// Up to this many rows (decoding: one token per sequence) the product is a matrix-vector one,
+/// bound by reading W once: each thread takes a block of W's rows and dots them with every x row
+/// (a GEMM library packs W first, reading it twice).
+const GEMV_ROWS: usize = 4;
+
+/// y (m × n) = x (m × k) Wᵀ for W (n × k), W's rows split across threads.
+fn gemv(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const ROWS: usize = 64;
+    let cols: Vec<Vec<f32>> = w
+        .par_chunks(ROWS * k)
+        .map(|wb| {
+            let mut out = Vec::with_capacity(m * wb.len() / k);
+            for r in 0..m {
+                let xr = &x[r * k..(r + 1) * k];
+                out.extend(wb.chunks_exact(k).map(|wr| dot(xr, wr)));
+            }
+            out
+        })
+        .collect();
+    // Blocks hold (m × rows of the block); interleave into y's row-major layout.
+    let mut y = vec![0f32; m * n];
+    for (bi, block) in cols.iter().enumerate() {
+        let width = block.len() / m;
+        for r in 0..m {
+            y[r * n + bi * ROWS..r * n + bi * ROWS + width]
+                .copy_from_slice(&block[r * width..(r + 1) * width]);
+        }
+    }
+    y
+}
+
+/// Σ a·b with eight running sums (vectorises; fixed order).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 impl CustomOp2 for FrozenMatmul {
     fn name(&self) -> &'static str {
         "frozen-matmul"
@@ -25,6 +75,16 @@ impl CustomOp2 for FrozenMatmul {
         let (n, k2) = w_l.shape().dims2()?;
         if k != k2 {
             candle_core::bail!("frozen-matmul: x has {k} features, W expects {k2}");
+        }
+        if let (CpuStorage::F32(xv), CpuStorage::F32(wv), Some((xa, xb)), Some((wa, wb))) =
+            (x, w, x_l.contiguous_offsets(), w_l.contiguous_offsets())
+        {
+            if m <= GEMV_ROWS {
+                return Ok((
+                    CpuStorage::F32(gemv(&xv[xa..xb], &wv[wa..wb], m, n, k)),
+                    Shape::from((m, n)),
+                ));
+            }
         }
         let y = x.matmul(w, (1, m, n, k), x_l, &w_l.transpose(0, 1)?)?;
         Ok((y, Shape::from((m, n))))
@@ -58,6 +118,9 @@ mod tests {
             (vec![1usize, 1, 3], 5usize),
             (vec![2, 7, 9], 4),
             (vec![6, 16], 33),
+            // The matrix-vector path: ≤ 4 rows, W's rows in several blocks, k not a multiple of 8.
+            (vec![3, 45], 150),
+            (vec![1, 1, 64], 64),
         ] {
             let k = *dims.last().unwrap();
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, dims.clone(), &dev)?)?;
