@@ -9,7 +9,8 @@
 //! The block's tensors are not inputs of the op: the gradients of those the trainer declared
 //! trainable ([`super::checkpoint::set_trainable`]) go to the side store of checkpoint.rs, which
 //! the optimizer step adds in; the others (a frozen base under LoRA) get none and cost no GEMM.
-//! Everything else — other adapters, LoRA dropout, biases, quantized bases, QK-norm,
+//! A quantized base (QLoRA) is dequantized per projection for the forward and again for the
+//! backward, as quant.rs does. Everything else — other adapters, LoRA dropout, biases, QK-norm,
 //! soft-capping, attention dropout, sandwich norms, KV caches, bf16 — takes the composed block
 //! (decoder.rs decides).
 //!
@@ -29,10 +30,12 @@ use super::fused_attention::{Block, Rows};
 use super::fused_norm::FusedRmsNorm;
 use super::fused_swiglu;
 
-/// A projection's weight (out, in), and LoRA's (A, B, scale) when it has one.
+/// A projection's weight (out, in) — or its frozen quantized form (QLoRA; `w` is then a
+/// placeholder), dequantized for each use — and LoRA's (A, B, scale) when it has one.
 #[derive(Debug, Clone)]
 pub struct Proj {
     pub w: Tensor,
+    pub quantized: Option<std::sync::Arc<super::quant::QuantWeight>>,
     pub lora: Option<(Tensor, Tensor, f64)>,
 }
 
@@ -362,7 +365,12 @@ impl FusedBlock {
             .into_iter()
             .map(|p| {
                 Ok(ProjValues {
-                    w: f32_values(&p.w)?,
+                    w: match &p.quantized {
+                        Some(q) => F32Values::Owned(
+                            q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?,
+                        ),
+                        None => f32_values(&p.w)?,
+                    },
                     lora: match &p.lora {
                         Some((a, b, s)) => Some((f32_values(a)?, f32_values(b)?, *s as f32)),
                         None => None,

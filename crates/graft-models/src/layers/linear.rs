@@ -74,13 +74,10 @@ impl Linear {
         }
     }
 
-    /// The layer as fused_block.rs takes it: an f32 weight without bias or quantized copy, bare
-    /// or under plain LoRA.
+    /// The layer as fused_block.rs takes it: an f32 (or frozen quantized) weight without bias,
+    /// bare or under plain LoRA.
     pub fn fused_proj(&self) -> Option<super::fused_block::Proj> {
-        if self.bias.is_some()
-            || self.quantized.is_some()
-            || self.weight.dtype() != candle_core::DType::F32
-        {
+        if self.bias.is_some() || self.weight.dtype() != candle_core::DType::F32 {
             return None;
         }
         let lora = match &self.adapter {
@@ -89,6 +86,7 @@ impl Linear {
         };
         Some(super::fused_block::Proj {
             w: self.weight.clone(),
+            quantized: self.quantized.clone(),
             lora,
         })
     }
