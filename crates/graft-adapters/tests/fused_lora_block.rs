@@ -65,7 +65,10 @@ fn compare(mut model: Decoder, lora: serde_json::Value, side: usize) -> Result<(
         let scale = w.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(scale > 0.0, "{name}: zero gradient");
         let diff = graft_testkit::max_abs_diff(g, w);
-        assert!(diff <= 1e-5 * scale.max(1.0), "∂{name} differs by {diff} (scale {scale})");
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "∂{name} differs by {diff} (scale {scale})"
+        );
     }
     Ok(())
 }
@@ -79,7 +82,10 @@ fn fused_lora_block_equals_composed() -> Result<()> {
     let cfg = graft_models::registry::decoder_config(std::path::Path::new("test"), &config)
         .map_err(err)?;
     let weights = graft_models::init::init_weights(&cfg, 0.2, 3).map_err(err)?;
-    let model = Decoder::new(&cfg, VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu))?;
+    let model = Decoder::new(
+        &cfg,
+        VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
+    )?;
     let lora = json!({"r": 4, "lora_alpha": 8,
         "target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]});
     // 2 layers × 5 adapted projections × (A, B).

@@ -21,6 +21,17 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn one_sft_step_matches_transformers_and_torch_adamw() {
+    sft_step(false);
+}
+
+/// The same step with the tensors declared trainable, as the trainer does: the blocks run as
+/// graft-models' fused op (hand-written backward) and must give transformers' gradients too.
+#[test]
+fn fused_blocks_match_transformers_and_torch_adamw() {
+    sft_step(true);
+}
+
+fn sft_step(fused: bool) {
     let f = read_json("train/sft_step.json");
     let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
     let varmap = VarMap::new();
@@ -31,6 +42,11 @@ fn one_sft_step_matches_transformers_and_torch_adamw() {
     .unwrap();
     let mut vm = varmap.clone();
     vm.load(fixture("models/llama/model.safetensors")).unwrap();
+    let declared = match fused {
+        true => varmap.all_vars().iter().map(|v| v.id()).collect(),
+        false => Vec::new(),
+    };
+    graft_models::layers::checkpoint::set_trainable(declared);
 
     let ids_rows: Vec<Vec<u32>> = serde_json::from_value(f["input_ids"].clone()).unwrap();
     let labels: Vec<Vec<i64>> = serde_json::from_value(f["labels"].clone()).unwrap();
@@ -67,10 +83,20 @@ fn one_sft_step_matches_transformers_and_torch_adamw() {
     );
 
     let grads = out.loss.backward().unwrap();
+    let mut side = graft_models::layers::checkpoint::take_side_grads();
+    graft_models::layers::checkpoint::set_trainable(Vec::new());
+    // Every block's 9 tensors came from the fused op, or none did.
+    assert_eq!(side.is_empty(), !fused, "fused blocks used: {}", side.len());
     let mut opt = AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1).unwrap();
     let mut g: Vec<Tensor> = opt
         .vars()
-        .map(|(_, v)| grads.get(v.as_tensor()).unwrap().clone())
+        .map(|(_, v)| {
+            grads
+                .get(v.as_tensor())
+                .cloned()
+                .or_else(|| side.remove(&v.id()))
+                .unwrap()
+        })
         .collect();
     for ((name, _), gi) in opt.vars().zip(&g) {
         let d = max_diff(gi, &tensor(&f["grads"][name]));

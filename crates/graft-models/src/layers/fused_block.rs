@@ -366,9 +366,7 @@ impl FusedBlock {
             .map(|p| {
                 Ok(ProjValues {
                     w: match &p.quantized {
-                        Some(q) => F32Values::Owned(
-                            q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?,
-                        ),
+                        Some(q) => F32Values::Owned(q.dequantize_vec()?),
                         None => f32_values(&p.w)?,
                     },
                     lora: match &p.lora {

@@ -200,15 +200,24 @@ impl Nf4Tensor {
 
     /// The weight back in f32 (row-major).
     pub fn dequantize_vec(&self) -> Vec<f32> {
+        use rayon::prelude::*;
         let n = self.shape.0 * self.shape.1;
         let absmax = self.absmax.values();
-        (0..n)
-            .map(|i| {
-                let byte = self.packed[i / 2];
-                let q = if i % 2 == 0 { byte >> 4 } else { byte & 0xF };
-                NF4_LEVELS[q as usize] * absmax[i / BLOCK]
-            })
-            .collect()
+        let mut out = vec![0f32; n];
+        // Blocks of BLOCK values (one scale each) in parallel, two values per packed byte (the
+        // high nibble first).
+        out.par_chunks_mut(BLOCK)
+            .zip(absmax.par_iter())
+            .enumerate()
+            .for_each(|(b, (o, &scale))| {
+                let bytes = &self.packed[b * BLOCK / 2..];
+                for (j, v) in o.iter_mut().enumerate() {
+                    let byte = bytes[j / 2];
+                    let q = if j % 2 == 0 { byte >> 4 } else { byte & 0xF };
+                    *v = NF4_LEVELS[q as usize] * scale;
+                }
+            });
+        out
     }
 
     /// Bytes held (packed weights and block scales).

@@ -28,6 +28,14 @@ impl QuantWeight {
         }
     }
 
+    /// The weight in f32 as a row-major vector.
+    pub fn dequantize_vec(&self) -> Result<Vec<f32>> {
+        match self {
+            QuantWeight::Gguf(q) => q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1(),
+            QuantWeight::Nf4(q) => Ok(q.dequantize_vec()),
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         match self {
