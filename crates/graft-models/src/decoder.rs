@@ -107,7 +107,7 @@ impl Block {
 }
 
 impl Block {
-    /// The spec and tensors of fused_block.rs when it can run this block: a pre-norm SwiGLU block
+    /// The spec and tensors of fused_block.rs when it can run this block: a pre-norm SwiGLU/GeGLU block
     /// over plain attention, f32, its projections bare or under plain LoRA, with at least one of
     /// its tensors being trained (gradients reach the optimizer through the side store, and only
     /// the trained tensors get one).
@@ -117,7 +117,7 @@ impl Block {
             &self.post_attention_layernorm,
         );
         let plain = self.kind == BlockKind::PreNorm
-            && self.mlp.act == Activation::Silu
+            && self.mlp.act != Activation::Gelu
             && ln1.fused
             && ln2.fused
             && (ln1.kind, ln1.eps) == (ln2.kind, ln2.eps)
@@ -151,6 +151,7 @@ impl Block {
             one_plus: ln1.kind == crate::config::NormKind::OnePlus,
         };
         let spec = BlockSpec {
+            act: self.mlp.act,
             heads,
             kv_heads,
             head_dim,

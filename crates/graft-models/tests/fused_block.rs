@@ -1,7 +1,7 @@
 //! The fused Llama block (fused_block.rs, used for full fine-tuning while the trainer declares
 //! the weights trainable) against the composed block: logits and the gradient of every tensor to
 //! 1e-5 of its scale, with grouped-query attention (6 query heads on 2 kv heads), head dim 6
-//! (an odd number of rotary pairs), Gemma's (1 + w) norms, batch 2, and packed rows (a
+//! (an odd number of rotary pairs), Gemma's (1 + w) norms with GeGLU, batch 2, and packed rows (a
 //! per-row block-diagonal mask with position resets).
 
 use std::collections::HashMap;
@@ -20,7 +20,9 @@ fn model(norm_one_plus: bool) -> Result<(Decoder, VarMap)> {
     let mut cfg = graft_models::registry::decoder_config(std::path::Path::new("test"), &config)
         .map_err(err)?;
     if norm_one_plus {
+        // Gemma's block: (1 + w) norms and the tanh-GELU gate (GeGLU).
         cfg.norm = graft_models::config::NormKind::OnePlus;
+        cfg.act = graft_models::config::Activation::GeluTanh;
     }
     let weights = graft_models::init::init_weights(&cfg, 0.2, 7).map_err(err)?;
     let varmap = VarMap::new();

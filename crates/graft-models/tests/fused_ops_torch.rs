@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use graft_models::config::Activation;
 use graft_models::layers::{attention, frozen, fused_norm, fused_swiglu, head_logprobs, rope};
 use graft_testkit::fixture;
 
@@ -95,9 +96,12 @@ fn swiglu_equals_transformers() -> Result<()> {
     for shape in ["1x1", "5x13", "16x96"] {
         let c = Case::load(&format!("swiglu_{shape}"));
         let (gate, up) = (c.var("gate"), c.var("up"));
-        let y = gate
-            .as_tensor()
-            .apply_op2(up.as_tensor(), fused_swiglu::FusedSwiGlu)?;
+        let y = gate.as_tensor().apply_op2(
+            up.as_tensor(),
+            fused_swiglu::FusedGlu {
+                act: Activation::Silu,
+            },
+        )?;
         c.check("y", &y, "y");
         let grads = (y * c.get("g"))?.sum_all()?.backward()?;
         c.check("dgate", grads.get(gate.as_tensor()).unwrap(), "dgate");
@@ -135,6 +139,7 @@ fn causal_gqa_attention_equals_transformers() -> Result<()> {
             v.as_tensor(),
             &mask,
             c.scalar("scale"),
+            None,
         )?
         .reshape((b, hq, t, d))?;
         c.check("y", &y, "y");

@@ -128,12 +128,19 @@ impl Attention {
         // Query heads h = kv·R + r share kv head kv (HF's repeat_kv order): fold R into the rows.
         let q = q.reshape((b, k, r * t, d))?;
         let dropout_on = dropout_rng.is_some() && self.dropout > 0.0;
-        if self.softcap.is_none() && !dropout_on {
-            // Without soft-capping or dropout: the op that keeps no (T, S) probabilities.
-            let out = super::fused_attention::fused_attention(&q, &kk, &v, mask, self.scale)?
-                .reshape((b, h, t, d))?
-                .transpose(1, 2)?
-                .reshape((b, t, h * d))?;
+        if !dropout_on {
+            // Without dropout: the op that keeps no (T, S) probabilities.
+            let out = super::fused_attention::fused_attention(
+                &q,
+                &kk,
+                &v,
+                mask,
+                self.scale,
+                self.softcap,
+            )?
+            .reshape((b, h, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * d))?;
             return self.o_proj.forward(&out, dropout_rng);
         }
         let mut scores = (q.matmul(&kk.t()?)? * self.scale)?;

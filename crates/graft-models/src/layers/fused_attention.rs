@@ -1,4 +1,4 @@
-//! softmax(scale·Q Kᵀ + M) V as one op whose backward recomputes the probabilities instead of
+//! softmax(scale·Q Kᵀ + M) V (scores optionally soft-capped, cap·tanh(·/cap), as Gemma 2) as one op whose backward recomputes the probabilities instead of
 //! keeping them: the composed version holds the scores, the masked scores and the probabilities —
 //! three (B, H, T, S) f32 tensors per layer until the backward (for SmolLM2 at 4×256 tokens,
 //! ~850 MB over its 30 layers). Here only Q, K, V and the output are kept. Computed one
@@ -76,11 +76,14 @@ pub(crate) struct Block<'a> {
     pub d: usize,
     pub rows: usize,
     pub scale: f32,
+    /// Gemma 2's logit soft-capping: scores → cap·tanh(scores / cap) before the mask.
+    pub softcap: Option<f32>,
 }
 
 impl Block<'_> {
-    /// Probabilities p (rows × S).
-    fn probs(&self, q: Rows, k: Rows, p: &mut [f32]) {
+    /// Probabilities p (rows × S); with soft-capping, `tanh` (when given) receives
+    /// tanh(scores / cap) for the backward.
+    fn probs(&self, q: Rows, k: Rows, p: &mut [f32], mut tanh: Option<&mut [f32]>) {
         let (s, t, d) = (self.s, self.t, self.d);
         gemm_into(
             (self.rows, s, d),
@@ -96,6 +99,15 @@ impl Block<'_> {
             // of them under a causal mask); the rest are exactly zero.
             let lo = m.iter().position(|v| v.is_finite()).unwrap_or(0);
             let hi = m.iter().rposition(|v| v.is_finite()).map_or(s, |j| j + 1);
+            if let Some(cap) = self.softcap {
+                for (j, x) in row[lo..hi].iter_mut().enumerate() {
+                    let t = (*x / cap).tanh();
+                    *x = cap * t;
+                    if let Some(th) = tanh.as_deref_mut() {
+                        th[i * s + lo + j] = t;
+                    }
+                }
+            }
             let mut max = f32::NEG_INFINITY;
             for (x, &mv) in row[lo..hi].iter_mut().zip(&m[lo..hi]) {
                 *x += mv;
@@ -115,7 +127,7 @@ impl Block<'_> {
     /// o (rows × D, contiguous) = softmax(scale·q kᵀ + mask) v.
     pub fn forward(&self, q: Rows, k: Rows, v: Rows, o: &mut [f32]) {
         let mut p = vec![0f32; self.rows * self.s];
-        self.probs(q, k, &mut p);
+        self.probs(q, k, &mut p, None);
         gemm_into(
             (self.rows, self.d, self.s),
             o,
@@ -139,7 +151,11 @@ impl Block<'_> {
     ) {
         let (rows, s, d) = (self.rows, self.s, self.d);
         let mut p = vec![0f32; rows * s];
-        self.probs(q, k, &mut p);
+        let mut tanh = match self.softcap {
+            Some(_) => vec![0f32; rows * s],
+            None => Vec::new(),
+        };
+        self.probs(q, k, &mut p, self.softcap.map(|_| &mut tanh[..]));
         // dV = Pᵀ dO
         gemm_into(
             (s, d, rows),
@@ -168,6 +184,10 @@ impl Block<'_> {
             {
                 *x = pv * (*x - di);
             }
+        }
+        // Through the cap: d(cap·tanh(u/cap))/du = 1 − tanh².
+        if self.softcap.is_some() {
+            ds.iter_mut().zip(&tanh).for_each(|(x, t)| *x *= 1.0 - t * t);
         }
         // dQ = scale·dS K; dK = scale·dSᵀ Q
         gemm_into(
@@ -200,6 +220,7 @@ fn contiguous_block(x: &[f32], blk: usize, n: usize, d: usize) -> Rows<'_> {
 #[derive(Debug, Clone)]
 struct FusedAttention {
     scale: f32,
+    softcap: Option<f32>,
     /// (T, S) shared by every batch row, or (B, T, S), row-major.
     mask: Vec<f32>,
     batched_mask: bool,
@@ -222,6 +243,7 @@ impl FusedAttention {
             d,
             rows,
             scale: self.scale,
+            softcap: self.softcap,
         }
     }
 }
@@ -322,13 +344,15 @@ impl CustomOp3 for FusedAttention {
     }
 }
 
-/// softmax(scale·q kᵀ + mask) v with the layout of attention.rs (see the module doc).
+/// softmax(softcap(scale·q kᵀ) + mask) v with the layout of attention.rs (see the module doc);
+/// softcap(x) = cap·tanh(x / cap) when `softcap` is given, x otherwise.
 pub fn fused_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: &Tensor,
     scale: f64,
+    softcap: Option<f64>,
 ) -> Result<Tensor> {
     let mask = match mask.rank() {
         2 => mask.clone(),
@@ -354,6 +378,7 @@ pub fn fused_attention(
     }
     let op = FusedAttention {
         scale: scale as f32,
+        softcap: softcap.map(|c| c as f32),
         mask: mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
         batched_mask,
         t,
@@ -389,19 +414,23 @@ mod tests {
         v: &Tensor,
         mask: &Tensor,
         scale: f64,
+        softcap: Option<f64>,
         r: usize,
     ) -> Result<Tensor> {
         let (b, kh, rows, _) = q.dims4()?;
         let (t, s) = (rows / r, k.dim(2)?);
-        let scores = (q.matmul(&k.t()?)? * scale)?
-            .reshape((b, kh, r, t, s))?
-            .broadcast_add(mask)?;
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(cap) = softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        let scores = scores.reshape((b, kh, r, t, s))?.broadcast_add(mask)?;
         let p = candle_nn::ops::softmax(&scores, D::Minus1)?;
         p.reshape((b, kh, rows, s))?.matmul(v)
     }
 
     /// Output and the gradients of q, k, v equal the composed attention: T = 1, odd head dims,
-    /// grouped queries (R = 3), a causal (T, S) mask and a packed (B, 1, 1, T, T) one.
+    /// grouped queries (R = 3), a causal (T, S) mask and a packed (B, 1, 1, T, T) one, with and
+    /// without soft-capping (a cap of 0.7 on unit-variance scores bends most of them).
     #[test]
     fn equals_composed_attention() -> Result<()> {
         let dev = Device::Cpu;
@@ -419,13 +448,18 @@ mod tests {
                 .collect();
             let packed =
                 super::super::attention::segment_mask(&Tensor::from_vec(seg, (b, t), &dev)?, None)?;
-            for (name, mask) in [("causal", causal), ("packed", packed)] {
+            let cases = [
+                ("causal", causal.clone(), None),
+                ("packed", packed.clone(), None),
+                ("causal capped", causal, Some(0.7)),
+                ("packed capped", packed, Some(0.7)),
+            ];
+            for (name, mask, cap) in cases {
                 let scale = 1.0 / (d as f64).sqrt();
                 let w = Tensor::randn(0f32, 1.0, (b, kh, r * t, d), &dev)?;
-                let fused =
-                    fused_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, scale)?;
-                let reference =
-                    composed(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, scale, r)?;
+                let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+                let fused = fused_attention(qt, kt, vt, &mask, scale, cap)?;
+                let reference = composed(qt, kt, vt, &mask, scale, cap, r)?;
                 let diff = (&fused - &reference)?
                     .abs()?
                     .max_all()?

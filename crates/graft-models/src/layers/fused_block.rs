@@ -1,5 +1,5 @@
 //! A pre-norm Llama block — RMSNorm → rotary GQA self-attention → residual → RMSNorm → SwiGLU
-//! MLP → residual — as one op with a hand-written backward (llm.c's approach), for training in
+//! (or Gemma's GeGLU) MLP → residual — as one op with a hand-written backward (llm.c's approach), for training in
 //! f32 on the CPU: full fine-tuning, or LoRA (y = x Wᵀ + s·(x Aᵀ) Bᵀ) on any of its projections. The composed block leaves ~40 graph nodes per layer to candle's
 //! backward, which allocates a zero tensor and adds into it for every gradient it passes on,
 //! copies for every transpose and runs the small ops one at a time; here the activations stay in
@@ -25,19 +25,12 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, T
 use rayon::prelude::*;
 
 use super::checkpoint::{add_side_grad, is_trainable};
-use super::cpu_op::{f32_values, gemm_par, F32Values};
+use super::cpu_op::{f32_values, F32Values};
 use super::fused_attention::{Block, Rows};
+pub use super::fused_linear::Proj;
+use super::fused_linear::ProjValues;
 use super::fused_norm::FusedRmsNorm;
 use super::fused_swiglu;
-
-/// A projection's weight (out, in) — or its frozen quantized form (QLoRA; `w` is then a
-/// placeholder), dequantized for each use — and LoRA's (A, B, scale) when it has one.
-#[derive(Debug, Clone)]
-pub struct Proj {
-    pub w: Tensor,
-    pub quantized: Option<std::sync::Arc<super::quant::QuantWeight>>,
-    pub lora: Option<(Tensor, Tensor, f64)>,
-}
 
 /// The block's tensors.
 #[derive(Debug, Clone)]
@@ -73,77 +66,11 @@ impl BlockParams {
     }
 }
 
-/// A projection's values: W, and LoRA's A, B, scale.
-struct ProjValues<'a> {
-    w: F32Values<'a>,
-    lora: Option<(F32Values<'a>, F32Values<'a>, f32)>,
-}
-
-impl ProjValues<'_> {
-    /// y (n × out) = x Wᵀ (+ s·(x Aᵀ) Bᵀ), and x Aᵀ (n × r) for the backward.
-    fn forward(&self, x: &[f32], n: usize, in_dim: usize, out_dim: usize) -> (Vec<f32>, Vec<f32>) {
-        let mut y = linear(x, &self.w, n, in_dim, out_dim);
-        let Some((a, b, scale)) = &self.lora else {
-            return (y, Vec::new());
-        };
-        let r = a.len() / in_dim;
-        let z = linear(x, a, n, in_dim, r);
-        gemm_par((n, out_dim, r), &mut y, true, (&z, r, 1), (b, 1, r), *scale);
-        (y, z)
-    }
-
-    /// dx (+)= the input gradient; the gradients of the projection's trained tensors (W; A, B)
-    /// pushed to `grads`. z = the forward's x Aᵀ.
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &self,
-        proj: &Proj,
-        (x, z, dy): (&[f32], &[f32], &[f32]),
-        (n, in_dim, out_dim): (usize, usize, usize),
-        dx: &mut [f32],
-        acc: bool,
-        grads: &mut Vec<(Tensor, Vec<f32>)>,
-    ) {
-        if is_trainable(proj.w.id()) {
-            grads.push((proj.w.clone(), linear_dw(dy, x, n, in_dim, out_dim)));
-        }
-        linear_dx(dy, &self.w, n, in_dim, out_dim, dx, acc);
-        let (Some((a, b, scale)), Some((ta, tb, _))) = (&self.lora, &proj.lora) else {
-            return;
-        };
-        let r = a.len() / in_dim;
-        // y += s·z Bᵀ: dB = s·dyᵀ z; dz = s·dy B; dA = dzᵀ x; dx += dz A.
-        if is_trainable(tb.id()) {
-            let mut db = vec![0f32; out_dim * r];
-            gemm_par(
-                (out_dim, r, n),
-                &mut db,
-                false,
-                (dy, 1, out_dim),
-                (z, r, 1),
-                *scale,
-            );
-            grads.push((tb.clone(), db));
-        }
-        let mut dz = vec![0f32; n * r];
-        gemm_par(
-            (n, r, out_dim),
-            &mut dz,
-            false,
-            (dy, out_dim, 1),
-            (b, r, 1),
-            *scale,
-        );
-        if is_trainable(ta.id()) {
-            grads.push((ta.clone(), linear_dw(&dz, x, n, in_dim, r)));
-        }
-        linear_dx(&dz, a, n, in_dim, r, dx, true);
-    }
-}
-
 /// What the op needs besides the tensors.
 #[derive(Debug, Clone)]
 pub struct BlockSpec {
+    /// The MLP's gate activation: SiLU (SwiGLU) or tanh GELU (GeGLU).
+    pub act: crate::config::Activation,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
@@ -178,54 +105,6 @@ struct FusedBlock {
     batch: usize,
     seq: usize,
     saved: Mutex<Option<Saved>>,
-}
-
-/// y (n × out) = x (n × in) Wᵀ for W (out, in).
-fn linear(x: &[f32], w: &[f32], n: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
-    let mut y = vec![0f32; n * out_dim];
-    gemm_par(
-        (n, out_dim, in_dim),
-        &mut y,
-        false,
-        (x, in_dim, 1),
-        (w, 1, in_dim),
-        1.0,
-    );
-    y
-}
-
-/// dx (n × in) (+)= dy (n × out) W for W (out, in).
-fn linear_dx(
-    dy: &[f32],
-    w: &[f32],
-    n: usize,
-    in_dim: usize,
-    out_dim: usize,
-    dx: &mut [f32],
-    acc: bool,
-) {
-    gemm_par(
-        (n, in_dim, out_dim),
-        dx,
-        acc,
-        (dy, out_dim, 1),
-        (w, in_dim, 1),
-        1.0,
-    );
-}
-
-/// dW (out × in) = dyᵀ x.
-fn linear_dw(dy: &[f32], x: &[f32], n: usize, in_dim: usize, out_dim: usize) -> Vec<f32> {
-    let mut dw = vec![0f32; out_dim * in_dim];
-    gemm_par(
-        (out_dim, in_dim, n),
-        &mut dw,
-        false,
-        (dy, 1, out_dim),
-        (x, in_dim, 1),
-        1.0,
-    );
-    dw
 }
 
 impl FusedBlock {
@@ -266,6 +145,7 @@ impl FusedBlock {
             d: self.spec.head_dim,
             rows: t,
             scale: self.spec.scale as f32,
+            softcap: None,
         }
     }
 
@@ -363,18 +243,7 @@ impl FusedBlock {
             .w
             .projs()
             .into_iter()
-            .map(|p| {
-                Ok(ProjValues {
-                    w: match &p.quantized {
-                        Some(q) => F32Values::Owned(q.dequantize_vec()?),
-                        None => f32_values(&p.w)?,
-                    },
-                    lora: match &p.lora {
-                        Some((a, b, s)) => Some((f32_values(a)?, f32_values(b)?, *s as f32)),
-                        None => None,
-                    },
-                })
-            })
+            .map(Proj::values)
             .collect::<Result<Vec<_>>>()?;
         Ok((f32_values(&self.w.ln1)?, f32_values(&self.w.ln2)?, projs))
     }
@@ -415,7 +284,7 @@ impl CustomOp1 for FusedBlock {
         let act: Vec<f32> = g
             .par_iter()
             .zip(u.par_iter())
-            .map(|(&g, &u)| fused_swiglu::forward(g, u))
+            .map(|(&g, &u)| fused_swiglu::forward(spec.act, g, u))
             .collect();
         let (mut y, zd) = p[6].forward(&act, n, inter, c);
         y.par_iter_mut()
@@ -465,7 +334,7 @@ impl CustomOp1 for FusedBlock {
         let act: Vec<f32> =
             s.g.par_iter()
                 .zip(s.u.par_iter())
-                .map(|(&g, &u)| fused_swiglu::forward(g, u))
+                .map(|(&g, &u)| fused_swiglu::forward(spec.act, g, u))
                 .collect();
         let mut d_act = vec![0f32; n * inter];
         p[6].backward(
@@ -480,7 +349,7 @@ impl CustomOp1 for FusedBlock {
         let (dg, du): (Vec<f32>, Vec<f32>) =
             s.g.par_iter()
                 .zip(s.u.par_iter().zip(d_act.par_iter()))
-                .map(|(&g, (&u, &d))| fused_swiglu::backward(g, u, d))
+                .map(|(&g, (&u, &d))| fused_swiglu::backward(spec.act, g, u, d))
                 .unzip();
         let mut dh2 = vec![0f32; n * c];
         p[4].backward(

@@ -1,15 +1,22 @@
-//! SwiGLU's product silu(gate) ⊙ up as one op with its backward (f32): the composed version keeps
-//! silu(gate) and its sigmoid alive for the backward; this one keeps only gate and up and
-//! recomputes σ(gate) there.
+//! The gated products of SwiGLU, silu(gate) ⊙ up, and GeGLU, gelu_tanh(gate) ⊙ up (Gemma's
+//! `gelu_pytorch_tanh`), as one op with its backward (f32): the composed version keeps act(gate)
+//! and its intermediates alive for the backward; this one keeps only gate and up and recomputes.
 //!
-//! Shapes: gate, up, out (…, I). With σ = sigmoid(gate): out = gate·σ ⊙ up;
-//! d_gate = dy ⊙ up ⊙ σ(1 + gate(1 − σ)); d_up = dy ⊙ gate·σ.
+//! Shapes: gate, up, out (…, I). SiLU, σ = sigmoid(gate): out = gate·σ ⊙ up;
+//! d_gate = dy ⊙ up ⊙ σ(1 + gate(1 − σ)); d_up = dy ⊙ gate·σ. GELU (tanh form), with
+//! t = tanh(k(g + 0.044715 g³)), k = √(2/π): act = ½g(1 + t);
+//! act' = ½(1 + t) + ½g(1 − t²)·k(1 + 3·0.044715 g²).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::config::Activation;
+
+/// The op; `act` is SiLU or the tanh GELU (exact-erf GELU stays composed).
 #[derive(Debug, Clone, Copy)]
-pub struct FusedSwiGlu;
+pub struct FusedGlu {
+    pub act: Activation,
+}
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
@@ -22,18 +29,35 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// silu(g)·u.
-pub(crate) fn forward(g: f32, u: f32) -> f32 {
-    g * sigmoid(g) * u
+const GELU_K: f32 = 0.797_884_6; // √(2/π)
+const GELU_C: f32 = 0.044_715;
+
+/// act(g)·u.
+pub(crate) fn forward(act: Activation, g: f32, u: f32) -> f32 {
+    match act {
+        Activation::GeluTanh => 0.5 * g * (1.0 + (GELU_K * g * (1.0 + GELU_C * g * g)).tanh()) * u,
+        _ => g * sigmoid(g) * u,
+    }
 }
 
-/// (∂/∂g, ∂/∂u) of silu(g)·u times the upstream gradient d.
-pub(crate) fn backward(g: f32, u: f32, d: f32) -> (f32, f32) {
-    let s = sigmoid(g);
-    (d * u * s * (1.0 + g * (1.0 - s)), d * g * s)
+/// (∂/∂g, ∂/∂u) of act(g)·u times the upstream gradient d.
+pub(crate) fn backward(act: Activation, g: f32, u: f32, d: f32) -> (f32, f32) {
+    match act {
+        Activation::GeluTanh => {
+            let t = (GELU_K * g * (1.0 + GELU_C * g * g)).tanh();
+            let a = 0.5 * g * (1.0 + t);
+            let da =
+                0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * g * g);
+            (d * u * da, d * a)
+        }
+        _ => {
+            let s = sigmoid(g);
+            (d * u * s * (1.0 + g * (1.0 - s)), d * g * s)
+        }
+    }
 }
 
-impl CustomOp2 for FusedSwiGlu {
+impl CustomOp2 for FusedGlu {
     fn name(&self) -> &'static str {
         "fused-swiglu"
     }
@@ -52,7 +76,7 @@ impl CustomOp2 for FusedSwiGlu {
         let out = g
             .par_iter()
             .zip(u.par_iter())
-            .map(|(&g, &u)| forward(g, u))
+            .map(|(&g, &u)| forward(self.act, g, u))
             .collect();
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
@@ -69,7 +93,7 @@ impl CustomOp2 for FusedSwiGlu {
         let (dg, du): (Vec<f32>, Vec<f32>) = g
             .par_iter()
             .zip(u.par_iter().zip(d.par_iter()))
-            .map(|(&g, (&u, &d))| backward(g, u, d))
+            .map(|(&g, (&u, &d))| backward(self.act, g, u, d))
             .unzip();
         Ok((
             Some(Tensor::from_vec(dg, gate.shape(), gate.device())?),
@@ -84,19 +108,30 @@ mod tests {
     use candle_core::{Device, Var};
     use graft_testkit::max_abs_diff;
 
+    /// SwiGLU and GeGLU against candle's silu / (tanh) gelu times up, values and gradients.
     #[test]
     fn equals_the_composed_product_and_its_gradients() {
         let dev = Device::Cpu;
         let g = Var::from_tensor(&(Tensor::randn(0f32, 3.0, (4, 9, 24), &dev).unwrap())).unwrap();
         let u = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 9, 24), &dev).unwrap()).unwrap();
         let w = Tensor::randn(0f32, 1.0, (4, 9, 24), &dev).unwrap();
-        let fused = g.as_tensor().apply_op2(u.as_tensor(), FusedSwiGlu).unwrap();
-        let plain = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
-        assert!(max_abs_diff(&fused, &plain) < 1e-5);
-        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let gp = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        for v in [&g, &u] {
-            assert!(max_abs_diff(gf.get(v).unwrap(), gp.get(v).unwrap()) < 1e-4);
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let fused = g
+                .as_tensor()
+                .apply_op2(u.as_tensor(), FusedGlu { act })
+                .unwrap();
+            let a = match act {
+                Activation::Silu => g.as_tensor().silu().unwrap(),
+                _ => g.as_tensor().gelu().unwrap(),
+            };
+            let plain = (a * u.as_tensor()).unwrap();
+            assert!(max_abs_diff(&fused, &plain) < 1e-5, "{act:?}");
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gp = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&g, &u] {
+                let d = max_abs_diff(gf.get(v).unwrap(), gp.get(v).unwrap());
+                assert!(d < 1e-4, "{act:?}: {d}");
+            }
         }
     }
 }

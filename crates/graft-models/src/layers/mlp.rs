@@ -36,12 +36,11 @@ impl Mlp {
 
     pub fn forward(&self, x: &Tensor, rng: Option<&Mutex<StdRng>>) -> Result<Tensor> {
         let gate = self.gate_proj.forward(x, rng)?;
-        if self.act == Activation::Silu && gate.dtype() == candle_core::DType::F32 {
-            // silu(gate) ⊙ up as one op (fused_swiglu.rs).
+        if self.act != Activation::Gelu && gate.dtype() == candle_core::DType::F32 {
+            // act(gate) ⊙ up as one op (fused_swiglu.rs).
             let up = self.up_proj.forward(x, rng)?;
-            let h = gate
-                .contiguous()?
-                .apply_op2(&up.contiguous()?, super::fused_swiglu::FusedSwiGlu)?;
+            let op = super::fused_swiglu::FusedGlu { act: self.act };
+            let h = gate.contiguous()?.apply_op2(&up.contiguous()?, op)?;
             return self.down_proj.forward(&h, rng);
         }
         let gate = match self.act {

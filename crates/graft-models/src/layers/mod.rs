@@ -7,6 +7,7 @@ pub mod cpu_op;
 pub mod frozen;
 pub mod fused_attention;
 pub mod fused_block;
+pub mod fused_linear;
 pub mod fused_norm;
 pub mod fused_swiglu;
 pub mod head_logprobs;
