@@ -1,7 +1,8 @@
 //! Each fused op against PyTorch/transformers (tools/fixtures/make_fused_op_fixtures.py: the
 //! reference modules run in float64 on the fixtures' float32 inputs): output and every input
-//! gradient to 1e-5 of the reference tensor's largest magnitude (1e-6 absolute at least), with edge shapes — one row,
-//! T = 1, odd widths and head dims, grouped-query attention.
+//! gradient to 1e-5 of the reference tensor's largest magnitude (1e-6 absolute at least), with
+//! edge shapes — one row, T = 1, odd widths and head dims, grouped-query attention — and
+//! soft-capping, SwiGLU and GeGLU.
 
 use std::collections::HashMap;
 
@@ -123,10 +124,19 @@ fn rope_equals_transformers() -> Result<()> {
     Ok(())
 }
 
+/// Llama's eager attention, and Gemma 2's with soft-capping (cap 0.7).
 #[test]
 fn causal_gqa_attention_equals_transformers() -> Result<()> {
-    for shape in ["1x1x1x1x4", "2x6x2x7x5", "1x4x4x16x64"] {
-        let c = Case::load(&format!("attention_{shape}"));
+    let cases = [
+        "attention_1x1x1x1x4",
+        "attention_2x6x2x7x5",
+        "attention_1x4x4x16x64",
+        "attention_softcap_1x1x1x1x4",
+        "attention_softcap_2x6x2x7x5",
+    ];
+    for name in cases {
+        let c = Case::load(name);
+        let softcap = c.t.contains_key("softcap").then(|| c.scalar("softcap"));
         let (q, k, v) = (c.get("q"), c.var("k"), c.var("v"));
         let (b, hq, t, d) = q.dims4()?;
         let kh = k.dim(1)?;
@@ -139,7 +149,7 @@ fn causal_gqa_attention_equals_transformers() -> Result<()> {
             v.as_tensor(),
             &mask,
             c.scalar("scale"),
-            None,
+            softcap,
         )?
         .reshape((b, hq, t, d))?;
         c.check("y", &y, "y");

@@ -187,7 +187,9 @@ impl Block<'_> {
         }
         // Through the cap: d(cap·tanh(u/cap))/du = 1 − tanh².
         if self.softcap.is_some() {
-            ds.iter_mut().zip(&tanh).for_each(|(x, t)| *x *= 1.0 - t * t);
+            ds.iter_mut()
+                .zip(&tanh)
+                .for_each(|(x, t)| *x *= 1.0 - t * t);
         }
         // dQ = scale·dS K; dK = scale·dSᵀ Q
         gemm_into(
