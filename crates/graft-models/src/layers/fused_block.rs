@@ -330,7 +330,7 @@ impl CustomOp1 for FusedBlock {
         let pr = self.w.projs();
         let mut grads: Vec<(Tensor, Vec<f32>)> = Vec::new();
 
-        // MLP: y = x2 + act Wdᵀ, act = silu(g)·u, g = h2 Wgᵀ, u = h2 Wuᵀ.
+        // MLP: y = x2 + a Wdᵀ, a = act(g)·u, g = h2 Wgᵀ, u = h2 Wuᵀ.
         let act: Vec<f32> =
             s.g.par_iter()
                 .zip(s.u.par_iter())
