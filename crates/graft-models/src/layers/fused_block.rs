@@ -264,29 +264,29 @@ impl CustomOp1 for FusedBlock {
         let n = self.batch * self.seq;
         let c = ln1.len();
         let (hd, kd) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
-        let inter = p[4].w.len() / c;
+        let inter = self.w.gate.w.dim(0)?;
         let mut h1 = vec![0f32; n * c];
         spec.norm.forward_rows(x, &spec.norm.scale(&ln1), &mut h1);
-        let (mut q, zq) = p[0].forward(&h1, n, c, hd);
-        let (mut k, zk) = p[1].forward(&h1, n, c, kd);
-        let (v, zv) = p[2].forward(&h1, n, c, kd);
+        let (mut q, zq) = p[0].forward(&h1, n, c, hd)?;
+        let (mut k, zk) = p[1].forward(&h1, n, c, kd)?;
+        let (v, zv) = p[2].forward(&h1, n, c, kd)?;
         self.rope(&mut q, spec.heads, false);
         self.rope(&mut k, spec.kv_heads, false);
         let o = self.attention_forward(&q, &k, &v);
-        let (mut x2, zo) = p[3].forward(&o, n, hd, c);
+        let (mut x2, zo) = p[3].forward(&o, n, hd, c)?;
         x2.par_iter_mut()
             .zip(x.par_iter())
             .for_each(|(a, &b)| *a += b);
         let mut h2 = vec![0f32; n * c];
         spec.norm.forward_rows(&x2, &spec.norm.scale(&ln2), &mut h2);
-        let (g, zg) = p[4].forward(&h2, n, c, inter);
-        let (u, zu) = p[5].forward(&h2, n, c, inter);
+        let (g, zg) = p[4].forward(&h2, n, c, inter)?;
+        let (u, zu) = p[5].forward(&h2, n, c, inter)?;
         let act: Vec<f32> = g
             .par_iter()
             .zip(u.par_iter())
             .map(|(&g, &u)| fused_swiglu::forward(spec.act, g, u))
             .collect();
-        let (mut y, zd) = p[6].forward(&act, n, inter, c);
+        let (mut y, zd) = p[6].forward(&act, n, inter, c)?;
         y.par_iter_mut()
             .zip(x2.par_iter())
             .for_each(|(a, &b)| *a += b);
@@ -326,7 +326,7 @@ impl CustomOp1 for FusedBlock {
         let n = self.batch * self.seq;
         let c = ln1.len();
         let (hd, kd) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
-        let inter = p[4].w.len() / c;
+        let inter = self.w.gate.w.dim(0)?;
         let pr = self.w.projs();
         let mut grads: Vec<(Tensor, Vec<f32>)> = Vec::new();
 
@@ -344,7 +344,7 @@ impl CustomOp1 for FusedBlock {
             &mut d_act,
             false,
             &mut grads,
-        );
+        )?;
         drop(act);
         let (dg, du): (Vec<f32>, Vec<f32>) =
             s.g.par_iter()
@@ -359,7 +359,7 @@ impl CustomOp1 for FusedBlock {
             &mut dh2,
             false,
             &mut grads,
-        );
+        )?;
         p[5].backward(
             pr[5],
             (&s.h2, &s.z[5], &du),
@@ -367,7 +367,7 @@ impl CustomOp1 for FusedBlock {
             &mut dh2,
             true,
             &mut grads,
-        );
+        )?;
         let mut dx2 = dy.to_vec();
         let dln2 = spec
             .norm
@@ -385,7 +385,7 @@ impl CustomOp1 for FusedBlock {
             &mut d_o,
             false,
             &mut grads,
-        );
+        )?;
         let (mut dq, mut dk, dv) = self.attention_backward(&s, &d_o);
         self.rope(&mut dq, spec.heads, true);
         self.rope(&mut dk, spec.kv_heads, true);
@@ -397,7 +397,7 @@ impl CustomOp1 for FusedBlock {
             &mut dh1,
             false,
             &mut grads,
-        );
+        )?;
         p[1].backward(
             pr[1],
             (&s.h1, &s.z[1], &dk),
@@ -405,7 +405,7 @@ impl CustomOp1 for FusedBlock {
             &mut dh1,
             true,
             &mut grads,
-        );
+        )?;
         p[2].backward(
             pr[2],
             (&s.h1, &s.z[2], &dv),
@@ -413,7 +413,7 @@ impl CustomOp1 for FusedBlock {
             &mut dh1,
             true,
             &mut grads,
-        );
+        )?;
         let mut dx = dx2;
         let dln1 = spec
             .norm

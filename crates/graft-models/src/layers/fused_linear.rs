@@ -10,7 +10,8 @@ use super::checkpoint::is_trainable;
 use super::cpu_op::{f32_values, gemm_par, F32Values};
 
 /// A projection's weight (out, in) — or its frozen quantized form (QLoRA; `w` is then a
-/// placeholder), dequantized for each use — and LoRA's (A, B, scale) when it has one.
+/// placeholder of the same shape), dequantized for each product that reads it and dropped after,
+/// so one dense weight exists at a time — and LoRA's (A, B, scale) when it has one.
 #[derive(Debug, Clone)]
 pub struct Proj {
     pub w: Tensor,
@@ -19,12 +20,12 @@ pub struct Proj {
 }
 
 impl Proj {
-    /// The projection's values (a quantized W dequantized).
+    /// The projection's values (a quantized W stays quantized until used).
     pub(crate) fn values(&self) -> Result<ProjValues<'_>> {
         Ok(ProjValues {
             w: match &self.quantized {
-                Some(q) => F32Values::Owned(q.dequantize_vec()?),
-                None => f32_values(&self.w)?,
+                Some(q) => Weight::Quantized(q),
+                None => Weight::Dense(f32_values(&self.w)?),
             },
             lora: match &self.lora {
                 Some((a, b, s)) => Some((f32_values(a)?, f32_values(b)?, *s as f32)),
@@ -34,9 +35,25 @@ impl Proj {
     }
 }
 
+/// W's values, or its quantized form.
+pub(crate) enum Weight<'a> {
+    Dense(F32Values<'a>),
+    Quantized(&'a super::quant::QuantWeight),
+}
+
+impl Weight<'_> {
+    /// `f` on W's dense values (dequantized for this call when quantized).
+    fn with<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+        Ok(match self {
+            Weight::Dense(v) => f(v),
+            Weight::Quantized(q) => f(&q.dequantize_vec()?),
+        })
+    }
+}
+
 /// A projection's values: W, and LoRA's A, B, scale.
 pub(crate) struct ProjValues<'a> {
-    pub w: F32Values<'a>,
+    pub w: Weight<'a>,
     pub lora: Option<(F32Values<'a>, F32Values<'a>, f32)>,
 }
 
@@ -48,15 +65,15 @@ impl ProjValues<'_> {
         n: usize,
         in_dim: usize,
         out_dim: usize,
-    ) -> (Vec<f32>, Vec<f32>) {
-        let mut y = linear(x, &self.w, n, in_dim, out_dim);
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut y = self.w.with(|w| linear(x, w, n, in_dim, out_dim))?;
         let Some((a, b, scale)) = &self.lora else {
-            return (y, Vec::new());
+            return Ok((y, Vec::new()));
         };
         let r = a.len() / in_dim;
         let z = linear(x, a, n, in_dim, r);
         gemm_par((n, out_dim, r), &mut y, true, (&z, r, 1), (b, 1, r), *scale);
-        (y, z)
+        Ok((y, z))
     }
 
     /// dx (+)= the input gradient; the gradients of the projection's trained tensors (W; A, B)
@@ -70,13 +87,14 @@ impl ProjValues<'_> {
         dx: &mut [f32],
         acc: bool,
         grads: &mut Vec<(Tensor, Vec<f32>)>,
-    ) {
+    ) -> Result<()> {
         if is_trainable(proj.w.id()) {
             grads.push((proj.w.clone(), linear_dw(dy, x, n, in_dim, out_dim)));
         }
-        linear_dx(dy, &self.w, n, in_dim, out_dim, dx, acc);
+        self.w
+            .with(|w| linear_dx(dy, w, n, in_dim, out_dim, dx, acc))?;
         let (Some((a, b, scale)), Some((ta, tb, _))) = (&self.lora, &proj.lora) else {
-            return;
+            return Ok(());
         };
         let r = a.len() / in_dim;
         // y += s·z Bᵀ: dB = s·dyᵀ z; dz = s·dy B; dA = dzᵀ x; dx += dz A.
@@ -105,6 +123,7 @@ impl ProjValues<'_> {
             grads.push((ta.clone(), linear_dw(&dz, x, n, in_dim, r)));
         }
         linear_dx(&dz, a, n, in_dim, r, dx, true);
+        Ok(())
     }
 }
 
