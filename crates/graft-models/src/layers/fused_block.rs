@@ -113,22 +113,12 @@ impl FusedBlock {
     /// backward: the rotation's transpose).
     fn rope(&self, x: &mut [f32], heads: usize, inverse: bool) {
         let d = self.spec.head_dim;
-        let half = d / 2;
         x.par_chunks_mut(heads * d)
             .enumerate()
             .for_each(|(r, row)| {
                 let (c, s) = (&self.cos[r * d..(r + 1) * d], &self.sin[r * d..(r + 1) * d]);
                 for head in row.chunks_mut(d) {
-                    for i in 0..half {
-                        let (a, b) = (head[i], head[i + half]);
-                        if inverse {
-                            head[i] = a * c[i] + b * s[i + half];
-                            head[i + half] = b * c[i + half] - a * s[i];
-                        } else {
-                            head[i] = a * c[i] - b * s[i];
-                            head[i + half] = b * c[i + half] + a * s[i + half];
-                        }
-                    }
+                    super::rope::rotate_in_place(head, c, s, inverse);
                 }
             });
     }
@@ -352,22 +342,10 @@ impl CustomOp1 for FusedBlock {
                 .map(|(&g, (&u, &d))| fused_swiglu::backward(spec.act, g, u, d))
                 .unzip();
         let mut dh2 = vec![0f32; n * c];
-        p[4].backward(
-            pr[4],
-            (&s.h2, &s.z[4], &dg),
-            (n, c, inter),
-            &mut dh2,
-            false,
-            &mut grads,
-        )?;
-        p[5].backward(
-            pr[5],
-            (&s.h2, &s.z[5], &du),
-            (n, c, inter),
-            &mut dh2,
-            true,
-            &mut grads,
-        )?;
+        for (j, (i, d)) in [(4, &dg), (5, &du)].into_iter().enumerate() {
+            let io = (&s.h2[..], &s.z[i][..], &d[..]);
+            p[i].backward(pr[i], io, (n, c, inter), &mut dh2, j > 0, &mut grads)?;
+        }
         let mut dx2 = dy.to_vec();
         let dln2 = spec
             .norm
@@ -390,30 +368,13 @@ impl CustomOp1 for FusedBlock {
         self.rope(&mut dq, spec.heads, true);
         self.rope(&mut dk, spec.kv_heads, true);
         let mut dh1 = vec![0f32; n * c];
-        p[0].backward(
-            pr[0],
-            (&s.h1, &s.z[0], &dq),
-            (n, c, hd),
-            &mut dh1,
-            false,
-            &mut grads,
-        )?;
-        p[1].backward(
-            pr[1],
-            (&s.h1, &s.z[1], &dk),
-            (n, c, kd),
-            &mut dh1,
-            true,
-            &mut grads,
-        )?;
-        p[2].backward(
-            pr[2],
-            (&s.h1, &s.z[2], &dv),
-            (n, c, kd),
-            &mut dh1,
-            true,
-            &mut grads,
-        )?;
+        for (j, (i, d, out)) in [(0, &dq, hd), (1, &dk, kd), (2, &dv, kd)]
+            .into_iter()
+            .enumerate()
+        {
+            let io = (&s.h1[..], &s.z[i][..], &d[..]);
+            p[i].backward(pr[i], io, (n, c, out), &mut dh1, j > 0, &mut grads)?;
+        }
         let mut dx = dx2;
         let dln1 = spec
             .norm

@@ -12,8 +12,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_op::{f32_values, gemm_par, input_f32};
-use super::fused_attention::exp;
+use super::cpu_op::{exp, f32_values, gemm_par, input_f32};
 
 /// Logits per chunk (rows × vocabulary).
 pub const CHUNK_ELEMENTS: usize = 1 << 22;

@@ -31,6 +31,23 @@ pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// ops (two narrows, a negation, a concatenation, two products, a sum) and keeps their results
 /// for the backward. With x = [x1, x2] halves: y = [x1·c1 − x2·s1, x2·c2 + x1·s2];
 /// backward dx = dy ⊙ cos + Rᵀ(dy ⊙ sin), Rᵀ([a, b]) = [b, −a].
+/// Rotates one head's row in place by its position's cos/sin rows (D values each), or by the
+/// transpose with `inverse` (the backward): with halves [a, b], y = [a·c1 − b·s1, b·c2 + a·s2];
+/// inverse [a·c1 + b·s2, b·c2 − a·s1].
+pub(crate) fn rotate_in_place(row: &mut [f32], c: &[f32], s: &[f32], inverse: bool) {
+    let h = row.len() / 2;
+    for j in 0..h {
+        let (a, b) = (row[j], row[j + h]);
+        if inverse {
+            row[j] = a * c[j] + b * s[j + h];
+            row[j + h] = b * c[j + h] - a * s[j];
+        } else {
+            row[j] = a * c[j] - b * s[j];
+            row[j + h] = b * c[j + h] + a * s[j + h];
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct FusedRope {
     /// (B, T, D) values of cos and sin (their head axis is broadcast).
@@ -41,22 +58,17 @@ struct FusedRope {
 }
 
 impl FusedRope {
-    /// `f(row of x or dy, cos row, sin row, out row)` for every (b, h, t) row.
-    fn rows(
-        &self,
-        x: &[f32],
-        d: usize,
-        f: impl Fn(&[f32], &[f32], &[f32], &mut [f32]) + Sync,
-    ) -> Vec<f32> {
-        let mut out = vec![0f32; x.len()];
+    /// x (or dy) rotated row by row, forward or (`inverse`) backward; every (b, h, t) row takes
+    /// its (b, t) cos/sin rows.
+    fn rows(&self, x: &[f32], d: usize, inverse: bool) -> Vec<f32> {
+        let mut out = x.to_vec();
         out.par_chunks_exact_mut(d)
-            .zip(x.par_chunks_exact(d))
             .enumerate()
-            .for_each(|(r, (or, xr))| {
+            .for_each(|(r, row)| {
                 // Row r is (b, h, t) in x's (B, H, T) order; cos/sin rows are (b, t).
                 let (b, ti) = (r / (self.heads * self.t), r % self.t);
                 let cr = (b * self.t + ti) * d;
-                f(xr, &self.cos[cr..cr + d], &self.sin[cr..cr + d], or);
+                rotate_in_place(row, &self.cos[cr..cr + d], &self.sin[cr..cr + d], inverse);
             });
         out
     }
@@ -76,27 +88,13 @@ impl candle_core::CustomOp1 for FusedRope {
             (candle_core::CpuStorage::F32(v), Some((a, b))) => &v[a..b],
             _ => candle_core::bail!("fused-rope: needs contiguous f32 input"),
         };
-        let d = l.shape().dims()[3];
-        let h = d / 2;
-        let out = self.rows(x, d, |x, c, s, o| {
-            for j in 0..h {
-                o[j] = x[j] * c[j] - x[j + h] * s[j];
-                o[j + h] = x[j + h] * c[j + h] + x[j] * s[j + h];
-            }
-        });
+        let out = self.rows(x, l.shape().dims()[3], false);
         Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let d = x.dim(3)?;
-        let h = d / 2;
         let g = dy.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let dx = self.rows(&g, d, |g, c, s, o| {
-            for j in 0..h {
-                o[j] = g[j] * c[j] + g[j + h] * s[j + h];
-                o[j + h] = g[j + h] * c[j + h] - g[j] * s[j];
-            }
-        });
+        let dx = self.rows(&g, x.dim(3)?, true);
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
