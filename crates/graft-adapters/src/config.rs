@@ -3,12 +3,23 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The adapter methods `peft_type` names: PEFT's LoRA (DoRA is LoRA with `use_dora`), and
+/// graft's own SLTrain, MTLoRA and LST in PEFT's file layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PeftType {
+    Lora,
+    Sltrain,
+    Mtlora,
+    Lst,
+}
+
 /// PEFT's LoRA config fields (`peft_type = "LORA"`), with PEFT's defaults. Fields graft does not use
 /// are kept so a config read from PEFT is written back unchanged.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LoraConfig {
     #[serde(default = "lora")]
-    pub peft_type: String,
+    pub peft_type: PeftType,
     #[serde(default = "causal_lm")]
     pub task_type: Option<String>,
     #[serde(default = "eight")]
@@ -37,8 +48,8 @@ pub struct LoraConfig {
     pub other: serde_json::Map<String, Value>,
 }
 
-fn lora() -> String {
-    "LORA".into()
+fn lora() -> PeftType {
+    PeftType::Lora
 }
 fn causal_lm() -> Option<String> {
     Some("CAUSAL_LM".into())
@@ -74,20 +85,14 @@ impl LoraConfig {
 
     /// Checks what graft supports; errors name the field.
     pub fn validate(&self) -> Result<(), String> {
-        if self.peft_type == "LST" {
+        if self.peft_type == PeftType::Lst {
             // A side network (lst.rs): its shape is checked against the backbone when loaded.
             return match self.other.get("reduction").and_then(Value::as_u64) {
                 Some(r) if r >= 1 => Ok(()),
                 _ => Err("LST: reduction: missing or not a positive integer".into()),
             };
         }
-        if !["LORA", "SLTRAIN", "MTLORA"].contains(&self.peft_type.as_str()) {
-            return Err(format!(
-                "peft_type: `{}` is not supported (LORA, SLTRAIN, MTLORA, LST)",
-                self.peft_type
-            ));
-        }
-        if self.peft_type == "MTLORA" && self.task_names().is_empty() {
+        if self.peft_type == PeftType::Mtlora && self.task_names().is_empty() {
             return Err("MTLORA: task_names: give the tasks (one or more names)".into());
         }
         if self.sltrain() && (self.use_dora || self.use_rslora) {
@@ -150,7 +155,7 @@ impl LoraConfig {
 
     /// An SLTrain adapter (sltrain.rs): a low-rank product plus a fixed-support sparse matrix.
     pub fn sltrain(&self) -> bool {
-        self.peft_type == "SLTRAIN"
+        self.peft_type == PeftType::Sltrain
     }
 
     /// SLTrain's density δ of the sparse part (default 0.03).
@@ -173,8 +178,8 @@ impl LoraConfig {
 
     /// MTLoRA's tasks, in task-id order (empty for other adapters).
     pub fn task_names(&self) -> Vec<String> {
-        match (self.peft_type.as_str(), self.other.get("task_names")) {
-            ("MTLORA", Some(Value::Array(a))) => a
+        match (self.peft_type, self.other.get("task_names")) {
+            (PeftType::Mtlora, Some(Value::Array(a))) => a
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect(),

@@ -14,7 +14,7 @@ pub mod peft_format;
 pub mod saved;
 pub mod sltrain;
 
-pub use config::LoraConfig;
+pub use config::{LoraConfig, PeftType};
 pub use lora::{attach, init_trainable, merged_weights};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub fn load_onto_decoder(
 ) -> Result<Vec<String>, AdapterError> {
     let (cfg, tensors) = peft_format::load(dir)?;
     let at = |e: String| AdapterError::File(dir.display().to_string(), e);
-    if cfg.peft_type == "LST" {
+    if cfg.peft_type == config::PeftType::Lst {
         let spec = cfg.side_spec(&model.cfg).map_err(at)?;
         let ladder = lst::Ladder::load(&model.cfg, spec, &tensors).map_err(at)?;
         model.side = Some(std::sync::Arc::new(ladder));

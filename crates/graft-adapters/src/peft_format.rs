@@ -74,25 +74,11 @@ pub fn save(
     if dir.exists() {
         return Err(io(&"already exists; refusing to overwrite"));
     }
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        std::fs::create_dir_all(&tmp).map_err(|e| io(&e))?;
-        let json = serde_json::to_string_pretty(cfg).map_err(|e| io(&e))?;
-        std::fs::write(tmp.join("adapter_config.json"), json).map_err(|e| io(&e))?;
-        candle_core::safetensors::save(tensors, tmp.join("adapter_model.safetensors"))
-            .map_err(|e| io(&e))?;
-        std::fs::rename(&tmp, dir).map_err(|e| io(&e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    let staged = graft_models::fsio::StagedDir::new(dir).map_err(|e| io(&e))?;
+    let tmp = staged.path();
+    let json = serde_json::to_string_pretty(cfg).map_err(|e| io(&e))?;
+    std::fs::write(tmp.join("adapter_config.json"), json).map_err(|e| io(&e))?;
+    candle_core::safetensors::save(tensors, tmp.join("adapter_model.safetensors"))
+        .map_err(|e| io(&e))?;
+    staged.commit().map_err(|e| io(&e))
 }

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use graft_models::layers::checkpoint::{set_trainable, take_side_grads};
+use graft_models::layers::side_grads::{set_trainable, take_side_grads};
 use graft_models::{Decoder, ModelSource, Quantization};
 use serde_json::json;
 

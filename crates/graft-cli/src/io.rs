@@ -1,7 +1,6 @@
 //! Shared CLI plumbing: model options, opening a model, JSONL reading with line numbers, and writing
 //! outputs through a temporary file renamed into place.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -78,25 +77,10 @@ impl ModelArgs {
     }
 }
 
-/// Writes `contents` to `path` atomically: a temporary file beside it, then a rename.
+/// Writes `contents` to `path` atomically and durably (graft_models::fsio).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(contents).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: cannot write", path.display()))
+    graft_models::fsio::write_file(path, contents)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

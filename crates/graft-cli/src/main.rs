@@ -7,7 +7,24 @@ mod commands;
 mod io;
 
 #[derive(Parser)]
-#[command(name = "graft", version, about = "Adapt a base language model to a new language or domain", long_about = None)]
+#[command(
+    name = "graft",
+    version,
+    about = "Adapt a base language model to a new language or domain",
+    long_about = None,
+    after_help = "Examples (one per command; `graft <command> --help` for more):\n  \
+graft quickstart\n  \
+graft train recipes/smollm2-qlora-sft.toml\n  \
+graft generate --model SmolLM2-135M-Instruct.Q8_0.gguf --chat \"What is the capital of France?\"\n  \
+graft score --model SmolLM2-135M-Instruct.Q8_0.gguf --input rows.jsonl --output scored.jsonl\n  \
+graft classify --model runs/t5/final --input eval.jsonl --labels \"yes,no\" --output preds.jsonl\n  \
+graft eval --model SmolLM2-135M-Instruct.Q8_0.gguf --tasks austen_bpb --output eval/\n  \
+graft merge slerp.yml --out merged/\n  \
+graft convert SmolLM2-135M-Instruct.Q8_0.gguf smollm2-hf\n  \
+graft data dedup --input raw.jsonl --output clean.jsonl --report dropped.jsonl\n  \
+graft init-model --config recipes/t5-tiny.config.json --text data/pretrain/austen.txt --output runs/t5/init\n  \
+graft bench train"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

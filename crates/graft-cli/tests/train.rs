@@ -69,6 +69,19 @@ fn loss_falls_on_bundled_text_and_outputs_are_complete() {
     ] {
         assert!(out.join(f).exists(), "{f} written");
     }
+    // The weights get the mode the umask gives, like the files beside them (safetensors writes
+    // through a private 0600 temp file).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |f: &str| std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
+        for f in [
+            "final/model.safetensors",
+            "checkpoint-30/optimizer.safetensors",
+        ] {
+            assert_eq!(mode(f), mode("final/config.json"), "{f}");
+        }
+    }
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(

@@ -81,11 +81,12 @@ impl CacheWriter {
         };
         let json = serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?;
         for (name, bytes) in [("offsets.bin", offsets), ("cache.json", json.into_bytes())] {
-            let t = self.dir.join(format!(".{name}.tmp"));
-            std::fs::write(&t, bytes).map_err(|e| io(&t, e))?;
-            std::fs::rename(&t, self.dir.join(name)).map_err(|e| io(&t, e))?;
+            let path = self.dir.join(name);
+            graft_models::fsio::write_file(&path, &bytes).map_err(|e| io(&path, e))?;
         }
-        std::fs::rename(&tmp, self.dir.join("tokens.bin")).map_err(|e| io(&tmp, e))?;
+        drop(self.tokens);
+        graft_models::fsio::commit_file(&tmp, &self.dir.join("tokens.bin"))
+            .map_err(|e| io(&tmp, e))?;
         Ok(info)
     }
 }

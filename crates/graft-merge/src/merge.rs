@@ -139,17 +139,10 @@ pub fn run(
         ));
     }
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<Summary, MergeError> {
-        std::fs::create_dir_all(&tmp).map_err(|e| c(format!("{}: {e}", tmp.display())))?;
+    let staged = graft_models::fsio::StagedDir::new(out)
+        .map_err(|e| c(format!("{}: {e}", out.display())))?;
+    let tmp = staged.path().to_path_buf();
+    let summary = (|| -> Result<Summary, MergeError> {
         let plan_out: Vec<(String, Dtype, Vec<usize>)> = outputs
             .iter()
             .map(|(n, d, s, _)| (n.clone(), *d, s.clone()))
@@ -208,17 +201,11 @@ pub fn run(
             layers: plan.out_layers,
             bytes,
         })
-    })();
-    match result {
-        Ok(s) => {
-            std::fs::rename(&tmp, out).map_err(|e| c(format!("{}: {e}", out.display())))?;
-            Ok(s)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    })()?;
+    staged
+        .commit()
+        .map_err(|e| c(format!("{}: {e}", out.display())))?;
+    Ok(summary)
 }
 
 /// Parameter names the method does not take are errors (mergekit ignores them silently).
@@ -229,9 +216,7 @@ fn check_parameter_names(cfg: &MergeConfig, spec: &methods::Spec) -> Result<(), 
         .map(|(n, _)| n.to_string())
         .collect();
     known.extend((spec.shared_params)().keys().cloned());
-    if spec.name == "slerp" {
-        known.push("t".into());
-    }
+    known.extend(spec.required_params.iter().map(|n| n.to_string()));
     let mut scopes: Vec<(&serde_json::Map<String, Value>, String)> =
         vec![(&cfg.parameters, "parameters".into())];
     for (i, m) in cfg.models.iter().flatten().enumerate() {

@@ -319,9 +319,7 @@ impl Plan {
         }
         let mut shared = (spec.shared_params)();
         let mut names: Vec<String> = shared.keys().cloned().collect();
-        if spec.name == "slerp" {
-            names.push("t".into());
-        }
+        names.extend(spec.required_params.iter().map(|n| n.to_string()));
         let mut seen: HashMap<String, bool> = HashMap::new();
         for name in names {
             for scope in [&slice.params, global] {
@@ -334,8 +332,12 @@ impl Plan {
                 }
             }
         }
-        if spec.name == "slerp" && !seen.contains_key("t") {
-            return Err(format!("parameter `t` is missing for `{}`", t.name));
+        if let Some(name) = spec
+            .required_params
+            .iter()
+            .find(|n| !seen.contains_key(**n))
+        {
+            return Err(format!("parameter `{name}` is missing for `{}`", t.name));
         }
         Ok((per, shared))
     }

@@ -183,3 +183,20 @@ fn different_architectures_do_not_merge() {
         "{e}"
     );
 }
+
+#[test]
+fn a_required_parameter_must_be_given() {
+    // mergekit 0.1.5 declares slerp's `t` with required=True: a config without it is refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m");
+    let cfg = MergeConfig::parse(
+        "models:\n  - model: models/llama\n  - model: models/llama\nmerge_method: slerp\nbase_model: models/llama\n",
+    )
+    .unwrap();
+    let e = run(&cfg, &out, &opts(), |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("parameter `t` is missing"), "{e}");
+    assert!(!out.exists(), "nothing written");
+}

@@ -12,7 +12,7 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::{rngs::StdRng, SeedableRng};
 
-use crate::config::{Activation, BlockKind, DecoderConfig};
+use crate::config::{BlockKind, DecoderConfig};
 use crate::layers::fused_block::{fused_block, BlockParams, BlockSpec};
 use crate::layers::fused_norm::FusedRmsNorm;
 use crate::layers::linear::Linear;
@@ -107,24 +107,19 @@ impl Block {
 }
 
 impl Block {
-    /// The spec and tensors of fused_block.rs when it can run this block: a pre-norm SwiGLU/GeGLU block
-    /// over plain attention, f32, its projections bare or under plain LoRA, with at least one of
-    /// its tensors being trained (gradients reach the optimizer through the side store, and only
-    /// the trained tensors get one).
+    /// The spec and tensors of fused_block.rs for this block of a configuration it handles
+    /// ([`crate::layers::fused_block::handles`]): f32, its projections bare or under plain LoRA, with at least
+    /// one of its tensors being trained (gradients reach the optimizer through the side store, and
+    /// only the trained tensors get one).
     pub fn fused_parts(&self) -> Option<(BlockSpec, BlockParams)> {
         let (ln1, ln2) = (
             self.input_layernorm.as_ref()?,
             &self.post_attention_layernorm,
         );
-        let plain = self.kind == BlockKind::PreNorm
-            && self.mlp.act != Activation::Gelu
-            && ln1.fused
-            && ln2.fused
-            && (ln1.kind, ln1.eps) == (ln2.kind, ln2.eps)
-            && [&ln1.weight, &ln2.weight]
-                .iter()
-                .all(|w| w.dtype() == DType::F32);
-        if !plain {
+        let f32_norms = [&ln1.weight, &ln2.weight]
+            .iter()
+            .all(|w| w.dtype() == DType::F32);
+        if !f32_norms {
             return None;
         }
         let ((heads, kv_heads, head_dim, scale), [q, k, v, o]) = self.self_attn.fused_parts()?;
@@ -142,7 +137,7 @@ impl Block {
         if !params
             .tensors()
             .iter()
-            .any(|t| crate::layers::checkpoint::is_trainable(t.id()))
+            .any(|t| crate::layers::side_grads::is_trainable(t.id()))
         {
             return None;
         }
@@ -185,7 +180,8 @@ pub struct Decoder {
     pub cfg: DecoderConfig,
     pub embed_tokens: Tensor,
     pub layers: Vec<std::sync::Arc<Block>>,
-    /// Checkpoint every block in training forwards (layers/checkpoint.rs).
+    /// Recompute every block's activations in the backward (layers/recompute.rs): activation
+    /// checkpointing, the recipe's `[train] checkpointing`.
     pub checkpointing: bool,
     pub norm: RmsNorm,
     /// `None` when the embeddings are tied.
@@ -197,6 +193,8 @@ pub struct Decoder {
     layer_rope: Vec<usize>,
     /// Draws dropout masks in training forwards; reseeded by the trainer at every micro-step.
     dropout_rng: Mutex<StdRng>,
+    /// The configuration the blocks were built from is one fused_block.rs handles.
+    fused_block: bool,
 }
 
 impl Decoder {
@@ -241,6 +239,7 @@ impl Decoder {
             inv_freqs,
             layer_rope,
             dropout_rng,
+            fused_block: crate::layers::fused_block::handles(cfg),
         })
     }
 
@@ -390,17 +389,22 @@ impl Decoder {
             if self.checkpointing && train && cache.is_none() {
                 let (layer, cos, sin, mask) =
                     (layer.clone(), cos.clone(), sin.clone(), mask.clone());
-                let run: crate::layers::checkpoint::BlockFn = std::sync::Arc::new(move |x, rng| {
+                let run: crate::layers::recompute::BlockFn = std::sync::Arc::new(move |x, rng| {
                     layer.forward(x, rng, |h| {
                         layer.self_attn.forward(h, &cos, &sin, &mask, None, rng)
                     })
                 });
-                x = crate::layers::checkpoint::checkpointed(&x, run, rng)?;
+                x = crate::layers::recompute::recomputed(&x, run, rng)?;
                 x = after(i, x)?;
                 continue;
             }
-            // Full fine-tuning of a plain block: one op with a hand-written backward.
-            if train && cache.is_none() && x.dtype() == DType::F32 && x.device().is_cpu() {
+            // A block the fused op handles, in training: one op with a hand-written backward.
+            if self.fused_block
+                && train
+                && cache.is_none()
+                && x.dtype() == DType::F32
+                && x.device().is_cpu()
+            {
                 if let Some((spec, w)) = layer.fused_parts() {
                     x = fused_block(&x, spec, w, cos, sin, mask)?;
                     x = after(i, x)?;

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod fsio;
 pub mod gemma;
 pub mod gemma2;
 pub mod gemma3;

@@ -24,34 +24,17 @@ pub fn save_hf_dir(
             "already exists; refusing to overwrite",
         ));
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| ModelError::file(parent, e))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp).map_err(|e| ModelError::file(&tmp, e))?;
-        let config =
-            serde_json::to_string_pretty(config_json).map_err(|e| ModelError::file(&tmp, e))?;
-        std::fs::write(tmp.join("config.json"), config).map_err(|e| ModelError::file(&tmp, e))?;
-        let weights = tmp.join("model.safetensors");
-        candle_core::safetensors::save(tensors, &weights)
-            .map_err(|e| ModelError::file(&weights, e))?;
-        for (file, contents) in extra_files {
-            std::fs::write(tmp.join(file), contents)
-                .map_err(|e| ModelError::file(tmp.join(file), e))?;
-        }
-        std::fs::rename(&tmp, out).map_err(|e| ModelError::file(out, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+    let staged = crate::fsio::StagedDir::new(out).map_err(|e| ModelError::file(out, e))?;
+    let tmp = staged.path();
+    let config = serde_json::to_string_pretty(config_json).map_err(|e| ModelError::file(tmp, e))?;
+    std::fs::write(tmp.join("config.json"), config).map_err(|e| ModelError::file(tmp, e))?;
+    let weights = tmp.join("model.safetensors");
+    candle_core::safetensors::save(tensors, &weights).map_err(|e| ModelError::file(&weights, e))?;
+    for (file, contents) in extra_files {
+        std::fs::write(tmp.join(file), contents)
+            .map_err(|e| ModelError::file(tmp.join(file), e))?;
     }
-    result
+    staged.commit().map_err(|e| ModelError::file(out, e))
 }
 
 impl crate::ModelSource {

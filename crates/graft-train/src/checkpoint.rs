@@ -24,6 +24,20 @@ pub struct TrainerState {
     pub tasks: Vec<(usize, usize)>,
 }
 
+impl TrainerState {
+    /// Before the first step.
+    pub fn fresh(seed: u64) -> Self {
+        Self {
+            step: 0,
+            tokens: 0,
+            epoch: 0,
+            cursor: 0,
+            seed,
+            tasks: Vec::new(),
+        }
+    }
+}
+
 fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Io(format!("{}: {e}", path.display()))
 }
@@ -42,21 +56,17 @@ pub fn write(
     keep_last: usize,
 ) -> Result<PathBuf, TrainError> {
     let dir = output.join(format!("checkpoint-{}", state.step));
-    let tmp = output.join(format!(".checkpoint-{}.tmp", state.step));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let staged = graft_models::fsio::StagedDir::new(&dir).map_err(|e| io(&dir, e))?;
+    let tmp = staged.path();
     for (name, contents) in files {
-        std::fs::write(tmp.join(name), contents).map_err(|e| io(&tmp, e))?;
+        std::fs::write(tmp.join(name), contents).map_err(|e| io(tmp, e))?;
     }
-    candle_core::safetensors::save(weights, tmp.join(weights_file)).map_err(|e| io(&tmp, e))?;
+    candle_core::safetensors::save(weights, tmp.join(weights_file)).map_err(|e| io(tmp, e))?;
     candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))
-        .map_err(|e| io(&tmp, e))?;
-    let st = serde_json::to_string_pretty(state).map_err(|e| io(&tmp, e))?;
-    std::fs::write(tmp.join("trainer_state.json"), st).map_err(|e| io(&tmp, e))?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+        .map_err(|e| io(tmp, e))?;
+    let st = serde_json::to_string_pretty(state).map_err(|e| io(tmp, e))?;
+    std::fs::write(tmp.join("trainer_state.json"), st).map_err(|e| io(tmp, e))?;
+    staged.commit_replacing().map_err(|e| io(&dir, e))?;
     if keep_last > 0 {
         let all = list(output);
         for (_, old) in all.iter().take(all.len().saturating_sub(keep_last)) {

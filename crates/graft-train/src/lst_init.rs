@@ -88,7 +88,7 @@ fn fisher<'a>(
     let cfg = source.decoder_config()?;
     let varmap = VarMap::new();
     let model = Decoder::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    crate::trainer::set_vars(&varmap, weights, &source.path)?;
+    crate::net::set_vars(&varmap, weights, &source.path)?;
     let vars: Vec<(String, candle_core::Var)> = varmap
         .data()
         .lock()

@@ -74,8 +74,6 @@ pub fn write(
     });
     let text =
         serde_json::to_string_pretty(&manifest).map_err(|e| TrainError::Io(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
+    graft_models::fsio::write_file(path, text.as_bytes())
         .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
 }

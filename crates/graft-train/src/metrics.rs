@@ -47,7 +47,8 @@ pub fn truncate_after(path: &Path, step: usize) -> Result<(), TrainError> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(path, kept).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
+    graft_models::fsio::write_file(path, kept.as_bytes())
+        .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))
 }
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");

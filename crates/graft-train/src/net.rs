@@ -5,12 +5,16 @@
 //!
 //! Shapes: ids (B, T) → logits (B, T, V); T5 also takes encoder ids and mask (B, S).
 
-use candle_core::{DType, Result, Tensor, D};
+use std::path::Path;
+
+use candle_core::{DType, Device, Result, Tensor, D};
+use candle_nn::{VarBuilder, VarMap};
 use graft_models::layers::head_logprobs::head_logprobs;
 use graft_models::layers::linear::Linears;
-use graft_models::{next_token_logprobs, Decoder, T5};
+use graft_models::{next_token_logprobs, Arch, Decoder, ModelSource, T5};
 
 use crate::data::Batch;
+use crate::TrainError;
 
 pub enum Net {
     Decoder(Decoder),
@@ -101,6 +105,84 @@ impl From<T5> for Net {
     fn from(m: T5) -> Self {
         Net::T5(m)
     }
+}
+
+/// The model to train: all weights as variables, or a frozen base with adapter variables.
+pub fn build_net(
+    source: &ModelSource,
+    dropout: Option<f64>,
+    varmap: &VarMap,
+    adapter: Option<&graft_adapters::LoraConfig>,
+    dtype: DType,
+    seed: u64,
+) -> std::result::Result<Net, TrainError> {
+    let device = Device::Cpu;
+    let vars = || VarBuilder::from_varmap(varmap, dtype, &device);
+    let mut net: Net = match &source.arch {
+        Arch::Decoder(c) => {
+            let mut config = c.clone();
+            if let Some(p) = dropout {
+                config.attention_dropout = p;
+            }
+            match adapter {
+                None => Decoder::new(&config, vars())?.into(),
+                Some(_) => source.build_with(&config, dtype, &device)?.into(),
+            }
+        }
+        Arch::T5(c) => {
+            // T5 has one dropout rate (embeddings, residuals, attention, FFN).
+            let mut config = c.clone();
+            if let Some(p) = dropout {
+                config.dropout_rate = p;
+            }
+            match adapter {
+                None => {
+                    let untied = source.tensors(DType::F32)?.contains_key("lm_head.weight");
+                    T5::new_with_head(&config, vars(), untied)?.into()
+                }
+                Some(_) => T5::new(&config, source.var_builder(dtype, &device)?)?.into(),
+            }
+        }
+    };
+    match adapter {
+        None => set_vars(varmap, &source.tensors(DType::F32)?, &source.path)?,
+        Some(cfg) if cfg.peft_type == graft_adapters::PeftType::Lst => {
+            // Random side blocks for now; lst_init::init_side prunes the backbone into them once
+            // the training rows are read.
+            let Net::Decoder(backbone) = &mut net else {
+                return Err(TrainError::Recipe(
+                    "adapter.kind = \"lst\": supported for decoder-only models".into(),
+                ));
+            };
+            let spec = cfg.side_spec(&backbone.cfg).map_err(TrainError::Recipe)?;
+            let ladder = graft_adapters::lst::Ladder::new(&backbone.cfg, spec, varmap, seed, None)
+                .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
+            backbone.side = Some(std::sync::Arc::new(ladder));
+        }
+        Some(cfg) => {
+            graft_adapters::init_trainable(net.linears(), cfg, varmap, seed)
+                .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
+        }
+    }
+    Ok(net)
+}
+
+pub fn set_vars(
+    varmap: &VarMap,
+    tensors: &std::collections::HashMap<String, Tensor>,
+    from: &Path,
+) -> std::result::Result<(), TrainError> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Io("varmap poisoned".into()))?;
+    for (name, var) in vars.iter() {
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| TrainError::Io(format!("{}: no tensor `{name}`", from.display())))?;
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
 }
 
 /// Next-token log-probs (B, T−1) (and log-partitions) from final hidden states (B, T, H) through

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::TrainError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +74,31 @@ fn f32() -> String {
     "f32".into()
 }
 
+/// `[adapter] kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    Lora,
+    Dora,
+    Sltrain,
+    Mtlora,
+    Lst,
+}
+
+impl AdapterKind {
+    /// The `peft_type` the adapter is saved under, and PEFT's `use_dora`.
+    pub fn peft_type(self) -> (graft_adapters::PeftType, bool) {
+        use graft_adapters::PeftType;
+        match self {
+            AdapterKind::Lora => (PeftType::Lora, false),
+            AdapterKind::Dora => (PeftType::Lora, true),
+            AdapterKind::Sltrain => (PeftType::Sltrain, false),
+            AdapterKind::Mtlora => (PeftType::Mtlora, false),
+            AdapterKind::Lst => (PeftType::Lst, false),
+        }
+    }
+}
+
 /// `[adapter]`: DESIGN's recipe keys, mapped onto PEFT's LoraConfig fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +106,7 @@ pub struct AdapterSection {
     /// `lora`, `dora`, `sltrain` (pretraining: low-rank + sparse weights, the base weight unused)
     /// `mtlora` (shared + per-task updates over `[[data.tasks]]`) or `lst` (a ladder side network
     /// on a frozen backbone).
-    pub kind: String,
+    pub kind: AdapterKind,
     #[serde(default = "sixteen")]
     pub r: usize,
     #[serde(default = "thirty_two")]
@@ -116,6 +144,70 @@ pub struct AdapterSection {
     pub fisher_samples: Option<usize>,
     #[serde(default)]
     pub side_layers: Option<Vec<usize>>,
+}
+
+impl AdapterSection {
+    /// The recipe's `[adapter]` as PEFT's LoraConfig (so final/ loads in `peft`).
+    pub fn peft_config(
+        &self,
+        base: &Path,
+        seq2seq: bool,
+        tasks: &[String],
+    ) -> Result<graft_adapters::LoraConfig, TrainError> {
+        let a = self;
+        let task_type = if seq2seq { "SEQ_2_SEQ_LM" } else { "CAUSAL_LM" };
+        let (peft_type, use_dora) = a.kind.peft_type();
+        if (a.task_r.is_some() || a.task_layers.is_some()) && a.kind != AdapterKind::Mtlora {
+            return Err(TrainError::Recipe(
+                "adapter.task_r / task_layers: only for kind = \"mtlora\"".into(),
+            ));
+        }
+        if a.kind == AdapterKind::Mtlora && tasks.is_empty() {
+            return Err(TrainError::Recipe(
+                "adapter.kind = \"mtlora\": needs [[data.tasks]] (its tasks)".into(),
+            ));
+        }
+        if a.density.is_some() && a.kind != AdapterKind::Sltrain {
+            return Err(TrainError::Recipe(
+                "adapter.density: only for kind = \"sltrain\"".into(),
+            ));
+        }
+        let target: Value = serde_json::to_value(&a.target_modules)
+            .map_err(|e| TrainError::Recipe(e.to_string()))?;
+        serde_json::from_value(serde_json::json!({
+        "peft_type": peft_type, "task_type": task_type, "r": a.r, "lora_alpha": a.alpha,
+        "lora_dropout": a.dropout, "target_modules": target, "layers_to_transform": a.layers_to_transform,
+        "use_rslora": a.rslora, "use_dora": use_dora,
+        "modules_to_save": if a.modules_to_save.is_empty() { Value::Null } else { json!(a.modules_to_save) }, "bias": "none", "fan_in_fan_out": false,
+        "init_lora_weights": true, "inference_mode": true, "base_model_name_or_path": base,
+    }))
+    .map(|mut c: graft_adapters::LoraConfig| {
+        let extra = &mut c.other;
+        match a.kind {
+            AdapterKind::Lora | AdapterKind::Dora => {}
+            AdapterKind::Sltrain => {
+                extra.insert("sparse_density".into(), json!(a.density.unwrap_or(0.03)));
+                extra.insert("sparse_seed".into(), json!(0));
+            }
+            AdapterKind::Lst => {
+                extra.insert("reduction".into(), json!(a.reduction.unwrap_or(8)));
+                if let Some(l) = &a.side_layers {
+                    extra.insert("side_layers".into(), json!(l));
+                }
+                extra.insert("gate_temperature".into(), json!(graft_adapters::lst::TEMPERATURE));
+            }
+            AdapterKind::Mtlora => {
+                extra.insert("task_names".into(), json!(tasks));
+                extra.insert("task_r".into(), json!(a.task_r.unwrap_or(4)));
+                if let Some(l) = &a.task_layers {
+                    extra.insert("task_layers".into(), json!(l));
+                }
+            }
+        }
+        c
+    })
+    .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))
+    }
 }
 
 fn sixteen() -> usize {
@@ -242,11 +334,22 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
     let mut table: toml::Table = text
         .parse()
         .map_err(|e| format!("{}: invalid TOML: {e}", path.display()))?;
+    apply_overrides(&mut table, overrides)?;
+    let mut recipe: Recipe = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+    resolve_paths(&mut recipe, path.parent().unwrap_or(Path::new(".")));
+    validate(&recipe).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(recipe)
+}
+
+/// `--set a.b=value`: sets key `b` of table `a` (created when missing).
+fn apply_overrides(table: &mut toml::Table, overrides: &[String]) -> Result<(), String> {
     for o in overrides {
         let (key, value) = o
             .split_once('=')
             .ok_or(format!("--set {o}: expected key=value"))?;
-        let mut node = &mut table;
+        let mut node = &mut *table;
         let parts: Vec<&str> = key.split('.').collect();
         for part in &parts[..parts.len() - 1] {
             node = node
@@ -257,74 +360,57 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
         }
         node.insert(parts[parts.len() - 1].to_string(), parse_value(value));
     }
-    let mut recipe: Recipe = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(())
+}
+
+/// Relative paths that do not exist from the working directory are taken from the recipe's folder.
+fn resolve_paths(recipe: &mut Recipe, base: &Path) {
     let resolve = |p: &mut PathBuf| {
         if p.is_relative() && !p.exists() && base.join(&*p).exists() {
             *p = base.join(&*p);
         }
     };
     resolve(&mut recipe.model.path);
-    if let Some(t) = recipe.data.train.as_mut() {
-        resolve(t);
+    let data = &mut recipe.data;
+    for p in data.train.iter_mut().chain(data.eval.iter_mut()) {
+        resolve(p);
     }
-    for task in recipe.data.tasks.iter_mut() {
+    for task in data.tasks.iter_mut() {
         resolve(&mut task.train);
         if let Some(e) = task.eval.as_mut() {
             resolve(e);
         }
     }
+    if let Some(r) = recipe.reference.as_mut() {
+        r.path.iter_mut().chain(r.soup.iter_mut()).for_each(resolve);
+    }
+}
+
+/// Checks across sections that serde cannot express.
+fn validate(recipe: &Recipe) -> Result<(), String> {
     match (&recipe.data.train, recipe.data.tasks.is_empty()) {
-        (Some(_), false) => {
-            return Err(format!(
-                "{}: data: give `train` or `[[data.tasks]]`, not both",
-                path.display()
-            ))
-        }
-        (None, true) => {
-            return Err(format!(
-                "{}: data: missing `train` (or `[[data.tasks]]`)",
-                path.display()
-            ))
-        }
+        (Some(_), false) => return Err("data: give `train` or `[[data.tasks]]`, not both".into()),
+        (None, true) => return Err("data: missing `train` (or `[[data.tasks]]`)".into()),
         _ => {}
     }
     if recipe.data.mixture.is_some() && recipe.data.tasks.is_empty() {
-        return Err(format!(
-            "{}: data.mixture: needs `[[data.tasks]]`",
-            path.display()
-        ));
-    }
-    if let Some(e) = recipe.data.eval.as_mut() {
-        resolve(e);
-    }
-    if let Some(r) = recipe.reference.as_mut() {
-        if let Some(p) = r.path.as_mut() {
-            resolve(p);
-        }
-        r.soup.iter_mut().for_each(|p| resolve(p));
+        return Err("data.mixture: needs `[[data.tasks]]`".into());
     }
     let t = &recipe.train;
     if t.steps == 0 || t.batch_size == 0 || t.grad_accum == 0 {
-        return Err(format!(
-            "{}: train.steps, train.batch_size and train.grad_accum must be ≥ 1",
-            path.display()
-        ));
+        return Err("train.steps, train.batch_size and train.grad_accum must be ≥ 1".into());
     }
     if let Some([i, n]) = recipe.data.shard {
         if n == 0 || i >= n {
             return Err(format!(
-                "{}: data.shard: [{i}, {n}] does not exist (index < count)",
-                path.display()
+                "data.shard: [{i}, {n}] does not exist (index < count)"
             ));
         }
     }
     if recipe.data.max_seq_len < 2 {
-        return Err(format!("{}: data.max_seq_len must be ≥ 2", path.display()));
+        return Err("data.max_seq_len must be ≥ 2".into());
     }
-    Ok(recipe)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ pub fn save_cache(
     ];
     let meta: HashMap<String, String> =
         [("fingerprint".to_string(), fingerprint.to_string())].into();
-    let tmp = path.with_extension("tmp");
+    let tmp = graft_models::fsio::temp_sibling(path);
     let io = |e: &dyn std::fmt::Display| TrainError::Io(format!("{}: {e}", path.display()));
     safetensors::serialize_to_file(
         tensors.iter().map(|(k, t)| (k.as_str(), t)),
@@ -179,7 +179,7 @@ pub fn save_cache(
         &tmp,
     )
     .map_err(|e| io(&e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(&e))
+    graft_models::fsio::commit_file(&tmp, path).map_err(|e| io(&e))
 }
 
 /// Fills the rows' reference log-probs from `path` when it exists and matches `fingerprint`;

@@ -87,6 +87,30 @@ pub struct StepOutput {
     pub metrics: std::collections::BTreeMap<&'static str, f64>,
 }
 
+/// Adds one micro-batch's gradients (from the graph, and from the side store that recomputed and
+/// fused blocks fill) to `acc`, one slot per optimizer variable, in f32 whatever the model dtype.
+fn accumulate(
+    acc: &mut [Option<Tensor>],
+    grads: &candle_core::backprop::GradStore,
+    opt: &AdamW,
+) -> candle_core::Result<()> {
+    let mut side = graft_models::layers::side_grads::take_side_grads();
+    for (slot, (_, var)) in acc.iter_mut().zip(opt.vars()) {
+        let g = match (grads.get(var.as_tensor()), side.remove(&var.id())) {
+            (Some(a), Some(b)) => Some((a + b)?),
+            (a, b) => a.cloned().or(b),
+        };
+        if let Some(g) = g {
+            let g = g.to_dtype(DType::F32)?;
+            *slot = Some(match slot.take() {
+                Some(a) => (a + g)?,
+                None => g,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One optimizer step over `batches` (the step's micro-batches): forwards, objective, backward,
 /// gradient accumulation, clipping, AdamW update. A non-finite loss or gradient norm stops it before
 /// the update.
@@ -114,9 +138,9 @@ pub fn optimizer_step(
     );
     // Declared before the forward: checkpointed and fused blocks hand these tensors' gradients
     // over on the side.
-    graft_models::layers::checkpoint::set_trainable(opt.vars().map(|(_, v)| v.id()));
+    graft_models::layers::side_grads::set_trainable(opt.vars().map(|(_, v)| v.id()));
     // Left over from a backward run outside a step (none normally).
-    graft_models::layers::checkpoint::take_side_grads();
+    graft_models::layers::side_grads::take_side_grads();
     for (micro, batch) in batches.iter().enumerate() {
         model.set_dropout_seed(dropout_seed(micro));
         let (logps, lse) = model.token_logps(batch, true, objective.needs_lse())?;
@@ -136,23 +160,7 @@ pub fn optimizer_step(
         for (k, v) in out.metrics {
             *metrics.entry(k).or_default() += v;
         }
-        let grads = out.loss.backward()?;
-        // Checkpointed blocks hand their tensors' gradients over on the side.
-        let mut side = graft_models::layers::checkpoint::take_side_grads();
-        for (slot, (_, var)) in acc.iter_mut().zip(opt.vars()) {
-            let g = match (grads.get(var.as_tensor()), side.remove(&var.id())) {
-                (Some(a), Some(b)) => Some((a + b)?),
-                (a, b) => a.cloned().or(b),
-            };
-            if let Some(g) = g {
-                // Accumulate in f32 whatever the model dtype.
-                let g = g.to_dtype(DType::F32)?;
-                *slot = Some(match slot.take() {
-                    Some(a) => (a + g)?,
-                    None => g,
-                });
-            }
-        }
+        accumulate(&mut acc, &out.loss.backward()?, opt)?;
     }
     let mut grads = acc
         .into_iter()

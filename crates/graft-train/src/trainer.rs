@@ -1,23 +1,27 @@
-//! The training loop, written out plainly: for each optimizer step, gather the step's micro-batches,
-//! run policy (and reference) forwards, let the objective turn log-probs into a loss, accumulate
-//! gradients, clip, update, log, evaluate, checkpoint. Step s's logged loss is measured on its batch
-//! before update s, so step 0 is the untrained model.
+//! The training loop, written out plainly (llm.c's main is the model): set up the model, the
+//! data, the optimizer and the output folder; then for each optimizer step gather the step's
+//! micro-batches, run policy (and reference) forwards, let the objective turn log-probs into a
+//! loss, accumulate gradients, clip, update, log, evaluate, checkpoint; then save. Step s's logged
+//! loss is measured on its batch before update s, so step 0 is the untrained model.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use graft_data::{ChatTemplate, Tokenize};
-use graft_models::{Arch, Decoder, ModelSource, T5};
+use graft_models::{Arch, ModelSource};
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::data::collate;
+use crate::data::{collate, TrainRow};
+use crate::metrics::MetricsLog;
 use crate::mixture::Mixture;
+use crate::net::build_net;
 use crate::objectives::{registry, Objective};
 use crate::optim::AdamW;
 use crate::schedule::Schedule;
 use crate::step::{evaluate, micro_seeds, optimizer_step, Eval};
+use crate::task_eval::TaskEval;
 use crate::{manifest, metrics, Net, Recipe, TrainError};
 
 pub struct TrainOptions {
@@ -35,171 +39,286 @@ pub struct TrainSummary {
     pub final_eval_loss: Option<f64>,
 }
 
-/// Adds `eval_loss` and the `eval_*` metrics to a metrics row.
-fn put_eval(row: &mut Value, eval: &Option<Eval>) {
-    if let Some((loss, metrics)) = eval {
-        if loss.is_finite() {
-            row["eval_loss"] = json!(loss);
-        }
-        for (k, v) in metrics {
-            row[k.as_str()] = json!(v);
-        }
-    }
-}
-
-fn json_text(v: &impl serde::Serialize) -> Result<String, TrainError> {
-    serde_json::to_string_pretty(v).map_err(|e| TrainError::Io(e.to_string()))
-}
-
-/// The recipe's `[adapter]` as PEFT's LoraConfig (so final/ loads in `peft`).
-fn peft_config(
-    a: &crate::recipe::AdapterSection,
-    base: &Path,
-    seq2seq: bool,
-    tasks: &[String],
-) -> Result<graft_adapters::LoraConfig, TrainError> {
-    let task_type = if seq2seq { "SEQ_2_SEQ_LM" } else { "CAUSAL_LM" };
-    let (peft_type, use_dora) = match a.kind.as_str() {
-        "lora" => ("LORA", false),
-        "dora" => ("LORA", true),
-        "sltrain" => ("SLTRAIN", false),
-        "mtlora" => ("MTLORA", false),
-        "lst" => ("LST", false),
-        other => {
-            return Err(TrainError::Recipe(format!(
-                "adapter.kind: `{other}` is not known (lora, dora, sltrain, mtlora, lst)"
-            )))
-        }
-    };
-    if (a.task_r.is_some() || a.task_layers.is_some()) && peft_type != "MTLORA" {
-        return Err(TrainError::Recipe(
-            "adapter.task_r / task_layers: only for kind = \"mtlora\"".into(),
-        ));
-    }
-    if peft_type == "MTLORA" && tasks.is_empty() {
-        return Err(TrainError::Recipe(
-            "adapter.kind = \"mtlora\": needs [[data.tasks]] (its tasks)".into(),
-        ));
-    }
-    if a.density.is_some() && peft_type != "SLTRAIN" {
-        return Err(TrainError::Recipe(
-            "adapter.density: only for kind = \"sltrain\"".into(),
-        ));
-    }
-    let target: Value =
-        serde_json::to_value(&a.target_modules).map_err(|e| TrainError::Recipe(e.to_string()))?;
-    serde_json::from_value(serde_json::json!({
-        "peft_type": peft_type, "task_type": task_type, "r": a.r, "lora_alpha": a.alpha,
-        "lora_dropout": a.dropout, "target_modules": target, "layers_to_transform": a.layers_to_transform,
-        "use_rslora": a.rslora, "use_dora": use_dora,
-        "modules_to_save": if a.modules_to_save.is_empty() { Value::Null } else { json!(a.modules_to_save) }, "bias": "none", "fan_in_fan_out": false,
-        "init_lora_weights": true, "inference_mode": true, "base_model_name_or_path": base,
-    }))
-    .map(|mut c: graft_adapters::LoraConfig| {
-        if peft_type == "SLTRAIN" {
-            c.other.insert("sparse_density".into(), json!(a.density.unwrap_or(0.03)));
-            c.other.insert("sparse_seed".into(), json!(0));
-        }
-        if peft_type == "LST" {
-            c.other.insert("reduction".into(), json!(a.reduction.unwrap_or(8)));
-            if let Some(l) = &a.side_layers {
-                c.other.insert("side_layers".into(), json!(l));
-            }
-            c.other.insert("gate_temperature".into(), json!(graft_adapters::lst::TEMPERATURE));
-        }
-        if peft_type == "MTLORA" {
-            c.other.insert("task_names".into(), json!(tasks));
-            c.other.insert("task_r".into(), json!(a.task_r.unwrap_or(4)));
-            if let Some(l) = &a.task_layers {
-                c.other.insert("task_layers".into(), json!(l));
-            }
-        }
-        c
-    })
-    .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))
-}
-
-/// The model to train: all weights as variables, or a frozen base with adapter variables.
-fn build_net(
-    source: &ModelSource,
-    dropout: Option<f64>,
-    varmap: &VarMap,
-    adapter: Option<&graft_adapters::LoraConfig>,
-    dtype: DType,
-    seed: u64,
-) -> Result<Net, TrainError> {
-    let device = Device::Cpu;
-    let vars = || VarBuilder::from_varmap(varmap, dtype, &device);
-    let mut net: Net = match &source.arch {
-        Arch::Decoder(c) => {
-            let mut config = c.clone();
-            if let Some(p) = dropout {
-                config.attention_dropout = p;
-            }
-            match adapter {
-                None => Decoder::new(&config, vars())?.into(),
-                Some(_) => source.build_with(&config, dtype, &device)?.into(),
-            }
-        }
-        Arch::T5(c) => {
-            // T5 has one dropout rate (embeddings, residuals, attention, FFN).
-            let mut config = c.clone();
-            if let Some(p) = dropout {
-                config.dropout_rate = p;
-            }
-            match adapter {
-                None => {
-                    let untied = source.tensors(DType::F32)?.contains_key("lm_head.weight");
-                    T5::new_with_head(&config, vars(), untied)?.into()
-                }
-                Some(_) => T5::new(&config, source.var_builder(dtype, &device)?)?.into(),
-            }
-        }
-    };
-    match adapter {
-        None => set_vars(varmap, &source.tensors(DType::F32)?, &source.path)?,
-        Some(cfg) if cfg.peft_type == "LST" => {
-            // Random side blocks for now; lst_init::init_side prunes the backbone into them once
-            // the training rows are read.
-            let Net::Decoder(backbone) = &mut net else {
-                return Err(TrainError::Recipe(
-                    "adapter.kind = \"lst\": supported for decoder-only models".into(),
-                ));
-            };
-            let spec = cfg.side_spec(&backbone.cfg).map_err(TrainError::Recipe)?;
-            let ladder = graft_adapters::lst::Ladder::new(&backbone.cfg, spec, varmap, seed, None)
-                .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
-            backbone.side = Some(std::sync::Arc::new(ladder));
-        }
-        Some(cfg) => {
-            graft_adapters::init_trainable(net.linears(), cfg, varmap, seed)
-                .map_err(|e| TrainError::Recipe(format!("adapter: {e}")))?;
-        }
-    }
-    Ok(net)
-}
-
-pub(crate) fn set_vars(
-    varmap: &VarMap,
-    tensors: &std::collections::HashMap<String, Tensor>,
-    from: &Path,
-) -> Result<(), TrainError> {
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| TrainError::Io("varmap poisoned".into()))?;
-    for (name, var) in vars.iter() {
-        let t = tensors
-            .get(name)
-            .ok_or_else(|| TrainError::Io(format!("{}: no tensor `{name}`", from.display())))?;
-        var.set(&t.to_dtype(var.dtype())?)?;
-    }
-    Ok(())
-}
-
 pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
-    let device = Device::Cpu;
-    let t = &recipe.train;
+    let mut run = Run::setup(recipe, opts)?;
+    for step in run.state.step..recipe.train.steps {
+        run.step(step)?;
+    }
+    run.finish()
+}
+
+/// The model being trained, with what it was built from.
+struct Model {
+    source: ModelSource,
+    net: Net,
+    /// The trainable variables (keys = HF checkpoint keys, or PEFT's adapter keys).
+    varmap: VarMap,
+    adapter: Option<graft_adapters::LoraConfig>,
+    /// Kept only by objectives that score fresh rows against it every step (KTO).
+    reference: Option<Net>,
+    dtype: DType,
+}
+
+/// A training run in progress.
+struct Run<'a> {
+    recipe: &'a Recipe,
+    opts: &'a TrainOptions,
+    objective: Box<dyn Objective>,
+    schedule: Schedule,
+    model: Model,
+    loader: Mixture,
+    eval_rows: Vec<TrainRow>,
+    tasks: TaskEval,
+    opt: AdamW,
+    state: TrainerState,
+    log: MetricsLog,
+    last_checkpoint: String,
+    bar: indicatif::ProgressBar,
+    first_loss: Option<f64>,
+    last_loss: Option<f64>,
+    start: std::time::Instant,
+    start_tokens: u64,
+}
+
+impl<'a> Run<'a> {
+    /// Model, data, optimizer, output folder (fresh, or resumed from its latest checkpoint).
+    fn setup(recipe: &'a Recipe, opts: &'a TrainOptions) -> Result<Self, TrainError> {
+        let objective_spec: Value = serde_json::to_value(&recipe.objective)
+            .map_err(|e| TrainError::Recipe(e.to_string()))?;
+        let objective = registry::objective(&objective_spec).map_err(TrainError::Recipe)?;
+        let t = &recipe.train;
+        let schedule = Schedule::parse(&t.schedule, t.decay_fraction)
+            .map_err(|e| TrainError::Recipe(format!("train.schedule: {e}")))?;
+        let mut model = load_model(recipe, objective.as_ref())?;
+        let (mut loader, eval_rows, mut report) =
+            load_data(recipe, &mut model, objective.as_ref(), opts)?;
+        let tasks = TaskEval::open(&t.eval_tasks, t.eval_tasks_limit)?;
+        let mut opt = AdamW::new(&model.varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
+
+        let out = &opts.output;
+        std::fs::create_dir_all(out)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", out.display())))?;
+        let metrics_path = out.join("metrics.jsonl");
+        let (state, last_checkpoint) = match opts.resume {
+            true => resume(out, &model.varmap, &mut opt, &mut loader)?,
+            false if metrics_path.exists() || !checkpoint::list(out).is_empty() => {
+                return Err(TrainError::Io(format!(
+                    "{}: holds an earlier run; use --resume or another --output",
+                    out.display()
+                )))
+            }
+            false => (TrainerState::fresh(t.seed), "none".into()),
+        };
+        report["objective"] = json!(objective.name());
+        report["train_rows"] = json!(loader.rows());
+        report["tasks"] = json!(loader.names);
+        report["eval_rows"] = json!(eval_rows.len());
+        report["resumed_from_step"] = json!(state.step);
+        write_manifest(recipe, &out.join("manifest.json"), report)?;
+        let bar = progress_bar(opts.progress, t.steps);
+        bar.set_position(state.step as u64);
+        Ok(Run {
+            recipe,
+            opts,
+            objective,
+            schedule,
+            model,
+            loader,
+            eval_rows,
+            tasks,
+            opt,
+            start_tokens: state.tokens,
+            state,
+            log: MetricsLog::open(&metrics_path)?,
+            last_checkpoint,
+            bar,
+            first_loss: None,
+            last_loss: None,
+            start: std::time::Instant::now(),
+        })
+    }
+
+    /// One optimizer step: batches, (evaluation), update, log, (checkpoint).
+    fn step(&mut self, step: usize) -> Result<(), TrainError> {
+        let t = &self.recipe.train;
+        let lr = self.schedule.lr(t.lr, step, t.steps, t.warmup_steps);
+        let picked = self.loader.next(step, t.batch_size * t.grad_accum);
+        let batches = picked
+            .chunks(t.batch_size)
+            .map(|rows| collate(rows, &Device::Cpu))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let eval = match t.eval_every > 0 && step % t.eval_every == 0 {
+            true => self.evaluate()?,
+            false => None,
+        };
+        let m = &self.model;
+        let out = optimizer_step(
+            &m.net,
+            m.reference.as_ref(),
+            self.objective.as_ref(),
+            &mut self.opt,
+            &batches,
+            lr,
+            t.max_grad_norm,
+            micro_seeds(t.seed, step),
+        )
+        .map_err(|e| match e {
+            TrainError::NonFinite { what, value, .. } => TrainError::NonFinite {
+                step,
+                what,
+                value,
+                checkpoint: self.last_checkpoint.clone(),
+            },
+            other => other,
+        })?;
+        self.first_loss.get_or_insert(out.loss);
+        self.last_loss = Some(out.loss);
+        if step % t.log_every.max(1) == 0 || step + 1 == t.steps || eval.is_some() {
+            let mut row = json!({"step": step, "loss": out.loss, "lr": lr, "tokens": self.state.tokens,
+                "grad_norm": out.grad_norm, "epoch": self.loader.loaders[0].epoch});
+            if let Some(tps) = self.tokens_per_second() {
+                row["tokens_per_second"] = json!(tps);
+            }
+            for (k, v) in &out.metrics {
+                row[*k] = json!(v);
+            }
+            put_eval(&mut row, &eval);
+            self.log.write(&row)?;
+        }
+        self.advance(step, &batches)?;
+        self.bar.set_message(format!(
+            "loss {:.4} | {:.0} tok/s",
+            out.loss,
+            self.tokens_per_second().unwrap_or(0.0)
+        ));
+        let save_now = t.save_every > 0 && self.state.step.is_multiple_of(t.save_every);
+        if save_now || self.state.step == t.steps {
+            self.save_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// The state after step `step`: its count, tokens and the loader's position.
+    fn advance(&mut self, step: usize, batches: &[crate::data::Batch]) -> Result<(), TrainError> {
+        self.state.step = step + 1;
+        self.state.tokens += batches.iter().map(|b| b.input_tokens as u64).sum::<u64>();
+        let positions = self.loader.positions();
+        (self.state.epoch, self.state.cursor) = positions[0];
+        if positions.len() > 1 {
+            self.state.tasks = positions;
+        }
+        self.bar.set_position(self.state.step as u64);
+        Ok(())
+    }
+
+    fn tokens_per_second(&self) -> Option<f64> {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        (elapsed > 0.0).then(|| (self.state.tokens - self.start_tokens) as f64 / elapsed)
+    }
+
+    /// Held-out evaluation with the current weights, when there is an eval set, and the
+    /// evaluation tasks' metrics.
+    fn evaluate(&self) -> Result<Option<Eval>, TrainError> {
+        if self.eval_rows.is_empty() && self.tasks.is_empty() {
+            return Ok(None);
+        }
+        let m = &self.model;
+        let (loss, mut metrics) = match self.eval_rows.is_empty() {
+            true => (f64::NAN, Vec::new()),
+            false => evaluate(
+                &m.net,
+                m.reference.as_ref(),
+                self.objective.as_ref(),
+                &self.eval_rows,
+                self.recipe.train.batch_size,
+                &Device::Cpu,
+            )?,
+        };
+        for (k, v) in self.tasks.run(&m.net, &m.source)? {
+            metrics.push((k, v.as_f64().unwrap_or(f64::NAN)));
+        }
+        Ok(Some((loss, metrics)))
+    }
+
+    /// checkpoint-<step>/: an HF (or PEFT adapter) directory plus optimizer and loader state.
+    fn save_checkpoint(&mut self) -> Result<(), TrainError> {
+        let (weights_file, files) = saved_files(&self.model)?;
+        let weights = self.opt.weights().into_iter().collect();
+        let optimizer = self.opt.state().into_iter().collect();
+        let dir = checkpoint::write(
+            &self.opts.output,
+            &files,
+            weights_file,
+            &weights,
+            &optimizer,
+            &self.state,
+            self.recipe.train.keep_last,
+        )?;
+        self.last_checkpoint = dir.display().to_string();
+        Ok(())
+    }
+
+    /// The final evaluation, final/ and loss.png.
+    fn finish(mut self) -> Result<TrainSummary, TrainError> {
+        self.bar.finish_and_clear();
+        let t = &self.recipe.train;
+        let final_eval = self.evaluate()?;
+        if final_eval.is_some() {
+            let mut row = json!({"step": t.steps, "tokens": self.state.tokens});
+            put_eval(&mut row, &final_eval);
+            self.log.write(&row)?;
+        }
+        let out = &self.opts.output;
+        save_final(&self.model, &self.opt, &out.join("final"))?;
+        let title = format!(
+            "{} — {}",
+            self.objective.name(),
+            self.recipe
+                .model
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        );
+        metrics::plot(&out.join("metrics.jsonl"), &out.join("loss.png"), &title)?;
+        Ok(TrainSummary {
+            output: out.clone(),
+            steps: t.steps,
+            first_loss: self.first_loss,
+            last_loss: self.last_loss,
+            final_eval_loss: final_eval.map(|(e, _)| e).filter(|e| e.is_finite()),
+        })
+    }
+}
+
+/// Loads the latest checkpoint in `out`: weights, optimizer moments, data position; drops the
+/// metrics logged after it. Returns the trainer state and the checkpoint's folder.
+fn resume(
+    out: &Path,
+    varmap: &VarMap,
+    opt: &mut AdamW,
+    loader: &mut Mixture,
+) -> Result<(TrainerState, String), TrainError> {
+    let (_, dir) = checkpoint::list(out).pop().ok_or_else(|| {
+        TrainError::Io(format!(
+            "{}: --resume: no checkpoint to resume from",
+            out.display()
+        ))
+    })?;
+    let ck = checkpoint::read(&dir)?;
+    crate::net::set_vars(varmap, &ck.weights, &dir)?;
+    opt.load_state(&ck.optimizer, ck.state.step)?;
+    match ck.state.tasks.is_empty() {
+        true => loader.seek(&[(ck.state.epoch, ck.state.cursor)]),
+        false => loader.seek(&ck.state.tasks),
+    }
+    metrics::truncate_after(&out.join("metrics.jsonl"), ck.state.step)?;
+    Ok((ck.state, dir.display().to_string()))
+}
+
+/// The model as trainable variables (a frozen base with adapter variables when the recipe has an
+/// `[adapter]`), checkpointing if asked, and a reference model if the objective keeps one.
+fn load_model(recipe: &Recipe, objective: &dyn Objective) -> Result<Model, TrainError> {
     // bf16: weights and activations in bf16, f32 master weights and optimizer state (optim.rs).
     let dtype = match recipe.model.dtype.as_str() {
         "f32" => DType::F32,
@@ -210,15 +329,6 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             )))
         }
     };
-    let objective_spec: Value =
-        serde_json::to_value(&recipe.objective).map_err(|e| TrainError::Recipe(e.to_string()))?;
-    let objective: Box<dyn Objective> =
-        registry::objective(&objective_spec).map_err(TrainError::Recipe)?;
-    let schedule = Schedule::parse(&t.schedule, t.decay_fraction)
-        .map_err(|e| TrainError::Recipe(format!("train.schedule: {e}")))?;
-    let out = &opts.output;
-
-    // The model as trainable variables (keys = HF checkpoint keys), a frozen reference if needed.
     let quantization = recipe
         .model
         .quantized
@@ -229,29 +339,21 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
             "model.quantized: a quantized base is frozen; add an [adapter] to train".into(),
         ));
     }
-    let source = ModelSource::open_with(&recipe.model.path, DType::F32, &device, quantization)?;
-    // Full fine-tuning: every weight is a variable. With an adapter: the base is frozen (plain
-    // tensors) and the varmap holds only the adapter, under PEFT's keys.
-    let varmap = VarMap::new();
+    let source =
+        ModelSource::open_with(&recipe.model.path, DType::F32, &Device::Cpu, quantization)?;
     let seq2seq = matches!(source.arch, Arch::T5(_));
-    let mut adapter = recipe
+    let tasks: Vec<String> = recipe.data.tasks.iter().map(|t| t.name.clone()).collect();
+    let adapter = recipe
         .adapter
         .as_ref()
-        .map(|a| {
-            let tasks: Vec<String> = recipe.data.tasks.iter().map(|t| t.name.clone()).collect();
-            peft_config(a, &recipe.model.path, seq2seq, &tasks)
-        })
+        .map(|a| a.peft_config(&recipe.model.path, seq2seq, &tasks))
         .transpose()?;
-    let mut model = build_net(
-        &source,
-        recipe.model.attention_dropout,
-        &varmap,
-        adapter.as_ref(),
-        dtype,
-        t.seed,
-    )?;
+    let varmap = VarMap::new();
+    let t = &recipe.train;
+    let dropout = recipe.model.attention_dropout;
+    let mut net = build_net(&source, dropout, &varmap, adapter.as_ref(), dtype, t.seed)?;
     if t.checkpointing {
-        match &mut model {
+        match &mut net {
             Net::Decoder(m) if m.side.is_none() => m.checkpointing = true,
             _ => {
                 return Err(TrainError::Recipe(
@@ -267,18 +369,34 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         )));
     }
     // KTO keeps its reference (its KL rows are formed per batch); the others use cached log-probs.
-    let reference: Option<Net> = if objective.needs_reference() && objective.kl_rows() {
-        Some(crate::reference::reference_model(
+    let reference = match objective.needs_reference() && objective.kl_rows() {
+        true => Some(crate::reference::reference_model(
             recipe.reference.as_ref(),
             &source,
             dtype,
-        )?)
-    } else {
-        None
+        )?),
+        false => None,
     };
+    Ok(Model {
+        source,
+        net,
+        varmap,
+        adapter,
+        reference,
+        dtype,
+    })
+}
 
-    // Data.
-    let tokenizer = source.tokenizer()?;
+/// The training rows in their deterministic loader, the eval rows, and the manifest's report of
+/// what reading them did (skipped rows, preprocessing, sharding). Reference log-probs are cached
+/// in the rows here; an LST side network is initialised from the training rows.
+fn load_data(
+    recipe: &Recipe,
+    model: &mut Model,
+    objective: &dyn Objective,
+    opts: &TrainOptions,
+) -> Result<(Mixture, Vec<TrainRow>, Value), TrainError> {
+    let tokenizer = model.source.tokenizer()?;
     let template = match tokenizer.chat_template.as_deref() {
         Some(t) => Some(
             ChatTemplate::new(t)
@@ -291,15 +409,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         template: template.as_ref(),
         max_len: recipe.data.max_seq_len,
     };
-    let pairs = objective.pairs();
-    if pairs && recipe.data.packing {
-        return Err(TrainError::Recipe(format!(
-            "data.packing: not supported with `{}` (preference pairs)",
-            objective.name()
-        )));
-    }
-    let labelled = objective.kl_rows();
-    if labelled && recipe.data.packing {
+    if recipe.data.packing && (objective.pairs() || objective.kl_rows()) {
         return Err(TrainError::Recipe(format!(
             "data.packing: not supported with `{}`",
             objective.name()
@@ -310,7 +420,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         mut tasks,
         eval: mut eval_rows,
         preprocessing,
-    } = crate::rows::load_recipe_rows(recipe, &source, &tok, objective.as_ref(), &bad_rows)?;
+    } = crate::rows::load_recipe_rows(recipe, &model.source, &tok, objective, &bad_rows)?;
     if bad_rows.count() > 0 {
         let errors = bad_rows.errors.borrow();
         eprintln!("skipped {} bad rows (first: {})", errors.len(), errors[0]);
@@ -324,92 +434,103 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
     }
     // Reference log-probs are computed once (or read from OUT's cache of an earlier start), and
     // the reference model is dropped.
-    if objective.needs_reference() && !labelled {
+    if objective.needs_reference() && !objective.kl_rows() {
+        let (source, dtype, out) = (&model.source, model.dtype, &opts.output);
         crate::reference::cache_log_probs(
             &mut tasks,
             &mut eval_rows,
             recipe,
-            &source,
+            source,
             dtype,
             out,
             opts.progress,
         )?;
     }
-    let mut loader = if recipe.data.tasks.is_empty() {
-        let (_, rows) = tasks.pop().expect("one task");
-        Mixture::single(rows, t.seed)
-    } else {
-        let mix = recipe.data.mixture.clone().unwrap_or_default();
-        Mixture::new(tasks, &mix, t.seed).map_err(TrainError::Recipe)?
-    };
-    if let (Some(cfg), Some(a)) = (adapter.as_mut(), recipe.adapter.as_ref()) {
-        if cfg.peft_type == "LST" {
-            // Deterministic, so a resumed run rebuilds the same side network shape.
-            let rows = loader.loaders.iter().flat_map(|l| l.rows());
-            crate::lst_init::init_side(
-                &mut model,
-                &source,
-                &varmap,
-                cfg,
-                a,
-                rows,
-                t.seed,
-                opts.progress,
-            )?;
+    let seed = recipe.train.seed;
+    let loader = match recipe.data.tasks.is_empty() {
+        true => Mixture::single(tasks.pop().expect("one task").1, seed),
+        false => {
+            let mix = recipe.data.mixture.clone().unwrap_or_default();
+            Mixture::new(tasks, &mix, seed).map_err(TrainError::Recipe)?
         }
+    };
+    init_lst(recipe, model, &loader, opts)?;
+    let report = json!({"skipped_bad_rows": bad_rows.errors.borrow().clone(),
+        "preprocessing": preprocessing, "shard": recipe.data.shard});
+    Ok((loader, eval_rows, report))
+}
+
+/// An LST side network starts as a pruned copy of the backbone, chosen from the training rows;
+/// deterministic, so a resumed run rebuilds the same side network shape.
+fn init_lst(
+    recipe: &Recipe,
+    model: &mut Model,
+    loader: &Mixture,
+    opts: &TrainOptions,
+) -> Result<(), TrainError> {
+    let (Some(cfg), Some(a)) = (model.adapter.as_mut(), recipe.adapter.as_ref()) else {
+        return Ok(());
+    };
+    if cfg.peft_type != graft_adapters::PeftType::Lst {
+        return Ok(());
     }
-    // What checkpoints and final/ hold: an HF directory, or a PEFT adapter directory.
-    let (weights_file, saved_files): (&str, Vec<(&str, String)>) = match &adapter {
+    let rows = loader.loaders.iter().flat_map(|l| l.rows());
+    crate::lst_init::init_side(
+        &mut model.net,
+        &model.source,
+        &model.varmap,
+        cfg,
+        a,
+        rows,
+        recipe.train.seed,
+        opts.progress,
+    )
+}
+
+/// What checkpoints and final/ hold: an HF directory, or a PEFT adapter directory — the
+/// weights file's name and the files beside it.
+fn saved_files(model: &Model) -> Result<(&'static str, Vec<(&'static str, String)>), TrainError> {
+    Ok(match &model.adapter {
         None => (
             "model.safetensors",
             vec![(
                 "config.json",
-                json_text(&source.config_json_for(DType::F32))?,
+                json_text(&model.source.config_json_for(DType::F32))?,
             )],
         ),
         Some(cfg) => (
             "adapter_model.safetensors",
             vec![("adapter_config.json", json_text(cfg)?)],
         ),
-    };
-    let mut opt = AdamW::new(&varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
+    })
+}
 
-    // Output folder, resume.
-    std::fs::create_dir_all(out).map_err(|e| TrainError::Io(format!("{}: {e}", out.display())))?;
-    let metrics_path = out.join("metrics.jsonl");
-    let mut state = TrainerState {
-        step: 0,
-        tokens: 0,
-        epoch: 0,
-        cursor: 0,
-        seed: t.seed,
-        tasks: Vec::new(),
-    };
-    let mut last_checkpoint = "none".to_string();
-    if opts.resume {
-        let (_, dir) = checkpoint::list(out).pop().ok_or_else(|| {
-            TrainError::Io(format!(
-                "{}: --resume: no checkpoint to resume from",
-                out.display()
-            ))
-        })?;
-        let ck = checkpoint::read(&dir)?;
-        set_vars(&varmap, &ck.weights, &dir)?;
-        opt.load_state(&ck.optimizer, ck.state.step)?;
-        if ck.state.tasks.is_empty() {
-            loader.seek(&[(ck.state.epoch, ck.state.cursor)]);
-        } else {
-            loader.seek(&ck.state.tasks);
-        }
-        state = ck.state;
-        metrics::truncate_after(&metrics_path, state.step)?;
-        last_checkpoint = dir.display().to_string();
-    } else if metrics_path.exists() || !checkpoint::list(out).is_empty() {
-        return Err(TrainError::Io(format!(
-            "{}: holds an earlier run; use --resume or another --output",
-            out.display()
-        )));
+/// final/: the trained model as an HF directory (with the tokenizer files), or the adapter as a
+/// PEFT directory; an earlier final/ (a resumed run) is replaced in one rename.
+fn save_final(model: &Model, opt: &AdamW, dir: &Path) -> Result<(), TrainError> {
+    let weights: std::collections::HashMap<String, Tensor> = opt
+        .vars()
+        .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
+        .collect();
+    let staged = dir.with_file_name(".final.new");
+    let io = |p: &Path, e: std::io::Error| TrainError::Io(format!("{}: {e}", p.display()));
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged).map_err(|e| io(&staged, e))?;
     }
+    match &model.adapter {
+        None => {
+            let files = model.source.tokenizer_files()?;
+            let config = model.source.config_json_for(model.dtype);
+            graft_models::save::save_hf_dir(&staged, &config, &weights, &files)?;
+        }
+        Some(cfg) => graft_adapters::peft_format::save(&staged, cfg, &weights)
+            .map_err(|e| TrainError::Io(e.to_string()))?,
+    }
+    graft_models::fsio::replace_dir(&staged, dir).map_err(|e| io(dir, e))
+}
+
+/// manifest.json: the recipe, a hash of every input, the seed and `run` facts.
+fn write_manifest(recipe: &Recipe, path: &Path, run: Value) -> Result<(), TrainError> {
     let recipe_json = serde_json::to_value(recipe).map_err(|e| TrainError::Io(e.to_string()))?;
     let mut input_paths: Vec<&Path> = vec![recipe.model.path.as_path()];
     input_paths.extend(recipe.data.train.as_deref());
@@ -418,22 +539,14 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         input_paths.push(&task.train);
         input_paths.extend(task.eval.as_deref());
     }
-    manifest::write(
-        &out.join("manifest.json"),
-        &recipe_json,
-        manifest::inputs(&input_paths)?,
-        t.seed,
-        json!({"objective": objective.name(), "train_rows": loader.rows(), "tasks": loader.names,
-               "skipped_bad_rows": bad_rows.errors.borrow().clone(), "eval_rows": eval_rows.len(),
-               "preprocessing": preprocessing, "shard": recipe.data.shard,
-               "resumed_from_step": state.step}),
-    )?;
-    let mut log = metrics::MetricsLog::open(&metrics_path)?;
+    let inputs = manifest::inputs(&input_paths)?;
+    manifest::write(path, &recipe_json, inputs, recipe.train.seed, run)
+}
 
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(t.steps as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
+fn progress_bar(show: bool, steps: usize) -> indicatif::ProgressBar {
+    let bar = match show {
+        true => indicatif::ProgressBar::new(steps as u64),
+        false => indicatif::ProgressBar::hidden(),
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -441,159 +554,21 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_position(state.step as u64);
-    let (mut first_loss, mut last_loss) = (None, None);
-    let start = std::time::Instant::now();
-    let start_tokens = state.tokens;
+    bar
+}
 
-    // Held-out evaluation with the current weights, when there is an eval set, and the
-    // evaluation tasks' metrics.
-    let tasks = crate::task_eval::TaskEval::open(&t.eval_tasks, t.eval_tasks_limit)?;
-    let run_eval = |model: &Net| -> Result<Option<Eval>, TrainError> {
-        if eval_rows.is_empty() && tasks.is_empty() {
-            return Ok(None);
+/// Adds `eval_loss` and the `eval_*` metrics to a metrics row.
+fn put_eval(row: &mut Value, eval: &Option<Eval>) {
+    if let Some((loss, metrics)) = eval {
+        if loss.is_finite() {
+            row["eval_loss"] = json!(loss);
         }
-        let (loss, mut metrics) = match eval_rows.is_empty() {
-            true => (f64::NAN, Vec::new()),
-            false => evaluate(
-                model,
-                reference.as_ref(),
-                objective.as_ref(),
-                &eval_rows,
-                t.batch_size,
-                &device,
-            )?,
-        };
-        for (k, v) in tasks.run(model, &source)? {
-            metrics.push((k, v.as_f64().unwrap_or(f64::NAN)));
-        }
-        Ok(Some((loss, metrics)))
-    };
-    for step in state.step..t.steps {
-        let lr = schedule.lr(t.lr, step, t.steps, t.warmup_steps);
-        let picked = loader.next(step, t.batch_size * t.grad_accum);
-        let batches = picked
-            .chunks(t.batch_size)
-            .map(|rows| collate(rows, &device))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-
-        let eval = if t.eval_every > 0 && step % t.eval_every == 0 {
-            run_eval(&model)?
-        } else {
-            None
-        };
-        let step_out = optimizer_step(
-            &model,
-            reference.as_ref(),
-            objective.as_ref(),
-            &mut opt,
-            &batches,
-            lr,
-            t.max_grad_norm,
-            micro_seeds(t.seed, step),
-        )
-        .map_err(|e| match e {
-            TrainError::NonFinite { what, value, .. } => TrainError::NonFinite {
-                step,
-                what,
-                value,
-                checkpoint: last_checkpoint.clone(),
-            },
-            other => other,
-        })?;
-        let (loss, grad_norm, extra) = (step_out.loss, step_out.grad_norm, step_out.metrics);
-        first_loss.get_or_insert(loss);
-        last_loss = Some(loss);
-
-        if step % t.log_every.max(1) == 0 || step + 1 == t.steps || eval.is_some() {
-            let mut row = json!({"step": step, "loss": loss, "lr": lr, "tokens": state.tokens,
-                "grad_norm": grad_norm, "epoch": loader.loaders[0].epoch});
-            let elapsed = start.elapsed().as_secs_f64();
-            if elapsed > 0.0 {
-                row["tokens_per_second"] = json!((state.tokens - start_tokens) as f64 / elapsed);
-            }
-            for (k, v) in &extra {
-                row[*k] = json!(v);
-            }
-            put_eval(&mut row, &eval);
-            log.write(&row)?;
-        }
-
-        state.step = step + 1;
-        state.tokens += batches.iter().map(|b| b.input_tokens as u64).sum::<u64>();
-        let positions = loader.positions();
-        (state.epoch, state.cursor) = positions[0];
-        if positions.len() > 1 {
-            state.tasks = positions;
-        }
-        bar.set_position(state.step as u64);
-        bar.set_message(format!(
-            "loss {loss:.4} | {:.0} tok/s",
-            (state.tokens - start_tokens) as f64 / start.elapsed().as_secs_f64()
-        ));
-
-        if (t.save_every > 0 && state.step.is_multiple_of(t.save_every)) || state.step == t.steps {
-            let weights = opt.weights().into_iter().collect();
-            let optimizer = opt.state().into_iter().collect();
-            let dir = checkpoint::write(
-                out,
-                &saved_files,
-                weights_file,
-                &weights,
-                &optimizer,
-                &state,
-                t.keep_last,
-            )?;
-            last_checkpoint = dir.display().to_string();
+        for (k, v) in metrics {
+            row[k.as_str()] = json!(v);
         }
     }
-    bar.finish_and_clear();
+}
 
-    let final_eval = run_eval(&model)?;
-    if final_eval.is_some() {
-        let mut row = json!({"step": t.steps, "tokens": state.tokens});
-        put_eval(&mut row, &final_eval);
-        log.write(&row)?;
-    }
-    let final_eval_loss = final_eval.map(|(e, _)| e).filter(|e| e.is_finite());
-    let final_dir = out.join("final");
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir)
-            .map_err(|e| TrainError::Io(format!("{}: {e}", final_dir.display())))?;
-    }
-    let weights: std::collections::HashMap<String, Tensor> = opt
-        .vars()
-        .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
-        .collect();
-    match &adapter {
-        None => {
-            let files = source.tokenizer_files()?;
-            graft_models::save::save_hf_dir(
-                &final_dir,
-                &source.config_json_for(dtype),
-                &weights,
-                &files,
-            )?;
-        }
-        Some(cfg) => graft_adapters::peft_format::save(&final_dir, cfg, &weights)
-            .map_err(|e| TrainError::Io(e.to_string()))?,
-    }
-    let title = format!(
-        "{} — {}",
-        objective.name(),
-        recipe
-            .model
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default()
-    );
-    metrics::plot(&metrics_path, &out.join("loss.png"), &title)?;
-    Ok(TrainSummary {
-        output: out.clone(),
-        steps: t.steps,
-        first_loss,
-        last_loss,
-        final_eval_loss,
-    })
+fn json_text(v: &impl serde::Serialize) -> Result<String, TrainError> {
+    serde_json::to_string_pretty(v).map_err(|e| TrainError::Io(e.to_string()))
 }

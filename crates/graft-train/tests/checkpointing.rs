@@ -11,7 +11,7 @@ use graft_testkit::fixture;
 
 fn grads(model: &Decoder, varmap: &VarMap, ids: &Tensor) -> HashMap<String, Tensor> {
     model.set_dropout_seed(11);
-    graft_models::layers::checkpoint::set_trainable(
+    graft_models::layers::side_grads::set_trainable(
         varmap
             .data()
             .lock()
@@ -28,7 +28,7 @@ fn grads(model: &Decoder, varmap: &VarMap, ids: &Tensor) -> HashMap<String, Tens
         .neg()
         .unwrap();
     let g = loss.backward().unwrap();
-    let mut side = graft_models::layers::checkpoint::take_side_grads();
+    let mut side = graft_models::layers::side_grads::take_side_grads();
     varmap
         .data()
         .lock()

@@ -154,6 +154,17 @@ fn losses_and_metrics_match_trl() {
                 .unwrap(),
         ),
         (
+            serde_json::json!({"kind": "robust", "beta": 0.1, "label_smoothing": 0.1}),
+            f["losses"]["robust_label_smoothing_0.1"]["loss"]
+                .as_f64()
+                .unwrap(),
+        ),
+        (
+            // TRL's `sigmoid_norm`: −log σ(β·h̄) on per-token averaged log-ratios.
+            serde_json::json!({"kind": "dpo_norm", "beta": 0.1}),
+            f["losses"]["sigmoid_norm"]["loss"].as_f64().unwrap(),
+        ),
+        (
             serde_json::json!({"kind": "simpo", "beta": 0.1, "gamma": 0.5}),
             f["simpo"]["loss"].as_f64().unwrap(),
         ),

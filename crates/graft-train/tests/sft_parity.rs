@@ -46,7 +46,7 @@ fn sft_step(fused: bool) {
         true => varmap.all_vars().iter().map(|v| v.id()).collect(),
         false => Vec::new(),
     };
-    graft_models::layers::checkpoint::set_trainable(declared);
+    graft_models::layers::side_grads::set_trainable(declared);
 
     let ids_rows: Vec<Vec<u32>> = serde_json::from_value(f["input_ids"].clone()).unwrap();
     let labels: Vec<Vec<i64>> = serde_json::from_value(f["labels"].clone()).unwrap();
@@ -83,8 +83,8 @@ fn sft_step(fused: bool) {
     );
 
     let grads = out.loss.backward().unwrap();
-    let mut side = graft_models::layers::checkpoint::take_side_grads();
-    graft_models::layers::checkpoint::set_trainable(Vec::new());
+    let mut side = graft_models::layers::side_grads::take_side_grads();
+    graft_models::layers::side_grads::set_trainable(Vec::new());
     // Every block's 9 tensors came from the fused op, or none did.
     assert_eq!(side.is_empty(), !fused, "fused blocks used: {}", side.len());
     let mut opt = AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1).unwrap();

@@ -26,6 +26,13 @@ pub enum DataCommand {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(
+    about = "Look at and prepare training data: inspect, stats, tokenize, dedup, decontaminate, rso",
+    after_help = "Examples:\n  graft data inspect train.jsonl --model SmolLM2-135M-Instruct.Q8_0.gguf\n  \
+graft data stats train.jsonl --group-by language --plot lengths.png\n  \
+graft data dedup --input raw.jsonl --output clean.jsonl --report dropped.jsonl --near\n  \
+graft data decontaminate --input sft.jsonl --eval gsm8k_test.jsonl --output clean.jsonl --report hits.jsonl"
+)]
 pub struct Args {
     /// Skip rows that are not valid JSON or lack the needed field: count them and report them on
     /// stderr instead of stopping at the first.

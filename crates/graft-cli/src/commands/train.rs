@@ -7,9 +7,13 @@ use graft_train::{recipe, train, TrainOptions};
 
 #[derive(clap::Args, Debug)]
 #[command(
-    about = "Train from a TOML recipe (full fine-tuning; objectives lm, sft, minor_sft)",
-    after_help = "Writes OUT/metrics.jsonl, OUT/checkpoint-<step>/, OUT/final/ (an HF directory), OUT/loss.png, OUT/manifest.json.\n\n\
-Examples:\n  graft train recipes/sft-smollm2.toml\n  graft train recipes/sft-smollm2.toml --set train.lr=1e-4 --set train.steps=200 --output runs/try2\n  graft train recipes/sft-smollm2.toml --resume"
+    about = "Train from a TOML recipe: pretraining, SFT, preference alignment, full or with an adapter",
+    after_help = "Objectives ([objective] kind): lm, sft, minor_sft, dpo, cdpo, robust, ipo, dpo_norm, slic, simpo,\n\
+orpo, kto, minor_dpo, lipo. Adapters ([adapter] kind): lora, dora, sltrain, mtlora, lst;\n\
+QLoRA with [model] quantized = \"nf4\" or a .gguf base. Seq2seq (T5) with span corruption or UL2 in [data].\n\
+Writes OUT/metrics.jsonl, OUT/checkpoint-<step>/, OUT/final/ (an HF directory or a PEFT adapter), OUT/loss.png,\n\
+OUT/manifest.json.\n\n\
+Examples:\n  graft train recipes/smollm2-full-sft.toml\n  graft train recipes/smollm2-qlora-sft.toml --set train.lr=1e-4 --set train.steps=200 --output runs/try2\n  graft train recipes/smollm2-qlora-sft.toml --resume"
 )]
 pub struct Args {
     /// The recipe (TOML).

@@ -13,6 +13,7 @@ pub const SPEC: Spec = Spec {
     input_params: &[("weight", None)],
     non_base_only: false,
     shared_params: || shared(&[("normalize", Value::Bool(true))]),
+    required_params: &[],
     merge,
 };
 

@@ -54,7 +54,8 @@ impl Group<'_> {
 
 /// A method's contract: how it uses the base, how many inputs (base included), its per-input
 /// parameters (name, default; `None` = required) — for the base too unless `non_base_only` —
-/// and its shared parameters with defaults.
+/// its shared parameters with defaults, and the shared parameters without one that a config must
+/// give (mergekit's `required=True`, e.g. slerp's `t`).
 pub struct Spec {
     pub name: &'static str,
     pub base: Base,
@@ -63,6 +64,7 @@ pub struct Spec {
     pub input_params: &'static [(&'static str, Option<f64>)],
     pub non_base_only: bool,
     pub shared_params: fn() -> Map<String, Value>,
+    pub required_params: &'static [&'static str],
     pub merge: fn(Group) -> Result<Vec<f32>, String>,
 }
 

@@ -11,6 +11,7 @@ pub const SPEC: Spec = Spec {
     input_params: &[("scale", Some(f64::NAN))],
     non_base_only: false,
     shared_params: || shared(&[]),
+    required_params: &[],
     merge,
 };
 

@@ -15,6 +15,7 @@ pub const SPEC: Spec = Spec {
     input_params: &[],
     non_base_only: true,
     shared_params: || shared(&[]),
+    required_params: &["t"],
     merge,
 };
 

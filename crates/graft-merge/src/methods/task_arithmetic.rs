@@ -39,6 +39,7 @@ macro_rules! family {
                     ("int8_mask", Value::Bool(false)),
                 ])
             },
+            required_params: &[],
             merge: |g| merge(g, $consensus, $sparsify),
         };
     };

@@ -67,16 +67,13 @@ impl Attention {
         })
     }
 
-    /// (heads, kv heads, head dim, scale) and the q, k, v, o projections when this is plain
-    /// rotary attention — no QK-norm, soft-capping, dropout, biases or quantized weights, f32,
-    /// LoRA at most — which fused_block.rs computes.
+    /// (heads, kv heads, head dim, scale) and the q, k, v, o projections as fused_block.rs takes
+    /// them (f32 or frozen quantized, bare or plain LoRA); whether the configuration suits the
+    /// fused block at all is `fused_block::handles`.
     #[allow(clippy::type_complexity)]
     pub fn fused_parts(
         &self,
     ) -> Option<((usize, usize, usize, f64), [super::fused_block::Proj; 4])> {
-        if self.qk_norm != QkNorm::None || self.softcap.is_some() || self.dropout != 0.0 {
-            return None;
-        }
         let projs = [
             self.q_proj.fused_proj()?,
             self.k_proj.fused_proj()?,

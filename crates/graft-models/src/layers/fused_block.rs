@@ -7,7 +7,7 @@
 //! reads each head's columns in place.
 //!
 //! The block's tensors are not inputs of the op: the gradients of those the trainer declared
-//! trainable ([`super::checkpoint::set_trainable`]) go to the side store of checkpoint.rs, which
+//! trainable ([`super::side_grads::set_trainable`]) go to the side store (side_grads.rs), which
 //! the optimizer step adds in; the others (a frozen base under LoRA) get none and cost no GEMM.
 //! A quantized base (QLoRA) is dequantized per projection for the forward and again for the
 //! backward, as quant.rs does. Everything else — other adapters, LoRA dropout, biases, QK-norm,
@@ -24,13 +24,65 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::checkpoint::{add_side_grad, is_trainable};
 use super::cpu_op::{f32_values, F32Values};
 use super::fused_attention::{Block, Rows};
 pub use super::fused_linear::Proj;
 use super::fused_linear::ProjValues;
 use super::fused_norm::FusedRmsNorm;
 use super::fused_swiglu;
+use super::side_grads::{add_side_grad, is_trainable};
+
+/// Whether the fused block computes a block of this configuration exactly as the composed block
+/// does. Every field is named, so a field added to `DecoderConfig` does not compile here until
+/// someone decides whether the fused block handles it. The per-run state — f32 weights, bare or
+/// plain-LoRA projections, trained tensors, no KV cache — is checked per call (decoder.rs).
+pub fn handles(cfg: &crate::config::DecoderConfig) -> bool {
+    use crate::config::{Activation, BlockKind, DecoderConfig, NormKind, QkNorm};
+    let DecoderConfig {
+        // Shapes: any (GQA, odd rotary pair counts, any head dim).
+        model_type: _,
+        vocab_size: _,
+        hidden_size: _,
+        intermediate_size: _,
+        num_attention_heads: _,
+        num_key_value_heads: _,
+        head_dim: _,
+        // Passed on to the fused norm and attention.
+        rms_norm_eps: _,
+        attn_scale: _,
+        // Outside the blocks (embedding, final norm, LM head).
+        embed_scale: _,
+        final_softcap: _,
+        tie_word_embeddings: _,
+        // Per-layer rotary tables and sliding windows arrive as cos/sin and the mask.
+        layers: _,
+        block,
+        norm,
+        qk_norm,
+        act,
+        qkv_bias,
+        o_bias,
+        mlp_bias,
+        attn_softcap,
+        attention_dropout,
+    } = cfg;
+    let norm_ok = match norm {
+        NormKind::Plain | NormKind::OnePlus => true,
+    };
+    let act_ok = match act {
+        Activation::Silu | Activation::GeluTanh => true,
+        Activation::Gelu => false,
+    };
+    *block == BlockKind::PreNorm
+        && norm_ok
+        && act_ok
+        && *qk_norm == QkNorm::None
+        && !qkv_bias
+        && !o_bias
+        && !mlp_bias
+        && attn_softcap.is_none()
+        && *attention_dropout == 0.0
+}
 
 /// The block's tensors.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@
 
 use candle_core::{Result, Tensor};
 
-use super::checkpoint::is_trainable;
 use super::cpu_op::{f32_values, gemm_par, F32Values};
+use super::side_grads::is_trainable;
 
 /// A projection's weight (out, in) — or its frozen quantized form (QLoRA; `w` is then a
 /// placeholder of the same shape), dequantized for each product that reads it and dropped after,

@@ -2,7 +2,6 @@
 //! ops (no fused op that detaches, see DESIGN.md "candle landmines").
 
 pub mod attention;
-pub mod checkpoint;
 pub mod cpu_op;
 pub mod frozen;
 pub mod fused_attention;
@@ -17,5 +16,7 @@ pub mod mlp;
 pub mod nf4;
 pub mod norm;
 pub mod quant;
+pub mod recompute;
 pub mod relative_attention;
 pub mod rope;
+pub mod side_grads;

@@ -75,6 +75,16 @@ pub fn pair_log_ratios(b: &TokenBatch, who: &str) -> Result<(Tensor, Tensor)> {
     Ok(((pc - rc)?, (pr - rr)?))
 }
 
+/// h̄ (P): the pair's log-ratio margin on log-probs averaged over each response's tokens.
+fn avg_log_ratio_margin(b: &TokenBatch) -> Result<Tensor> {
+    let reference = b
+        .ref_logps
+        .ok_or_else(|| candle_core::Error::Msg("DPO needs reference log-probs".into()))?;
+    let (ac, ar) = halves(&row_logps(b.logps, b.mask, true)?)?;
+    let (fc, fr) = halves(&row_logps(reference, b.mask, true)?)?;
+    (ac - fc)? - (ar - fr)?
+}
+
 /// TRL's reward metrics, summed over this micro-batch's pairs and divided by the step's pairs.
 pub fn reward_metrics(
     chosen: &Tensor,
@@ -122,16 +132,8 @@ impl Objective for Dpo {
                 let eps = self.label_smoothing;
                 ((log_sigmoid(&x)? * -(1.0 - eps))? - (log_sigmoid(&x.neg()?)? * eps)?)?
             }
-            DpoLoss::Ipo | DpoLoss::Normalized => {
-                let (ac, ar) = halves(&row_logps(b.logps, b.mask, true)?)?;
-                let reference = b.ref_logps.expect("pair_log_ratios checked it");
-                let (fc, fr) = halves(&row_logps(reference, b.mask, true)?)?;
-                let h_avg = ((ac - fc)? - (ar - fr)?)?;
-                match self.loss {
-                    DpoLoss::Ipo => (h_avg - 1.0 / (2.0 * self.beta))?.sqr()?,
-                    _ => log_sigmoid(&(h_avg * self.beta)?)?.neg()?,
-                }
-            }
+            DpoLoss::Ipo => (avg_log_ratio_margin(b)? - 1.0 / (2.0 * self.beta))?.sqr()?,
+            DpoLoss::Normalized => log_sigmoid(&(avg_log_ratio_margin(b)? * self.beta)?)?.neg()?,
             DpoLoss::Robust => {
                 let x = (&h * self.beta)?;
                 let eps = self.label_smoothing;

@@ -1,0 +1,239 @@
+//! The one model type every capability holds: training, evaluation, generation and the CLI take a
+//! [`Model`] — decoder-only or encoder-decoder — and use it through [`LanguageModel`]: logits and
+//! next-token log-probs of a token stream (conditioned on the encoder input for seq2seq), dropout
+//! seeding, and the named linears and embeddings adapters and vocabulary surgery touch. Adding an
+//! architecture touches its family file and one registry line; adding a capability needs only
+//! this interface (and, for a capability only one architecture has, [`Model::as_decoder`]).
+//!
+//! Shapes: ids (B, T) the decoder stream; encoder ids and mask (B, S); packed positions and
+//! segments (B, T); logits (B, T, V); next-token log-probs and log-partitions (B, T−1).
+
+use candle_core::{DType, Result, Tensor, D};
+
+use crate::layers::head_logprobs::head_logprobs;
+use crate::layers::linear::{Linear, Linears};
+use crate::{next_token_logprobs, Decoder, T5};
+
+/// A language model of any supported architecture.
+pub enum Model {
+    Decoder(Decoder),
+    /// Encoder-decoder (T5, mT5): the token stream is the decoder's, `[decoder_start] + targets`.
+    Seq2Seq(T5),
+}
+
+/// Rows as a model reads them.
+#[derive(Clone, Copy)]
+pub struct ModelInput<'a> {
+    /// The token stream (B, T) whose next tokens are predicted.
+    pub ids: &'a Tensor,
+    /// Seq2seq: the encoder's ids and mask (B, S), 1 for tokens, 0 for padding.
+    pub encoder: Option<(&'a Tensor, &'a Tensor)>,
+    /// Packed rows (decoders): rotary positions and segment ids (B, T).
+    pub packed: Option<(&'a Tensor, &'a Tensor)>,
+}
+
+impl<'a> ModelInput<'a> {
+    /// Plain rows of a decoder-only model.
+    pub fn tokens(ids: &'a Tensor) -> Self {
+        Self {
+            ids,
+            encoder: None,
+            packed: None,
+        }
+    }
+}
+
+/// What the trainer, eval and the CLI ask of a model, whatever its architecture.
+pub trait LanguageModel: Linears {
+    fn vocab_size(&self) -> usize;
+
+    /// Makes the dropout masks of the following training forwards a function of `seed`.
+    fn set_dropout_seed(&self, seed: u64);
+
+    /// Logits (B, T, V) at every position of `input.ids`.
+    fn logits(&self, input: &ModelInput, train: bool) -> Result<Tensor>;
+
+    /// Log-probs of each next token (B, T−1) and, when asked, the log-partition log Σ exp(logits)
+    /// at each position, from the full logits' log-softmax.
+    fn token_logps(
+        &self,
+        input: &ModelInput,
+        train: bool,
+        want_lse: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        softmax_token_logps(&self.logits(input, train)?, input.ids, want_lse)
+    }
+}
+
+impl LanguageModel for Decoder {
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn set_dropout_seed(&self, seed: u64) {
+        Decoder::set_dropout_seed(self, seed)
+    }
+
+    fn logits(&self, input: &ModelInput, train: bool) -> Result<Tensor> {
+        if input.encoder.is_some() {
+            candle_core::bail!("a decoder-only model takes no encoder input");
+        }
+        match input.packed {
+            Some((pos, seg)) => self.forward_packed(input.ids, pos, seg, train),
+            None => self.forward(input.ids, None, train),
+        }
+    }
+
+    /// Without logit soft-capping through the chunked head ([`head_logprobs`]): the (B, T, V)
+    /// logits are never held.
+    fn token_logps(
+        &self,
+        input: &ModelInput,
+        train: bool,
+        want_lse: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        if self.cfg.final_softcap.is_some() || input.encoder.is_some() {
+            return softmax_token_logps(&self.logits(input, train)?, input.ids, want_lse);
+        }
+        let h = self.hidden_states(input.ids, input.packed, train)?;
+        head_token_logps(&h, self.head(), input.ids, want_lse)
+    }
+}
+
+impl LanguageModel for T5 {
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn set_dropout_seed(&self, seed: u64) {
+        T5::set_dropout_seed(self, seed)
+    }
+
+    fn logits(&self, input: &ModelInput, train: bool) -> Result<Tensor> {
+        if input.packed.is_some() {
+            candle_core::bail!("packing is not supported for encoder-decoder models");
+        }
+        let Some((enc_ids, enc_mask)) = input.encoder else {
+            candle_core::bail!(
+                "an encoder-decoder model needs rows with encoder inputs ({{\"inputs\", \"targets\"}})"
+            )
+        };
+        self.forward(enc_ids, Some(enc_mask), input.ids, train)
+    }
+}
+
+impl Model {
+    fn inner(&self) -> &dyn LanguageModel {
+        match self {
+            Model::Decoder(m) => m,
+            Model::Seq2Seq(m) => m,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn LanguageModel {
+        match self {
+            Model::Decoder(m) => m,
+            Model::Seq2Seq(m) => m,
+        }
+    }
+
+    /// The decoder-only model, for what only decoders do (KV-cached decoding, packing, side
+    /// networks, activation checkpointing).
+    pub fn as_decoder(&self) -> Option<&Decoder> {
+        match self {
+            Model::Decoder(m) => Some(m),
+            Model::Seq2Seq(_) => None,
+        }
+    }
+
+    pub fn as_decoder_mut(&mut self) -> Option<&mut Decoder> {
+        match self {
+            Model::Decoder(m) => Some(m),
+            Model::Seq2Seq(_) => None,
+        }
+    }
+
+    pub fn is_seq2seq(&self) -> bool {
+        matches!(self, Model::Seq2Seq(_))
+    }
+}
+
+impl Linears for Model {
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        self.inner_mut().linears_mut()
+    }
+
+    fn embeddings_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.inner_mut().embeddings_mut()
+    }
+}
+
+impl LanguageModel for Model {
+    fn vocab_size(&self) -> usize {
+        self.inner().vocab_size()
+    }
+
+    fn set_dropout_seed(&self, seed: u64) {
+        self.inner().set_dropout_seed(seed)
+    }
+
+    fn logits(&self, input: &ModelInput, train: bool) -> Result<Tensor> {
+        self.inner().logits(input, train)
+    }
+
+    fn token_logps(
+        &self,
+        input: &ModelInput,
+        train: bool,
+        want_lse: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.inner().token_logps(input, train, want_lse)
+    }
+}
+
+impl From<Decoder> for Model {
+    fn from(m: Decoder) -> Self {
+        Model::Decoder(m)
+    }
+}
+
+impl From<T5> for Model {
+    fn from(m: T5) -> Self {
+        Model::Seq2Seq(m)
+    }
+}
+
+/// Next-token log-probs (B, T−1) (and log-partitions) from whole logits (B, T, V).
+fn softmax_token_logps(
+    logits: &Tensor,
+    ids: &Tensor,
+    want_lse: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let logps = next_token_logprobs(&lp, ids)?;
+    // log p = logit − lse, so lse = logit(target) − log p.
+    let lse = want_lse
+        .then(|| next_token_logprobs(&logits, ids)? - &logps)
+        .transpose()?;
+    Ok((logps, lse))
+}
+
+/// Next-token log-probs (B, T−1) (and log-partitions) from final hidden states (B, T, H) through
+/// the chunked head.
+fn head_token_logps(
+    h: &Tensor,
+    head: &Tensor,
+    ids: &Tensor,
+    want_lse: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (b, t, hid) = h.dims3()?;
+    if t < 2 {
+        candle_core::bail!("rows need two or more tokens");
+    }
+    let h = h.narrow(1, 0, t - 1)?.reshape((b * (t - 1), hid))?;
+    let targets: Vec<u32> = ids.narrow(1, 1, t - 1)?.flatten_all()?.to_vec1()?;
+    let (lp, lse) = head_logprobs(&h, head, &targets)?;
+    let lse = want_lse.then(|| lse.reshape((b, t - 1))).transpose()?;
+    Ok((lp.reshape((b, t - 1))?, lse))
+}
