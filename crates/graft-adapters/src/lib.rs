@@ -39,18 +39,22 @@ pub fn load_onto(
         .map_err(|e| AdapterError::File(dir.display().to_string(), e.to_string()))
 }
 
-/// Loads the adapter in `dir` onto a decoder: a PEFT adapter, or an LST side network (which then
-/// computes the decoder's hidden states). Returns the wrapped module names (none for LST).
-pub fn load_onto_decoder(
-    model: &mut graft_models::Decoder,
+/// Loads the adapter in `dir` onto a model: a PEFT adapter, or (decoder-only models) an LST side
+/// network, which then computes the decoder's hidden states. Returns the wrapped module names
+/// (none for LST).
+pub fn load_onto_model(
+    model: &mut graft_models::Model,
     dir: &std::path::Path,
 ) -> Result<Vec<String>, AdapterError> {
     let (cfg, tensors) = peft_format::load(dir)?;
     let at = |e: String| AdapterError::File(dir.display().to_string(), e);
     if cfg.peft_type == config::PeftType::Lst {
-        let spec = cfg.side_spec(&model.cfg).map_err(at)?;
-        let ladder = lst::Ladder::load(&model.cfg, spec, &tensors).map_err(at)?;
-        model.side = Some(std::sync::Arc::new(ladder));
+        let decoder = model
+            .as_decoder_mut()
+            .ok_or_else(|| at("an LST side network needs a decoder-only model".into()))?;
+        let spec = cfg.side_spec(&decoder.cfg).map_err(at)?;
+        let ladder = lst::Ladder::load(&decoder.cfg, spec, &tensors).map_err(at)?;
+        decoder.side = Some(std::sync::Arc::new(ladder));
         return Ok(Vec::new());
     }
     attach(model, &cfg, &tensors).map_err(|e| at(e.to_string()))

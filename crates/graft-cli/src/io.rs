@@ -5,12 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use graft_models::{Arch, Decoder, ModelSource, Quantization, T5};
-
-pub enum Model {
-    Decoder(Decoder),
-    T5(T5),
-}
+use graft_models::{Decoder, Model, ModelSource, Quantization};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -44,7 +39,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<(ModelSource, Decoder, Device)> {
         match self.load_any()? {
             (source, Model::Decoder(m), device) => Ok((source, m, device)),
-            (source, Model::T5(_), _) => Err(source.decoder_config().unwrap_err().into()),
+            (source, Model::Seq2Seq(_), _) => Err(source.decoder_config().unwrap_err().into()),
         }
     }
 
@@ -59,15 +54,9 @@ impl ModelArgs {
             _ => Quantization::None,
         };
         let source = ModelSource::open_with(&self.model, dtype, &device, quantization)?;
-        let mut model = match &source.arch {
-            Arch::Decoder(_) => Model::Decoder(source.build(dtype, &device)?),
-            Arch::T5(_) => Model::T5(source.build_t5(dtype, &device)?),
-        };
+        let mut model = source.build_model(dtype, &device)?;
         if let Some(dir) = &self.adapter {
-            match &mut model {
-                Model::Decoder(m) => graft_adapters::load_onto_decoder(m, dir)?,
-                Model::T5(m) => graft_adapters::load_onto(m, dir)?,
-            };
+            graft_adapters::load_onto_model(&mut model, dir)?;
         }
         spinner.finish_and_clear();
         for w in &source.warnings {

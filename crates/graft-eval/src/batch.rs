@@ -8,7 +8,7 @@
 
 use candle_core::{DType, IndexOp, Tensor, D};
 
-use crate::harness::{Lm, LmModel};
+use crate::harness::Lm;
 use crate::EvalError;
 
 /// Tokens per batch (B × longest input).
@@ -17,7 +17,7 @@ const TOKEN_BUDGET: usize = 2048;
 impl Lm<'_> {
     /// `score_tokens` for many (context, continuation) pairs, in their order.
     pub fn score_many(&self, reqs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<(f64, bool)>, EvalError> {
-        let LmModel::Decoder(model) = self.model else {
+        let graft_models::Model::Decoder(model) = self.model else {
             return reqs.iter().map(|(c, k)| self.score_tokens(c, k)).collect();
         };
         let inputs = reqs

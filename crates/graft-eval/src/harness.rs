@@ -15,20 +15,14 @@
 //! Shapes: ids (1, T) → logits (1, T, V); a continuation's log-probs (C).
 
 use candle_core::{DType, Device, IndexOp, Tensor, D};
-use graft_models::{Decoder, KvCache, Tokenizer};
+use graft_models::{Decoder, KvCache, Model, Tokenizer};
 use graft_serve::generate::{generate, GenerateOptions};
 
 use crate::EvalError;
 
-/// The model a harness scores: decoder-only, or encoder-decoder (seq2seq.rs).
-#[derive(Clone, Copy)]
-pub enum LmModel<'a> {
-    Decoder(&'a Decoder),
-    Seq2Seq(&'a graft_models::T5),
-}
-
 pub struct Lm<'a> {
-    pub model: LmModel<'a>,
+    /// Decoder-only, or encoder-decoder (seq2seq.rs).
+    pub model: &'a Model,
     pub tokenizer: &'a Tokenizer,
     /// The model length L (`max_position_embeddings`, as lm-eval's `resolve_max_length`).
     pub max_length: usize,
@@ -47,7 +41,7 @@ impl<'a> Lm<'a> {
     /// The settings lm-eval's HF backend derives from the model: L from the config
     /// (`n_positions`, `max_position_embeddings`, `n_ctx`, else 2048), the prefix token (BOS,
     /// else EOS), the EOS token (`tokenizer.eos_token`) and the generation EOS ids.
-    pub fn new(source: &'a graft_models::ModelSource, model: LmModel<'a>) -> Res<Self> {
+    pub fn new(source: &'a graft_models::ModelSource, model: &'a Model) -> Res<Self> {
         let tokenizer = source.tokenizer()?;
         let c = &source.config_json;
         // Then the tokenizer's `model_max_length` (T5: 512), as lm-eval's resolve_max_length.
@@ -94,7 +88,7 @@ impl<'a> Lm<'a> {
 
     /// `_encode_pair`: (context tokens, continuation tokens).
     pub fn encode_pair(&self, ctx: &str, cont: &str) -> Res<(Vec<u32>, Vec<u32>)> {
-        if let LmModel::Seq2Seq(_) = self.model {
+        if let Model::Seq2Seq(_) = self.model {
             return crate::seq2seq::encode_pair(self, ctx, cont);
         }
         if ctx.is_empty() {
@@ -114,8 +108,8 @@ impl<'a> Lm<'a> {
 
     fn decoder(&self) -> Res<&'a Decoder> {
         match self.model {
-            LmModel::Decoder(d) => Ok(d),
-            LmModel::Seq2Seq(_) => Err(EvalError::Request(
+            Model::Decoder(d) => Ok(d),
+            Model::Seq2Seq(_) => Err(EvalError::Request(
                 "this request type needs a decoder-only model".into(),
             )),
         }
@@ -141,7 +135,7 @@ impl<'a> Lm<'a> {
 
     /// One (context, continuation) token pair, as `_loglikelihood_tokens`.
     pub fn score_tokens(&self, ctx: &[u32], cont: &[u32]) -> Res<(f64, bool)> {
-        if let LmModel::Seq2Seq(t5) = self.model {
+        if let Model::Seq2Seq(t5) = self.model {
             return Ok(crate::seq2seq::loglikelihoods(self, t5, ctx, &[cont.to_vec()])?[0]);
         }
         let inp = self.model_input(ctx, cont)?;
@@ -171,7 +165,7 @@ impl<'a> Lm<'a> {
             .iter()
             .map(|c| self.encode_pair(ctx, c))
             .collect::<Res<Vec<_>>>()?;
-        if let LmModel::Seq2Seq(t5) = self.model {
+        if let Model::Seq2Seq(t5) = self.model {
             let conts: Vec<Vec<u32>> = pairs.iter().map(|p| p.1.clone()).collect();
             let ctx = pairs.first().map(|p| p.0.clone()).unwrap_or_default();
             return crate::seq2seq::loglikelihoods(self, t5, &ctx, &conts);
@@ -210,7 +204,7 @@ impl<'a> Lm<'a> {
         if !self.eot_text.is_empty() && !stops.contains(&self.eot_text) {
             stops.push(self.eot_text.clone());
         }
-        if let LmModel::Seq2Seq(t5) = self.model {
+        if let Model::Seq2Seq(t5) = self.model {
             let mut text = crate::seq2seq::generate(self, t5, ctx, &stops, max_gen_toks)?;
             for s in &stops {
                 if let Some(i) = text.find(s.as_str()).filter(|_| !s.is_empty()) {

@@ -17,7 +17,7 @@ pub mod seq2seq;
 pub mod task;
 
 pub use evaluate::{run, TaskOutcome};
-pub use harness::{Lm, LmModel};
+pub use harness::Lm;
 pub use task::Task;
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
-use graft_eval::{run, Lm, LmModel, Task};
+use graft_eval::{run, Lm, Task};
 use graft_models::ModelSource;
 use graft_testkit::{fixture, read_json};
 use serde_json::Value;
@@ -41,8 +41,8 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 /// lm-eval's.
 fn check(task: &str, fewshot: Option<usize>, out_name: &str) {
     let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
-    let model = source.build(DType::F32, &Device::Cpu).unwrap();
-    let lm = Lm::new(&source, LmModel::Decoder(&model)).unwrap();
+    let model = source.build_model(DType::F32, &Device::Cpu).unwrap();
+    let lm = Lm::new(&source, &model).unwrap();
     assert_eq!(lm.max_length, 64);
     check_with(&lm, task, fewshot, out_name);
 }
@@ -186,8 +186,9 @@ fn humaneval_canonical_solutions_pass_and_wrong_ones_fail() {
 /// generator's cache shim for a transformers 5.24 bug, outputs checked equal to use_cache=False).
 fn t5_check(task: &str, out_name: &str) {
     let source = ModelSource::open(&fixture("models/t5"), DType::F32, &Device::Cpu).unwrap();
-    let model = source.build_t5(DType::F32, &Device::Cpu).unwrap();
-    let lm = Lm::new(&source, LmModel::Seq2Seq(&model)).unwrap();
+    let model = source.build_model(DType::F32, &Device::Cpu).unwrap();
+    assert!(model.is_seq2seq());
+    let lm = Lm::new(&source, &model).unwrap();
     assert_eq!(lm.max_length, 512);
     check_with(&lm, task, Some(0), out_name);
 }

@@ -27,6 +27,26 @@ fn normals(rng: &mut StdRng, n: usize, std: f64) -> Vec<f32> {
     out
 }
 
+/// Fresh weights, by HF key, for the model a `config.json` (read from `path`) describes:
+/// decoders drawn with its `initializer_range` (default 0.02, as transformers), T5 as
+/// transformers' `_init_weights` for T5.
+pub fn init_model_weights(
+    path: &std::path::Path,
+    config_json: &serde_json::Value,
+    seed: u64,
+) -> crate::Result<HashMap<String, Tensor>> {
+    match crate::registry::arch_config(path, config_json)? {
+        crate::registry::Arch::T5(cfg) => init_t5_weights(&cfg, seed),
+        crate::registry::Arch::Decoder(cfg) => {
+            let range = config_json
+                .get("initializer_range")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.02);
+            init_weights(&cfg, range, seed)
+        }
+    }
+}
+
 /// Every weight the model needs, by HF key, freshly initialised.
 pub fn init_weights(
     cfg: &DecoderConfig,

@@ -49,7 +49,7 @@ pub struct ModelSource {
     pub path: PathBuf,
     /// HF `config.json` (synthesised from metadata for GGUF files).
     pub config_json: Value,
-    pub arch: Arch,
+    pub(crate) arch: Arch,
     pub weights: Weights,
     pub tokenizer: Option<Tokenizer>,
     /// Why the tokenizer could not be loaded, when it could not.
@@ -273,6 +273,65 @@ impl ModelSource {
                 ),
             )),
         }
+    }
+
+    /// Builds the model, whatever its architecture, in `dtype` on `device`.
+    pub fn build_model(&self, dtype: DType, device: &Device) -> Result<crate::Model> {
+        Ok(match &self.arch {
+            Arch::Decoder(_) => self.build(dtype, device)?.into(),
+            Arch::T5(_) => self.build_t5(dtype, device)?.into(),
+        })
+    }
+
+    /// The model to train, with `dropout` (when given) as its dropout rate. With `vars` (a
+    /// VarBuilder over the trainer's variables) every weight is a fresh variable for the caller to
+    /// fill — full fine-tuning; without, the source's weights are used as they are (frozen, kept
+    /// quantized where they are), for an adapter on top.
+    pub fn build_for_training(
+        &self,
+        dropout: Option<f64>,
+        dtype: DType,
+        device: &Device,
+        vars: Option<VarBuilder>,
+    ) -> Result<crate::Model> {
+        let fit = |e| ModelError::file(&self.path, format!("weights do not fit config: {e}"));
+        Ok(match &self.arch {
+            Arch::Decoder(c) => {
+                let mut config = c.clone();
+                config.attention_dropout = dropout.unwrap_or(config.attention_dropout);
+                match vars {
+                    Some(vb) => Decoder::new(&config, vb).map_err(fit)?.into(),
+                    None => self.build_with(&config, dtype, device)?.into(),
+                }
+            }
+            Arch::T5(c) => {
+                // T5 has one dropout rate (embeddings, residuals, attention, FFN).
+                let mut config = c.clone();
+                config.dropout_rate = dropout.unwrap_or(config.dropout_rate);
+                match vars {
+                    Some(vb) => {
+                        let untied = self.tensors(DType::F32)?.contains_key("lm_head.weight");
+                        T5::new_with_head(&config, vb, untied).map_err(fit)?.into()
+                    }
+                    None => T5::new(&config, self.var_builder(dtype, device)?)
+                        .map_err(fit)?
+                        .into(),
+                }
+            }
+        })
+    }
+
+    /// The encoder-decoder model's config (`None` for decoder-only models).
+    pub fn t5_config(&self) -> Option<&crate::T5Config> {
+        match &self.arch {
+            Arch::T5(c) => Some(c),
+            Arch::Decoder(_) => None,
+        }
+    }
+
+    /// Whether the model is an encoder-decoder (seq2seq) model.
+    pub fn is_seq2seq(&self) -> bool {
+        matches!(self.arch, Arch::T5(_))
     }
 
     /// Builds the decoder-only model in `dtype` on `device`.

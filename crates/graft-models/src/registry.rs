@@ -60,7 +60,7 @@ pub const FAMILIES: &[Family] = &[
 
 /// What a `config.json` describes: one of the decoder families, or an encoder-decoder (T5).
 #[derive(Debug, Clone)]
-pub enum Arch {
+pub(crate) enum Arch {
     Decoder(DecoderConfig),
     T5(crate::t5::T5Config),
 }
@@ -74,7 +74,7 @@ const T5_TYPES: &[&str] = &[
 ];
 
 /// Parses `config.json` into a decoder description or a T5 config.
-pub fn arch_config(path: &Path, json: &Value) -> Result<Arch> {
+pub(crate) fn arch_config(path: &Path, json: &Value) -> Result<Arch> {
     let model_type = json.get("model_type").and_then(Value::as_str);
     let arch = json
         .get("architectures")
@@ -93,6 +93,11 @@ pub fn arch_config(path: &Path, json: &Value) -> Result<Arch> {
         return Ok(Arch::T5(cfg));
     }
     decoder_config(path, json).map(Arch::Decoder)
+}
+
+/// Whether a `config.json` describes an encoder-decoder (seq2seq) model; errors as [`arch_config`].
+pub fn is_seq2seq(path: &Path, json: &Value) -> Result<bool> {
+    Ok(matches!(arch_config(path, json)?, Arch::T5(_)))
 }
 
 /// The family a `config.json` names.

@@ -538,7 +538,7 @@ impl Loader {
 /// batch, calling `progress` with the rows done.
 pub fn cache_reference(
     rows: &mut [TrainRow],
-    reference: &crate::Net,
+    reference: &graft_models::Model,
     batch_size: usize,
     device: &Device,
     mut progress: impl FnMut(usize),
@@ -557,7 +557,9 @@ pub fn cache_reference(
                 })
                 .collect();
             let batch = collate_rows(&group.iter().collect::<Vec<_>>(), device)?;
-            let values: Vec<Vec<f32>> = reference.token_logps(&batch, false, false)?.0.to_vec2()?;
+            let values: Vec<Vec<f32>> = crate::net::batch_logps(reference, &batch, false, false)?
+                .0
+                .to_vec2()?;
             let targets = chunk.iter_mut().filter_map(|r| match slot {
                 0 => Some(r),
                 s => r.others.get_mut(s - 1),

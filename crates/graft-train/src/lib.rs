@@ -18,7 +18,6 @@ pub mod step;
 pub mod task_eval;
 pub mod trainer;
 
-pub use net::Net;
 pub use recipe::Recipe;
 pub use trainer::{train, TrainOptions, TrainSummary};
 

@@ -13,13 +13,13 @@ use candle_nn::{VarBuilder, VarMap};
 use graft_models::{next_token_logprobs, Decoder, ModelSource};
 
 use crate::data::TrainRow;
-use crate::net::Net;
 use crate::TrainError;
+use graft_models::Model;
 
-/// Replaces the random side blocks of `net`'s ladder with pruned backbone blocks; records the
+/// Replaces the random side blocks of `model`'s ladder with pruned backbone blocks; records the
 /// kept rotary pairs in the adapter config. `rows`: the training rows, in file order.
 pub fn init_side<'a>(
-    net: &mut Net,
+    model: &mut Model,
     source: &ModelSource,
     varmap: &VarMap,
     adapter: &mut graft_adapters::LoraConfig,
@@ -28,7 +28,7 @@ pub fn init_side<'a>(
     seed: u64,
     progress: bool,
 ) -> Result<(), TrainError> {
-    let Net::Decoder(backbone) = net else {
+    let Some(backbone) = model.as_decoder_mut() else {
         return Ok(());
     };
     let init = a.side_init.as_deref().unwrap_or("fisher");

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use graft_models::load::Weights;
-use graft_models::{Arch, ModelSource};
+use graft_models::{Model, ModelSource};
 use serde::{Deserialize, Serialize};
 
 use crate::data::TrainRow;
 use crate::mixture::TaskSection;
-use crate::{Net, Recipe, TrainError};
+use crate::{Recipe, TrainError};
 
 /// `[reference]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -31,11 +31,8 @@ pub struct ReferenceSection {
     pub weights: Vec<f64>,
 }
 
-fn build(source: &ModelSource, dtype: DType) -> Result<Net, TrainError> {
-    Ok(match source.arch {
-        Arch::T5(_) => source.build_t5(dtype, &Device::Cpu)?.into(),
-        Arch::Decoder(_) => source.build(dtype, &Device::Cpu)?.into(),
-    })
+fn build(source: &ModelSource, dtype: DType) -> Result<Model, TrainError> {
+    Ok(source.build_model(dtype, &Device::Cpu)?)
 }
 
 /// The weight average of `paths` as one model source (the first one's config and tokenizer).
@@ -107,7 +104,7 @@ pub fn reference_model(
     cfg: Option<&ReferenceSection>,
     start: &ModelSource,
     dtype: DType,
-) -> Result<Net, TrainError> {
+) -> Result<Model, TrainError> {
     match cfg {
         None => build(start, dtype),
         Some(c) => match (&c.path, c.soup.is_empty()) {

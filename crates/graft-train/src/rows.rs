@@ -336,10 +336,7 @@ fn load_files(
 ) -> Result<(Vec<TrainRow>, Vec<TrainRow>), TrainError> {
     let d = &recipe.data;
     let (pairs, labelled) = (objective.pairs(), objective.kl_rows());
-    let t5 = match &source.arch {
-        graft_models::Arch::T5(cfg) => Some(cfg),
-        graft_models::Arch::Decoder(_) => None,
-    };
+    let t5 = source.t5_config();
     let eos = t5
         .and_then(|c| c.eos_ids().first().copied())
         .or(tok.tokenizer.eos_id)

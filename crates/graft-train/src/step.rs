@@ -4,19 +4,23 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::data::{collate, Batch, TrainRow};
-use crate::net::Net;
+use crate::net::batch_logps;
 use crate::objectives::{Objective, TokenBatch};
 use crate::optim::{clip_grad_norm, AdamW};
 use crate::TrainError;
+use graft_models::{LanguageModel, Model};
 
 /// An evaluation: the loss and the `eval_*` metrics.
 pub type Eval = (f64, Vec<(String, f64)>);
 
 /// The reference's log-probs for a batch: cached in the rows, else from the reference model.
-fn reference_logps(batch: &Batch, reference: Option<&Net>) -> candle_core::Result<Option<Tensor>> {
+fn reference_logps(
+    batch: &Batch,
+    reference: Option<&Model>,
+) -> candle_core::Result<Option<Tensor>> {
     match (&batch.ref_logps, reference) {
         (Some(cached), _) => Ok(Some(cached.clone())),
-        (None, Some(r)) => Ok(Some(r.token_logps(batch, false, false)?.0.detach())),
+        (None, Some(r)) => Ok(Some(batch_logps(r, batch, false, false)?.0.detach())),
         (None, None) => Ok(None),
     }
 }
@@ -25,8 +29,8 @@ fn reference_logps(batch: &Batch, reference: Option<&Net>) -> candle_core::Resul
 /// objectives; for preference and KTO objectives the objective's own loss and metrics (reward
 /// accuracy and margins on held-out pairs), averaged over rows.
 pub(crate) fn evaluate(
-    model: &Net,
-    reference: Option<&Net>,
+    model: &Model,
+    reference: Option<&Model>,
     objective: &dyn Objective,
     rows: &[TrainRow],
     batch_size: usize,
@@ -37,7 +41,7 @@ pub(crate) fn evaluate(
     let mut sums: std::collections::BTreeMap<&'static str, f64> = Default::default();
     for chunk in rows.chunks(batch_size.max(1)) {
         let batch = collate(&chunk.iter().collect::<Vec<_>>(), device)?;
-        let (logps, lse) = model.token_logps(&batch, false, objective.needs_lse())?;
+        let (logps, lse) = batch_logps(model, &batch, false, objective.needs_lse())?;
         let logps = logps.detach();
         if !grouped {
             total -= (logps * &batch.mask)?.sum_all()?.to_scalar::<f32>()? as f64;
@@ -116,8 +120,8 @@ fn accumulate(
 /// the update.
 #[allow(clippy::too_many_arguments)]
 pub fn optimizer_step(
-    model: &Net,
-    reference: Option<&Net>,
+    model: &Model,
+    reference: Option<&Model>,
     objective: &dyn Objective,
     opt: &mut AdamW,
     batches: &[Batch],
@@ -143,7 +147,7 @@ pub fn optimizer_step(
     graft_models::layers::side_grads::take_side_grads();
     for (micro, batch) in batches.iter().enumerate() {
         model.set_dropout_seed(dropout_seed(micro));
-        let (logps, lse) = model.token_logps(batch, true, objective.needs_lse())?;
+        let (logps, lse) = batch_logps(model, batch, true, objective.needs_lse())?;
         let ref_logps = reference_logps(batch, reference)?;
         let out = objective.loss(&TokenBatch {
             logps: &logps,

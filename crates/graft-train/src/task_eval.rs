@@ -6,8 +6,8 @@ use graft_eval::{builtin, Lm, Task};
 use graft_models::ModelSource;
 use serde_json::{Map, Value};
 
-use crate::net::Net;
 use crate::TrainError;
+use graft_models::Model;
 
 pub struct TaskEval {
     tasks: Vec<Task>,
@@ -32,16 +32,16 @@ impl TaskEval {
     }
 
     /// Every task's metrics on `model` now.
-    pub fn run(&self, model: &Net, source: &ModelSource) -> Result<Map<String, Value>, TrainError> {
+    pub fn run(
+        &self,
+        model: &Model,
+        source: &ModelSource,
+    ) -> Result<Map<String, Value>, TrainError> {
         let mut out = Map::new();
         if self.tasks.is_empty() {
             return Ok(out);
         }
-        let m = match model {
-            Net::Decoder(d) => graft_eval::LmModel::Decoder(d),
-            Net::T5(t) => graft_eval::LmModel::Seq2Seq(t),
-        };
-        let lm = Lm::new(source, m).map_err(|e| TrainError::Recipe(e.to_string()))?;
+        let lm = Lm::new(source, model).map_err(|e| TrainError::Recipe(e.to_string()))?;
         for task in &self.tasks {
             let res =
                 graft_eval::run(task, &lm, || {}).map_err(|e| TrainError::Recipe(e.to_string()))?;

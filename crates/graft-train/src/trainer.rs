@@ -9,20 +9,20 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use graft_data::{ChatTemplate, Tokenize};
-use graft_models::{Arch, ModelSource};
+use graft_models::{Model, ModelSource};
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, TrainerState};
 use crate::data::{collate, TrainRow};
 use crate::metrics::MetricsLog;
 use crate::mixture::Mixture;
-use crate::net::build_net;
+use crate::net::build_model;
 use crate::objectives::{registry, Objective};
 use crate::optim::AdamW;
 use crate::schedule::Schedule;
 use crate::step::{evaluate, micro_seeds, optimizer_step, Eval};
 use crate::task_eval::TaskEval;
-use crate::{manifest, metrics, Net, Recipe, TrainError};
+use crate::{manifest, metrics, Recipe, TrainError};
 
 pub struct TrainOptions {
     pub output: PathBuf,
@@ -48,14 +48,14 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainSummary, Train
 }
 
 /// The model being trained, with what it was built from.
-struct Model {
+struct Trained {
     source: ModelSource,
-    net: Net,
+    net: Model,
     /// The trainable variables (keys = HF checkpoint keys, or PEFT's adapter keys).
     varmap: VarMap,
     adapter: Option<graft_adapters::LoraConfig>,
     /// Kept only by objectives that score fresh rows against it every step (KTO).
-    reference: Option<Net>,
+    reference: Option<Model>,
     dtype: DType,
 }
 
@@ -65,7 +65,7 @@ struct Run<'a> {
     opts: &'a TrainOptions,
     objective: Box<dyn Objective>,
     schedule: Schedule,
-    model: Model,
+    model: Trained,
     loader: Mixture,
     eval_rows: Vec<TrainRow>,
     tasks: TaskEval,
@@ -318,7 +318,7 @@ fn resume(
 
 /// The model as trainable variables (a frozen base with adapter variables when the recipe has an
 /// `[adapter]`), checkpointing if asked, and a reference model if the objective keeps one.
-fn load_model(recipe: &Recipe, objective: &dyn Objective) -> Result<Model, TrainError> {
+fn load_model(recipe: &Recipe, objective: &dyn Objective) -> Result<Trained, TrainError> {
     // bf16: weights and activations in bf16, f32 master weights and optimizer state (optim.rs).
     let dtype = match recipe.model.dtype.as_str() {
         "f32" => DType::F32,
@@ -341,7 +341,7 @@ fn load_model(recipe: &Recipe, objective: &dyn Objective) -> Result<Model, Train
     }
     let source =
         ModelSource::open_with(&recipe.model.path, DType::F32, &Device::Cpu, quantization)?;
-    let seq2seq = matches!(source.arch, Arch::T5(_));
+    let seq2seq = source.is_seq2seq();
     let tasks: Vec<String> = recipe.data.tasks.iter().map(|t| t.name.clone()).collect();
     let adapter = recipe
         .adapter
@@ -351,10 +351,10 @@ fn load_model(recipe: &Recipe, objective: &dyn Objective) -> Result<Model, Train
     let varmap = VarMap::new();
     let t = &recipe.train;
     let dropout = recipe.model.attention_dropout;
-    let mut net = build_net(&source, dropout, &varmap, adapter.as_ref(), dtype, t.seed)?;
+    let mut net = build_model(&source, dropout, &varmap, adapter.as_ref(), dtype, t.seed)?;
     if t.checkpointing {
-        match &mut net {
-            Net::Decoder(m) if m.side.is_none() => m.checkpointing = true,
+        match net.as_decoder_mut() {
+            Some(m) if m.side.is_none() => m.checkpointing = true,
             _ => {
                 return Err(TrainError::Recipe(
                     "train.checkpointing: supported for decoder-only models (not T5 or LST)".into(),
@@ -377,7 +377,7 @@ fn load_model(recipe: &Recipe, objective: &dyn Objective) -> Result<Model, Train
         )?),
         false => None,
     };
-    Ok(Model {
+    Ok(Trained {
         source,
         net,
         varmap,
@@ -392,7 +392,7 @@ fn load_model(recipe: &Recipe, objective: &dyn Objective) -> Result<Model, Train
 /// in the rows here; an LST side network is initialised from the training rows.
 fn load_data(
     recipe: &Recipe,
-    model: &mut Model,
+    model: &mut Trained,
     objective: &dyn Objective,
     opts: &TrainOptions,
 ) -> Result<(Mixture, Vec<TrainRow>, Value), TrainError> {
@@ -464,7 +464,7 @@ fn load_data(
 /// deterministic, so a resumed run rebuilds the same side network shape.
 fn init_lst(
     recipe: &Recipe,
-    model: &mut Model,
+    model: &mut Trained,
     loader: &Mixture,
     opts: &TrainOptions,
 ) -> Result<(), TrainError> {
@@ -489,7 +489,7 @@ fn init_lst(
 
 /// What checkpoints and final/ hold: an HF directory, or a PEFT adapter directory — the
 /// weights file's name and the files beside it.
-fn saved_files(model: &Model) -> Result<(&'static str, Vec<(&'static str, String)>), TrainError> {
+fn saved_files(model: &Trained) -> Result<(&'static str, Vec<(&'static str, String)>), TrainError> {
     Ok(match &model.adapter {
         None => (
             "model.safetensors",
@@ -507,7 +507,7 @@ fn saved_files(model: &Model) -> Result<(&'static str, Vec<(&'static str, String
 
 /// final/: the trained model as an HF directory (with the tokenizer files), or the adapter as a
 /// PEFT directory; an earlier final/ (a resumed run) is replaced in one rename.
-fn save_final(model: &Model, opt: &AdamW, dir: &Path) -> Result<(), TrainError> {
+fn save_final(model: &Trained, opt: &AdamW, dir: &Path) -> Result<(), TrainError> {
     let weights: std::collections::HashMap<String, Tensor> = opt
         .vars()
         .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))

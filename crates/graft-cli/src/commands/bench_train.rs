@@ -100,7 +100,7 @@ pub(super) fn train(args: &Args) -> Result<()> {
     };
     let (mut model, params) = params;
     model.checkpointing = args.checkpointing;
-    let model = graft_train::Net::from(model);
+    let model = graft_models::Model::from(model);
     let mut opt = graft_train::optim::AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
     let objective = graft_train::objectives::registry::objective(&match dpo {
         true => json!({"kind": "dpo", "beta": 0.1}),

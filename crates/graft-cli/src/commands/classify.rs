@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use serde_json::{json, Value};
 
-use crate::io::{progress, write_atomic, Model, ModelArgs};
+use crate::io::{progress, write_atomic, ModelArgs};
+use graft_models::Model;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -102,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
     let n_labels = labels.len();
     let bar = progress((inputs.len() * n_labels) as u64, "scores");
     let scores: Vec<f64> = match &model {
-        Model::T5(m) => {
+        Model::Seq2Seq(m) => {
             let mut pairs = Vec::new();
             for input in &inputs {
                 let ids = tok.encode(input, true)?;

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use graft_eval::{builtin, results, Lm, LmModel, Task};
+use graft_eval::{builtin, results, Lm, Task};
 
-use crate::io::{progress, write_atomic, Model, ModelArgs};
+use crate::io::{progress, write_atomic, ModelArgs};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -60,10 +60,7 @@ pub fn run(args: Args) -> Result<()> {
         .map(|t| open_task(t, &args))
         .collect::<Result<Vec<_>>>()?;
     let (source, model, _) = args.model.load_any()?;
-    let lm = match &model {
-        Model::Decoder(m) => Lm::new(&source, LmModel::Decoder(m))?,
-        Model::T5(m) => Lm::new(&source, LmModel::Seq2Seq(m))?,
-    };
+    let lm = Lm::new(&source, &model)?;
     let mut outcomes = Vec::new();
     for task in &tasks {
         let bar = progress(task.docs.len() as u64, "docs");

@@ -9,7 +9,8 @@ use graft_models::{ModelSource, T5};
 use graft_serve::{beam_search, generate, generate_seq2seq, BeamOptions, GenerateOptions};
 use serde_json::json;
 
-use crate::io::{Model, ModelArgs};
+use crate::io::ModelArgs;
+use graft_models::Model;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -126,7 +127,7 @@ pub fn run(args: Args) -> Result<()> {
         return super::generate_batch::run(&args, input);
     }
     let (source, model, device) = match args.model.load_any()? {
-        (source, Model::T5(t5), _) => return run_seq2seq(&args, &source, &t5),
+        (source, Model::Seq2Seq(t5), _) => return run_seq2seq(&args, &source, &t5),
         (source, Model::Decoder(m), device) => (source, m, device),
     };
     if args.num_beams > 1 {

@@ -12,7 +12,8 @@ use graft_data::{parse_messages, ChatTemplate};
 use graft_serve::{generate, generate_seq2seq, GenerateOptions};
 use serde_json::{json, Value};
 
-use crate::io::{progress, write_atomic, Model};
+use crate::io::{progress, write_atomic};
+use graft_models::Model;
 
 pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
     let output = args.output.as_ref().context("--input needs --output")?;
@@ -67,13 +68,13 @@ pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
                 seed: args.seed
                     ^ ((i * args.samples + k) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 eos_token_ids: match &model {
-                    Model::T5(t5) => t5.cfg.eos_ids(),
+                    Model::Seq2Seq(t5) => t5.cfg.eos_ids(),
                     Model::Decoder(_) => source.generation.eos_token_ids.clone(),
                 },
             };
             let generated = match &model {
                 Model::Decoder(m) => generate(m, &ids, &opts, &device, |_| true)?.0,
-                Model::T5(t5) => generate_seq2seq(t5, &ids, &opts, &Device::Cpu, |_| true)?.0,
+                Model::Seq2Seq(t5) => generate_seq2seq(t5, &ids, &opts, &Device::Cpu, |_| true)?.0,
             };
             let text = tokenizer.decode(&generated, true)?;
             responses.push(match conversational {

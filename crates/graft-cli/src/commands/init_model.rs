@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use graft_models::{registry, save::save_hf_dir, Arch};
+use graft_models::{registry, save::save_hf_dir};
 use serde_json::{json, Value};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::AddedToken;
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> Result<()> {
         obj.entry("vocab_size").or_insert(json!(args.vocab_size));
         obj.entry("decoder_start_token_id").or_insert(json!(0));
     }
-    let is_t5 = matches!(registry::arch_config(&args.config, &config)?, Arch::T5(_));
+    let is_t5 = registry::is_seq2seq(&args.config, &config)?;
     let spinner = spinner("learning the tokenizer");
     let mut texts = Vec::new();
     for path in &args.text {
@@ -107,16 +107,7 @@ pub fn run(args: Args) -> Result<()> {
         obj.remove("decoder_start_token_id");
     }
     spinner.set_message("initialising the weights");
-    let weights = match registry::arch_config(&args.config, &config)? {
-        Arch::T5(cfg) => graft_models::init::init_t5_weights(&cfg, args.seed)?,
-        Arch::Decoder(cfg) => {
-            let range = config
-                .get("initializer_range")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.02);
-            graft_models::init::init_weights(&cfg, range, args.seed)?
-        }
-    };
+    let weights = graft_models::init::init_model_weights(&args.config, &config, args.seed)?;
     let mut tok_config = json!({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "pad_token": specials[0]});
     if is_t5 {
         tok_config["unk_token"] = json!("<unk>");

@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value};
 use candle_core::Device;
 use graft_models::{ModelSource, T5};
 
-use crate::io::{progress, write_atomic, Model, ModelArgs};
+use crate::io::{progress, write_atomic, ModelArgs};
+use graft_models::Model;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -122,7 +123,7 @@ fn emit(args: &Args, out: &str) -> Result<()> {
 
 pub fn run(args: Args) -> Result<()> {
     let (source, model, device) = match args.model.load_any()? {
-        (source, Model::T5(t5), _) => return emit(&args, &run_seq2seq(&args, &source, &t5)?),
+        (source, Model::Seq2Seq(t5), _) => return emit(&args, &run_seq2seq(&args, &source, &t5)?),
         (source, Model::Decoder(m), device) => (source, m, device),
     };
     let rows = graft_data::source::read_rows(&args.input).map_err(anyhow::Error::msg)?;
