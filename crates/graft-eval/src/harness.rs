@@ -204,27 +204,17 @@ impl<'a> Lm<'a> {
         if !self.eot_text.is_empty() && !stops.contains(&self.eot_text) {
             stops.push(self.eot_text.clone());
         }
-        if let Model::Seq2Seq(t5) = self.model {
-            let mut text = crate::seq2seq::generate(self, t5, ctx, &stops, max_gen_toks)?;
-            for s in &stops {
-                if let Some(i) = text.find(s.as_str()).filter(|_| !s.is_empty()) {
-                    text.truncate(i);
-                }
+        let (ids, opts) = match self.model {
+            Model::Seq2Seq(t5) => crate::seq2seq::generation_request(self, t5, ctx, max_gen_toks)?,
+            Model::Decoder(_) => {
+                let ids = self.tokenizer.encode(ctx, true)?;
+                let keep = self.max_length.saturating_sub(max_gen_toks).max(1);
+                let ids = ids[ids.len().saturating_sub(keep)..].to_vec();
+                (ids, self.greedy(max_gen_toks, self.eos_ids.clone()))
             }
-            return Ok(text);
-        }
-        let ids = self.tokenizer.encode(ctx, true)?;
-        let keep = self.max_length.saturating_sub(max_gen_toks).max(1);
-        let ids = &ids[ids.len().saturating_sub(keep)..];
-        let opts = GenerateOptions {
-            max_new_tokens: max_gen_toks,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            eos_token_ids: self.eos_ids.clone(),
         };
         let mut so_far: Vec<u32> = Vec::new();
-        let (out, _) = generate(self.decoder()?, ids, &opts, &self.device, |t| {
+        let (out, _) = generate(self.model, &ids, &opts, &self.device, |t| {
             so_far.push(t);
             let text = self.tokenizer.decode(&so_far, false).unwrap_or_default();
             !stops
@@ -232,14 +222,23 @@ impl<'a> Lm<'a> {
                 .any(|s| !s.is_empty() && text.contains(s.as_str()))
         })?;
         let mut text = self.tokenizer.decode(&out, true)?;
-        for s in &stops {
-            if !s.is_empty() {
-                if let Some(i) = text.find(s.as_str()) {
-                    text.truncate(i);
-                }
+        for s in stops.iter().filter(|s| !s.is_empty()) {
+            if let Some(i) = text.find(s.as_str()) {
+                text.truncate(i);
             }
         }
         Ok(text)
+    }
+
+    /// Greedy decoding options: at most `max_new_tokens`, stopping at `eos`.
+    pub fn greedy(&self, max_new_tokens: usize, eos: Vec<u32>) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            eos_token_ids: eos,
+        }
     }
 }
 

@@ -64,26 +64,18 @@ pub fn loglikelihoods(lm: &Lm, t5: &T5, ctx: &[u32], conts: &[Vec<u32>]) -> Res<
         .collect()
 }
 
-/// Greedy decoding of the encoded context until an EOS id, a stop string or `max_gen_toks`.
-pub fn generate(lm: &Lm, t5: &T5, ctx: &str, stops: &[String], max_gen_toks: usize) -> Res<String> {
+/// What lm-eval's seq2seq backend decodes for `ctx`: the encoded context (left-truncated to the
+/// model length) and greedy options. lm-eval asks generate() for max_length = encoder length +
+/// max_gen_toks, which for an encoder-decoder bounds the decoder sequence, start token included.
+pub fn generation_request(
+    lm: &Lm,
+    t5: &T5,
+    ctx: &str,
+    max_gen_toks: usize,
+) -> Res<(Vec<u32>, GenerateOptions)> {
     let ids = lm.tokenizer.encode(ctx, true)?;
-    let ids = &ids[ids.len().saturating_sub(lm.max_length)..];
-    // lm-eval asks generate() for max_length = encoder length + max_gen_toks, which for an
-    // encoder-decoder bounds the decoder sequence, start token included.
-    let opts = GenerateOptions {
-        max_new_tokens: (ids.len() + max_gen_toks).saturating_sub(1),
-        temperature: 0.0,
-        top_p: 1.0,
-        seed: 0,
-        eos_token_ids: t5.cfg.eos_ids(),
-    };
-    let mut so_far: Vec<u32> = Vec::new();
-    let (out, _) = graft_serve::seq2seq::generate_seq2seq(t5, ids, &opts, &lm.device, |t| {
-        so_far.push(t);
-        let text = lm.tokenizer.decode(&so_far, false).unwrap_or_default();
-        !stops
-            .iter()
-            .any(|s| !s.is_empty() && text.contains(s.as_str()))
-    })?;
-    Ok(lm.tokenizer.decode(&out, true)?)
+    let ids = ids[ids.len().saturating_sub(lm.max_length)..].to_vec();
+    let max_new = (ids.len() + max_gen_toks).saturating_sub(1);
+    let opts = lm.greedy(max_new, t5.cfg.eos_ids());
+    Ok((ids, opts))
 }

@@ -4,15 +4,17 @@
 //! seeding, and the named linears and embeddings adapters and vocabulary surgery touch. Adding an
 //! architecture touches its family file and one registry line; adding a capability needs only
 //! this interface (and, for a capability only one architecture has, [`Model::as_decoder`]).
+//! Incremental decoding is [`Model::prefill`] then [`Model::step`] over a caller-owned
+//! [`DecodeState`].
 //!
 //! Shapes: ids (B, T) the decoder stream; encoder ids and mask (B, S); packed positions and
 //! segments (B, T); logits (B, T, V); next-token log-probs and log-partitions (B, T−1).
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
 
 use crate::layers::head_logprobs::head_logprobs;
 use crate::layers::linear::{Linear, Linears};
-use crate::{next_token_logprobs, Decoder, T5};
+use crate::{next_token_logprobs, Decoder, KvCache, T5Cache, T5};
 
 /// A language model of any supported architecture.
 pub enum Model {
@@ -53,6 +55,10 @@ pub trait LanguageModel: Linears {
     /// Logits (B, T, V) at every position of `input.ids`.
     fn logits(&self, input: &ModelInput, train: bool) -> Result<Tensor>;
 
+    /// The final hidden states (B, T, H) at every position of `input.ids` — what the LM head
+    /// reads (for seq2seq, the decoder's) — for heads of other tasks and distillation.
+    fn hidden_states(&self, input: &ModelInput, train: bool) -> Result<Tensor>;
+
     /// Log-probs of each next token (B, T−1) and, when asked, the log-partition log Σ exp(logits)
     /// at each position, from the full logits' log-softmax.
     fn token_logps(
@@ -84,6 +90,13 @@ impl LanguageModel for Decoder {
         }
     }
 
+    fn hidden_states(&self, input: &ModelInput, train: bool) -> Result<Tensor> {
+        if input.encoder.is_some() {
+            candle_core::bail!("a decoder-only model takes no encoder input");
+        }
+        Decoder::hidden_states(self, input.ids, input.packed, train)
+    }
+
     /// Without logit soft-capping through the chunked head ([`head_logprobs`]): the (B, T, V)
     /// logits are never held.
     fn token_logps(
@@ -110,19 +123,88 @@ impl LanguageModel for T5 {
     }
 
     fn logits(&self, input: &ModelInput, train: bool) -> Result<Tensor> {
-        if input.packed.is_some() {
-            candle_core::bail!("packing is not supported for encoder-decoder models");
-        }
-        let Some((enc_ids, enc_mask)) = input.encoder else {
-            candle_core::bail!(
-                "an encoder-decoder model needs rows with encoder inputs ({{\"inputs\", \"targets\"}})"
-            )
-        };
+        let (enc_ids, enc_mask) = encoder_input(input)?;
         self.forward(enc_ids, Some(enc_mask), input.ids, train)
+    }
+
+    fn hidden_states(&self, input: &ModelInput, train: bool) -> Result<Tensor> {
+        let (enc_ids, enc_mask) = encoder_input(input)?;
+        let enc = self.encode(enc_ids, Some(enc_mask), train)?;
+        self.decode_hidden(input.ids, &enc, Some(enc_mask), None, train)
     }
 }
 
+/// The encoder's ids and mask of a seq2seq batch (which cannot be packed).
+fn encoder_input<'a>(input: &ModelInput<'a>) -> Result<(&'a Tensor, &'a Tensor)> {
+    if input.packed.is_some() {
+        candle_core::bail!("packing is not supported for encoder-decoder models");
+    }
+    input.encoder.ok_or_else(|| {
+        candle_core::Error::Msg(
+            "an encoder-decoder model needs rows with encoder inputs ({\"inputs\", \"targets\"})"
+                .into(),
+        )
+    })
+}
+
+/// What incremental decoding of one sequence keeps between calls; the caller owns it.
+pub enum DecodeState {
+    /// The decoder's KV cache.
+    Decoder(KvCache),
+    /// The encoder's states (1, S, C) and the decoder's cache (self-attention k/v; cross-attention
+    /// k/v computed once).
+    Seq2Seq { encoder: Tensor, cache: T5Cache },
+}
+
 impl Model {
+    /// Starts decoding one sequence: a decoder runs `prompt` through (prefill); an
+    /// encoder-decoder encodes `prompt` and feeds its decoder start token. Returns the state and
+    /// the logits (V) of the first token to choose.
+    pub fn prefill(&self, prompt: &[u32], device: &Device) -> Result<(DecodeState, Tensor)> {
+        if prompt.is_empty() {
+            candle_core::bail!("the prompt is empty: nothing to continue");
+        }
+        let ids = Tensor::new(prompt, device)?.unsqueeze(0)?;
+        match self {
+            Model::Decoder(m) => {
+                let mut cache = m.new_cache();
+                let logits = m.forward(&ids, Some(&mut cache), false)?;
+                let last = logits.i((0, logits.dim(1)? - 1))?;
+                Ok((DecodeState::Decoder(cache), last))
+            }
+            Model::Seq2Seq(m) => {
+                let encoder = m.encode(&ids, None, false)?;
+                let start = m.cfg.decoder_start_token_id.ok_or_else(|| {
+                    candle_core::Error::Msg(
+                        "config.json: decoder_start_token_id is missing (T5 checkpoints use 0)"
+                            .into(),
+                    )
+                })?;
+                let mut state = DecodeState::Seq2Seq {
+                    encoder,
+                    cache: T5Cache::new(m.cfg.decoder_layers()),
+                };
+                let logits = self.step(&mut state, start, device)?;
+                Ok((state, logits))
+            }
+        }
+    }
+
+    /// Feeds the chosen `token`; the logits (V) of the next one.
+    pub fn step(&self, state: &mut DecodeState, token: u32, device: &Device) -> Result<Tensor> {
+        let ids = Tensor::new(&[token], device)?.unsqueeze(0)?;
+        let logits = match (self, state) {
+            (Model::Decoder(m), DecodeState::Decoder(cache)) => {
+                m.forward(&ids, Some(cache), false)?
+            }
+            (Model::Seq2Seq(m), DecodeState::Seq2Seq { encoder, cache }) => {
+                m.decode(&ids, encoder, None, Some(cache), false)?
+            }
+            _ => candle_core::bail!("a decoding state of another architecture"),
+        };
+        logits.i((0, 0))
+    }
+
     fn inner(&self) -> &dyn LanguageModel {
         match self {
             Model::Decoder(m) => m,
@@ -179,6 +261,10 @@ impl LanguageModel for Model {
 
     fn logits(&self, input: &ModelInput, train: bool) -> Result<Tensor> {
         self.inner().logits(input, train)
+    }
+
+    fn hidden_states(&self, input: &ModelInput, train: bool) -> Result<Tensor> {
+        self.inner().hidden_states(input, train)
     }
 
     fn token_logps(

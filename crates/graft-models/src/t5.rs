@@ -324,6 +324,23 @@ impl T5 {
         decoder_ids: &Tensor,
         encoder_states: &Tensor,
         encoder_mask: Option<&Tensor>,
+        cache: Option<&mut T5Cache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let mut x = self.decode_hidden(decoder_ids, encoder_states, encoder_mask, cache, train)?;
+        if self.cfg.scales_output() {
+            x = (x * (self.cfg.d_model as f64).powf(-0.5))?;
+        }
+        matmul_t(&x, self.lm_head.as_ref().unwrap_or(&self.shared))
+    }
+
+    /// The decoder's final hidden states (B, T, C) after its last norm — transformers'
+    /// `last_hidden_state` — for `decoder_ids` after the `cache`d positions.
+    pub fn decode_hidden(
+        &self,
+        decoder_ids: &Tensor,
+        encoder_states: &Tensor,
+        encoder_mask: Option<&Tensor>,
         mut cache: Option<&mut T5Cache>,
         train: bool,
     ) -> Result<Tensor> {
@@ -365,11 +382,7 @@ impl T5 {
             let h = block.ff.forward(&block.ff_norm.forward(&x)?, rng)?;
             x = (x + residual_dropout(h, p, rng)?)?;
         }
-        let mut x = residual_dropout(self.decoder_norm.forward(&x)?, p, rng)?;
-        if self.cfg.scales_output() {
-            x = (x * (self.cfg.d_model as f64).powf(-0.5))?;
-        }
-        matmul_t(&x, self.lm_head.as_ref().unwrap_or(&self.shared))
+        residual_dropout(self.decoder_norm.forward(&x)?, p, rng)
     }
 
     /// Logits (B, T, V) of the whole model (teacher forcing).

@@ -42,7 +42,8 @@ fn check_scores(source: &ModelSource, model: &graft_models::Decoder, rows: &[Val
     }
 }
 
-fn greedy(model: &graft_models::Decoder, prompt: &[u32], n: usize, eos: Vec<u32>) -> Vec<u32> {
+fn greedy(model: graft_models::Decoder, prompt: &[u32], n: usize, eos: Vec<u32>) -> Vec<u32> {
+    let model = graft_models::Model::from(model);
     let opts = GenerateOptions {
         max_new_tokens: n,
         temperature: 0.0,
@@ -50,7 +51,7 @@ fn greedy(model: &graft_models::Decoder, prompt: &[u32], n: usize, eos: Vec<u32>
         seed: 0,
         eos_token_ids: eos,
     };
-    generate(model, prompt, &opts, &Device::Cpu, |_| true)
+    generate(&model, prompt, &opts, &Device::Cpu, |_| true)
         .unwrap()
         .0
 }
@@ -88,7 +89,7 @@ fn smollm2_gguf_matches_transformers() {
         ids,
         serde_json::from_value::<Vec<u32>>(chat["prompt_ids"].clone()).unwrap()
     );
-    let out = greedy(&model, &ids, 24, source.generation.eos_token_ids.clone());
+    let out = greedy(model, &ids, 24, source.generation.eos_token_ids.clone());
     let answer = tokenizer.decode(&out, true).unwrap();
     eprintln!("SmolLM2 answers: {answer:?}");
     assert_eq!(
@@ -113,7 +114,7 @@ fn gemma3_270m_gguf_matches_transformers() {
         .encode(cont["prompt"].as_str().unwrap(), true)
         .unwrap();
     let want: Vec<u32> = serde_json::from_value(cont["greedy_ids"].clone()).unwrap();
-    let out = greedy(&model, &ids, want.len(), vec![]);
+    let out = greedy(model, &ids, want.len(), vec![]);
     eprintln!(
         "Gemma 3 continues: {:?}",
         tokenizer.decode(&out, true).unwrap()

@@ -1,8 +1,9 @@
-//! Autoregressive decoding with the caller-owned KV cache: one prefill of the prompt, then one
-//! position per step, so decoding is linear in the number of new tokens, not quadratic.
+//! Autoregressive decoding of any model over its caller-owned decoding state (the KV cache; for
+//! seq2seq also the encoder states): one prefill of the prompt, then one position per step, so
+//! decoding is linear in the number of new tokens, not quadratic.
 
-use candle_core::{Device, Result, Tensor};
-use graft_models::Decoder;
+use candle_core::{Device, Result};
+use graft_models::Model;
 
 use crate::sampling::Sampler;
 
@@ -34,25 +35,21 @@ impl StopReason {
     }
 }
 
-/// Generates after `prompt`, calling `on_token` with each new token; `on_token` returns false to stop.
+/// Generates after `prompt` — for an encoder-decoder model, from its decoder start token with
+/// `prompt` as the encoder input (the start token is not part of the output) — calling
+/// `on_token` with each new token; `on_token` returns false to stop.
 pub fn generate(
-    model: &Decoder,
+    model: &Model,
     prompt: &[u32],
     opts: &GenerateOptions,
     device: &Device,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason)> {
-    if prompt.is_empty() {
-        candle_core::bail!("the prompt is empty: nothing to continue");
-    }
     let mut sampler = Sampler::new(opts.temperature, opts.top_p, opts.seed);
-    let mut cache = model.new_cache();
+    let (mut state, mut logits) = model.prefill(prompt, device)?;
     let mut out = Vec::new();
-    let mut input = Tensor::new(prompt, device)?.unsqueeze(0)?;
-    for _ in 0..opts.max_new_tokens {
-        let logits = model.forward(&input, Some(&mut cache), false)?;
-        let last = logits.get(0)?.get(logits.dim(1)? - 1)?;
-        let token = sampler.sample(&last)?;
+    for n in 1..=opts.max_new_tokens {
+        let token = sampler.sample(&logits)?;
         out.push(token);
         if opts.eos_token_ids.contains(&token) {
             return Ok((out, StopReason::Eos));
@@ -60,7 +57,9 @@ pub fn generate(
         if !on_token(token) {
             return Ok((out, StopReason::Callback));
         }
-        input = Tensor::new(&[token], device)?.unsqueeze(0)?;
+        if n < opts.max_new_tokens {
+            logits = model.step(&mut state, token, device)?;
+        }
     }
     Ok((out, StopReason::MaxNewTokens))
 }

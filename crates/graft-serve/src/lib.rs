@@ -7,4 +7,4 @@ pub mod seq2seq;
 
 pub use generate::{generate, GenerateOptions, StopReason};
 pub use sampling::Sampler;
-pub use seq2seq::{beam_search, generate_seq2seq, BeamOptions};
+pub use seq2seq::{beam_search, BeamOptions};

@@ -1,6 +1,6 @@
 //! Decoding for encoder-decoder models (T5): the encoder runs once, the decoder one position per
 //! step from `decoder_start_token_id` with its self-attention cache and the cross-attention k/v
-//! computed once. Greedy and sampled decoding, and beam search with transformers' semantics
+//! computed once. Beam search with transformers' semantics
 //! (`num_beams`, `length_penalty`, `early_stopping`; scores = summed log-probs / generated
 //! length^length_penalty; 2·num_beams candidates per step so finished beams never starve the
 //! running ones; the same early-stop heuristic).
@@ -8,47 +8,12 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 use graft_models::{T5Cache, T5};
 
-use crate::generate::{GenerateOptions, StopReason};
-use crate::sampling::Sampler;
-
 fn start_id(model: &T5) -> Result<u32> {
     model.cfg.decoder_start_token_id.ok_or_else(|| {
         candle_core::Error::Msg(
             "config.json: decoder_start_token_id is missing (T5 checkpoints use 0)".into(),
         )
     })
-}
-
-/// Greedy or sampled decoding of `input` (encoder token ids); `on_token` as in
-/// [`crate::generate`]. The decoder start token is not part of the output.
-pub fn generate_seq2seq(
-    model: &T5,
-    input: &[u32],
-    opts: &GenerateOptions,
-    device: &Device,
-    mut on_token: impl FnMut(u32) -> bool,
-) -> Result<(Vec<u32>, StopReason)> {
-    if input.is_empty() {
-        candle_core::bail!("the input is empty");
-    }
-    let enc = model.encode(&Tensor::new(input, device)?.unsqueeze(0)?, None, false)?;
-    let mut sampler = Sampler::new(opts.temperature, opts.top_p, opts.seed);
-    let mut cache = T5Cache::new(model.cfg.decoder_layers());
-    let mut token = start_id(model)?;
-    let mut out = Vec::new();
-    for _ in 0..opts.max_new_tokens {
-        let ids = Tensor::new(&[token], device)?.unsqueeze(0)?;
-        let logits = model.decode(&ids, &enc, None, Some(&mut cache), false)?;
-        token = sampler.sample(&logits.get(0)?.get(0)?)?;
-        out.push(token);
-        if opts.eos_token_ids.contains(&token) {
-            return Ok((out, StopReason::Eos));
-        }
-        if !on_token(token) {
-            return Ok((out, StopReason::Callback));
-        }
-    }
-    Ok((out, StopReason::MaxNewTokens))
 }
 
 #[derive(Debug, Clone)]

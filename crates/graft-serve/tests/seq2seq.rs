@@ -2,8 +2,9 @@
 //! search with 3 beams, length_penalty 0.6, early_stopping=True; tools/fixtures/make_t5_fixtures.py).
 
 use candle_core::{DType, Device};
+use graft_models::Model;
 use graft_models::ModelSource;
-use graft_serve::{beam_search, generate_seq2seq, BeamOptions, GenerateOptions};
+use graft_serve::{beam_search, generate, BeamOptions, GenerateOptions};
 use graft_testkit::{fixture, read_json};
 
 /// Each fixture input without its padding.
@@ -39,8 +40,11 @@ fn greedy_and_beam_search_match_transformers() {
             &Device::Cpu,
         )
         .unwrap();
-        let model = source.build_t5(DType::F32, &Device::Cpu).unwrap();
-        let eos = model.cfg.eos_ids();
+        let model = source.build_model(DType::F32, &Device::Cpu).unwrap();
+        let Model::Seq2Seq(t5) = &model else {
+            panic!("{name}: not an encoder-decoder")
+        };
+        let eos = t5.cfg.eos_ids();
         let greedy: Vec<Vec<u32>> = serde_json::from_value(expected["greedy"].clone()).unwrap();
         let beams: Vec<Vec<u32>> = serde_json::from_value(expected["beam3_lp06"].clone()).unwrap();
         for (i, input) in inputs(&expected).iter().enumerate() {
@@ -51,7 +55,7 @@ fn greedy_and_beam_search_match_transformers() {
                 seed: 0,
                 eos_token_ids: eos.clone(),
             };
-            let (got, _) = generate_seq2seq(&model, input, &opts, &Device::Cpu, |_| true).unwrap();
+            let (got, _) = generate(&model, input, &opts, &Device::Cpu, |_| true).unwrap();
             assert!(
                 same_as_reference(&got, &greedy[i], 0),
                 "{name} row {i}: greedy {got:?} vs {:?}",
@@ -64,7 +68,7 @@ fn greedy_and_beam_search_match_transformers() {
                 max_new_tokens: 10,
                 eos_token_ids: eos.clone(),
             };
-            let (got, _) = beam_search(&model, input, &opts, &Device::Cpu).unwrap();
+            let (got, _) = beam_search(t5, input, &opts, &Device::Cpu).unwrap();
             assert!(
                 same_as_reference(&got, &beams[i], 0),
                 "{name} row {i}: beams {got:?} vs {:?}",

@@ -92,8 +92,9 @@ pub fn run(args: Args) -> Result<()> {
         keep_quantized: args.keep_quantized,
         nf4: false,
     };
-    let (_, model, device) = model_args.load()?;
-    let vocab = model.cfg.vocab_size as u32;
+    let (_, decoder, device) = model_args.load()?;
+    let vocab = decoder.cfg.vocab_size as u32;
+    let model = graft_models::Model::from(decoder);
     // Deterministic pseudo-random ids, spread over the vocabulary.
     let ids: Vec<u32> = (0..args.batch * args.seq_len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761) % vocab)
@@ -104,7 +105,9 @@ pub fn run(args: Args) -> Result<()> {
         let tokens = match args.kind.as_str() {
             "score" => {
                 let t = Tensor::from_slice(&ids, (args.batch, args.seq_len), &device)?;
-                model.log_probs(&t, None, false)?;
+                if let Some(d) = model.as_decoder() {
+                    d.log_probs(&t, None, false)?;
+                }
                 args.batch * args.seq_len
             }
             "decode" => {

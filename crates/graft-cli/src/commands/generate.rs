@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use graft_data::{ChatTemplate, Message};
 use graft_models::{ModelSource, T5};
-use graft_serve::{beam_search, generate, generate_seq2seq, BeamOptions, GenerateOptions};
+use graft_serve::{beam_search, generate, BeamOptions, GenerateOptions};
 use serde_json::json;
 
 use crate::io::ModelArgs;
@@ -65,13 +65,13 @@ pub struct Args {
 }
 
 /// An encoder-decoder model: `--prompt` is the encoder input (EOS appended by the tokenizer).
-fn run_seq2seq(args: &Args, source: &ModelSource, model: &T5) -> Result<()> {
+fn run_seq2seq(args: &Args, source: &ModelSource, model: &Model, t5: &T5) -> Result<()> {
     let Some(prompt) = &args.prompt else {
         bail!("--chat: encoder-decoder models have no chat template; use --prompt");
     };
     let tokenizer = source.tokenizer()?;
     let input = tokenizer.encode(prompt, true)?;
-    let eos = model.cfg.eos_ids();
+    let eos = t5.cfg.eos_ids();
     let start = std::time::Instant::now();
     let (ids, reason) = if args.num_beams > 1 {
         if args.temperature > 0.0 {
@@ -84,7 +84,7 @@ fn run_seq2seq(args: &Args, source: &ModelSource, model: &T5) -> Result<()> {
             max_new_tokens: args.max_new_tokens,
             eos_token_ids: eos.clone(),
         };
-        let (ids, _) = beam_search(model, &input, &opts, &Device::Cpu)?;
+        let (ids, _) = beam_search(t5, &input, &opts, &Device::Cpu)?;
         let reason = if ids.last().is_some_and(|t| eos.contains(t)) {
             "eos"
         } else {
@@ -99,7 +99,7 @@ fn run_seq2seq(args: &Args, source: &ModelSource, model: &T5) -> Result<()> {
             seed: args.seed,
             eos_token_ids: eos,
         };
-        let (ids, reason) = generate_seq2seq(model, &input, &opts, &Device::Cpu, |_| true)?;
+        let (ids, reason) = generate(model, &input, &opts, &Device::Cpu, |_| true)?;
         (ids, reason.as_str())
     };
     let seconds = start.elapsed().as_secs_f64();
@@ -126,10 +126,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(input) = &args.input {
         return super::generate_batch::run(&args, input);
     }
-    let (source, model, device) = match args.model.load_any()? {
-        (source, Model::Seq2Seq(t5), _) => return run_seq2seq(&args, &source, &t5),
-        (source, Model::Decoder(m), device) => (source, m, device),
-    };
+    let (source, model, device) = args.model.load_any()?;
+    if let Model::Seq2Seq(t5) = &model {
+        return run_seq2seq(&args, &source, &model, t5);
+    }
     if args.num_beams > 1 {
         bail!("--num-beams: beam search is implemented for encoder-decoder models only");
     }

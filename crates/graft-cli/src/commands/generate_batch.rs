@@ -7,9 +7,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use graft_data::{parse_messages, ChatTemplate};
-use graft_serve::{generate, generate_seq2seq, GenerateOptions};
+use graft_serve::{generate, GenerateOptions};
 use serde_json::{json, Value};
 
 use crate::io::{progress, write_atomic};
@@ -72,10 +71,7 @@ pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
                     Model::Decoder(_) => source.generation.eos_token_ids.clone(),
                 },
             };
-            let generated = match &model {
-                Model::Decoder(m) => generate(m, &ids, &opts, &device, |_| true)?.0,
-                Model::Seq2Seq(t5) => generate_seq2seq(t5, &ids, &opts, &Device::Cpu, |_| true)?.0,
-            };
+            let generated = generate(&model, &ids, &opts, &device, |_| true)?.0;
             let text = tokenizer.decode(&generated, true)?;
             responses.push(match conversational {
                 true => json!([{"role": "assistant", "content": text}]),
