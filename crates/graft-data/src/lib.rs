@@ -1,7 +1,8 @@
 //! graft-data: row sources, TRL row shapes, chat templates with assistant masks, tokenized examples
 //! and packing; denoising preprocessors (T5 span corruption, UL2); dedup, quality filters,
 //! decontamination; token caches; task preprocessors (filters, field mapping, table
-//! linearisation, rationale formatting).
+//! linearisation, rationale formatting); and a recipe's `[data]` section turned into training
+//! rows (`rows`).
 
 pub mod chat;
 pub mod decontaminate;
@@ -10,6 +11,7 @@ pub mod formats;
 pub mod pack;
 pub mod preprocess;
 pub mod quality;
+pub mod rows;
 pub mod rso;
 pub mod source;
 pub mod span_corruption;

@@ -1,8 +1,9 @@
 //! graft-train: the training loop and what it needs — AdamW, schedules, objectives over per-token
 //! log-probs, deterministic data loading, checkpoints with exact resume, metrics, plots, manifests.
 
+pub mod batch;
 pub mod checkpoint;
-pub mod data;
+pub mod loader;
 pub mod lst_init;
 pub mod manifest;
 pub mod metrics;
@@ -12,7 +13,6 @@ pub mod objectives;
 pub mod optim;
 pub mod recipe;
 pub mod reference;
-pub mod rows;
 pub mod schedule;
 pub mod step;
 pub mod task_eval;
@@ -41,4 +41,13 @@ pub enum TrainError {
         value: f64,
         checkpoint: String,
     },
+}
+
+impl From<graft_data::rows::RowError> for TrainError {
+    fn from(e: graft_data::rows::RowError) -> Self {
+        match e {
+            graft_data::rows::RowError::Recipe(m) => TrainError::Recipe(m),
+            graft_data::rows::RowError::Data(m) => TrainError::Data(m),
+        }
+    }
 }

@@ -12,8 +12,8 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 use graft_models::{next_token_logprobs, Decoder, ModelSource};
 
-use crate::data::TrainRow;
 use crate::TrainError;
+use graft_data::rows::TrainRow;
 use graft_models::Model;
 
 /// Replaces the random side blocks of `model`'s ladder with pruned backbone blocks; records the

@@ -4,51 +4,11 @@
 //! a step comes from is a pure function of (seed, step, position); each task keeps its own seeded,
 //! resumable order (`Loader`), so a resumed run draws exactly what an uninterrupted one would.
 
-use std::collections::BTreeMap;
-
+use graft_data::rows::TrainRow;
+pub use graft_data::rows::{MixtureSection, SwitchSection, TaskSection};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 
-use crate::data::{Loader, TrainRow};
-
-/// `[[data.tasks]]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskSection {
-    pub name: String,
-    pub train: std::path::PathBuf,
-    #[serde(default)]
-    pub eval: Option<std::path::PathBuf>,
-    /// Sampling weight; without it the mixture's temperature rule applies.
-    #[serde(default)]
-    pub rate: Option<f64>,
-    /// Row preprocessors run in order (`{ kind = "filter_regex", ... }`; graft-data's
-    /// `preprocess` registry), between reading and tokenizing.
-    #[serde(default)]
-    pub preprocessors: Vec<serde_json::Value>,
-    /// The fields each preprocessed row keeps (all must be present).
-    #[serde(default)]
-    pub features: Option<Vec<String>>,
-}
-
-/// `[data.mixture]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MixtureSection {
-    /// α of rate ∝ n^α for tasks without a rate (default 1: proportional to size).
-    #[serde(default)]
-    pub temperature: Option<f64>,
-    /// From `step` on, sample with these rates (task name → weight; unnamed tasks get 0).
-    #[serde(default)]
-    pub switch: Vec<SwitchSection>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchSection {
-    pub step: usize,
-    pub rates: BTreeMap<String, f64>,
-}
+use crate::loader::Loader;
 
 /// Normalised rates → cumulative thresholds.
 fn cumulative(rates: &[f64]) -> Result<Vec<f64>, String> {

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use graft_models::{LanguageModel, Model, ModelInput, ModelSource};
 
-use crate::data::Batch;
+use crate::batch::Batch;
 use crate::TrainError;
 
 impl Batch {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use graft_data::rows::DataSection;
+
 use crate::TrainError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,46 +217,6 @@ fn sixteen() -> usize {
 }
 fn thirty_two() -> f64 {
     32.0
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataSection {
-    /// The training rows; or give `[[data.tasks]]` for a mixture.
-    #[serde(default)]
-    pub train: Option<PathBuf>,
-    /// A mixture of tasks (`name`, `train`, optional `eval` and `rate`), sampled per `[data.mixture]`.
-    #[serde(default)]
-    pub tasks: Vec<crate::mixture::TaskSection>,
-    #[serde(default)]
-    pub mixture: Option<crate::mixture::MixtureSection>,
-    #[serde(default)]
-    pub eval: Option<PathBuf>,
-    #[serde(default = "max_seq_len")]
-    pub max_seq_len: usize,
-    #[serde(default)]
-    pub packing: bool,
-    /// Encoder-decoder models: turn `{"text"}` rows into T5 span-corruption pairs
-    /// (`[data.span_corruption]` with noise_density, mean_noise_span_length); inputs are
-    /// max_seq_len tokens long.
-    #[serde(default)]
-    pub span_corruption: Option<graft_data::span_corruption::SpanCorruption>,
-    /// `{"text"}` rows through UL2's mixture of denoisers (`[data.ul2]`: optional `denoisers`,
-    /// `rates`, `mode_tokens`); seq2seq rows for T5, the causal-LM form for decoders.
-    #[serde(default)]
-    pub ul2: Option<graft_data::ul2::Ul2>,
-    /// Skip rows that do not parse or tokenize (counted, listed in manifest.json) instead of
-    /// stopping at the first (`graft train --skip-bad-rows`).
-    #[serde(default)]
-    pub skip_bad_rows: bool,
-    /// `[index, count]`: read only every count-th training row from row `index` on (0-based), so
-    /// `count` processes — one per shard — together see each row once (`graft train --set data.shard=[0,4]`).
-    #[serde(default)]
-    pub shard: Option<[usize; 2]>,
-}
-
-fn max_seq_len() -> usize {
-    1024
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

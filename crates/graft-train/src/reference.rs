@@ -12,9 +12,9 @@ use graft_models::load::Weights;
 use graft_models::{Model, ModelSource};
 use serde::{Deserialize, Serialize};
 
-use crate::data::TrainRow;
 use crate::mixture::TaskSection;
 use crate::{Recipe, TrainError};
+use graft_data::rows::TrainRow;
 
 /// `[reference]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -266,12 +266,12 @@ pub fn cache_log_probs(
     let batch = recipe.train.batch_size;
     let mut done = 0;
     for (_, rows) in tasks.iter_mut() {
-        crate::data::cache_reference(rows, &model, batch, &Device::Cpu, |n| {
+        cache_reference(rows, &model, batch, &Device::Cpu, |n| {
             bar.set_position((done + n) as u64)
         })?;
         done += rows.len();
     }
-    crate::data::cache_reference(eval, &model, batch, &Device::Cpu, |_| ())?;
+    cache_reference(eval, &model, batch, &Device::Cpu, |_| ())?;
     bar.finish_and_clear();
     std::fs::create_dir_all(out).map_err(|e| TrainError::Io(format!("{}: {e}", out.display())))?;
     let all: Vec<&TrainRow> = tasks
@@ -280,4 +280,45 @@ pub fn cache_log_probs(
         .chain(eval.iter())
         .collect();
     save_cache(&path, &all, &fp)
+}
+
+/// Caches the reference model's next-token log-probs in every row (and its other responses), batch by
+/// batch, calling `progress` with the rows done.
+pub fn cache_reference(
+    rows: &mut [TrainRow],
+    reference: &graft_models::Model,
+    batch_size: usize,
+    device: &Device,
+    mut progress: impl FnMut(usize),
+) -> candle_core::Result<()> {
+    let mut done = 0;
+    for chunk in rows.chunks_mut(batch_size.max(1)) {
+        let slots = chunk.iter().map(|r| 1 + r.others.len()).max().unwrap_or(1);
+        for slot in 0..slots {
+            let group: Vec<TrainRow> = chunk
+                .iter()
+                .filter_map(|r| r.parts().nth(slot))
+                .map(|r| TrainRow {
+                    others: Vec::new(),
+                    ref_logps: None,
+                    ..r.clone()
+                })
+                .collect();
+            let batch = crate::batch::collate_rows(&group.iter().collect::<Vec<_>>(), device)?;
+            let values: Vec<Vec<f32>> = crate::net::batch_logps(reference, &batch, false, false)?
+                .0
+                .to_vec2()?;
+            let targets = chunk.iter_mut().filter_map(|r| match slot {
+                0 => Some(r),
+                s => r.others.get_mut(s - 1),
+            });
+            for (row, v) in targets.zip(values) {
+                let n = row.input_ids.len().saturating_sub(1);
+                row.ref_logps = Some(v[..n].to_vec());
+            }
+        }
+        done += chunk.len();
+        progress(done);
+    }
+    Ok(())
 }

@@ -3,7 +3,9 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::data::{collate, Batch, TrainRow};
+use graft_data::rows::TrainRow;
+
+use crate::batch::{collate, Batch};
 use crate::net::batch_logps;
 use crate::objectives::{Objective, TokenBatch};
 use crate::optim::{clip_grad_norm, AdamW};

@@ -12,8 +12,8 @@ use graft_data::{ChatTemplate, Tokenize};
 use graft_models::{Model, ModelSource};
 use serde_json::{json, Value};
 
+use crate::batch::{collate, Batch};
 use crate::checkpoint::{self, TrainerState};
-use crate::data::{collate, TrainRow};
 use crate::metrics::MetricsLog;
 use crate::mixture::Mixture;
 use crate::net::build_model;
@@ -23,6 +23,7 @@ use crate::schedule::Schedule;
 use crate::step::{evaluate, micro_seeds, optimizer_step, Eval};
 use crate::task_eval::TaskEval;
 use crate::{manifest, metrics, Recipe, TrainError};
+use graft_data::rows::{RowModel, RowReader, TrainRow};
 
 pub struct TrainOptions {
     pub output: PathBuf,
@@ -199,7 +200,7 @@ impl<'a> Run<'a> {
     }
 
     /// The state after step `step`: its count, tokens and the loader's position.
-    fn advance(&mut self, step: usize, batches: &[crate::data::Batch]) -> Result<(), TrainError> {
+    fn advance(&mut self, step: usize, batches: &[Batch]) -> Result<(), TrainError> {
         self.state.step = step + 1;
         self.state.tokens += batches.iter().map(|b| b.input_tokens as u64).sum::<u64>();
         let positions = self.loader.positions();
@@ -415,12 +416,18 @@ fn load_data(
             objective.name()
         )));
     }
-    let bad_rows = crate::data::RowReader::new(recipe.data.skip_bad_rows);
-    let crate::rows::RecipeRows {
+    let bad_rows = RowReader::new(recipe.data.skip_bad_rows);
+    let graft_data::rows::SectionRows {
         mut tasks,
         eval: mut eval_rows,
         preprocessing,
-    } = crate::rows::load_recipe_rows(recipe, &model.source, &tok, objective, &bad_rows)?;
+    } = graft_data::rows::load_section(
+        &recipe.data,
+        &RowModel::new(&model.source, &tok),
+        crate::objectives::row_shape(objective),
+        recipe.train.seed,
+        &bad_rows,
+    )?;
     if bad_rows.count() > 0 {
         let errors = bad_rows.errors.borrow();
         eprintln!("skipped {} bad rows (first: {})", errors.len(), errors[0]);

@@ -4,10 +4,11 @@
 //! `simpo` with cpo_alpha = 0; the legacy cDPO formula).
 
 use candle_core::{DType, Device, Tensor};
+use graft_data::rows::TrainRow;
 use graft_data::{parse_row, Tokenize};
 use graft_models::{next_token_logprobs, ModelSource};
 use graft_testkit::{fixture, read_json};
-use graft_train::data::{collate, TrainRow};
+use graft_train::batch::collate;
 use graft_train::objectives::{registry, TokenBatch};
 
 fn rows() -> Vec<serde_json::Value> {

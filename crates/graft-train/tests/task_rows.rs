@@ -1,12 +1,11 @@
 //! Tasks with preprocessors become training rows as the loader tokenizes them, the drop report
 //! counts what each filter removed, and shards of a source partition it.
 
+use graft_data::rows::{load_section, RowModel, RowReader, SectionRows};
 use graft_testkit::fixture;
-use graft_train::data::RowReader;
-use graft_train::objectives::registry::objective;
-use graft_train::rows::load_recipe_rows;
+use graft_train::objectives::{registry::objective, row_shape};
 
-fn load(recipe_text: &str, dir: &std::path::Path) -> graft_train::rows::RecipeRows {
+fn load(recipe_text: &str, dir: &std::path::Path) -> SectionRows {
     let path = dir.join("r.toml");
     std::fs::write(&path, recipe_text).unwrap();
     let recipe = graft_train::recipe::load(&path, &[]).unwrap();
@@ -23,7 +22,14 @@ fn load(recipe_text: &str, dir: &std::path::Path) -> graft_train::rows::RecipeRo
         max_len: recipe.data.max_seq_len,
     };
     let obj = objective(&serde_json::to_value(&recipe.objective).unwrap()).unwrap();
-    load_recipe_rows(&recipe, &source, &tok, obj.as_ref(), &RowReader::new(false)).unwrap()
+    load_section(
+        &recipe.data,
+        &RowModel::new(&source, &tok),
+        row_shape(obj.as_ref()),
+        recipe.train.seed,
+        &RowReader::new(false),
+    )
+    .unwrap()
 }
 
 #[test]

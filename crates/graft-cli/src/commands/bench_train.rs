@@ -113,7 +113,7 @@ pub(super) fn train(args: &Args) -> Result<()> {
             .map(|i| (((r * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32)
             .collect()
     };
-    let mut rows: Vec<graft_train::data::TrainRow> = (0..args.batch)
+    let mut rows: Vec<graft_data::rows::TrainRow> = (0..args.batch)
         .map(|b| match dpo {
             // Pair b: chosen row 2b and rejected row 2b+1 with the chosen row's prompt half.
             true => {
@@ -122,8 +122,8 @@ pub(super) fn train(args: &Args) -> Result<()> {
                 let mut rejected = ids(2 * b + 1);
                 rejected[..half].copy_from_slice(&chosen[..half]);
                 let targets: Vec<bool> = (0..args.seq_len).map(|i| i >= half).collect();
-                graft_train::data::TrainRow {
-                    others: vec![graft_train::data::TrainRow {
+                graft_data::rows::TrainRow {
+                    others: vec![graft_data::rows::TrainRow {
                         input_ids: rejected,
                         targets: targets.clone(),
                         ..Default::default()
@@ -133,7 +133,7 @@ pub(super) fn train(args: &Args) -> Result<()> {
                     ..Default::default()
                 }
             }
-            false => graft_train::data::TrainRow {
+            false => graft_data::rows::TrainRow {
                 input_ids: ids(b),
                 targets: (0..args.seq_len).map(|i| i > 0).collect(),
                 ..Default::default()
@@ -142,14 +142,14 @@ pub(super) fn train(args: &Args) -> Result<()> {
         .collect();
     if dpo {
         // The starting policy is the reference (LoRA's B = 0).
-        graft_train::data::cache_reference(&mut rows, &model, args.batch, &device, |_| ())?;
+        graft_train::reference::cache_reference(&mut rows, &model, args.batch, &device, |_| ())?;
     }
     let tokens: usize = rows
         .iter()
         .flat_map(|r| r.parts())
         .map(|r| r.input_ids.len())
         .sum();
-    let batch = graft_train::data::collate(&rows.iter().collect::<Vec<_>>(), &device)?;
+    let batch = graft_train::batch::collate(&rows.iter().collect::<Vec<_>>(), &device)?;
     let mut rates = Vec::new();
     for run in 0..=args.repeats {
         let start = std::time::Instant::now();

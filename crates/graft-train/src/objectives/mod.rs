@@ -75,3 +75,14 @@ pub trait Objective: Send + Sync {
     }
     fn loss(&self, batch: &TokenBatch) -> Result<LossOutput>;
 }
+
+/// The rows `objective` takes, for graft-data's row building.
+pub fn row_shape(objective: &dyn Objective) -> graft_data::rows::RowShape {
+    graft_data::rows::RowShape {
+        objective: objective.name(),
+        completion_only: objective.completion_only(),
+        pairs: objective.pairs(),
+        lists: objective.lists(),
+        labelled: objective.kl_rows(),
+    }
+}

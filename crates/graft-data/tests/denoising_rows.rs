@@ -1,9 +1,9 @@
 //! Denoising rows: the same (inputs, targets) pairs become seq2seq rows for T5 and causal-LM rows
 //! (inputs then targets, loss on the targets only) for decoders.
 
+use graft_data::rows::denoising::{denoising_rows, Denoising};
 use graft_models::Tokenizer;
 use graft_testkit::fixture;
-use graft_train::rows::{load_denoising_rows, Denoising};
 
 #[test]
 fn seq2seq_and_causal_forms_carry_the_same_pairs() {
@@ -21,9 +21,9 @@ fn seq2seq_and_causal_forms_carry_the_same_pairs() {
         Denoising::Ul2(&Default::default()),
     ] {
         let s2s =
-            load_denoising_rows(&path, &tok, 1, 24, &cfg, Some(0), 5, &Default::default()).unwrap();
+            denoising_rows(&path, &tok, 1, 24, &cfg, Some(0), 5, &Default::default()).unwrap();
         let causal =
-            load_denoising_rows(&path, &tok, 1, 24, &cfg, None, 5, &Default::default()).unwrap();
+            denoising_rows(&path, &tok, 1, 24, &cfg, None, 5, &Default::default()).unwrap();
         assert_eq!(s2s.len(), causal.len());
         for (a, b) in s2s.iter().zip(&causal) {
             let inputs = a.encoder_ids.as_ref().unwrap();
