@@ -1,6 +1,6 @@
 //! The decoder description every family's `config.json` is turned into.
 //!
-//! Each family file (`llama.rs`, `gemma2.rs`, …) holds a serde mirror of its HF `config.json` and a
+//! Each family file (`registry/llama.rs`, `registry/gemma2.rs`, …) holds a serde mirror of its HF `config.json` and a
 //! `to_decoder` that states, field by field, how that family differs from Llama. The shared
 //! implementation in `decoder.rs` reads only this struct.
 

@@ -297,12 +297,50 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe, String> {
         .parse()
         .map_err(|e| format!("{}: invalid TOML: {e}", path.display()))?;
     apply_overrides(&mut table, overrides)?;
-    let mut recipe: Recipe = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+    let mut recipe: Recipe =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                format!("{}: {}{}", path.display(), e.message(), hint(e.message()))
+            })?;
     resolve_paths(&mut recipe, path.parent().unwrap_or(Path::new(".")));
     validate(&recipe).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(recipe)
+}
+
+/// Where the keys users bring from other tools (transformers' TrainingArguments, TRL, PEFT) are
+/// set in a recipe, for an "unknown field" error.
+fn hint(message: &str) -> String {
+    let Some(key) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    else {
+        return String::new();
+    };
+    let to = match key {
+        "learning_rate" => "[train] lr",
+        "epochs" | "num_epochs" | "num_train_epochs" | "max_steps" => {
+            "[train] steps (optimizer steps)"
+        }
+        "per_device_train_batch_size" | "train_batch_size" => "[train] batch_size",
+        "gradient_accumulation_steps" => "[train] grad_accum",
+        "max_length" | "max_len" | "seq_len" | "max_seq_length" | "block_size" => {
+            "[data] max_seq_len"
+        }
+        "lora_r" | "rank" => "[adapter] r",
+        "lora_alpha" => "[adapter] alpha",
+        "lora_dropout" => "[adapter] dropout",
+        "model_name_or_path" | "name" | "model" => "[model] path",
+        "dataset" | "train_file" | "data" => "[data] train",
+        "eval_file" | "validation_file" => "[data] eval",
+        "warmup_ratio" => "[train] warmup_steps",
+        "lr_scheduler_type" | "scheduler" => "[train] schedule",
+        "beta" | "loss_type" => "[objective] (e.g. kind = \"dpo\", beta = 0.1)",
+        "ref_model" | "reference" => "[reference] path",
+        "output_dir" => "output (top level) or --output",
+        _ => return String::new(),
+    };
+    format!(" (graft sets this as {to})")
 }
 
 /// `--set a.b=value`: sets key `b` of table `a` (created when missing).
@@ -378,6 +416,18 @@ fn validate(recipe: &Recipe) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_from_other_tools_get_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[objective]\nkind = \"sft\"\n[train]\nlearning_rate = 1e-4\n").unwrap();
+        let e = load(&path, &[]).unwrap_err();
+        assert!(
+            e.contains("learning_rate") && e.contains("[train] lr"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn overrides_and_unknown_keys() {

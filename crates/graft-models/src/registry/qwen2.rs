@@ -9,7 +9,7 @@ use crate::config::{CommonFields, DecoderConfig};
 pub struct Qwen2Config {
     #[serde(flatten)]
     pub common: CommonFields,
-    #[serde(default = "crate::llama::silu")]
+    #[serde(default = "super::llama::silu")]
     pub hidden_act: String,
     #[serde(default)]
     pub use_sliding_window: bool,

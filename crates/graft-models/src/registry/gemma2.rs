@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
+use super::gemma::{gemma_act, gemma_like};
 use crate::config::{BlockKind, CommonFields, DecoderConfig};
-use crate::gemma::{gemma_act, gemma_like};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Gemma2Config {

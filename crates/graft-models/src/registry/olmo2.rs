@@ -9,7 +9,7 @@ use crate::config::{BlockKind, CommonFields, DecoderConfig, QkNorm};
 pub struct Olmo2Config {
     #[serde(flatten)]
     pub common: CommonFields,
-    #[serde(default = "crate::llama::silu")]
+    #[serde(default = "super::llama::silu")]
     pub hidden_act: String,
     #[serde(default)]
     pub attention_bias: bool,

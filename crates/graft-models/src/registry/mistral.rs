@@ -8,7 +8,7 @@ use crate::config::{CommonFields, DecoderConfig};
 pub struct MistralConfig {
     #[serde(flatten)]
     pub common: CommonFields,
-    #[serde(default = "crate::llama::silu")]
+    #[serde(default = "super::llama::silu")]
     pub hidden_act: String,
     #[serde(default)]
     pub sliding_window: Option<usize>,

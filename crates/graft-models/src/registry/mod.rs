@@ -1,12 +1,21 @@
-//! The supported families, selected by `model_type` (or, failing that, `architectures`).
-//! Adding a family = one file with its config mirror + one line here.
+//! The supported families, selected by `model_type` (or, failing that, `architectures`), each a
+//! file in this folder with its HF config mirror. Adding a decoder family = its file, its `mod`
+//! line and its `FAMILIES` line here, and its fixture in the tests.
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::config::{parse_family, DecoderConfig};
-use crate::{gemma, gemma2, gemma3, llama, mistral, olmo2, qwen2, ModelError, Result};
+use crate::{ModelError, Result};
+
+pub mod gemma;
+pub mod gemma2;
+pub mod gemma3;
+pub mod llama;
+pub mod mistral;
+pub mod olmo2;
+pub mod qwen2;
 
 pub struct Family {
     /// HF `model_type`.
