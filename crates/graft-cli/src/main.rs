@@ -45,7 +45,31 @@ enum Command {
     Merge(commands::merge::Args),
 }
 
+/// A bug must never print a Rust backtrace at a user: one line, exit code 70 (EX_SOFTWARE).
+fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let what = what.replace('\n', " ");
+        eprintln!("internal error: {what}{at}; please report it with the command that caused it");
+        std::process::exit(70);
+    }));
+    // Debug builds only: lets the test suite check the hook.
+    if cfg!(debug_assertions) && std::env::var_os("GRAFT_TEST_PANIC").is_some() {
+        panic!("test panic\nsecond line");
+    }
+}
+
 fn main() {
+    report_panics();
     // candle asks for its thread count on every matmul, and without RAYON_NUM_THREADS that reads
     // /proc/cpuinfo each time (a few % of decoding): answer once, before any thread starts.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {

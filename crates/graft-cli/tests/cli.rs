@@ -165,6 +165,23 @@ fn bad_fields_are_named() {
 }
 
 #[test]
+fn a_panic_is_one_line_and_exit_70() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["--help"])
+        .env("GRAFT_TEST_PANIC", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(70), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("internal error: test panic second line at "),
+        "{err}"
+    );
+    assert!(!err.contains("backtrace"), "{err}");
+}
+
+#[test]
 fn missing_model_is_a_one_line_error() {
     let o = graft(&["generate", "--model", "/no/such/model", "--prompt", "hi"]);
     assert_user_error(&o, &["/no/such/model"]);

@@ -194,6 +194,50 @@ fn killed_run_resumes_bit_identically() {
 }
 
 #[test]
+fn a_checkpoint_that_does_not_verify_is_skipped_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = austen_rows(dir.path(), 24);
+    let r = recipe(dir.path(), &train, "steps = 15\n");
+    let run = |out: &Path, extra: &[&str]| {
+        let o = graft(
+            &[
+                &[
+                    "train",
+                    r.to_str().unwrap(),
+                    "--output",
+                    out.to_str().unwrap(),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let full = dir.path().join("full");
+    run(&full, &[]);
+    // A run stopped after 10 steps whose newest checkpoint then rots on disk.
+    let cut = dir.path().join("cut");
+    run(&cut, &["--set", "train.steps=10"]);
+    let weights = cut.join("checkpoint-10/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&weights, bytes).unwrap();
+    let err = run(&cut, &["--set", "train.steps=15", "--resume"]);
+    assert!(
+        err.contains("checkpoint-10/model.safetensors") && err.contains("checkpoint-5"),
+        "{err}"
+    );
+    let a = std::fs::read(full.join("final/model.safetensors")).unwrap();
+    let b = std::fs::read(cut.join("final/model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "resumed from checkpoint-5, the weights equal the uninterrupted run's"
+    );
+}
+
+#[test]
 fn bad_training_data_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

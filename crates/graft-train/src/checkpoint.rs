@@ -1,9 +1,11 @@
 //! Checkpoints: `checkpoint-<step>/` holds the weights (an HF directory: config.json +
 //! model.safetensors, or a PEFT adapter directory), the optimizer state, and `trainer_state.json`
 //! (updates done, tokens seen, loader position, seed). Dropout masks and data order are functions of (seed, step), so no RNG state
-//! needs saving. Written to a temporary directory and renamed; the oldest beyond `keep_last` go.
+//! needs saving. Written to a temporary directory, fsync'd and renamed; `trainer_state.json`
+//! records the sha256 of every other file, so a resume verifies what it reads and falls back to
+//! the newest checkpoint that verifies. The oldest beyond `keep_last` go.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
@@ -38,6 +40,16 @@ impl TrainerState {
     }
 }
 
+/// `trainer_state.json`: the state, and the sha256 of each other file of the checkpoint (absent
+/// in checkpoints written before graft recorded them; those are read unverified).
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    #[serde(flatten)]
+    state: TrainerState,
+    #[serde(default)]
+    sha256: BTreeMap<String, String>,
+}
+
 fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Io(format!("{}: {e}", path.display()))
 }
@@ -64,7 +76,17 @@ pub fn write(
     candle_core::safetensors::save(weights, tmp.join(weights_file)).map_err(|e| io(tmp, e))?;
     candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))
         .map_err(|e| io(tmp, e))?;
-    let st = serde_json::to_string_pretty(state).map_err(|e| io(tmp, e))?;
+    let mut sha256 = BTreeMap::new();
+    for entry in std::fs::read_dir(tmp).map_err(|e| io(tmp, e))? {
+        let path = entry.map_err(|e| io(tmp, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        sha256.insert(name.unwrap_or_default(), crate::manifest::sha256(&path)?);
+    }
+    let file = StateFile {
+        state: state.clone(),
+        sha256,
+    };
+    let st = serde_json::to_string_pretty(&file).map_err(|e| io(tmp, e))?;
     std::fs::write(tmp.join("trainer_state.json"), st).map_err(|e| io(tmp, e))?;
     staged.commit_replacing().map_err(|e| io(&dir, e))?;
     if keep_last > 0 {
@@ -101,13 +123,22 @@ pub struct Loaded {
     pub state: TrainerState,
 }
 
+/// Reads the checkpoint in `dir`, first checking every file against the sha256 its
+/// `trainer_state.json` records.
 pub fn read(dir: &Path) -> Result<Loaded, TrainError> {
     let dev = candle_core::Device::Cpu;
+    let state_path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| io(&state_path, e))?;
+    let file: StateFile = serde_json::from_str(&text).map_err(|e| io(&state_path, e))?;
+    for (name, want) in &file.sha256 {
+        let path = dir.join(name);
+        if name.contains(['/', '\\']) || crate::manifest::sha256(&path)? != *want {
+            return Err(io(&path, "does not match the sha256 in trainer_state.json"));
+        }
+    }
     let load = |f: &str| {
         candle_core::safetensors::load(dir.join(f), &dev).map_err(|e| io(&dir.join(f), e))
     };
-    let state_path = dir.join("trainer_state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(|e| io(&state_path, e))?;
     Ok(Loaded {
         weights: load(if dir.join("adapter_model.safetensors").exists() {
             "adapter_model.safetensors"
@@ -115,6 +146,33 @@ pub fn read(dir: &Path) -> Result<Loaded, TrainError> {
             "model.safetensors"
         })?,
         optimizer: load("optimizer.safetensors")?,
-        state: serde_json::from_str(&text).map_err(|e| io(&state_path, e))?,
+        state: file.state,
     })
+}
+
+/// The newest checkpoint under `output` that reads and verifies, and its folder; each newer one
+/// that does not is named in a warning on stderr.
+pub fn latest_verified(output: &Path) -> Result<(PathBuf, Loaded), TrainError> {
+    let mut failures = Vec::new();
+    for (_, dir) in list(output).into_iter().rev() {
+        match read(&dir) {
+            Ok(loaded) => {
+                for f in &failures {
+                    eprintln!("warning: skipping a checkpoint that does not verify: {f}; resuming from {}", dir.display());
+                }
+                return Ok((dir, loaded));
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(TrainError::Io(match failures.first() {
+        None => format!(
+            "{}: --resume: no checkpoint to resume from",
+            output.display()
+        ),
+        Some(f) => format!(
+            "{}: --resume: no checkpoint verifies (newest: {f})",
+            output.display()
+        ),
+    }))
 }

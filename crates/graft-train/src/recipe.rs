@@ -410,12 +410,92 @@ fn validate(recipe: &Recipe) -> Result<(), String> {
     if recipe.data.max_seq_len < 2 {
         return Err("data.max_seq_len must be ≥ 2".into());
     }
+    check_ranges(recipe)
+}
+
+/// Every numeric setting in its range, so a typo fails at load, not as NaNs mid-run.
+fn check_ranges(recipe: &Recipe) -> Result<(), String> {
+    let t = &recipe.train;
+    let finite_min = |key: &str, v: f64, min: f64| match v.is_finite() && v >= min {
+        true => Ok(()),
+        false => Err(format!("{key}: must be finite and ≥ {min}, got {v}")),
+    };
+    let unit = |key: &str, v: f64| match (0.0..1.0).contains(&v) {
+        true => Ok(()),
+        false => Err(format!("{key}: must be in [0, 1), got {v}")),
+    };
+    finite_min("train.lr", t.lr, 0.0)?;
+    finite_min("train.weight_decay", t.weight_decay, 0.0)?;
+    unit("train.beta1", t.beta1)?;
+    unit("train.beta2", t.beta2)?;
+    if !(t.eps.is_finite() && t.eps > 0.0) {
+        return Err(format!("train.eps: must be finite and > 0, got {}", t.eps));
+    }
+    if let Some(g) = t.max_grad_norm.filter(|g| !(g.is_finite() && *g > 0.0)) {
+        return Err(format!(
+            "train.max_grad_norm: must be finite and > 0, got {g}"
+        ));
+    }
+    if t.warmup_steps > t.steps {
+        return Err(format!(
+            "train.warmup_steps: {} is more than train.steps = {}",
+            t.warmup_steps, t.steps
+        ));
+    }
+    if t.batch_size.checked_mul(t.grad_accum).is_none() {
+        return Err("train.batch_size × train.grad_accum: too large".into());
+    }
+    if let Some(p) = recipe.model.attention_dropout {
+        unit("model.attention_dropout", p)?;
+    }
+    if let Some(a) = &recipe.adapter {
+        unit("adapter.dropout", a.dropout)?;
+    }
+    if let Some(s) = &recipe.data.span_corruption {
+        if !(s.noise_density > 0.0 && s.noise_density < 1.0) {
+            return Err(format!(
+                "data.span_corruption.noise_density: must be in (0, 1), got {}",
+                s.noise_density
+            ));
+        }
+        finite_min(
+            "data.span_corruption.mean_noise_span_length",
+            s.mean_noise_span_length,
+            1.0,
+        )?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_settings_out_of_range_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[objective]\nkind = \"sft\"\n[train]\nsteps = 5\n").unwrap();
+        assert!(load(&path, &[]).is_ok());
+        for (set, key) in [
+            ("train.lr=-1e-4", "train.lr"),
+            ("train.lr=nan", "train.lr"),
+            ("train.beta2=1.0", "train.beta2"),
+            ("train.eps=0", "train.eps"),
+            ("train.weight_decay=-0.1", "train.weight_decay"),
+            ("train.max_grad_norm=0", "train.max_grad_norm"),
+            ("train.warmup_steps=6", "train.warmup_steps"),
+            ("model.attention_dropout=1.0", "model.attention_dropout"),
+            ("data.span_corruption={noise_density=1.5}", "noise_density"),
+            (
+                "data.span_corruption={mean_noise_span_length=0.5}",
+                "mean_noise_span_length",
+            ),
+        ] {
+            let e = load(&path, &[set.to_string()]).unwrap_err();
+            assert!(e.contains(key) && e.contains("r.toml"), "{set}: {e}");
+        }
+    }
 
     #[test]
     fn keys_from_other_tools_get_a_hint() {

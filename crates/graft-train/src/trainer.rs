@@ -241,10 +241,23 @@ impl<'a> Run<'a> {
         Ok(Some((loss, metrics)))
     }
 
-    /// checkpoint-<step>/: an HF (or PEFT adapter) directory plus optimizer and loader state.
+    /// checkpoint-<step>/: an HF (or PEFT adapter) directory plus optimizer and loader state;
+    /// weights that are not finite are never saved.
     fn save_checkpoint(&mut self) -> Result<(), TrainError> {
         let (weights_file, files) = saved_files(&self.model)?;
-        let weights = self.opt.weights().into_iter().collect();
+        let weights: Vec<(String, Tensor)> = self.opt.weights();
+        for (name, t) in &weights {
+            let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(TrainError::NonFinite {
+                    step: self.state.step,
+                    what: "a parameter",
+                    value: f64::NAN,
+                    checkpoint: format!("{} (`{name}`; not saved)", self.last_checkpoint),
+                });
+            }
+        }
+        let weights = weights.into_iter().collect();
         let optimizer = self.opt.state().into_iter().collect();
         let dir = checkpoint::write(
             &self.opts.output,
@@ -300,13 +313,7 @@ fn resume(
     opt: &mut AdamW,
     loader: &mut Mixture,
 ) -> Result<(TrainerState, String), TrainError> {
-    let (_, dir) = checkpoint::list(out).pop().ok_or_else(|| {
-        TrainError::Io(format!(
-            "{}: --resume: no checkpoint to resume from",
-            out.display()
-        ))
-    })?;
-    let ck = checkpoint::read(&dir)?;
+    let (dir, ck) = checkpoint::latest_verified(out)?;
     crate::net::set_vars(varmap, &ck.weights, &dir)?;
     opt.load_state(&ck.optimizer, ck.state.step)?;
     match ck.state.tasks.is_empty() {

@@ -169,9 +169,11 @@ pub fn run(args: Args) -> Result<()> {
     );
     let pretrain = format!(
         "[model]\npath = \"base\"\n[data]\ntrain = \"data/pretrain.jsonl\"\neval = \"data/pretrain.eval.jsonl\"\nmax_seq_len = 256\npacking = true\n\
-         [objective]\nkind = \"lm\"\n[train]\nsteps = {}\nbatch_size = 8\nlr = 3e-3\nschedule = \"wsd\"\nwarmup_steps = 20\n\
+         [objective]\nkind = \"lm\"\n[train]\nsteps = {}\nbatch_size = 8\nlr = 3e-3\nschedule = \"wsd\"\nwarmup_steps = {}\n\
          decay_fraction = 0.2\nweight_decay = 0.1\nbeta2 = 0.95\nseed = {}\nlog_every = 5\neval_every = 50\nsave_every = 100\nkeep_last = 1\n",
-        args.pretrain_steps, args.seed
+        args.pretrain_steps,
+        args.pretrain_steps.min(20),
+        args.seed
     );
     run_recipe(out, "pretrain", &pretrain)?;
 
@@ -181,9 +183,11 @@ pub fn run(args: Args) -> Result<()> {
     );
     let sft = format!(
         "[model]\npath = \"pretrain/final\"\n[data]\ntrain = \"data/chat.jsonl\"\neval = \"data/chat.eval.jsonl\"\nmax_seq_len = 128\npacking = true\n\
-         [objective]\nkind = \"sft\"\n[train]\nsteps = {}\nbatch_size = 8\nlr = 1e-3\nschedule = \"cosine\"\nwarmup_steps = 10\n\
+         [objective]\nkind = \"sft\"\n[train]\nsteps = {}\nbatch_size = 8\nlr = 1e-3\nschedule = \"cosine\"\nwarmup_steps = {}\n\
          seed = {}\nlog_every = 5\neval_every = 50\nsave_every = 100\nkeep_last = 1\n",
-        args.sft_steps, args.seed
+        args.sft_steps,
+        args.sft_steps.min(10),
+        args.seed
     );
     run_recipe(out, "sft", &sft)?;
 
