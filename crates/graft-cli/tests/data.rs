@@ -305,3 +305,55 @@ fn inspect_shows_a_recipes_tasks_after_their_preprocessors() {
     let o = graft(&["data", "inspect", "--recipe", recipe.to_str().unwrap()]);
     assert_user_error(&o, &["qa.jsonl:1", "`query`"]);
 }
+
+#[test]
+fn zero_counts_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write(&input, &[json!({"text": "a b c"})]);
+    let (i, o, r) = (input.to_str().unwrap(), "out.jsonl", "rep.jsonl");
+    for (args, needle) in [
+        (
+            vec![
+                "data", "dedup", "--input", i, "--output", o, "--report", r, "--near", "--ngram",
+                "0",
+            ],
+            "--ngram",
+        ),
+        (
+            vec![
+                "data",
+                "dedup",
+                "--input",
+                i,
+                "--output",
+                o,
+                "--report",
+                r,
+                "--num-perm",
+                "0",
+            ],
+            "--num-perm",
+        ),
+        (
+            vec![
+                "data",
+                "decontaminate",
+                "--input",
+                i,
+                "--eval",
+                i,
+                "--output",
+                o,
+                "--report",
+                r,
+                "--ngram",
+                "0",
+            ],
+            "--ngram",
+        ),
+    ] {
+        let out = graft(&args);
+        assert_user_error(&out, &[needle]);
+    }
+}

@@ -77,11 +77,12 @@ fn replace_generation_tags(template: &str) -> (String, bool) {
     let mut rest = template;
     let mut found = false;
     while let Some(open) = rest.find("{%") {
-        let Some(close_rel) = rest[open..].find("%}") else {
+        // The closing `%}` comes after the opening `{%` (in `{%}` they overlap).
+        let Some(close_rel) = rest[open + 2..].find("%}") else {
             break;
         };
-        let close = open + close_rel + 2;
-        let inner = &rest[open + 2..close - 2];
+        let inner = &rest[open + 2..open + 2 + close_rel];
+        let close = open + 2 + close_rel + 2;
         let (trim_left, trim_right) = (inner.starts_with('-'), inner.ends_with('-'));
         let word = inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
         let sentinel = match word {
@@ -248,6 +249,15 @@ mod tests {
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn malformed_block_tags_are_errors_not_panics() {
+        for t in ["{%}", "{%", "%}{%", "{%-%}", "{% generation %}{%}", "{%%}"] {
+            // Either the template parses or it is an error; the tag scanner must not panic.
+            let _ = ChatTemplate::new(t);
+        }
+        assert!(ChatTemplate::new("{%}").is_err());
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn hash_str(s: &str) -> u64 {
 
 /// Word n-gram shingles of a text, hashed (a short text is one shingle).
 pub fn shingles(text: &str, n: usize) -> Vec<u64> {
+    let n = n.max(1);
     let w = words(text);
     if w.is_empty() {
         return Vec::new();

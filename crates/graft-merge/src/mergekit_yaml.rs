@@ -100,6 +100,17 @@ impl MergeConfig {
         if cfg.models.is_none() && cfg.slices.is_none() {
             return Err("give exactly one of `models` and `slices`".into());
         }
+        if cfg.models.as_ref().is_some_and(|m| m.is_empty()) {
+            return Err("`models`: empty (list the models to merge)".into());
+        }
+        if let Some(slices) = &cfg.slices {
+            if slices.is_empty() {
+                return Err("`slices`: empty (list the layer ranges to merge)".into());
+            }
+            if let Some(i) = slices.iter().position(|s| s.sources.is_empty()) {
+                return Err(format!("`slices[{i}].sources`: empty"));
+            }
+        }
         Ok(cfg)
     }
 }

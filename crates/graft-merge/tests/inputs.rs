@@ -200,3 +200,18 @@ fn a_required_parameter_must_be_given() {
     assert!(e.contains("parameter `t` is missing"), "{e}");
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+fn empty_model_and_slice_lists_are_errors() {
+    for (yaml, needle) in [
+        ("models: []\nmerge_method: linear\n", "`models`: empty"),
+        ("slices: []\nmerge_method: linear\n", "`slices`: empty"),
+        (
+            "slices:\n  - sources: []\nmerge_method: passthrough\n",
+            "`slices[0].sources`: empty",
+        ),
+    ] {
+        let e = MergeConfig::parse(yaml).err().unwrap_or_default();
+        assert!(e.contains(needle), "{yaml}: {e}");
+    }
+}

@@ -450,6 +450,9 @@ fn check_ranges(recipe: &Recipe) -> Result<(), String> {
     }
     if let Some(a) = &recipe.adapter {
         unit("adapter.dropout", a.dropout)?;
+        if a.r == 0 || a.reduction == Some(0) || a.task_r == Some(0) {
+            return Err("adapter.r, reduction and task_r: must be ≥ 1".into());
+        }
     }
     if let Some(s) = &recipe.data.span_corruption {
         if !(s.noise_density > 0.0 && s.noise_density < 1.0) {
@@ -486,6 +489,10 @@ mod tests {
             ("train.max_grad_norm=0", "train.max_grad_norm"),
             ("train.warmup_steps=6", "train.warmup_steps"),
             ("model.attention_dropout=1.0", "model.attention_dropout"),
+            (
+                "adapter={kind=\"lst\", reduction=0, target_modules=[]}",
+                "reduction",
+            ),
             ("data.span_corruption={noise_density=1.5}", "noise_density"),
             (
                 "data.span_corruption={mean_noise_span_length=0.5}",

@@ -67,6 +67,10 @@ fn jsonl(rows: impl Iterator<Item = Value>) -> String {
 }
 
 pub fn dedup(a: DedupArgs, skip: bool) -> Result<()> {
+    check_counts(
+        &[("--ngram", a.ngram), ("--num-perm", a.num_perm)],
+        a.threshold,
+    )?;
     let rows = super::data::read(&a.input, skip)?;
     let texts: Vec<String> = rows
         .iter()
@@ -131,7 +135,19 @@ pub fn dedup(a: DedupArgs, skip: bool) -> Result<()> {
     Ok(())
 }
 
+/// Counts ≥ 1 and a threshold in [0, 1], before any file is read.
+fn check_counts(counts: &[(&str, usize)], threshold: f64) -> Result<()> {
+    if let Some((flag, _)) = counts.iter().find(|(_, n)| *n == 0) {
+        anyhow::bail!("{flag}: must be ≥ 1");
+    }
+    if !(0.0..=1.0).contains(&threshold) {
+        anyhow::bail!("--threshold: must be in [0, 1], got {threshold}");
+    }
+    Ok(())
+}
+
 pub fn decontaminate(a: DecontaminateArgs, skip: bool) -> Result<()> {
+    check_counts(&[("--ngram", a.ngram)], a.threshold)?;
     let mut evals: Vec<(String, usize, Map<String, Value>)> = Vec::new();
     for path in &a.evals {
         for (line, row) in super::data::read(path, skip)? {

@@ -92,6 +92,18 @@ pub(crate) fn arch_config(path: &Path, json: &Value) -> Result<Arch> {
     if model_type.or(arch).is_some_and(|n| T5_TYPES.contains(&n)) {
         let cfg: crate::t5::T5Config = parse_family(path, json)?;
         cfg.ffn().map_err(|msg| ModelError::file(path, msg))?;
+        for (field, n) in [
+            ("num_layers", cfg.num_layers),
+            ("num_decoder_layers", cfg.decoder_layers()),
+            ("num_heads", cfg.num_heads),
+            ("d_kv", cfg.d_kv),
+            ("d_model", cfg.d_model),
+            ("vocab_size", cfg.vocab_size),
+        ] {
+            if n == 0 {
+                return Err(ModelError::config(path, field, "must be ≥ 1"));
+            }
+        }
         if cfg.decoder_start_token_id.is_none() {
             return Err(ModelError::config(
                 path,
@@ -138,4 +150,23 @@ pub fn family_of(path: &Path, json: &Value) -> Result<&'static Family> {
 /// Parses `config.json` into the shared decoder description.
 pub fn decoder_config(path: &Path, json: &Value) -> Result<DecoderConfig> {
     (family_of(path, json)?.parse)(path, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn t5_sizes_of_zero_are_config_errors() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/t5/config.json");
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(is_seq2seq(&path, &json).unwrap());
+        for field in ["num_layers", "num_decoder_layers", "num_heads", "d_kv"] {
+            let mut bad = json.clone();
+            bad[field] = serde_json::json!(0);
+            let e = arch_config(&path, &bad).err().unwrap().to_string();
+            assert!(e.contains(field) && e.contains("≥ 1"), "{field}: {e}");
+        }
+    }
 }
