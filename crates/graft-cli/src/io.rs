@@ -66,6 +66,47 @@ impl ModelArgs {
     }
 }
 
+static FORCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--force`: outputs that exist may be replaced.
+pub fn set_force(force: bool) {
+    FORCE.store(force, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A path as it resolves on disk (a missing file by its resolved folder), for comparing paths.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match (
+        parent.map_or(Path::new(".").canonicalize(), Path::canonicalize),
+        path.file_name(),
+    ) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Refuses, before anything is read or written, an output that exists (unless `--force`) or that
+/// is one of the command's inputs (even with `--force`).
+pub fn claim_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
+    for out in outputs {
+        let target = resolved(out);
+        if let Some(input) = inputs.iter().find(|i| resolved(i) == target) {
+            bail!(
+                "{}: the output is also an input ({}); write elsewhere",
+                out.display(),
+                input.display()
+            );
+        }
+        if out.exists() && !FORCE.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!("{}: exists; use --force to replace it", out.display());
+        }
+    }
+    Ok(())
+}
+
 /// Writes `contents` to `path` atomically and durably (graft_models::fsio).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     graft_models::fsio::write_file(path, contents)

@@ -26,6 +26,9 @@ graft init-model --config recipes/t5-tiny.config.json --text data/pretrain/auste
 graft bench train"
 )]
 struct Cli {
+    /// Replace outputs that already exist (by default an existing output is an error).
+    #[arg(long, global = true)]
+    force: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +51,9 @@ enum Command {
 /// A bug must never print a Rust backtrace at a user: one line, exit code 70 (EX_SOFTWARE).
 fn report_panics() {
     std::panic::set_hook(Box::new(|info| {
+        if graft_models::guard::catching() {
+            return; // a dependency's panic on bad input, turned into an error by its caller
+        }
         let what = info
             .payload()
             .downcast_ref::<&str>()
@@ -77,6 +83,7 @@ fn main() {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let cli = Cli::parse();
+    io::set_force(cli.force);
     let result = match cli.command {
         Command::Score(a) => commands::score::run(a),
         Command::Convert(a) => commands::convert::run(a),

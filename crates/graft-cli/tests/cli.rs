@@ -366,3 +366,33 @@ fn convert_to_bf16_halves_the_weights() {
         assert!((x - y).abs() < 0.1, "f32 {x} vs bf16 {y}");
     }
 }
+
+#[test]
+fn an_existing_output_needs_force_and_an_input_is_never_an_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, "{\"text\": \"Hello there\"}\n").unwrap();
+    let out = dir.path().join("scored.jsonl");
+    let m = model();
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let score =
+        |extra: &[&str]| graft(&[&["score", "--model", &m, "--input", i][..], extra].concat());
+    assert!(score(&["--output", o]).status.success());
+    std::fs::write(&out, "keep me").unwrap();
+    assert_user_error(&score(&["--output", o]), &["scored.jsonl", "--force"]);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "keep me",
+        "nothing replaced"
+    );
+    assert!(score(&["--output", o, "--force"]).status.success());
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("token_logprobs"));
+    // The input as output, however spelled, even with --force.
+    let same = format!("{}/./rows.jsonl", dir.path().display());
+    assert_user_error(&score(&["--output", &same, "--force"]), &["also an input"]);
+    assert!(std::fs::read_to_string(&input)
+        .unwrap()
+        .contains("Hello there"));
+}

@@ -255,7 +255,7 @@ fn rso_samples_scores_pairs_and_trains() {
         "--input",
         bad.to_str().unwrap(),
         "--output",
-        pairs.to_str().unwrap(),
+        dir.path().join("bad_pairs.jsonl").to_str().unwrap(),
     ]);
     assert_user_error(&o, &["bad.jsonl:2", "8 responses but 1 scores"]);
 }

@@ -114,9 +114,21 @@ impl TokenCache {
         let file = std::fs::File::open(&tok_path).map_err(|e| io(&tok_path, e))?;
         // SAFETY: read-only map of a file graft wrote and never modifies in place.
         let tokens = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&tok_path, e))?;
-        let width = if info.dtype == "u32" { 4 } else { 2 };
-        if offsets.len() != info.documents + 1
-            || tokens.len() != info.tokens * width
+        let width = match info.dtype.as_str() {
+            "u32" => 4,
+            "u16" => 2,
+            other => {
+                return Err(io(
+                    &info_path,
+                    format!("dtype `{other}`: expected u16 or u32"),
+                ))
+            }
+        };
+        // Offsets start at 0 and never decrease, so every document is a slice of tokens.bin.
+        let monotone = offsets.first() == Some(&0) && offsets.windows(2).all(|w| w[0] <= w[1]);
+        if !monotone
+            || Some(offsets.len()) != info.documents.checked_add(1)
+            || Some(tokens.len()) != info.tokens.checked_mul(width)
             || offsets.last() != Some(&(info.tokens as u64))
         {
             return Err(io(
@@ -159,6 +171,26 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decreasing_or_oversized_offsets_are_errors() {
+        let dir = std::env::temp_dir().join(format!("graft-cache-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = CacheWriter::create(&dir, 1000).unwrap();
+        for d in [vec![1u32, 2, 3], vec![4, 5], vec![6]] {
+            w.push(&d).unwrap();
+        }
+        w.finish("tok", "src").unwrap();
+        assert!(TokenCache::open(&dir).is_ok());
+        let offsets = dir.join("offsets.bin");
+        for bad in [[0u64, 5, 2, 6], [0, 3, 9, 6], [1, 3, 5, 6]] {
+            let bytes: Vec<u8> = bad.iter().flat_map(|o| o.to_le_bytes()).collect();
+            std::fs::write(&offsets, bytes).unwrap();
+            let e = TokenCache::open(&dir).err().unwrap();
+            assert!(e.contains("corrupt"), "{bad:?}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn documents_round_trip_in_both_widths() {

@@ -140,16 +140,15 @@ impl Vocab {
             }
         };
         let ids = token_ids(&dir, limit)?;
-        let n = ids.values().max().map_or(0, |m| m + 1);
-        let mut tokens = vec![String::new(); n];
+        let gaps = || format!("{}: the vocabulary has gaps in its ids", dir.display());
+        // Ids without gaps are 0..n for n tokens: a larger id (even u32::MAX) is a gap, found
+        // before anything of its size is allocated.
+        let mut tokens = vec![String::new(); ids.len()];
         for (t, id) in ids {
-            tokens[id] = t;
+            *tokens.get_mut(id).ok_or_else(gaps)? = t;
         }
         if tokens.iter().any(String::is_empty) {
-            return Err(format!(
-                "{}: the vocabulary has gaps in its ids",
-                dir.display()
-            ));
+            return Err(gaps());
         }
         let rows = plan
             .models

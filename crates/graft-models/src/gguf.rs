@@ -18,8 +18,12 @@ use crate::{ModelError, Result};
 
 pub fn read_content(path: &Path) -> Result<Content> {
     let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
-    Content::read(&mut file)
-        .map_err(|e| ModelError::file(path, format!("not a readable GGUF file: {e}")))
+    let not_gguf = |e: &dyn std::fmt::Display| {
+        ModelError::file(path, format!("not a readable GGUF file: {e}"))
+    };
+    crate::guard::catch("the GGUF header", || Content::read(&mut file))
+        .map_err(|e| not_gguf(&e))?
+        .map_err(|e| not_gguf(&e))
 }
 
 fn arch_of(path: &Path, content: &Content) -> Result<String> {
@@ -76,7 +80,17 @@ pub fn config_json(path: &Path, content: &Content) -> Result<Json> {
     let mut c = Map::new();
     c.insert("model_type".into(), json!(family.model_type));
     c.insert("architectures".into(), json!([family.architecture]));
-    c.insert("vocab_size".into(), json!(embd.shape.dims()[0]));
+    let vocab = match embd.shape.dims() {
+        [v, h] if *v > 0 && *h > 0 => *v,
+        d => {
+            return Err(ModelError::tensor(
+                path,
+                "token_embd.weight",
+                format!("shape {d:?}: expected (vocab, hidden), both ≥ 1"),
+            ))
+        }
+    };
+    c.insert("vocab_size".into(), json!(vocab));
     c.insert("hidden_size".into(), json!(hidden));
     c.insert(
         "intermediate_size".into(),
@@ -250,10 +264,20 @@ fn hf_name(name: &str, sandwich: bool) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
+/// The row count of a q/k projection, which must split into whole (head, D/2, 2) groups.
+fn permuted_rows(dims: &[usize], heads: usize) -> candle_core::Result<usize> {
+    match dims.first() {
+        Some(&rows) if heads > 0 && rows > 0 && rows % (2 * heads) == 0 => Ok(rows),
+        _ => candle_core::bail!(
+            "shape {dims:?}: q/k rows must be a positive multiple of 2 × {heads} heads"
+        ),
+    }
+}
+
 /// Undo llama.cpp's q/k row interleaving: GGUF rows are (head, D/2, 2), HF rows (head, 2, D/2).
 fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let dims = t.dims().to_vec();
-    let rows = dims[0];
+    let rows = permuted_rows(&dims, heads)?;
     let rest: Vec<usize> = dims[1..].to_vec();
     let mut shape = vec![heads, rows / heads / 2, 2];
     shape.extend(&rest);
@@ -336,7 +360,7 @@ pub fn load_tensors(
 /// [`unpermute`] on quantized rows: quantization blocks run along a row, so whole rows move as bytes.
 fn unpermute_quantized(q: &QTensor, heads: usize, device: &Device) -> candle_core::Result<QTensor> {
     let dims = q.shape().dims().to_vec();
-    let rows = dims[0];
+    let rows = permuted_rows(&dims, heads)?;
     let data = q.data()?;
     let row_bytes = data.len() / rows;
     let half = rows / heads / 2;

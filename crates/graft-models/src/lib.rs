@@ -8,6 +8,7 @@ pub mod error;
 pub mod fsio;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod guard;
 pub mod init;
 pub mod layers;
 pub mod load;

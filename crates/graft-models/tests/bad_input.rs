@@ -149,3 +149,54 @@ fn corrupt_and_truncated_gguf() {
         assert!(e.contains("truncated.gguf"), "{e}");
     }
 }
+
+/// A GGUF file of `metadata` and F32 `tensors` (name, shape).
+fn write_gguf(
+    path: &std::path::Path,
+    metadata: &[(&str, candle_core::quantized::gguf_file::Value)],
+    tensors: &[(&str, Vec<usize>)],
+) {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let qs: Vec<(&str, QTensor)> = tensors
+        .iter()
+        .map(|(n, shape)| {
+            let t = candle_core::Tensor::zeros(shape.as_slice(), DType::F32, &Device::Cpu).unwrap();
+            (*n, QTensor::quantize(&t, GgmlDType::F32).unwrap())
+        })
+        .collect();
+    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (*n, q)).collect();
+    let mut file = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut file, &md, &ts).unwrap();
+}
+
+#[test]
+fn gguf_headers_that_would_panic_are_errors() {
+    use candle_core::quantized::gguf_file::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let llama = |extra: Vec<(&'static str, Value)>| {
+        let mut md = vec![
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.attention.head_count", Value::U32(2)),
+            ("llama.embedding_length", Value::U32(4)),
+        ];
+        md.extend(extra);
+        md
+    };
+    // candle's reader divides by `general.alignment`: 0 is a file error, not a panic.
+    let path = dir.path().join("align0.gguf");
+    write_gguf(
+        &path,
+        &llama(vec![("general.alignment", Value::U32(0))]),
+        &[("token_embd.weight", vec![3, 4])],
+    );
+    let e = open_err(&path);
+    assert!(e.contains("align0.gguf") && e.contains("GGUF"), "{e}");
+    // A token embedding that is not a (vocab, hidden) matrix.
+    for (name, shape) in [("embd_1d.gguf", vec![4]), ("embd_empty.gguf", vec![0, 4])] {
+        let path = dir.path().join(name);
+        write_gguf(&path, &llama(vec![]), &[("token_embd.weight", shape)]);
+        let e = open_err(&path);
+        assert!(e.contains(name) && e.contains("token_embd.weight"), "{e}");
+    }
+}

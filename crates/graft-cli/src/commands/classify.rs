@@ -64,6 +64,10 @@ fn macro_f1(labels: &[String], gold: &[usize], pred: &[usize]) -> f64 {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    crate::io::claim_outputs(
+        &args.output.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
+        &[&args.input],
+    )?;
     if args.labels.len() < 2 {
         bail!("--labels: give at least two labels, comma-separated");
     }

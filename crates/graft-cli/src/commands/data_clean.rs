@@ -71,6 +71,7 @@ pub fn dedup(a: DedupArgs, skip: bool) -> Result<()> {
         &[("--ngram", a.ngram), ("--num-perm", a.num_perm)],
         a.threshold,
     )?;
+    crate::io::claim_outputs(&[&a.output, &a.report], &[&a.input])?;
     let rows = super::data::read(&a.input, skip)?;
     let texts: Vec<String> = rows
         .iter()
@@ -148,6 +149,9 @@ fn check_counts(counts: &[(&str, usize)], threshold: f64) -> Result<()> {
 
 pub fn decontaminate(a: DecontaminateArgs, skip: bool) -> Result<()> {
     check_counts(&[("--ngram", a.ngram)], a.threshold)?;
+    let mut inputs: Vec<&std::path::Path> = a.evals.iter().map(PathBuf::as_path).collect();
+    inputs.push(&a.input);
+    crate::io::claim_outputs(&[&a.output, &a.report], &inputs)?;
     let mut evals: Vec<(String, usize, Map<String, Value>)> = Vec::new();
     for path in &a.evals {
         for (line, row) in super::data::read(path, skip)? {

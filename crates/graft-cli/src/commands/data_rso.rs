@@ -33,6 +33,7 @@ pub struct RsoArgs {
 }
 
 pub fn rso(a: RsoArgs, skip: bool) -> Result<()> {
+    crate::io::claim_outputs(&[&a.output], &[&a.input])?;
     if !(a.beta > 0.0 && a.beta.is_finite()) {
         bail!("--beta: must be > 0, got {}", a.beta);
     }

@@ -24,6 +24,7 @@ pub struct TokenizeArgs {
 }
 
 pub fn tokenize(a: TokenizeArgs, skip: bool) -> Result<()> {
+    crate::io::claim_outputs(&[&a.output.join("cache.json")], &[&a.input])?;
     let tok = tokenizer(&a.model)?;
     let mut rows = read(&a.input, skip)?;
     if skip {

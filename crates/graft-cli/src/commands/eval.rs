@@ -53,6 +53,7 @@ fn open_task(spec: &str, args: &Args) -> Result<Task> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    crate::io::claim_outputs(&[&args.output.join("results.json")], &[])?;
     // Read every task first: a bad task file fails before the model loads.
     let tasks = args
         .tasks

@@ -16,6 +16,7 @@ use graft_models::Model;
 
 pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
     let output = args.output.as_ref().context("--input needs --output")?;
+    crate::io::claim_outputs(&[output], &[input])?;
     if args.samples == 0 {
         bail!("--samples: must be ≥ 1");
     }

@@ -122,6 +122,10 @@ fn emit(args: &Args, out: &str) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    crate::io::claim_outputs(
+        &args.output.iter().map(|p| p.as_path()).collect::<Vec<_>>(),
+        &[&args.input],
+    )?;
     let (source, model, device) = match args.model.load_any()? {
         (source, Model::Seq2Seq(t5), _) => return emit(&args, &run_seq2seq(&args, &source, &t5)?),
         (source, Model::Decoder(m), device) => (source, m, device),

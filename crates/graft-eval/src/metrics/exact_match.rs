@@ -35,10 +35,14 @@ pub fn exact_match(
             .collect::<Result<_, String>>()?,
         Some(_) => return Err("regexes_to_ignore: expected a list".into()),
     };
-    let norm = |s: &str| -> String {
+    let norm = |s: &str| -> Result<String, String> {
         let mut s = s.to_string();
         for re in &regexes {
-            s = re.replace_all(&s, "").to_string();
+            // try_: a pattern that backtracks past fancy-regex's limit is an error, not a panic.
+            s = re
+                .try_replacen(&s, 0, "")
+                .map_err(|e| format!("regexes_to_ignore `{}`: {e}", re.as_str()))?
+                .to_string();
         }
         if flag("ignore_case") {
             s = s.to_lowercase();
@@ -49,14 +53,24 @@ pub fn exact_match(
         if flag("ignore_numbers") {
             s.retain(|c| !c.is_ascii_digit());
         }
-        s
+        Ok(s)
     };
-    Ok((norm(gold) == norm(prediction)) as u8 as f64)
+    Ok((norm(gold)? == norm(prediction)?) as u8 as f64)
 }
 
 #[cfg(test)]
 mod tests {
     use graft_testkit::read_json;
+
+    #[test]
+    fn a_runaway_backtracking_pattern_is_an_error() {
+        // A backreference makes fancy-regex backtrack; (a*)*\1 on a long run of a's exceeds its
+        // backtrack limit.
+        let opts = serde_json::json!({"regexes_to_ignore": ["(a*)*\\1b"]});
+        let text = "a".repeat(64);
+        let e = super::exact_match(&text, "x", opts.as_object().unwrap()).unwrap_err();
+        assert!(e.contains("regexes_to_ignore"), "{e}");
+    }
 
     #[test]
     fn matches_lm_eval() {
