@@ -79,16 +79,7 @@ impl ModelFiles {
             let v: Value =
                 serde_json::from_str(&std::fs::read_to_string(&index).map_err(|e| err(&index, e))?)
                     .map_err(|e| err(&index, e))?;
-            let map = v["weight_map"]
-                .as_object()
-                .ok_or_else(|| err(&index, "no weight_map"))?;
-            let mut names: Vec<String> = map
-                .values()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect();
-            names.sort();
-            names.dedup();
-            names.into_iter().map(|n| dir.join(n)).collect()
+            graft_models::load::shard_files(dir, &index, &v).map_err(|e| e.to_string())?
         } else if dir.join("model.safetensors").exists() {
             vec![dir.join("model.safetensors")]
         } else {

@@ -178,15 +178,7 @@ impl ModelSource {
         let files = if single.exists() {
             vec![single]
         } else if index.exists() {
-            let map = read_json(&index)?;
-            let weight_map = map
-                .get("weight_map")
-                .and_then(Value::as_object)
-                .ok_or_else(|| {
-                    ModelError::config(&index, "weight_map", "missing or not an object")
-                })?;
-            let names: BTreeSet<&str> = weight_map.values().filter_map(Value::as_str).collect();
-            let files: Vec<PathBuf> = names.into_iter().map(|n| dir.join(n)).collect();
+            let files = shard_files(dir, &index, &read_json(&index)?)?;
             if let Some(missing) = files.iter().find(|f| !f.exists()) {
                 return Err(ModelError::file(
                     missing,
@@ -381,6 +373,30 @@ impl ModelSource {
             )
         })
     }
+}
+
+/// The shard files a `*.safetensors.index.json` lists (each once), which must be plain file names
+/// in the model folder: `../x` or an absolute path would read outside it.
+pub fn shard_files(dir: &Path, index: &Path, json: &Value) -> Result<Vec<PathBuf>> {
+    let weight_map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ModelError::config(index, "weight_map", "missing or not an object"))?;
+    let names: BTreeSet<&str> = weight_map.values().filter_map(Value::as_str).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let mut parts = Path::new(n).components();
+            match (parts.next(), parts.next()) {
+                (Some(std::path::Component::Normal(_)), None) => Ok(dir.join(n)),
+                _ => Err(ModelError::config(
+                    index,
+                    "weight_map",
+                    format!("shard `{n}` is not a file name in the model folder"),
+                )),
+            }
+        })
+        .collect()
 }
 
 fn generation_config(

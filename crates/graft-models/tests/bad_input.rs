@@ -200,3 +200,28 @@ fn gguf_headers_that_would_panic_are_errors() {
         assert!(e.contains(name) && e.contains("token_embd.weight"), "{e}");
     }
 }
+
+#[test]
+fn index_shards_stay_inside_the_model_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture("models/llama").join(f), dir.path().join(f)).unwrap();
+    }
+    for shard in [
+        "../model.safetensors",
+        "/tmp/model.safetensors",
+        "a/../../b.safetensors",
+    ] {
+        let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": shard}});
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            index.to_string(),
+        )
+        .unwrap();
+        let e = open_err(dir.path());
+        assert!(
+            e.contains("weight_map") && e.contains(shard),
+            "{shard}: {e}"
+        );
+    }
+}

@@ -89,10 +89,7 @@ pub fn run(args: Args) -> Result<()> {
             text.push_str(&s.to_string());
             text.push('\n');
         }
-        write_atomic(
-            &args.output.join(format!("samples_{}.jsonl", out.name)),
-            text.as_bytes(),
-        )?;
+        write_atomic(&args.output.join(samples_file(&out.name)), text.as_bytes())?;
     }
     write_atomic(
         &args.output.join("results.json"),
@@ -106,4 +103,37 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `samples_<task>.jsonl` with the task name reduced to a file name: a task called `../../x` (task
+/// names come from YAML files) cannot write outside the output folder.
+fn samples_file(task: &str) -> String {
+    let mut safe: String = task
+        .chars()
+        .map(|c| match c.is_alphanumeric() || "-_.".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    if safe.starts_with('.') {
+        safe.insert(0, '_');
+    }
+    format!("samples_{safe}.jsonl")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn task_names_become_plain_file_names() {
+        assert_eq!(super::samples_file("arc_easy"), "samples_arc_easy.jsonl");
+        for bad in ["../../x", "/etc/passwd", "a/../../b", "..", "c:\\x"] {
+            let f = super::samples_file(bad);
+            assert!(!f.contains('/') && !f.contains('\\'), "{bad}: {f}");
+            assert_eq!(
+                std::path::Path::new(&f).components().count(),
+                1,
+                "{bad}: {f}"
+            );
+        }
+    }
 }
