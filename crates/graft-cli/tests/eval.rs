@@ -194,17 +194,23 @@ fn humaneval_runs_generated_code_and_reports_each_outcome() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("he");
-    let o = graft(&[
+    let m = model();
+    let args = [
         "eval",
         "--model",
-        &model(),
+        &m,
         "--tasks",
         "humaneval",
         "--limit",
         "2",
         "--output",
         out.to_str().unwrap(),
-    ]);
+    ];
+    // Generated code runs only on explicit opt-in; without it, nothing runs or is written.
+    let o = graft(&args);
+    assert_user_error(&o, &["humaneval", "--allow-code-execution"]);
+    assert!(!out.join("results.json").exists());
+    let o = graft(&[&args[..], &["--allow-code-execution"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();

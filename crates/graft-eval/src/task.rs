@@ -27,6 +27,29 @@ pub struct Task {
     pub templates: Templates,
 }
 
+impl Task {
+    /// Whether scoring this task runs the model's output as a program (pass@1).
+    pub fn runs_code(&self) -> bool {
+        self.cfg
+            .metric_list
+            .iter()
+            .flatten()
+            .any(|m| m.metric == "pass@1")
+    }
+}
+
+/// Refuses tasks that would run generated code unless the user opted in (`how` names the
+/// switch), as lm-eval refuses without `--confirm_run_unsafe_code`.
+pub fn check_code_execution(tasks: &[Task], allowed: bool, how: &str) -> Result<(), String> {
+    match tasks.iter().find(|t| t.runs_code()) {
+        Some(t) if !allowed => Err(format!(
+            "task `{}` runs the model's generated code (pass@1); allow it with {how} (graft runs it isolated: see the README)",
+            t.cfg.task
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// One document's requests: the context and what is asked of the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {

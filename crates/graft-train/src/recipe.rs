@@ -249,6 +249,8 @@ pub struct TrainSection {
     pub eval_tasks: Vec<String>,
     /// Documents per evaluation task (all when absent).
     pub eval_tasks_limit: Option<usize>,
+    /// Allows `eval_tasks` scored by running the model's code (pass@1).
+    pub eval_allow_code_execution: bool,
 }
 
 impl Default for TrainSection {
@@ -274,6 +276,7 @@ impl Default for TrainSection {
             checkpointing: false,
             eval_tasks: Vec::new(),
             eval_tasks_limit: None,
+            eval_allow_code_execution: false,
         }
     }
 }

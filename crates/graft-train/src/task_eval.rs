@@ -15,7 +15,11 @@ pub struct TaskEval {
 
 impl TaskEval {
     /// Opens every task up front, so a bad task file stops the run before training.
-    pub fn open(specs: &[String], limit: Option<usize>) -> Result<Self, TrainError> {
+    pub fn open(
+        specs: &[String],
+        limit: Option<usize>,
+        allow_code: bool,
+    ) -> Result<Self, TrainError> {
         let tasks = specs
             .iter()
             .map(|s| match builtin::task(s, limit) {
@@ -24,6 +28,9 @@ impl TaskEval {
                     .map_err(|e| TrainError::Recipe(format!("train.eval_tasks: {e}"))),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let how = "[train] eval_allow_code_execution = true";
+        graft_eval::task::check_code_execution(&tasks, allow_code, how)
+            .map_err(|e| TrainError::Recipe(format!("train.eval_tasks: {e}")))?;
         Ok(Self { tasks })
     }
 

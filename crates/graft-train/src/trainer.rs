@@ -93,7 +93,11 @@ impl<'a> Run<'a> {
         let mut model = load_model(recipe, objective.as_ref())?;
         let (mut loader, eval_rows, mut report) =
             load_data(recipe, &mut model, objective.as_ref(), opts)?;
-        let tasks = TaskEval::open(&t.eval_tasks, t.eval_tasks_limit)?;
+        let tasks = TaskEval::open(
+            &t.eval_tasks,
+            t.eval_tasks_limit,
+            t.eval_allow_code_execution,
+        )?;
         let mut opt = AdamW::new(&model.varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
 
         let out = &opts.output;

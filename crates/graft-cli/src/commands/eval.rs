@@ -35,6 +35,9 @@ pub struct Args {
     /// Earlier `graft eval` output folders to compare with (writes comparison.md and .png).
     #[arg(long)]
     pub compare: Vec<PathBuf>,
+    /// Run the model's generated code for tasks scored by executing it (pass@1, humaneval).
+    #[arg(long)]
+    pub allow_code_execution: bool,
 }
 
 fn open_task(spec: &str, args: &Args) -> Result<Task> {
@@ -60,6 +63,12 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|t| open_task(t, &args))
         .collect::<Result<Vec<_>>>()?;
+    graft_eval::task::check_code_execution(
+        &tasks,
+        args.allow_code_execution,
+        "--allow-code-execution",
+    )
+    .map_err(anyhow::Error::msg)?;
     let (source, model, _) = args.model.load_any()?;
     let lm = Lm::new(&source, &model)?;
     let mut outcomes = Vec::new();
