@@ -91,20 +91,7 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
     let shown = task.source.display().to_string();
     let list = metric_list(task).map_err(|e| EvalError::Task(shown.clone(), e))?;
     let prepared = task.prepare()?;
-    let pipelines: Vec<Pipeline> = match &task.cfg.filter_list {
-        Some(f) if task.cfg.output_type == "generate_until" => f
-            .iter()
-            .map(|p| Pipeline::new(&p.name, &p.filter))
-            .collect::<Result<_, _>>()
-            .map_err(|e| EvalError::Task(shown.clone(), e))?,
-        Some(_) => {
-            return Err(EvalError::Task(
-                shown,
-                "filter_list: applies to generate_until tasks".into(),
-            ))
-        }
-        None => vec![Pipeline::none()],
-    };
+    let pipelines = filter_pipelines(task).map_err(|e| EvalError::Task(shown.clone(), e))?;
     let (until, max_gen) = match task.cfg.output_type.as_str() {
         "generate_until" => gen_kwargs(task).map_err(|e| EvalError::Task(shown.clone(), e))?,
         _ => (Vec::new(), 0),
@@ -264,23 +251,45 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
         }
         progress();
     }
-    let mut out = Vec::new();
-    for (f, pipe) in pipelines.iter().enumerate() {
-        for (k, (name, agg, ..)) in list.iter().enumerate() {
-            let (v, se) = metrics::aggregation(agg, &items[f][k])
-                .map_err(|e| EvalError::Task(shown.clone(), e))?;
-            out.push((name.clone(), pipe.name.clone(), v, se));
-        }
-    }
     Ok(TaskOutcome {
         name: c.task.clone(),
-        metrics: out,
+        metrics: aggregate(&pipelines, &list, &items)
+            .map_err(|e| EvalError::Task(shown.clone(), e))?,
         higher_is_better: list
             .iter()
             .map(|(n, _, h, _)| (n.clone(), Value::from(*h)))
             .collect(),
         samples,
     })
+}
+
+/// The task's filter pipelines (`filter_list`, generate_until tasks only), or the identity.
+fn filter_pipelines(task: &Task) -> Result<Vec<Pipeline>, String> {
+    match &task.cfg.filter_list {
+        Some(f) if task.cfg.output_type == "generate_until" => f
+            .iter()
+            .map(|p| Pipeline::new(&p.name, &p.filter))
+            .collect(),
+        Some(_) => Err("filter_list: applies to generate_until tasks".into()),
+        None => Ok(vec![Pipeline::none()]),
+    }
+}
+
+/// (metric, filter, value, stderr) for every filter pipeline and metric, from the per-document
+/// items `items[filter][metric]`.
+fn aggregate(
+    pipelines: &[Pipeline],
+    list: &[(String, String, bool, Map<String, Value>)],
+    items: &[Vec<Vec<Item>>],
+) -> Result<Vec<(String, String, f64, Option<f64>)>, String> {
+    let mut out = Vec::new();
+    for (f, pipe) in pipelines.iter().enumerate() {
+        for (k, (name, agg, ..)) in list.iter().enumerate() {
+            let (v, se) = metrics::aggregation(agg, &items[f][k])?;
+            out.push((name.clone(), pipe.name.clone(), v, se));
+        }
+    }
+    Ok(out)
 }
 
 fn finish(row: &mut Value, filter: &str, list: &[(String, String, bool, Map<String, Value>)]) {

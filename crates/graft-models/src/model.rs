@@ -34,17 +34,6 @@ pub struct ModelInput<'a> {
     pub packed: Option<(&'a Tensor, &'a Tensor)>,
 }
 
-impl<'a> ModelInput<'a> {
-    /// Plain rows of a decoder-only model.
-    pub fn tokens(ids: &'a Tensor) -> Self {
-        Self {
-            ids,
-            encoder: None,
-            packed: None,
-        }
-    }
-}
-
 /// What the trainer, eval and the CLI ask of a model, whatever its architecture.
 pub trait LanguageModel: Linears {
     fn vocab_size(&self) -> usize;
