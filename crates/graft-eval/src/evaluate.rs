@@ -232,8 +232,11 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                             // HumanEval's check: prompt + completion + tests, run (code_exec.rs).
                             "pass@1" => {
                                 let program = format!("{}{filtered}\n{gold}", p.context);
-                                let outcome = crate::code_exec::run_python(&program, CODE_TIMEOUT)
-                                    .map_err(at)?;
+                                let outcome = crate::code_exec::run_python(
+                                    &program,
+                                    &crate::code_exec::Limits::with_timeout(CODE_TIMEOUT),
+                                )
+                                .map_err(at)?;
                                 row["execution"] = Value::from(outcome.as_text());
                                 Item::Score(
                                     (outcome == crate::code_exec::Outcome::Passed) as u8 as f64,

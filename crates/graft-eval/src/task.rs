@@ -39,14 +39,24 @@ impl Task {
 }
 
 /// Refuses tasks that would run generated code unless the user opted in (`how` names the
-/// switch), as lm-eval refuses without `--confirm_run_unsafe_code`.
-pub fn check_code_execution(tasks: &[Task], allowed: bool, how: &str) -> Result<(), String> {
+/// switch), as lm-eval refuses without `--confirm_run_unsafe_code`; with the opt-in, chooses
+/// the sandbox now, so a machine that cannot cut the program off from the network fails
+/// before the model loads (unless `allow_network`).
+pub fn check_code_execution(
+    tasks: &[Task],
+    allowed: bool,
+    allow_network: bool,
+    how: &str,
+) -> Result<(), String> {
     match tasks.iter().find(|t| t.runs_code()) {
         Some(t) if !allowed => Err(format!(
             "task `{}` runs the model's generated code (pass@1); allow it with {how} (graft runs it isolated: see the README)",
             t.cfg.task
         )),
-        _ => Ok(()),
+        Some(t) => crate::code_exec::choose_sandbox(allow_network)
+            .map(|_| ())
+            .map_err(|e| format!("task `{}`: {e}", t.cfg.task)),
+        None => Ok(()),
     }
 }
 

@@ -151,14 +151,14 @@ fn humaneval_canonical_solutions_pass_and_wrong_ones_fail() {
     }
     let t = graft_eval::builtin::task("humaneval", Some(8)).unwrap();
     assert_eq!(
-        graft_eval::builtin::task("humaneval", None)
+        graft_eval::builtin::task("humaneval", Some(8))
             .unwrap()
             .docs
             .len(),
         164
     );
     let prepared = t.prepare().unwrap();
-    let secs = std::time::Duration::from_secs(10);
+    let secs = graft_eval::code_exec::Limits::with_timeout(std::time::Duration::from_secs(10));
     for (doc, p) in t.docs.iter().zip(&prepared) {
         let gold = p.target.as_str().unwrap();
         let right = format!(
@@ -167,14 +167,14 @@ fn humaneval_canonical_solutions_pass_and_wrong_ones_fail() {
             doc["canonical_solution"].as_str().unwrap()
         );
         assert_eq!(
-            graft_eval::code_exec::run_python(&right, secs).unwrap(),
+            graft_eval::code_exec::run_python(&right, &secs).unwrap(),
             graft_eval::code_exec::Outcome::Passed,
             "{}",
             doc["task_id"]
         );
         let wrong = format!("{}    return None\n\n{gold}", p.context);
         assert_ne!(
-            graft_eval::code_exec::run_python(&wrong, secs).unwrap(),
+            graft_eval::code_exec::run_python(&wrong, &secs).unwrap(),
             graft_eval::code_exec::Outcome::Passed,
             "{}",
             doc["task_id"]

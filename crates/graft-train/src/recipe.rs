@@ -251,6 +251,8 @@ pub struct TrainSection {
     pub eval_tasks_limit: Option<usize>,
     /// Allows `eval_tasks` scored by running the model's code (pass@1).
     pub eval_allow_code_execution: bool,
+    /// Runs that code even where nothing can cut it off from the network.
+    pub eval_allow_network: bool,
 }
 
 impl Default for TrainSection {
@@ -277,6 +279,7 @@ impl Default for TrainSection {
             eval_tasks: Vec::new(),
             eval_tasks_limit: None,
             eval_allow_code_execution: false,
+            eval_allow_network: false,
         }
     }
 }

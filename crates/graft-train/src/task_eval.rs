@@ -19,6 +19,7 @@ impl TaskEval {
         specs: &[String],
         limit: Option<usize>,
         allow_code: bool,
+        allow_network: bool,
     ) -> Result<Self, TrainError> {
         let tasks = specs
             .iter()
@@ -29,7 +30,7 @@ impl TaskEval {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let how = "[train] eval_allow_code_execution = true";
-        graft_eval::task::check_code_execution(&tasks, allow_code, how)
+        graft_eval::task::check_code_execution(&tasks, allow_code, allow_network, how)
             .map_err(|e| TrainError::Recipe(format!("train.eval_tasks: {e}")))?;
         Ok(Self { tasks })
     }

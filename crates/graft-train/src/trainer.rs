@@ -97,6 +97,7 @@ impl<'a> Run<'a> {
             &t.eval_tasks,
             t.eval_tasks_limit,
             t.eval_allow_code_execution,
+            t.eval_allow_network,
         )?;
         let mut opt = AdamW::new(&model.varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
 

@@ -38,6 +38,10 @@ pub struct Args {
     /// Run the model's generated code for tasks scored by executing it (pass@1, humaneval).
     #[arg(long)]
     pub allow_code_execution: bool,
+    /// Where neither bubblewrap nor `unshare -rn` can cut generated code off from the
+    /// network, run it anyway (resource limits and a process group only).
+    #[arg(long)]
+    pub allow_network: bool,
 }
 
 fn open_task(spec: &str, args: &Args) -> Result<Task> {
@@ -66,6 +70,7 @@ pub fn run(args: Args) -> Result<()> {
     graft_eval::task::check_code_execution(
         &tasks,
         args.allow_code_execution,
+        args.allow_network,
         "--allow-code-execution",
     )
     .map_err(anyhow::Error::msg)?;
