@@ -84,8 +84,7 @@ pub fn rows_iter(path: &Path) -> Result<Rows, String> {
         return Ok(Box::new(rows.into_iter()));
     }
     let (stream, inner_name) = open_stream(path)?;
-    let lines = BufReader::new(stream)
-        .lines()
+    let lines = CappedLines::new(BufReader::new(stream), MAX_LINE)
         .enumerate()
         .map(move |(i, l)| (i + 1, l));
     if inner_name.ends_with(".txt") {
@@ -111,6 +110,63 @@ pub fn rows_iter(path: &Path) -> Result<Rows, String> {
             Err(e) => Err(format!("{shown}:{n}: invalid JSON: {e}")),
         })
     })))
+}
+
+/// The longest line read (64 MiB): a compressed file that inflates to gigabytes without a
+/// newline stops here instead of growing one string until memory runs out.
+pub const MAX_LINE: usize = 64 << 20;
+
+/// `BufRead::lines` with a length cap; ends after the first error.
+pub struct CappedLines<R> {
+    reader: R,
+    cap: usize,
+    done: bool,
+}
+
+impl<R: BufRead> CappedLines<R> {
+    pub fn new(reader: R, cap: usize) -> Self {
+        CappedLines {
+            reader,
+            cap,
+            done: false,
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for CappedLines<R> {
+    type Item = std::io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let mut buf = Vec::new();
+        let limit = self.cap as u64 + 1;
+        let read = (&mut self.reader).take(limit).read_until(b'\n', &mut buf);
+        let result = match read {
+            Ok(0) => {
+                self.done = true;
+                return None;
+            }
+            Ok(_) if buf.len() > self.cap && buf.last() != Some(&b'\n') => Err(
+                std::io::Error::other(format!("a line longer than {} MiB", self.cap >> 20)),
+            ),
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                    if buf.last() == Some(&b'\r') {
+                        buf.pop();
+                    }
+                }
+                String::from_utf8(buf).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "the line is not UTF-8")
+                })
+            }
+            Err(e) => Err(e),
+        };
+        self.done = result.is_err();
+        Some(result)
+    }
 }
 
 /// Every row of `path` (see [`rows_iter`]); the first error stops the read.
@@ -197,6 +253,41 @@ mod tests {
         let t = read_rows(&fixture("data/text.parquet")).unwrap();
         assert_eq!(t[1].1["text"], "jumps over the lazy dog.");
         assert_eq!(t[1].1["score"], Value::Null);
+    }
+
+    #[test]
+    fn a_gzip_bomb_without_newlines_stops_at_the_line_cap() {
+        use std::io::Write;
+        let dir = tempfile_dir();
+        let path = dir.join("bomb.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(b"{\"text\": \"ok\"}\n").unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..(MAX_LINE >> 20) + 1 {
+            gz.write_all(&chunk).unwrap();
+        }
+        gz.finish().unwrap();
+        let mut rows = rows_iter(&path).unwrap();
+        assert_eq!(rows.next().unwrap().unwrap().1["text"], "ok");
+        let e = rows.next().unwrap().unwrap_err();
+        assert!(
+            e.contains("bomb.jsonl.gz:2") && e.contains("longer than 64 MiB"),
+            "{e}"
+        );
+        assert!(rows.next().is_none());
+        // CRLF and a last line without a newline read as `lines()` reads them.
+        let lines: Vec<String> = CappedLines::new(&b"a\r\nb\n\nc"[..], 8)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(lines, ["a", "b", "", "c"]);
+        let e = CappedLines::new(&b"0123456789\n"[..], 4)
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("longer"));
     }
 
     #[test]

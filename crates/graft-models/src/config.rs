@@ -218,7 +218,61 @@ fn default_eps() -> f64 {
     1e-6
 }
 
+// Caps on sizes read from config.json, checked before anything is allocated: far above every
+// released model (the largest vocabularies are ~262k, hidden sizes ~25k, depths ~128), far
+// below what would make a tensor shape overflow or an allocation abort the process.
+pub(crate) const MAX_LAYERS: usize = 1 << 12;
+pub(crate) const MAX_HEADS: usize = 1 << 12;
+pub(crate) const MAX_HEAD_DIM: usize = 1 << 13;
+pub(crate) const MAX_HIDDEN: usize = 1 << 18;
+pub(crate) const MAX_INTERMEDIATE: usize = 1 << 20;
+pub(crate) const MAX_VOCAB: usize = 1 << 24;
+
+/// Each `(field, value, limit)` must be in 1..=limit; the error names the field.
+pub(crate) fn check_sizes(
+    sizes: &[(&'static str, usize, usize)],
+) -> Result<(), (&'static str, String)> {
+    for &(field, n, max) in sizes {
+        if n == 0 {
+            return Err((field, "must be ≥ 1".into()));
+        }
+        if n > max {
+            return Err((field, format!("{n} is past the limit {max}")));
+        }
+    }
+    Ok(())
+}
+
 impl CommonFields {
+    /// Sizes within their limits (before `num_hidden_layers` sizes anything).
+    pub fn check_sizes(&self) -> Result<(), String> {
+        let heads = self.num_attention_heads;
+        check_sizes(&[
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", heads, MAX_HEADS),
+            (
+                "num_key_value_heads",
+                self.num_key_value_heads.unwrap_or(heads),
+                MAX_HEADS,
+            ),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            (
+                "head_dim",
+                self.head_dim
+                    .unwrap_or(self.hidden_size / heads.max(1))
+                    .max(1),
+                MAX_HEAD_DIM,
+            ),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE,
+            ),
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+        ])
+        .map_err(|(field, msg)| format!("{field}: {msg}"))
+    }
+
     pub fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
@@ -252,6 +306,7 @@ impl CommonFields {
 
     /// The Llama reading of these fields; family files change what differs.
     pub fn llama_like(&self, model_type: &str, act: &str) -> Result<DecoderConfig, String> {
+        self.check_sizes()?;
         let act = Activation::from_hf(act).ok_or(format!("activation `{act}` is not supported"))?;
         let heads = self.num_attention_heads;
         let kv_heads = self.num_key_value_heads.unwrap_or(heads);
@@ -299,6 +354,7 @@ impl CommonFields {
 
     /// Layer types from `layer_types`, else from `is_sliding(layer_index)`.
     pub fn layer_types(&self, is_sliding: impl Fn(usize) -> bool) -> Result<Vec<bool>, String> {
+        self.check_sizes()?;
         match &self.layer_types {
             Some(types) => {
                 if types.len() != self.num_hidden_layers {

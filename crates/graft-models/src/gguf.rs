@@ -17,10 +17,12 @@ use crate::registry::FAMILIES;
 use crate::{ModelError, Result};
 
 pub fn read_content(path: &Path) -> Result<Content> {
-    let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
     let not_gguf = |e: &dyn std::fmt::Display| {
         ModelError::file(path, format!("not a readable GGUF file: {e}"))
     };
+    // Lengths are checked against the file before candle allocates by them.
+    crate::gguf_check::check_file(path).map_err(|e| not_gguf(&e))?;
+    let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
     crate::guard::catch("the GGUF header", || Content::read(&mut file))
         .map_err(|e| not_gguf(&e))?
         .map_err(|e| not_gguf(&e))

@@ -7,6 +7,7 @@ pub mod decoder;
 pub mod error;
 pub mod fsio;
 pub mod gguf;
+pub mod gguf_check;
 pub mod gguf_tokenizer;
 pub mod guard;
 pub mod init;

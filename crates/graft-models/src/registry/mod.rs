@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::config::{parse_family, DecoderConfig};
+use crate::config::{
+    parse_family, DecoderConfig, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_INTERMEDIATE, MAX_LAYERS,
+    MAX_VOCAB,
+};
 use crate::{ModelError, Result};
 
 pub mod gemma;
@@ -92,18 +95,21 @@ pub(crate) fn arch_config(path: &Path, json: &Value) -> Result<Arch> {
     if model_type.or(arch).is_some_and(|n| T5_TYPES.contains(&n)) {
         let cfg: crate::t5::T5Config = parse_family(path, json)?;
         cfg.ffn().map_err(|msg| ModelError::file(path, msg))?;
-        for (field, n) in [
-            ("num_layers", cfg.num_layers),
-            ("num_decoder_layers", cfg.decoder_layers()),
-            ("num_heads", cfg.num_heads),
-            ("d_kv", cfg.d_kv),
-            ("d_model", cfg.d_model),
-            ("vocab_size", cfg.vocab_size),
-        ] {
-            if n == 0 {
-                return Err(ModelError::config(path, field, "must be ≥ 1"));
-            }
-        }
+        crate::config::check_sizes(&[
+            ("num_layers", cfg.num_layers, MAX_LAYERS),
+            ("num_decoder_layers", cfg.decoder_layers(), MAX_LAYERS),
+            ("num_heads", cfg.num_heads, MAX_HEADS),
+            ("d_kv", cfg.d_kv, MAX_HEAD_DIM),
+            ("d_model", cfg.d_model, MAX_HIDDEN),
+            ("d_ff", cfg.d_ff, MAX_INTERMEDIATE),
+            ("vocab_size", cfg.vocab_size, MAX_VOCAB),
+            (
+                "relative_attention_num_buckets",
+                cfg.relative_attention_num_buckets,
+                1 << 16,
+            ),
+        ])
+        .map_err(|(field, msg)| ModelError::config(path, field, msg))?;
         if cfg.decoder_start_token_id.is_none() {
             return Err(ModelError::config(
                 path,
@@ -167,6 +173,35 @@ mod tests {
             bad[field] = serde_json::json!(0);
             let e = arch_config(&path, &bad).err().unwrap().to_string();
             assert!(e.contains(field) && e.contains("≥ 1"), "{field}: {e}");
+            bad[field] = serde_json::json!(1u64 << 40);
+            let e = arch_config(&path, &bad).err().unwrap().to_string();
+            assert!(
+                e.contains(field) && e.contains("past the limit"),
+                "{field}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn decoder_sizes_past_their_limits_are_config_errors() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/llama/config.json");
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        decoder_config(&path, &json).unwrap();
+        for field in [
+            "num_hidden_layers",
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "head_dim",
+        ] {
+            let mut bad = json.clone();
+            bad[field] = serde_json::json!(1u64 << 40);
+            let e = arch_config(&path, &bad).err().unwrap().to_string();
+            assert!(
+                e.contains(field) && e.contains("past the limit"),
+                "{field}: {e}"
+            );
         }
     }
 }
