@@ -123,3 +123,34 @@ fn a_truncated_input_is_named() {
     assert_user_error(&o, &["model.safetensors", "corrupt safetensors"]);
     assert!(!out.exists());
 }
+
+#[test]
+fn shapes_and_offsets_that_overflow_are_named() {
+    // Header claims whose products overflow usize: an error naming the file, never a panic.
+    for (shape, offsets) in [
+        ("[4294967296, 4294967296, 4294967296]", "[0, 0]"),
+        ("[2, 2]", "[0, 18446744073709551615]"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad");
+        copy_dir(&fixture("merge/models/base"), &bad);
+        let header =
+            format!(r#"{{"w": {{"dtype": "F32", "shape": {shape}, "data_offsets": {offsets}}}}}"#);
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        std::fs::write(bad.join("model.safetensors"), bytes).unwrap();
+        let cfg = dir.path().join("c.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "models:\n  - {{model: {}, parameters: {{weight: 1.0}}}}\nmerge_method: linear\n",
+                bad.display()
+            ),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        let o = merge_in_fixtures(&[cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert_user_error(&o, &["model.safetensors", "does not fit"]);
+        assert!(!out.exists());
+    }
+}

@@ -138,7 +138,12 @@ impl ModelFiles {
                     Dtype::F64 | Dtype::I64 => 8,
                     _ => 4,
                 };
-                if 8 + n + b > len || b - a != shape.iter().product::<usize>() * width {
+                // Checked: a header may claim shapes or offsets whose products overflow.
+                let bytes = shape
+                    .iter()
+                    .try_fold(width, |acc: usize, &d| acc.checked_mul(d));
+                let end = (8 + n).checked_add(b);
+                if end.is_none_or(|e| e > len) || bytes != Some(b - a) {
                     return Err(bad("its data does not fit the file or its shape"));
                 }
                 tensors.insert(name.clone(), (i, dtype, shape, 8 + n + a..8 + n + b));
