@@ -127,51 +127,67 @@ fn reference_path_and_salsa_soup() {
 }
 
 #[test]
-fn reference_log_probs_are_cached_on_disk_and_reused() {
+fn reference_log_probs_are_cached_by_the_references_content() {
     let dir = tempfile::tempdir().unwrap();
     let other = scaled_copy(dir.path(), 1.1);
     let r = dpo_recipe(
         dir.path(),
         &format!("[reference]\npath = {:?}", other.display().to_string()),
     );
-    let set_steps = |n: usize| {
+    let edit = |n: usize, reference: &Path| {
         let t = std::fs::read_to_string(&r).unwrap();
         let t = t
             .lines()
-            .map(|l| {
-                if l.starts_with("steps = ") {
-                    format!("steps = {n}")
-                } else {
-                    l.to_string()
+            .map(|l| match l {
+                l if l.starts_with("steps = ") => format!("steps = {n}"),
+                l if l.starts_with("path = ") && l.contains("llama-x") => {
+                    format!("path = {:?}", reference.display().to_string())
                 }
+                l => l.to_string(),
             })
             .collect::<Vec<_>>()
             .join("\n");
         std::fs::write(&r, t.replace("save_every = 0", "save_every = 1")).unwrap();
     };
-    set_steps(2);
+    edit(2, &other);
     let out = dir.path().join("run");
     let first = train_ok(&r, &out, &[]);
-    assert!(out.join("reference_logps.safetensors").exists());
-    // The reference model is gone; resuming reads its log-probs from the cache.
-    std::fs::remove_dir_all(&other).unwrap();
-    set_steps(3);
+    let cache = out.join("reference_logps.safetensors");
+    let cached = std::fs::read(&cache).unwrap();
+    let modified = || std::fs::metadata(&cache).unwrap().modified().unwrap();
+    let written = modified();
+    // The reference moved: same content, so its cache is reused as it is.
+    let moved = dir.path().join("moved-reference");
+    std::fs::rename(&other, &moved).unwrap();
+    edit(3, &moved);
     let resumed = train_ok(&r, &out, &["--resume"]);
     assert_eq!(resumed.len(), 3);
     assert_eq!(resumed[0]["loss"], first[0]["loss"]);
-    // Other rows do not match the cache: the reference is needed again (and is missing).
-    let prefs = dir.path().join("prefs.jsonl");
-    std::fs::write(
-        &prefs,
-        serde_json::json!({"prompt": "x", "chosen": " y.", "rejected": " z z."}).to_string(),
-    )
-    .unwrap();
-    let o = graft(&[
-        "train",
-        r.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--resume",
-    ]);
-    assert_user_error(&o, &["llama-x1.1"]);
+    assert_eq!(modified(), written, "the cache was rewritten");
+    // The reference rewritten in place (same path): the cache no longer matches and is redone.
+    let rescaled = scaled_copy(dir.path(), 1.3);
+    std::fs::copy(rescaled.join("model.safetensors"), moved.join("model.safetensors")).unwrap();
+    let out2 = dir.path().join("run2");
+    std::fs::create_dir_all(&out2).unwrap();
+    std::fs::write(out2.join("reference_logps.safetensors"), &cached).unwrap();
+    let again = train_ok(&r, &out2, &[]);
+    assert_ne!(again[0]["loss"], first[0]["loss"]);
+    assert_ne!(std::fs::read(out2.join("reference_logps.safetensors")).unwrap(), cached);
+    // A missing reference cannot be verified: named, even with a cache beside the run.
+    std::fs::remove_dir_all(&moved).unwrap();
+    let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--resume"]);
+    assert_user_error(&o, &["moved-reference"]);
+}
+
+#[test]
+fn the_output_folder_is_checked_before_the_reference_cache_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dpo_recipe(dir.path(), "");
+    let out = dir.path().join("run");
+    train_ok(&r, &out, &[]);
+    let cache = out.join("reference_logps.safetensors");
+    std::fs::remove_file(&cache).unwrap();
+    let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert_user_error(&o, &["holds an earlier run"]);
+    assert!(!cache.exists(), "the refused run wrote its cache");
 }

@@ -234,11 +234,7 @@ pub fn cache_log_probs(
     progress: bool,
 ) -> Result<(), TrainError> {
     let path = out.join("reference_logps.safetensors");
-    let desc = format!(
-        "{:?}|{}|{dtype:?}",
-        recipe.reference,
-        recipe.model.path.display()
-    );
+    let desc = reference_id(recipe, dtype)?;
     let fp = {
         let all: Vec<&TrainRow> = tasks
             .iter()
@@ -280,6 +276,44 @@ pub fn cache_log_probs(
         .chain(eval.iter())
         .collect();
     save_cache(&path, &all, &fp)
+}
+
+/// What the reference is, by content: the hashes of the files of every model it is built from
+/// (a model copied, moved or renamed keeps its cache; one rewritten in place does not), the
+/// soup weights, the dtype and the quantization.
+fn reference_id(recipe: &Recipe, dtype: DType) -> Result<String, TrainError> {
+    let r = recipe.reference.clone().unwrap_or_default();
+    let paths: Vec<&std::path::Path> = match (&r.path, r.soup.is_empty()) {
+        (Some(p), _) => vec![p],
+        (None, false) => r.soup.iter().map(PathBuf::as_path).collect(),
+        (None, true) => vec![&recipe.model.path],
+    };
+    let mut id = format!("{:?}|{dtype:?}|{:?}", r.weights, recipe.model.quantized);
+    for p in paths {
+        id.push('|');
+        id.push_str(&content_id(p)?);
+    }
+    Ok(id)
+}
+
+/// The sha256 of a model file, or of a folder's files (name and hash, in name order).
+fn content_id(path: &std::path::Path) -> Result<String, TrainError> {
+    if !path.is_dir() {
+        return crate::manifest::sha256(path);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut id = String::new();
+    for f in files {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().to_string();
+        id.push_str(&format!("{name}:{};", crate::manifest::sha256(&f)?));
+    }
+    Ok(id)
 }
 
 /// Caches the reference model's next-token log-probs in every row (and its other responses), batch by

@@ -90,6 +90,15 @@ impl<'a> Run<'a> {
         let t = &recipe.train;
         let schedule = Schedule::parse(&t.schedule, t.decay_fraction)
             .map_err(|e| TrainError::Recipe(format!("train.schedule: {e}")))?;
+        // The output folder is checked before anything (the reference cache) is written to it.
+        let out = &opts.output;
+        let metrics_path = out.join("metrics.jsonl");
+        if !opts.resume && (metrics_path.exists() || !checkpoint::list(out).is_empty()) {
+            return Err(TrainError::Io(format!(
+                "{}: holds an earlier run; use --resume or another --output",
+                out.display()
+            )));
+        }
         let mut model = load_model(recipe, objective.as_ref())?;
         let (mut loader, eval_rows, mut report) =
             load_data(recipe, &mut model, objective.as_ref(), opts)?;
@@ -101,18 +110,10 @@ impl<'a> Run<'a> {
         )?;
         let mut opt = AdamW::new(&model.varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
 
-        let out = &opts.output;
         std::fs::create_dir_all(out)
             .map_err(|e| TrainError::Io(format!("{}: {e}", out.display())))?;
-        let metrics_path = out.join("metrics.jsonl");
         let (state, last_checkpoint) = match opts.resume {
             true => resume(out, &model.varmap, &mut opt, &mut loader)?,
-            false if metrics_path.exists() || !checkpoint::list(out).is_empty() => {
-                return Err(TrainError::Io(format!(
-                    "{}: holds an earlier run; use --resume or another --output",
-                    out.display()
-                )))
-            }
             false => (TrainerState::fresh(t.seed), "none".into()),
         };
         report["objective"] = json!(objective.name());
