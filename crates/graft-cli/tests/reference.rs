@@ -166,16 +166,29 @@ fn reference_log_probs_are_cached_by_the_references_content() {
     assert_eq!(modified(), written, "the cache was rewritten");
     // The reference rewritten in place (same path): the cache no longer matches and is redone.
     let rescaled = scaled_copy(dir.path(), 1.3);
-    std::fs::copy(rescaled.join("model.safetensors"), moved.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        rescaled.join("model.safetensors"),
+        moved.join("model.safetensors"),
+    )
+    .unwrap();
     let out2 = dir.path().join("run2");
     std::fs::create_dir_all(&out2).unwrap();
     std::fs::write(out2.join("reference_logps.safetensors"), &cached).unwrap();
     let again = train_ok(&r, &out2, &[]);
     assert_ne!(again[0]["loss"], first[0]["loss"]);
-    assert_ne!(std::fs::read(out2.join("reference_logps.safetensors")).unwrap(), cached);
+    assert_ne!(
+        std::fs::read(out2.join("reference_logps.safetensors")).unwrap(),
+        cached
+    );
     // A missing reference cannot be verified: named, even with a cache beside the run.
     std::fs::remove_dir_all(&moved).unwrap();
-    let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap(), "--resume"]);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--resume",
+    ]);
     assert_user_error(&o, &["moved-reference"]);
 }
 
@@ -187,7 +200,12 @@ fn the_output_folder_is_checked_before_the_reference_cache_is_written() {
     train_ok(&r, &out, &[]);
     let cache = out.join("reference_logps.safetensors");
     std::fs::remove_file(&cache).unwrap();
-    let o = graft(&["train", r.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    let o = graft(&[
+        "train",
+        r.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert_user_error(&o, &["holds an earlier run"]);
     assert!(!cache.exists(), "the refused run wrote its cache");
 }

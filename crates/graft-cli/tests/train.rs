@@ -194,6 +194,70 @@ fn killed_run_resumes_bit_identically() {
 }
 
 #[test]
+fn a_sigkill_while_a_checkpoint_is_written_resumes_from_a_verified_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = austen_rows(dir.path(), 24);
+    let r = recipe(dir.path(), &train, "steps = 15\n");
+    let run = |out: &Path, extra: &[&str], kill_at: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_graft"));
+        cmd.args([
+            "train",
+            r.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        cmd.args(extra);
+        if let Some(step) = kill_at {
+            cmd.env("GRAFT_TEST_KILL_IN_CHECKPOINT", step);
+        }
+        cmd.output().unwrap()
+    };
+    let full = dir.path().join("full");
+    assert!(run(&full, &[], None).status.success());
+    // Killed with checkpoint-10's weights on disk but the checkpoint not committed.
+    let killed = dir.path().join("killed");
+    let o = run(&killed, &[], Some("10"));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(9)
+    );
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = names(&killed);
+    assert!(
+        before.iter().any(|n| n.starts_with(".checkpoint-10.tmp-")),
+        "{before:?}"
+    );
+    assert!(!before.contains(&"checkpoint-10".to_string()), "{before:?}");
+    let o = run(&killed, &["--resume"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("half-written"), "{}", stderr(&o));
+    let after = names(&killed);
+    assert!(!after.iter().any(|n| n.contains(".tmp-")), "{after:?}");
+    let a = std::fs::read(full.join("final/model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("final/model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "resumed from checkpoint-5: the weights equal the uninterrupted run's"
+    );
+    let losses = |d: &Path| -> Vec<(u64, f64)> {
+        metrics(d)
+            .iter()
+            .filter(|m| m.get("loss").is_some())
+            .map(|m| (m["step"].as_u64().unwrap(), m["loss"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(losses(&full), losses(&killed));
+}
+
+#[test]
 fn a_checkpoint_that_does_not_verify_is_skipped_on_resume() {
     let dir = tempfile::tempdir().unwrap();
     let train = austen_rows(dir.path(), 24);

@@ -148,6 +148,34 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     sibling(path, "tmp")
 }
 
+/// Removes the staging files and folders (`.NAME.tmp-PID`, `.NAME.old-PID`) in `dir` left by
+/// processes that no longer run (killed mid-write); returns how many went.
+pub fn sweep_stale(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let pid = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-").or_else(|| n.rsplit_once(".old-")))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if alive || !Path::new("/proc/self").exists() {
+            continue;
+        }
+        let path = e.path();
+        let gone = match path.is_dir() {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        };
+        removed += gone.is_ok() as usize;
+    }
+    removed
+}
+
 /// fsyncs every file below `dir` (giving each the umask's mode), then the folders themselves.
 fn sync_tree(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {

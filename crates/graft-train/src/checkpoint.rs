@@ -76,6 +76,7 @@ pub fn write(
     candle_core::safetensors::save(weights, tmp.join(weights_file)).map_err(|e| io(tmp, e))?;
     candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))
         .map_err(|e| io(tmp, e))?;
+    crash_test_point(state.step);
     let mut sha256 = BTreeMap::new();
     for entry in std::fs::read_dir(tmp).map_err(|e| io(tmp, e))? {
         let path = entry.map_err(|e| io(tmp, e))?.path();
@@ -96,6 +97,20 @@ pub fn write(
         }
     }
     Ok(dir)
+}
+
+/// Debug builds only: `GRAFT_TEST_KILL_IN_CHECKPOINT=<step>` SIGKILLs this process halfway
+/// through writing that step's checkpoint (weights written, not yet committed), for the test
+/// that a resume after a crash mid-write continues from a verified checkpoint.
+fn crash_test_point(step: usize) {
+    let hit = std::env::var("GRAFT_TEST_KILL_IN_CHECKPOINT").is_ok_and(|s| s == step.to_string());
+    if cfg!(debug_assertions) && hit {
+        let me = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &me])
+            .status();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
 }
 
 /// Complete checkpoints under `output`, oldest first.

@@ -310,7 +310,11 @@ fn content_id(path: &std::path::Path) -> Result<String, TrainError> {
     files.sort();
     let mut id = String::new();
     for f in files {
-        let name = f.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         id.push_str(&format!("{name}:{};", crate::manifest::sha256(&f)?));
     }
     Ok(id)

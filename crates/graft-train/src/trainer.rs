@@ -319,6 +319,13 @@ fn resume(
     opt: &mut AdamW,
     loader: &mut Mixture,
 ) -> Result<(TrainerState, String), TrainError> {
+    let stale = graft_models::fsio::sweep_stale(out);
+    if stale > 0 {
+        eprintln!(
+            "removed {stale} half-written file(s) of a killed run in {}",
+            out.display()
+        );
+    }
     let (dir, ck) = checkpoint::latest_verified(out)?;
     crate::net::set_vars(varmap, &ck.weights, &dir)?;
     opt.load_state(&ck.optimizer, ck.state.step)?;
