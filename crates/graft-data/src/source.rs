@@ -66,21 +66,9 @@ pub fn rows_iter(path: &Path) -> Result<Rows, String> {
         return Ok(all);
     }
     if path.extension().is_some_and(|e| e == "parquet") {
-        let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
-        let reader = SerializedFileReader::new(file)
-            .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
-        let rows: Vec<_> = reader
-            .get_row_iter(None)
-            .map_err(|e| format!("{shown}: {e}"))?
-            .enumerate()
-            .map(|(i, row)| {
-                let row = row.map_err(|e| format!("{shown} row {}: {e}", i + 1))?;
-                match row.to_json_value() {
-                    Value::Object(o) => Ok((i + 1, o)),
-                    _ => Err(format!("{shown} row {}: not a record", i + 1)),
-                }
-            })
-            .collect();
+        // The parquet crate asserts on some damaged files: a panic there is an error here.
+        let rows = graft_models::guard::catch("the Parquet reader", || parquet_rows(path, &shown))
+            .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))??;
         return Ok(Box::new(rows.into_iter()));
     }
     let (stream, inner_name) = open_stream(path)?;
@@ -110,6 +98,122 @@ pub fn rows_iter(path: &Path) -> Result<Rows, String> {
             Err(e) => Err(format!("{shown}:{n}: invalid JSON: {e}")),
         })
     })))
+}
+
+/// Every row of a Parquet file, up to and including the first error.
+fn parquet_rows(path: &Path, shown: &str) -> Result<Vec<Result<NumberedRow, String>>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+    let len = data.len() as u64;
+    let file = Budgeted::new(data);
+    let reader =
+        graft_models::guard::catch("the Parquet footer", || SerializedFileReader::new(file))
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
+    // A corrupt footer can declare billions of rows that decode from nothing: rows of text
+    // take bytes, so more rows than 64 per byte of file is corruption, not data.
+    let declared = reader.metadata().file_metadata().num_rows();
+    let groups: i64 = reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows().max(0))
+        .sum();
+    let row_groups = reader.metadata().num_row_groups() as u64;
+    if declared < 0
+        || declared as u64 > len.saturating_mul(64)
+        || groups as u64 > len.saturating_mul(64)
+        || row_groups > len
+    {
+        return Err(format!(
+            "{shown}: corrupt Parquet footer: {declared} rows in {row_groups} row groups, {len} bytes"
+        ));
+    }
+    let rows: Vec<_> = reader
+        .get_row_iter(None)
+        .map_err(|e| format!("{shown}: {e}"))?
+        .enumerate()
+        .map(|(i, row)| {
+            let row = row.map_err(|e| format!("{shown} row {}: {e}", i + 1))?;
+            match row.to_json_value() {
+                Value::Object(o) => Ok((i + 1, o)),
+                _ => Err(format!("{shown} row {}: not a record", i + 1)),
+            }
+        })
+        // The first error ends the file: the parquet crate's row iterator can repeat an
+        // error forever on a damaged page.
+        .scan(false, |failed, row| {
+            let stop = *failed;
+            *failed |= row.is_err();
+            (!stop).then_some(row)
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// A Parquet file in memory, read through a work budget: the parquet crate trusts the sizes in
+/// a file, so a damaged one can ask for a buffer of any size or re-read pages without end.
+/// Reads past the file are errors, and once the bytes handed out pass 64 times the file (plus
+/// 64 MiB), every read fails, which ends such a loop with an error.
+struct Budgeted {
+    data: bytes::Bytes,
+    left: std::sync::atomic::AtomicU64,
+}
+
+impl Budgeted {
+    fn new(data: Vec<u8>) -> Self {
+        let budget = (data.len() as u64).saturating_mul(64) + (64 << 20);
+        Budgeted {
+            data: data.into(),
+            left: budget.into(),
+        }
+    }
+
+    fn charge(&self, n: u64) -> parquet::errors::Result<()> {
+        use std::sync::atomic::Ordering;
+        let ok = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(n))
+            .is_ok();
+        match ok {
+            true => Ok(()),
+            false => Err(parquet::errors::ParquetError::General(
+                "the file asks for far more reading than its size allows (corrupt)".into(),
+            )),
+        }
+    }
+
+    fn range(&self, start: u64, length: u64) -> parquet::errors::Result<std::ops::Range<usize>> {
+        match start.checked_add(length) {
+            Some(end) if end <= self.data.len() as u64 => Ok(start as usize..end as usize),
+            _ => Err(parquet::errors::ParquetError::EOF(format!(
+                "bytes {start}+{length} are past the end of the file ({})",
+                self.data.len()
+            ))),
+        }
+    }
+}
+
+impl parquet::file::reader::Length for Budgeted {
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
+
+impl parquet::file::reader::ChunkReader for Budgeted {
+    type T = std::io::Cursor<bytes::Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let r = self.range(start, 0)?;
+        // Each reader may read to the end; charge a page's worth per call.
+        self.charge(4096)?;
+        Ok(std::io::Cursor::new(self.data.slice(r.start..)))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let r = self.range(start, length as u64)?;
+        self.charge(length as u64)?;
+        Ok(self.data.slice(r))
+    }
 }
 
 /// The longest line read (64 MiB): a compressed file that inflates to gigabytes without a

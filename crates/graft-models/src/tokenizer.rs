@@ -42,8 +42,11 @@ impl Tokenizer {
                 "missing: the model directory has no tokenizer.json",
             ));
         }
+        // tokenizers panics on some malformed files (a truncated decoder section): an error here.
         let inner =
-            tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::file(&path, e))?;
+            crate::guard::catch("tokenizer.json", || tokenizers::Tokenizer::from_file(&path))
+                .map_err(|e| ModelError::file(&path, e))?
+                .map_err(|e| ModelError::file(&path, e))?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.exists() {
             let text = std::fs::read_to_string(&config_path)
