@@ -243,3 +243,28 @@ pub fn grouped_bars(
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_resume_keeps_earlier_steps_and_drops_a_torn_last_line() {
+        let dir = std::env::temp_dir().join(format!("graft-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        // A run killed while writing step 3's line, resumed from the checkpoint at step 3.
+        let lines = "{\"step\":0,\"loss\":2.0}\n{\"step\":1,\"loss\":1.5}\n{\"step\":2,\"loss\":1.2}\n{\"step\":3,\"lo";
+        std::fs::write(&path, lines).unwrap();
+        super::truncate_after(&path, 2).unwrap();
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            kept,
+            "{\"step\":0,\"loss\":2.0}\n{\"step\":1,\"loss\":1.5}\n"
+        );
+        std::fs::write(&path, lines).unwrap();
+        super::truncate_after(&path, 9).unwrap();
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .ends_with("\"loss\":1.2}\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
