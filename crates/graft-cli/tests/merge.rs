@@ -154,3 +154,47 @@ fn shapes_and_offsets_that_overflow_are_named() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn an_added_token_id_far_past_the_vocabulary_is_an_error() {
+    // ft_v's tokenizer claims an added token at id u32::MAX and a vocabulary to match: the
+    // union must not size anything by that id (an error naming the gap, quickly).
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    for m in ["ft_a", "ft_v"] {
+        copy_dir(&fixture("merge/models").join(m), &models.join(m));
+    }
+    let tok = models.join("ft_v/tokenizer.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
+    v["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": 4294967295u64, "content": "<far>", "special": true}));
+    std::fs::write(&tok, v.to_string()).unwrap();
+    let cfg_path = models.join("ft_v/config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["vocab_size"] = serde_json::json!(4294967296u64);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let config = dir.path().join("union.yml");
+    let text = std::fs::read_to_string(fixture("merge/configs/linear_tokenizer_union.yml"))
+        .unwrap()
+        .replace("base_model: models/ft_a", "base_model: models/ft_v");
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("out");
+    let start = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args([
+            "merge",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_user_error(&o, &["ft_v"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!out.exists());
+}
