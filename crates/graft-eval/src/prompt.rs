@@ -17,12 +17,48 @@ impl Default for Templates {
     }
 }
 
+/// Python methods lm-eval's templates call (Jinja2 there runs on Python objects): minijinja-contrib's
+/// pycompat, plus `.index(x)` on lists and strings (arc_easy, arc_challenge, openbookqa:
+/// `{{choices.label.index(answerKey)}}`), which raises when `x` is absent, as Python's does.
+fn python_methods(
+    state: &minijinja::State,
+    value: &minijinja::Value,
+    method: &str,
+    args: &[minijinja::Value],
+) -> Result<minijinja::Value, minijinja::Error> {
+    use minijinja::value::ValueKind;
+    let missing = |what: &dyn std::fmt::Display| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("ValueError: {what} is not in the {}", value.kind()),
+        )
+    };
+    match (method, value.kind(), args) {
+        ("index", ValueKind::Seq, [x]) => value
+            .try_iter()?
+            .position(|item| &item == x)
+            .map(minijinja::Value::from)
+            .ok_or_else(|| missing(x)),
+        ("index", ValueKind::String, [x]) => {
+            let (s, sub) = (
+                value.as_str().unwrap_or_default(),
+                x.as_str().unwrap_or_default(),
+            );
+            // Python counts characters, not bytes.
+            s.find(sub)
+                .map(|b| minijinja::Value::from(s[..b].chars().count()))
+                .ok_or_else(|| missing(x))
+        }
+        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
+    }
+}
+
 impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(python_methods);
         env.add_filter(
             "regex_replace",
             |s: String, pattern: String, repl: String| -> Result<String, minijinja::Error> {
@@ -227,5 +263,29 @@ mod tests {
             .text(&Some(json!("{{missing}}")), &d)
             .unwrap_err()
             .contains("missing"));
+    }
+
+    #[test]
+    fn python_index_works_as_in_lm_evals_arc_templates() {
+        // arc_easy.yaml (lm-eval 0.4.13): doc_to_target "{{choices.label.index(answerKey)}}",
+        // doc_to_choice "{{choices.text}}"; the document shape of allenai/ai2_arc.
+        let t = Templates::new();
+        let d = json!({"question": "Which?", "answerKey": "C",
+            "choices": {"text": ["one", "two", "three", "four"], "label": ["A", "B", "C", "D"]}});
+        let d = d.as_object().unwrap();
+        let target = Some(json!("{{choices.label.index(answerKey)}}"));
+        assert_eq!(t.target(&target, d, true).unwrap(), json!(2));
+        assert_eq!(
+            t.choices(&Some(json!("{{choices.text}}")), d).unwrap(),
+            vec!["one", "two", "three", "four"]
+        );
+        // str.index counts characters; an absent item is Python's ValueError, as an error.
+        let s = json!({"s": "héllo", "k": "Z", "l": ["A"]});
+        let s = s.as_object().unwrap();
+        assert_eq!(t.text(&Some(json!("{{s.index('l')}}")), s).unwrap(), "2");
+        let e = t.text(&Some(json!("{{l.index(k)}}")), s).unwrap_err();
+        assert!(e.contains("ValueError"), "{e}");
+        // pycompat's methods still work.
+        assert_eq!(t.text(&Some(json!("{{' x '.strip()}}")), s).unwrap(), "x");
     }
 }
