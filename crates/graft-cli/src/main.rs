@@ -45,6 +45,7 @@ enum Command {
     Data(commands::data::Args),
     Bench(commands::bench::Args),
     Eval(commands::eval::Args),
+    EvalCheck(commands::eval_check::Args),
     Merge(commands::merge::Args),
 }
 
@@ -95,6 +96,7 @@ fn main() {
         Command::Data(a) => commands::data::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::EvalCheck(a) => commands::eval_check::run(a),
         Command::Merge(a) => commands::merge::run(a),
     };
     if let Err(e) = result {

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::filters::Pipeline;
 use crate::harness::Lm;
 use crate::metrics::{self, perplexity::count_words, Item};
+use crate::lm_eval_yaml::TaskConfig;
 use crate::task::{Prepared, Task};
 use crate::EvalError;
 
@@ -42,15 +43,15 @@ fn argmax(x: &[f64]) -> usize {
 
 /// The metrics asked for, with their aggregation and direction (lm-eval's defaults by output type
 /// when the YAML gives no `metric_list`).
-fn metric_list(task: &Task) -> Result<Vec<(String, String, bool, Map<String, Value>)>, String> {
-    let defaults: &[&str] = match task.cfg.output_type.as_str() {
+fn metric_list(cfg: &TaskConfig) -> Result<Vec<(String, String, bool, Map<String, Value>)>, String> {
+    let defaults: &[&str] = match cfg.output_type.as_str() {
         "multiple_choice" => &["acc", "acc_norm"],
         "loglikelihood" => &["perplexity", "acc"],
         "loglikelihood_rolling" => &["word_perplexity", "byte_perplexity", "bits_per_byte"],
         _ => &["exact_match"],
     };
     let specs: Vec<(String, Option<String>, Option<bool>, Map<String, Value>)> =
-        match &task.cfg.metric_list {
+        match &cfg.metric_list {
             Some(list) => list
                 .iter()
                 .map(|m| {
@@ -72,11 +73,8 @@ fn metric_list(task: &Task) -> Result<Vec<(String, String, bool, Map<String, Val
         .map(|(name, agg, hib, opts)| {
             let (dagg, dhib) = metrics::defaults(&name)
                 .ok_or_else(|| format!("metric `{name}` is not supported"))?;
-            if task.cfg.output_type != "generate_until" && !opts.is_empty() {
-                return Err(format!(
-                    "metric `{name}`: options apply to generated text only"
-                ));
-            }
+            // Options of a metric on log-likelihoods (`weight_by_size`, …) change nothing in
+            // lm-eval either: its process_results computes these metrics without them.
             Ok((
                 name,
                 agg.unwrap_or_else(|| dagg.to_string()),
@@ -89,11 +87,11 @@ fn metric_list(task: &Task) -> Result<Vec<(String, String, bool, Map<String, Val
 
 pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutcome, EvalError> {
     let shown = task.source.display().to_string();
-    let list = metric_list(task).map_err(|e| EvalError::Task(shown.clone(), e))?;
+    let list = metric_list(&task.cfg).map_err(|e| EvalError::Task(shown.clone(), e))?;
     let prepared = task.prepare()?;
-    let pipelines = filter_pipelines(task).map_err(|e| EvalError::Task(shown.clone(), e))?;
+    let pipelines = filter_pipelines(&task.cfg).map_err(|e| EvalError::Task(shown.clone(), e))?;
     let (until, max_gen) = match task.cfg.output_type.as_str() {
-        "generate_until" => gen_kwargs(task).map_err(|e| EvalError::Task(shown.clone(), e))?,
+        "generate_until" => gen_kwargs(&task.cfg).map_err(|e| EvalError::Task(shown.clone(), e))?,
         _ => (Vec::new(), 0),
     };
     // Rolling log-likelihoods of every document at once: windows batched by length.
@@ -152,7 +150,7 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                         "acc_bytes" => score(argmax(&per(&|s| s.len())) == gold),
                         "exact_match" => score(lls.get(gold).is_some_and(|x| x.1)),
                         // lm-eval's (gold, prediction) pairs of choice indices.
-                        "f1" | "f1_macro" | "f1_micro" => {
+                        "f1" | "f1_macro" | "f1_micro" | "mcc" => {
                             Item::Labels(gold.to_string(), argmax(&ll).to_string())
                         }
                         other => {
@@ -221,7 +219,7 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                 let out = lm.generate_until(&p.context, &until, max_gen)?;
                 let gold = target_text(&p.target);
                 for (f, pipe) in pipelines.iter().enumerate() {
-                    let filtered = pipe.apply(std::slice::from_ref(&out));
+                    let filtered = pipe.apply(std::slice::from_ref(&out), doc).map_err(at)?;
                     let mut row = base(
                         json!({"gen_args_0": {"arg_0": p.context, "arg_1": c.generation_kwargs}}),
                         json!([[out]]),
@@ -267,9 +265,9 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
 }
 
 /// The task's filter pipelines (`filter_list`, generate_until tasks only), or the identity.
-fn filter_pipelines(task: &Task) -> Result<Vec<Pipeline>, String> {
-    match &task.cfg.filter_list {
-        Some(f) if task.cfg.output_type == "generate_until" => f
+fn filter_pipelines(cfg: &TaskConfig) -> Result<Vec<Pipeline>, String> {
+    match &cfg.filter_list {
+        Some(f) if cfg.output_type == "generate_until" => f
             .iter()
             .map(|p| Pipeline::new(&p.name, &p.filter))
             .collect(),
@@ -346,10 +344,16 @@ fn gold_index(p: &Prepared) -> Result<usize, String> {
 /// `until` (default: the few-shot delimiter) and `max_gen_toks` (default 256), lm-eval's
 /// `generation_kwargs` handling; sampling is refused (graft evaluates greedily, as lm-eval's
 /// default).
-fn gen_kwargs(task: &Task) -> Result<(Vec<String>, usize), String> {
+fn gen_kwargs(cfg: &TaskConfig) -> Result<(Vec<String>, usize), String> {
     let empty = Map::new();
-    let g = task.cfg.generation_kwargs.as_ref().unwrap_or(&empty);
-    let mut until = vec![task.cfg.fewshot_delimiter.clone()];
+    let g = cfg.generation_kwargs.as_ref().unwrap_or(&empty);
+    let mut until = vec![cfg.fewshot_delimiter.clone()];
+    // Greedy as lm-eval's HF model decodes: `do_sample: false`, or no `do_sample` and a
+    // temperature of 0 (its default), makes the sampling settings inert.
+    let greedy = match g.get("do_sample") {
+        Some(v) => v == &Value::Bool(false),
+        None => g.get("temperature").map_or(true, |t| t.as_f64() == Some(0.0)),
+    };
     let mut max = 256;
     for (k, v) in g {
         match k.as_str() {
@@ -370,7 +374,8 @@ fn gen_kwargs(task: &Task) -> Result<(Vec<String>, usize), String> {
                     as usize
             }
             "do_sample" if v == &Value::Bool(false) => {}
-            "temperature" if v.as_f64() == Some(0.0) => {}
+            "temperature" | "top_p" | "top_k" | "do_sample" if greedy => {}
+            "num_beams" if v.as_u64() == Some(1) => {}
             other => {
                 return Err(format!(
                     "generation_kwargs.{other} = {v}: not supported (greedy decoding only)"
@@ -379,4 +384,35 @@ fn gen_kwargs(task: &Task) -> Result<(Vec<String>, usize), String> {
         }
     }
     Ok((until, max))
+}
+
+/// Everything about a task file that can be checked without its data or a model: the metrics
+/// for its output type, the filters, the generation settings and every template's syntax.
+pub fn check(cfg: &TaskConfig) -> Result<(), String> {
+    metric_list(cfg)?;
+    filter_pipelines(cfg)?;
+    if cfg.output_type == "generate_until" {
+        gen_kwargs(cfg)?;
+    }
+    let t = crate::prompt::Templates::new();
+    let s = |x: &Option<String>| x.clone().map(Value::String);
+    let mut specs = vec![
+        ("doc_to_text", cfg.doc_to_text.clone()),
+        ("doc_to_target", cfg.doc_to_target.clone()),
+        ("doc_to_choice", cfg.doc_to_choice.clone()),
+        ("gen_prefix", s(&cfg.gen_prefix)),
+        ("description", Some(Value::String(cfg.description.clone()))),
+    ];
+    if let Some(f) = &cfg.fewshot_config {
+        specs.extend([
+            ("fewshot_config.doc_to_text", f.doc_to_text.clone()),
+            ("fewshot_config.doc_to_target", f.doc_to_target.clone()),
+            ("fewshot_config.doc_to_choice", f.doc_to_choice.clone()),
+            ("fewshot_config.gen_prefix", s(&f.gen_prefix)),
+        ]);
+    }
+    for (key, spec) in specs {
+        t.compile(&spec).map_err(|e| format!("{key}: {e}"))?;
+    }
+    Ok(())
 }

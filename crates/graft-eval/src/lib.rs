@@ -10,21 +10,27 @@ pub mod filters;
 pub mod harness;
 pub mod lm_eval_yaml;
 pub mod metrics;
+pub mod mirror;
 pub mod prompt;
 pub mod pyrandom;
+pub mod registry;
 pub mod results;
 pub mod seq2seq;
 pub mod task;
 
-pub use evaluate::{run, TaskOutcome};
+pub use evaluate::{check, run, TaskOutcome};
 pub use harness::Lm;
-pub use task::Task;
+pub use registry::TaskIndex;
+pub use task::{OpenOptions, Task};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// A task file or its data: the file, then what is wrong.
     #[error("{0}: {1}")]
     Task(String, String),
+    /// A task file that calls Python (`!function`), which graft never runs: the file, the key.
+    #[error("{0}: {1}")]
+    PythonHook(String, String),
     /// A document of a task: the file, the document index, what is wrong.
     #[error("{0}: document {1}: {2}")]
     Doc(String, usize, String),

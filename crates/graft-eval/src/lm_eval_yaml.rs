@@ -1,5 +1,6 @@
 //! lm-eval-harness task YAML (lm_eval 0.4 `TaskConfig`), the subset graft runs: local data through
-//! `dataset_path: json | parquet` + `dataset_kwargs.data_files`, Jinja `doc_to_text` /
+//! `dataset_path: json | parquet` + `dataset_kwargs.data_files`, or a hub dataset
+//! (`dataset_path` + `dataset_name`) from a local mirror (`mirror.rs`), Jinja `doc_to_text` /
 //! `doc_to_target` / `doc_to_choice`, few-shot settings, `generation_kwargs`, `filter_list`,
 //! `metric_list`, and `include` of a base file. A key graft does not run is an error naming it —
 //! never silently ignored, since it would change the numbers.
@@ -17,8 +18,6 @@ const INERT: &[&str] = &[
     "group",
     "should_decontaminate",
     "doc_to_decontamination_query",
-    "dataset_name",
-    "task_alias",
     "output_path",
 ];
 
@@ -26,7 +25,12 @@ const INERT: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     pub task: String,
+    /// The name lm-eval's results show (`alias`).
+    #[serde(default)]
+    pub task_alias: Option<String>,
     pub dataset_path: String,
+    #[serde(default)]
+    pub dataset_name: Option<String>,
     #[serde(default)]
     pub dataset_kwargs: Option<DatasetKwargs>,
     #[serde(default)]
@@ -37,6 +41,8 @@ pub struct TaskConfig {
     pub test_split: Option<String>,
     #[serde(default)]
     pub fewshot_split: Option<String>,
+    /// lm-eval's default is `generate_until`.
+    #[serde(default = "generate_until")]
     pub output_type: String,
     #[serde(default)]
     pub description: String,
@@ -64,8 +70,14 @@ pub struct TaskConfig {
     pub metadata: Option<Map<String, Value>>,
     #[serde(default)]
     pub repeats: Option<usize>,
+    /// Text that starts the answer (lm-eval's `gen_prefix`): a doc field or a template.
+    #[serde(default)]
+    pub gen_prefix: Option<String>,
 }
 
+fn generate_until() -> String {
+    "generate_until".into()
+}
 fn space() -> String {
     " ".into()
 }
@@ -77,7 +89,20 @@ fn blank_line() -> String {
 #[serde(deny_unknown_fields)]
 pub struct DatasetKwargs {
     /// A path, a list of paths, or split → path(s).
-    pub data_files: Value,
+    #[serde(default)]
+    pub data_files: Option<Value>,
+    /// Whether `datasets` may run the dataset's loading script: graft never runs one; a local
+    /// mirror holds the data files themselves.
+    #[serde(default)]
+    pub trust_remote_code: Option<bool>,
+    /// The hub revision: a local mirror is whatever revision the user downloaded.
+    #[serde(default)]
+    pub revision: Option<String>,
+}
+
+/// Whether `dataset_path` names a local-file builder (`json`, `parquet`) rather than a dataset.
+fn local_builder(path: &str) -> bool {
+    ["json", "parquet"].contains(&path)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -86,6 +111,25 @@ pub struct FewshotConfig {
     /// `default` (seeded random draws, lm-eval's `ContextSampler`) or `first_n`.
     #[serde(default = "default_sampler")]
     pub sampler: String,
+    /// The few-shot pool written out in the task file (used when there is no few-shot split).
+    #[serde(default)]
+    pub samples: Option<Vec<Map<String, Value>>>,
+    /// The few-shot split (overrides `fewshot_split`).
+    #[serde(default)]
+    pub split: Option<String>,
+    /// Formatting of the few-shot examples, when it differs from the evaluated document's.
+    #[serde(default)]
+    pub doc_to_text: Option<Value>,
+    #[serde(default)]
+    pub doc_to_target: Option<Value>,
+    #[serde(default)]
+    pub doc_to_choice: Option<Value>,
+    #[serde(default)]
+    pub gen_prefix: Option<String>,
+    #[serde(default)]
+    pub target_delimiter: Option<String>,
+    #[serde(default)]
+    pub fewshot_delimiter: Option<String>,
 }
 
 fn default_sampler() -> String {
@@ -99,7 +143,7 @@ pub struct FilterPipeline {
     pub filter: Vec<FilterStep>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FilterStep {
     pub function: String,
@@ -109,6 +153,13 @@ pub struct FilterStep {
     pub group_select: Option<i64>,
     #[serde(default)]
     pub fallback: Option<String>,
+    /// `multi_choice_regex`: how the choices' texts are matched in the response.
+    #[serde(default)]
+    pub ignore_case: Option<bool>,
+    #[serde(default)]
+    pub ignore_punctuation: Option<bool>,
+    #[serde(default)]
+    pub regexes_to_ignore: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -165,14 +216,12 @@ impl TaskConfig {
                 self.output_type
             ));
         }
-        if !["json", "parquet"].contains(&self.dataset_path.as_str()) {
+        let data_files = self.dataset_kwargs.as_ref().and_then(|k| k.data_files.as_ref());
+        if local_builder(&self.dataset_path) && data_files.is_none() {
             return Err(format!(
-                "dataset_path: `{}` — graft reads local data only: `json` or `parquet` with dataset_kwargs.data_files",
+                "dataset_kwargs.data_files: missing (`dataset_path: {}` reads local data files)",
                 self.dataset_path
             ));
-        }
-        if self.dataset_kwargs.is_none() {
-            return Err("dataset_kwargs.data_files: missing (the local data files)".into());
         }
         for (name, v) in [
             ("doc_to_text", &self.doc_to_text),
@@ -204,9 +253,23 @@ impl TaskConfig {
         Ok(())
     }
 
-    /// The data files of `split`, resolved against the task file's folder, then the working one.
-    pub fn split_files(&self, split: &str, dir: &Path) -> Result<Vec<PathBuf>, String> {
-        let files = &self.dataset_kwargs.as_ref().expect("checked").data_files;
+    /// The data files of `split`: `data_files` resolved against the task file's folder, then the
+    /// working one; else the hub dataset's files in the local mirror `datasets_dir`.
+    pub fn split_files(
+        &self,
+        split: &str,
+        dir: &Path,
+        datasets_dir: Option<&Path>,
+    ) -> Result<Vec<PathBuf>, String> {
+        let files = self.dataset_kwargs.as_ref().and_then(|k| k.data_files.as_ref());
+        let Some(files) = files else {
+            return crate::mirror::resolve(
+                datasets_dir,
+                &self.dataset_path,
+                self.dataset_name.as_deref(),
+                split,
+            );
+        };
         let list = |v: &Value| -> Result<Vec<String>, String> {
             match v {
                 Value::String(s) => Ok(vec![s.clone()]),
@@ -254,13 +317,29 @@ impl TaskConfig {
             .ok_or_else(|| "test_split / validation_split: give the split to evaluate".into())
     }
 
-    /// The few-shot pool's split: `fewshot_split`, else training, validation, test (lm-eval's order).
+    /// The few-shot pool's split: `fewshot_config.split`, `fewshot_split`, else training,
+    /// validation, test (lm-eval's order).
     pub fn fewshot_split(&self) -> Option<&str> {
-        self.fewshot_split
-            .as_deref()
+        self.explicit_fewshot_split()
             .or(self.training_split.as_deref())
             .or(self.validation_split.as_deref())
             .or(self.test_split.as_deref())
+    }
+
+    /// The few-shot split the task file names (lm-eval's `fewshot_cfg.split`).
+    pub fn explicit_fewshot_split(&self) -> Option<&str> {
+        self.fewshot_config
+            .as_ref()
+            .and_then(|f| f.split.as_deref())
+            .or(self.fewshot_split.as_deref())
+    }
+
+    /// The few-shot examples written in the task file, used when it names no few-shot split.
+    pub fn fewshot_samples(&self) -> Option<&[Map<String, Value>]> {
+        match self.explicit_fewshot_split() {
+            Some(_) => None,
+            None => self.fewshot_config.as_ref()?.samples.as_deref(),
+        }
     }
 }
 
@@ -274,7 +353,7 @@ fn read_map(path: &Path, depth: usize) -> Result<Map<String, Value>, EvalError> 
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
         .map_err(|e| EvalError::Task(shown.clone(), format!("not valid YAML: {e}")))?;
     if let Some((key, tag)) = tagged(&yaml, "") {
-        return Err(EvalError::Task(
+        return Err(EvalError::PythonHook(
             shown,
             format!("{key}: `{tag}` (a Python function) is not supported; use a Jinja template"),
         ));

@@ -79,6 +79,23 @@ impl Templates {
             .map_err(|e| format!("template `{template}`: {e}"))
     }
 
+    /// Parses every template of a spec (a field name parses as plain text), so a syntax error
+    /// shows before any data is read.
+    pub fn compile(&self, spec: &Option<Value>) -> Result<(), String> {
+        match spec {
+            Some(Value::String(s)) => self
+                .env
+                .template_from_str(s)
+                .map(|_| ())
+                .map_err(|e| format!("template `{s}`: {e}")),
+            Some(Value::Array(items)) => items
+                .iter()
+                .try_for_each(|i| self.compile(&Some(i.clone()))),
+            Some(Value::Object(m)) => m.values().try_for_each(|i| self.compile(&Some(i.clone()))),
+            _ => Ok(()),
+        }
+    }
+
     /// The prompt text of `doc`.
     pub fn text(&self, spec: &Option<Value>, doc: &Map<String, Value>) -> Result<String, String> {
         match spec {

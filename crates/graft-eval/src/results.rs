@@ -24,7 +24,8 @@ pub fn results_json(tasks: &[(&Task, &TaskOutcome)], info: &RunInfo) -> Value {
     for (task, out) in tasks {
         let mut r = Map::new();
         r.insert("name".into(), json!(out.name));
-        r.insert("alias".into(), json!(out.name));
+        let alias = task.cfg.task_alias.as_deref().unwrap_or(&out.name);
+        r.insert("alias".into(), json!(alias));
         r.insert("sample_len".into(), json!(task.docs.len()));
         for (metric, filter, value, se) in &out.metrics {
             r.insert(format!("{metric},{filter}"), json!(value));

@@ -2,7 +2,9 @@
 //! (`api/task.py` `ConfigurableTask`: `fewshot_context`, `construct_requests`): the context is
 //! description + few-shot turns (`question + target_delimiter + answer + fewshot_delimiter`)
 //! + the document's text; few-shot examples are drawn per document, in document order, from one
-//! `random.Random(1234)` per task (`sampler = "first_n"`: the first n of the pool).
+//! `random.Random(1234)` per task (`sampler = "first_n"`: the first n of the pool). The evaluated
+//! document is kept out of its own few-shot examples when the task's few-shot split is its test
+//! split (as lm-eval compares them). `gen_prefix` starts the answer (`build_qa_turn`).
 
 use std::path::{Path, PathBuf};
 
@@ -82,26 +84,61 @@ fn read_docs(files: &[PathBuf], shown: &str) -> Result<Vec<Doc>, EvalError> {
     Ok(docs)
 }
 
+/// How a task is opened: `num_fewshot` overrides the file's, `limit` keeps the first documents,
+/// `datasets_dir` is the local mirror of hub datasets.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    pub num_fewshot: Option<usize>,
+    pub limit: Option<usize>,
+    pub datasets_dir: Option<PathBuf>,
+}
+
+/// lm-eval's `requires_delimiter`: neither side has whitespace at the join.
+fn requires_delimiter(prefix: &str, suffix: &str) -> bool {
+    !prefix.is_empty()
+        && !prefix.ends_with(char::is_whitespace)
+        && !suffix.starts_with(char::is_whitespace)
+}
+
+/// lm-eval's `maybe_delimit`: `prefix` + `suffix` with `delimiter` between unless one side has
+/// whitespace at the join.
+fn maybe_delimit(prefix: &str, suffix: &str, delimiter: &str) -> String {
+    match (prefix.is_empty(), suffix.is_empty()) {
+        (true, _) => suffix.into(),
+        (_, true) => prefix.into(),
+        _ if requires_delimiter(prefix, suffix) => format!("{prefix}{delimiter}{suffix}"),
+        _ => format!("{prefix}{suffix}"),
+    }
+}
+
+/// How one turn is formatted: the evaluated document's settings or the few-shot overrides.
+struct Format<'a> {
+    text: &'a Option<Value>,
+    target: &'a Option<Value>,
+    choice: &'a Option<Value>,
+    gen_prefix: Option<&'a str>,
+    target_delimiter: &'a str,
+    fewshot_delimiter: &'a str,
+}
+
 impl Task {
-    /// Opens a task file; `num_fewshot` overrides the file's; `limit` keeps the first documents.
-    pub fn open(
-        path: &Path,
-        num_fewshot: Option<usize>,
-        limit: Option<usize>,
-    ) -> Result<Self, EvalError> {
+    /// Opens a task file and reads its documents and few-shot pool.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self, EvalError> {
         let (cfg, dir) = TaskConfig::read(path)?;
         let shown = path.display().to_string();
         let at = |e: String| EvalError::Task(shown.clone(), e);
+        let mirror = opts.datasets_dir.as_deref();
         let split = cfg.eval_split().map_err(at)?.to_string();
-        let mut docs = read_docs(&cfg.split_files(&split, &dir).map_err(at)?, &shown)?;
-        if let Some(n) = limit {
+        let mut docs = read_docs(&cfg.split_files(&split, &dir, mirror).map_err(at)?, &shown)?;
+        if let Some(n) = opts.limit {
             docs.truncate(n);
         }
-        let num_fewshot = num_fewshot.or(cfg.num_fewshot).unwrap_or(0);
-        let fewshot_pool = match (num_fewshot, cfg.fewshot_split()) {
-            (0, _) => Vec::new(),
-            (_, Some(s)) => read_docs(&cfg.split_files(s, &dir).map_err(at)?, &shown)?,
-            (_, None) => {
+        let num_fewshot = opts.num_fewshot.or(cfg.num_fewshot).unwrap_or(0);
+        let fewshot_pool = match (num_fewshot, cfg.fewshot_samples(), cfg.fewshot_split()) {
+            (0, ..) => Vec::new(),
+            (_, Some(samples), _) => samples.to_vec(),
+            (_, None, Some(s)) => read_docs(&cfg.split_files(s, &dir, mirror).map_err(at)?, &shown)?,
+            (_, None, None) => {
                 return Err(at(
                     "num_fewshot > 0 needs a fewshot_split or training_split".into(),
                 ))
@@ -123,18 +160,54 @@ impl Task {
         })
     }
 
-    fn has_choices(&self) -> bool {
-        self.cfg.doc_to_choice.is_some()
+    fn format(&self) -> Format<'_> {
+        let c = &self.cfg;
+        Format {
+            text: &c.doc_to_text,
+            target: &c.doc_to_target,
+            choice: &c.doc_to_choice,
+            gen_prefix: c.gen_prefix.as_deref(),
+            target_delimiter: &c.target_delimiter,
+            fewshot_delimiter: &c.fewshot_delimiter,
+        }
     }
 
-    /// A few-shot example's answer text: the gold choice, the first of a list, or the target.
-    fn answer(&self, doc: &Doc) -> Result<String, String> {
-        let target = self
-            .templates
-            .target(&self.cfg.doc_to_target, doc, self.has_choices())?;
-        Ok(match (&target, self.has_choices()) {
+    /// The few-shot examples' format: `fewshot_config`'s overrides over the task's own.
+    fn fewshot_format(&self) -> Format<'_> {
+        let own = self.format();
+        let Some(f) = &self.cfg.fewshot_config else {
+            return own;
+        };
+        fn or<'a>(x: &'a Option<Value>, y: &'a Option<Value>) -> &'a Option<Value> {
+            if x.is_some() {
+                x
+            } else {
+                y
+            }
+        }
+        Format {
+            text: or(&f.doc_to_text, own.text),
+            target: or(&f.doc_to_target, own.target),
+            choice: or(&f.doc_to_choice, own.choice),
+            gen_prefix: f.gen_prefix.as_deref().or(own.gen_prefix),
+            target_delimiter: f.target_delimiter.as_deref().unwrap_or(own.target_delimiter),
+            fewshot_delimiter: f.fewshot_delimiter.as_deref().unwrap_or(own.fewshot_delimiter),
+        }
+    }
+
+    /// `gen_prefix` for `doc`: a field of the document, else a template.
+    fn gen_prefix(&self, spec: Option<&str>, doc: &Doc) -> Result<Option<String>, String> {
+        spec.map(|s| self.templates.text(&Some(Value::String(s.into())), doc))
+            .transpose()
+    }
+
+    /// A document's answer text: the gold choice, the first of a list, or the target.
+    fn answer(&self, f: &Format, doc: &Doc) -> Result<String, String> {
+        let has_choices = f.choice.is_some();
+        let target = self.templates.target(f.target, doc, has_choices)?;
+        Ok(match (&target, has_choices) {
             (Value::Number(n), true) => {
-                let choices = self.templates.choices(&self.cfg.doc_to_choice, doc)?;
+                let choices = self.templates.choices(f.choice, doc)?;
                 let i = n.as_u64().unwrap_or(u64::MAX) as usize;
                 choices
                     .get(i)
@@ -150,16 +223,72 @@ impl Task {
         })
     }
 
+    /// One few-shot turn as lm-eval's `build_qa_turn` renders it in plain text.
+    fn fewshot_turn(&self, shot: &Doc) -> Result<String, String> {
+        let f = self.fewshot_format();
+        let q = self.templates.text(f.text, shot)?;
+        let a = self.answer(&f, shot)?;
+        let prefix = self.gen_prefix(f.gen_prefix, shot)?.unwrap_or_default();
+        let delimit = match prefix.is_empty() {
+            true => !a.is_empty(),
+            false => requires_delimiter(&q, &prefix),
+        };
+        let mut turn = q;
+        if delimit {
+            turn.push_str(f.target_delimiter);
+        }
+        if !a.is_empty() {
+            turn.push_str(&maybe_delimit(&prefix, &a, " "));
+            turn.push_str(f.fewshot_delimiter);
+        } else {
+            turn.push_str(&prefix);
+        }
+        Ok(turn)
+    }
+
+    /// The evaluated document's turn: its text, then `gen_prefix` (delimited as lm-eval does).
+    fn question_turn(&self, doc: &Doc) -> Result<String, String> {
+        let f = self.format();
+        let mut q = self.templates.text(f.text, doc)?;
+        if let Some(prefix) = self.gen_prefix(f.gen_prefix, doc)?.filter(|p| !p.is_empty()) {
+            if requires_delimiter(&q, &prefix) {
+                q.push_str(f.target_delimiter);
+            }
+            q.push_str(&prefix);
+        }
+        Ok(q)
+    }
+
+    /// The few-shot picks for one document (`rng` is the task's one draw sequence).
+    fn picks(&self, rng: &mut PyRandom, doc: &Doc) -> Vec<usize> {
+        let pool = &self.fewshot_pool;
+        let n = self.num_fewshot;
+        // lm-eval leaves the document out when the few-shot split is the test split.
+        let exclude = self.cfg.explicit_fewshot_split() == self.cfg.test_split.as_deref();
+        let sampler = self.cfg.fewshot_config.as_ref().map_or("default", |f| f.sampler.as_str());
+        match (sampler, exclude) {
+            ("first_n", false) => (0..n).collect(),
+            ("first_n", true) => (0..pool.len()).filter(|&j| pool[j] != *doc).take(n).collect(),
+            (_, false) => rng.sample(pool.len(), n),
+            (_, true) => {
+                let mut p = rng.sample(pool.len(), n + 1);
+                p.retain(|&j| pool[j] != *doc);
+                p.truncate(n);
+                if p.len() < n {
+                    // Copies of the document were drawn: draw again from the pool without them.
+                    let rest: Vec<usize> = (0..pool.len()).filter(|&j| pool[j] != *doc).collect();
+                    p = rng.sample(rest.len(), n).into_iter().map(|k| rest[k]).collect();
+                }
+                p
+            }
+        }
+    }
+
     /// The prompts of every document, in order (the few-shot draws depend on that order).
     pub fn prepare(&self) -> Result<Vec<Prepared>, EvalError> {
         let mut rng = PyRandom::new(FEWSHOT_SEED);
-        let sampler = self
-            .cfg
-            .fewshot_config
-            .as_ref()
-            .map_or("default", |f| f.sampler.as_str());
-        let same_split = self.cfg.fewshot_split() == self.cfg.eval_split().ok();
         let c = &self.cfg;
+        let f = self.format();
         self.docs
             .iter()
             .enumerate()
@@ -173,39 +302,20 @@ impl Task {
                         .map_err(at)?,
                 };
                 if self.num_fewshot > 0 {
-                    let picks: Vec<usize> = match sampler {
-                        "first_n" => (0..self.num_fewshot).collect(),
-                        _ if same_split => {
-                            let mut p = rng.sample(self.fewshot_pool.len(), self.num_fewshot + 1);
-                            p.retain(|&j| self.fewshot_pool[j] != *doc);
-                            p.truncate(self.num_fewshot);
-                            p
-                        }
-                        _ => rng.sample(self.fewshot_pool.len(), self.num_fewshot),
-                    };
-                    for j in picks {
-                        let shot = &self.fewshot_pool[j];
-                        let q = self.templates.text(&c.doc_to_text, shot).map_err(at)?;
-                        let a = self.answer(shot).map_err(at)?;
-                        context.push_str(&format!(
-                            "{q}{}{a}{}",
-                            c.target_delimiter, c.fewshot_delimiter
-                        ));
+                    for j in self.picks(&mut rng, doc) {
+                        context.push_str(&self.fewshot_turn(&self.fewshot_pool[j]).map_err(at)?);
                     }
                 }
-                context.push_str(&self.templates.text(&c.doc_to_text, doc).map_err(at)?);
-                let choices = match self.has_choices() {
-                    true => self.templates.choices(&c.doc_to_choice, doc).map_err(at)?,
+                context.push_str(&self.question_turn(doc).map_err(at)?);
+                let choices = match f.choice.is_some() {
+                    true => self.templates.choices(f.choice, doc).map_err(at)?,
                     false => Vec::new(),
                 };
                 let target = match c.output_type.as_str() {
                     "loglikelihood_rolling" | "generate_until" | "loglikelihood" => {
-                        Value::String(self.answer(doc).map_err(at)?)
+                        Value::String(self.answer(&f, doc).map_err(at)?)
                     }
-                    _ => self
-                        .templates
-                        .target(&c.doc_to_target, doc, true)
-                        .map_err(at)?,
+                    _ => self.templates.target(f.target, doc, true).map_err(at)?,
                 };
                 Ok(Prepared {
                     context,

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
-use graft_eval::{run, Lm, Task};
+use graft_eval::{run, Lm, OpenOptions, Task, TaskIndex};
 use graft_models::ModelSource;
 use graft_testkit::{fixture, read_json};
 use serde_json::Value;
@@ -48,7 +48,15 @@ fn check(task: &str, fewshot: Option<usize>, out_name: &str) {
 }
 
 fn check_with(lm: &Lm, task: &str, fewshot: Option<usize>, out_name: &str) {
-    let t = Task::open(&task_path(task), fewshot, None).unwrap();
+    let opts = OpenOptions {
+        num_fewshot: fewshot,
+        ..Default::default()
+    };
+    check_file(lm, &task_path(task), &opts, task, out_name);
+}
+
+fn check_file(lm: &Lm, path: &std::path::Path, opts: &OpenOptions, task: &str, out_name: &str) {
+    let t = Task::open(path, opts).unwrap();
     let out = run(&t, lm, || {}).unwrap();
     let want = samples(out_name);
     assert_eq!(out.samples.len(), want.len());
@@ -139,6 +147,47 @@ fn rolling_perplexity() {
 #[test]
 fn generate_until_with_filters() {
     check("tiny_gen", None, "tiny_gen");
+}
+
+/// lm-eval's own task files (copied unchanged from lm_eval 0.4.13 into
+/// eval/lm_eval_tasks) named by task, their hub datasets read from the miniature mirror
+/// eval/mirror, as lm-eval read the same files (tools/fixtures/make_lm_eval_yaml_fixtures.py).
+fn own_task(task: &str, shots: usize, out_name: &str) {
+    let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
+    let model = source.build_model(DType::F32, &Device::Cpu).unwrap();
+    let lm = Lm::new(&source, &model).unwrap();
+    let index = TaskIndex::scan(&[fixture("eval/lm_eval_tasks")]);
+    let files = index.expand(task).unwrap();
+    assert_eq!(files.len(), 1);
+    let opts = OpenOptions {
+        num_fewshot: Some(shots),
+        datasets_dir: Some(fixture("eval/mirror")),
+        ..Default::default()
+    };
+    check_file(&lm, &files[0], &opts, task, out_name);
+}
+
+#[test]
+fn arc_easy_from_lm_evals_yaml_zero_shot() {
+    // `{{choices.label.index(answerKey)}}`, letter and digit labels.
+    own_task("arc_easy", 0, "arc_easy_0shot");
+}
+
+#[test]
+fn arc_easy_from_lm_evals_yaml_two_shot() {
+    own_task("arc_easy", 2, "arc_easy_2shot");
+}
+
+#[test]
+fn arc_challenge_through_its_include() {
+    own_task("arc_challenge", 1, "arc_challenge_1shot");
+}
+
+#[test]
+fn mmlu_subject_first_n_few_shot_and_strip() {
+    // first_n from the dev split, `question.strip()`, a list doc_to_choice, a long description
+    // truncated from the left in the 64-token window.
+    own_task("mmlu_anatomy", 2, "mmlu_anatomy_2shot");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use graft_eval::Task;
 use graft_testkit::{assert_no_panic, fixture};
 
 fn open(path: &Path) -> Result<usize, String> {
-    let task = Task::open(path, None, None).map_err(|e| e.to_string())?;
+    let task = Task::open(path, &Default::default()).map_err(|e| e.to_string())?;
     task.prepare().map(|p| p.len()).map_err(|e| e.to_string())
 }
 

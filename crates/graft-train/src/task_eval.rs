@@ -21,11 +21,17 @@ impl TaskEval {
         allow_code: bool,
         allow_network: bool,
     ) -> Result<Self, TrainError> {
+        // Hub datasets come from the mirror named by GRAFT_DATASETS_DIR, as for `graft eval`.
+        let opts = graft_eval::OpenOptions {
+            limit,
+            datasets_dir: std::env::var_os("GRAFT_DATASETS_DIR").map(Into::into),
+            ..Default::default()
+        };
         let tasks = specs
             .iter()
             .map(|s| match builtin::task(s, limit) {
                 Some(t) => Ok(t),
-                None => Task::open(std::path::Path::new(s), None, limit)
+                None => Task::open(std::path::Path::new(s), &opts)
                     .map_err(|e| TrainError::Recipe(format!("train.eval_tasks: {e}"))),
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -4,25 +4,37 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use graft_eval::{builtin, results, Lm, Task};
+use graft_eval::{builtin, results, Lm, OpenOptions, Task, TaskIndex};
 
 use crate::io::{progress, write_atomic, ModelArgs};
 
 #[derive(clap::Args, Debug)]
 #[command(
     about = "Evaluate a model on lm-eval-harness tasks (task YAML or built-in)",
-    after_help = "Tasks: lm-eval task YAML files with local data (dataset_path: json | parquet and\n\
-dataset_kwargs.data_files, relative to the YAML file or the working directory), or built-in tasks\n\
-(austen_bpb: bits per byte on bundled held-out prose). Output: DIR/results.json (lm-eval's layout:\n\
-results, configs, versions, n-shot, n-samples, …) and DIR/samples_<task>.jsonl.\n\n\
-Example:\n  graft eval --model SmolLM2-135M-Instruct.Q8_0.gguf --tasks austen_bpb,my_task.yaml --limit 100 --output eval/"
+    after_help = "Tasks: lm-eval task YAML files, task names, tags or groups found under --include-path\n\
+(lm-eval's own task tree works), or built-in tasks (austen_bpb: bits per byte on bundled held-out\n\
+prose). Data: `dataset_path: json | parquet` with dataset_kwargs.data_files (relative to the YAML\n\
+file or the working directory), or a hub dataset (`dataset_path: allenai/ai2_arc`) read from a\n\
+local mirror: --datasets-dir DIR (or GRAFT_DATASETS_DIR) holding\n\
+DIR/<dataset_path>/[<dataset_name>/]<split>-*.parquet as a hub download has it. Output:\n\
+DIR/results.json (lm-eval's layout: results, configs, versions, n-shot, n-samples, …) and\n\
+DIR/samples_<task>.jsonl. `graft eval-check` checks task files without a model.\n\n\
+Examples:\n  graft eval --model SmolLM2-135M-Instruct.Q8_0.gguf --tasks austen_bpb,my_task.yaml --limit 100 --output eval/\n  \
+graft eval --model smollm2-hf --include-path lm_eval/tasks --datasets-dir ~/datasets --tasks arc_easy,gsm8k --output eval/"
 )]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Comma-separated task YAML files and/or built-in task names.
+    /// Comma-separated task YAML files, task names / tags / groups under --include-path, and/or
+    /// built-in task names.
     #[arg(long, value_delimiter = ',', required = true)]
     pub tasks: Vec<String>,
+    /// Folders of task YAML files whose tasks --tasks may name (lm-eval's --include_path).
+    #[arg(long)]
+    pub include_path: Vec<PathBuf>,
+    /// Local mirror of hub datasets (default: $GRAFT_DATASETS_DIR).
+    #[arg(long)]
+    pub datasets_dir: Option<PathBuf>,
     /// Few-shot examples per prompt (default: each task's `num_fewshot`, else 0).
     #[arg(long)]
     pub num_fewshot: Option<usize>,
@@ -44,29 +56,58 @@ pub struct Args {
     pub allow_network: bool,
 }
 
-fn open_task(spec: &str, args: &Args) -> Result<Task> {
-    // Built-in tasks score whole texts: --num-fewshot does not apply to them.
-    if let Some(t) = builtin::task(spec, args.limit) {
-        return Ok(t);
-    }
+/// The mirror of hub datasets: `--datasets-dir`, else `$GRAFT_DATASETS_DIR`.
+pub fn datasets_dir(flag: &Option<PathBuf>) -> Option<PathBuf> {
+    flag.clone()
+        .or_else(|| std::env::var_os("GRAFT_DATASETS_DIR").map(PathBuf::from))
+}
+
+/// What one `--tasks` entry names: a task file, or the task files of a name, tag or group under
+/// the include paths. Built-in tasks are handled by the caller.
+pub fn task_files(spec: &str, index: &mut Option<TaskIndex>, include: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let path = PathBuf::from(spec);
-    if !path.exists() {
-        bail!(
-            "--tasks: `{spec}` is neither a task file nor a built-in task ({})",
-            builtin::NAMES.join(", ")
-        );
+    if path.is_file() {
+        return Ok(vec![path]);
     }
-    Ok(Task::open(&path, args.num_fewshot, args.limit)?)
+    let index = index.get_or_insert_with(|| TaskIndex::scan(include));
+    match index.expand(spec) {
+        Some(files) => Ok(files),
+        None if include.is_empty() => bail!(
+            "--tasks: `{spec}` is neither a task file nor a built-in task ({}); name tasks from a folder of task files with --include-path",
+            builtin::NAMES.join(", ")
+        ),
+        None => bail!(
+            "--tasks: `{spec}` is not a task file, a built-in task, or a task, tag or group under --include-path {}",
+            include.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn open_tasks(args: &Args) -> Result<Vec<Task>> {
+    let opts = OpenOptions {
+        num_fewshot: args.num_fewshot,
+        limit: args.limit,
+        datasets_dir: datasets_dir(&args.datasets_dir),
+    };
+    let mut index = None;
+    let mut tasks = Vec::new();
+    for spec in &args.tasks {
+        // Built-in tasks score whole texts: --num-fewshot does not apply to them.
+        if let Some(t) = builtin::task(spec, args.limit) {
+            tasks.push(t);
+            continue;
+        }
+        for file in task_files(spec, &mut index, &args.include_path)? {
+            tasks.push(Task::open(&file, &opts)?);
+        }
+    }
+    Ok(tasks)
 }
 
 pub fn run(args: Args) -> Result<()> {
     crate::io::claim_outputs(&[&args.output.join("results.json")], &[])?;
     // Read every task first: a bad task file fails before the model loads.
-    let tasks = args
-        .tasks
-        .iter()
-        .map(|t| open_task(t, &args))
-        .collect::<Result<Vec<_>>>()?;
+    let tasks = open_tasks(&args)?;
     graft_eval::task::check_code_execution(
         &tasks,
         args.allow_code_execution,

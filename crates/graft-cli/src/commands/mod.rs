@@ -7,6 +7,7 @@ pub mod data_clean;
 pub mod data_rso;
 pub mod data_tokenize;
 pub mod eval;
+pub mod eval_check;
 pub mod eval_compare;
 pub mod generate;
 pub mod generate_batch;

@@ -45,3 +45,44 @@ pub fn micro_f1(pairs: &[(String, String)]) -> f64 {
         .fold((0.0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
     f1((tp, fp, fneg))
 }
+/// scikit-learn's `matthews_corrcoef` (multiclass form, lm-eval's `mcc` aggregation): 0 when
+/// either side has a single label.
+pub fn matthews(pairs: &[(String, String)]) -> f64 {
+    let labels: BTreeSet<&String> = pairs.iter().flat_map(|(g, p)| [g, p]).collect();
+    let n = pairs.len() as f64;
+    let correct = pairs.iter().filter(|(g, p)| g == p).count() as f64;
+    let (mut tp, mut tt, mut pp) = (0.0, 0.0, 0.0);
+    for l in &labels {
+        let t = pairs.iter().filter(|(g, _)| g == *l).count() as f64;
+        let p = pairs.iter().filter(|(_, q)| q == *l).count() as f64;
+        tp += t * p;
+        tt += t * t;
+        pp += p * p;
+    }
+    let (cov_tp, cov_pp, cov_tt) = (correct * n - tp, n * n - pp, n * n - tt);
+    if cov_pp * cov_tt == 0.0 {
+        0.0
+    } else {
+        cov_tp / (cov_tt * cov_pp).sqrt()
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn matthews_equals_scikit_learn() {
+        // sklearn 1.9.1 matthews_corrcoef on the same labels.
+        let cases: [(&[u8], &[u8], f64); 4] = [
+            (&[0, 1, 2, 0, 1, 2, 0], &[0, 2, 1, 0, 1, 2, 1], 0.375),
+            (&[1, 1, 0, 0, 1], &[1, 0, 0, 0, 1], 0.6666666666666666),
+            (&[0, 0, 0], &[0, 1, 0], 0.0),
+            (&[1, 1], &[1, 1], 0.0),
+        ];
+        for (g, p, want) in cases {
+            let pairs: Vec<(String, String)> =
+                g.iter().zip(p).map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            assert!((super::matthews(&pairs) - want).abs() < 1e-15, "{g:?} {p:?}");
+        }
+    }
+}

@@ -108,6 +108,11 @@ pub fn aggregation(name: &str, items: &[Item]) -> Result<(f64, Option<f64>), Str
             };
             Ok((f(&l), stderr::bootstrap(&l, 100_000, f)))
         }
+        "matthews_corrcoef" => {
+            let l = labels()?;
+            let f = classification::matthews;
+            Ok((f(&l), stderr::bootstrap(&l, 100_000, f)))
+        }
         "mean" => {
             let x = scores()?;
             Ok((stderr::mean(&x), stderr::mean_stderr(&x)))
@@ -119,7 +124,7 @@ pub fn aggregation(name: &str, items: &[Item]) -> Result<(f64, Option<f64>), Str
         "weighted_perplexity" => Ok((perplexity::weighted_perplexity(&pairs()?), None)),
         "bits_per_byte" => Ok((perplexity::bits_per_byte(&pairs()?), None)),
         other => Err(format!(
-            "aggregation `{other}` is not supported (mean, perplexity, weighted_perplexity, bits_per_byte, bleu, chrf, chrfpp, f1, f1_macro, f1_micro)"
+            "aggregation `{other}` is not supported (mean, perplexity, weighted_perplexity, bits_per_byte, bleu, chrf, chrfpp, f1, f1_macro, f1_micro, matthews_corrcoef)"
         )),
     }
 }
@@ -133,6 +138,7 @@ pub fn defaults(metric: &str) -> Option<(&'static str, bool)> {
         "chrf" => ("chrf", true),
         "chrfpp" => ("chrfpp", true),
         "f1" => ("f1", true),
+        "mcc" => ("matthews_corrcoef", true),
         "f1_macro" => ("f1_macro", true),
         "f1_micro" => ("f1_micro", true),
         "perplexity" => ("perplexity", false),

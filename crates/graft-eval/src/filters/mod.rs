@@ -1,6 +1,11 @@
-//! lm-eval's response filters (`filters/extraction.py` `RegexFilter`, `filters/selection.py`
-//! `TakeFirstFilter`): a named pipeline per `filter_list` entry turns a document's responses into
-//! the one the metrics score; without a `filter_list` the pipeline is `none` = take_first.
+//! lm-eval's response filters (`filters/extraction.py` `RegexFilter`, `WhitespaceFilter`,
+//! `MultiChoiceRegexFilter`; `filters/selection.py` `TakeFirstFilter`): a named pipeline per
+//! `filter_list` entry turns a document's responses into the one the metrics score; without a
+//! `filter_list` the pipeline is `none` = take_first.
+
+mod multi_choice;
+
+use serde_json::{Map, Value};
 
 use crate::lm_eval_yaml::FilterStep;
 
@@ -13,6 +18,9 @@ pub enum Step {
         fallback: String,
     },
     TakeFirst,
+    /// `remove_whitespace`: Python's `str.strip()`.
+    Strip,
+    MultiChoice(multi_choice::MultiChoice),
 }
 
 pub struct Pipeline {
@@ -33,6 +41,8 @@ impl Pipeline {
             .iter()
             .map(|s| match s.function.as_str() {
                 "take_first" => Ok(Step::TakeFirst),
+                "remove_whitespace" => Ok(Step::Strip),
+                "multi_choice_regex" => multi_choice_step(name, s),
                 "regex" => {
                     // lm-eval's RegexFilter default is GSM8K's answer line.
                     let pattern = s
@@ -48,7 +58,7 @@ impl Pipeline {
                     })
                 }
                 other => Err(format!(
-                    "filter `{name}`: function `{other}` is not supported (regex, take_first)"
+                    "filter `{name}`: function `{other}` is not supported (regex, multi_choice_regex, remove_whitespace, take_first)"
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -59,11 +69,18 @@ impl Pipeline {
     }
 
     /// The filtered response of one document's responses.
-    pub fn apply(&self, responses: &[String]) -> String {
+    pub fn apply(&self, responses: &[String], doc: &Map<String, Value>) -> Result<String, String> {
         let mut resps = responses.to_vec();
         for step in &self.steps {
             match step {
                 Step::TakeFirst => resps.truncate(1),
+                Step::Strip => resps = resps.iter().map(|r| r.trim().to_string()).collect(),
+                Step::MultiChoice(m) => {
+                    resps = resps
+                        .iter()
+                        .map(|r| m.apply(r, doc))
+                        .collect::<Result<_, _>>()?
+                }
                 Step::Regex {
                     re,
                     group_select,
@@ -76,15 +93,33 @@ impl Pipeline {
                 }
             }
         }
-        resps.into_iter().next().unwrap_or_default()
+        Ok(resps.into_iter().next().unwrap_or_default())
     }
 }
 
-fn regex_pick(re: &fancy_regex::Regex, group_select: i64, fallback: &str, text: &str) -> String {
-    // re.findall: the whole match without groups, the group with one, the tuple with several.
+fn multi_choice_step(name: &str, s: &FilterStep) -> Result<Step, String> {
+    let compile = |p: &str| {
+        fancy_regex::Regex::new(p).map_err(|e| format!("filter `{name}`: regex `{p}`: {e}"))
+    };
+    Ok(Step::MultiChoice(multi_choice::MultiChoice {
+        re: compile(s.regex_pattern.as_deref().unwrap_or(r"#### (\-?[0-9\.\,]+)"))?,
+        group_select: s.group_select.unwrap_or(0),
+        fallback: s.fallback.clone().unwrap_or_else(|| "[invalid]".into()),
+        ignore_case: s.ignore_case.unwrap_or(false),
+        ignore_punctuation: s.ignore_punctuation.unwrap_or(false),
+        ignore: s
+            .regexes_to_ignore
+            .iter()
+            .flatten()
+            .map(|p| compile(p))
+            .collect::<Result<_, _>>()?,
+    }))
+}
+
+/// Python's `re.findall`: per match, the whole match without groups, else every group.
+fn findall(re: &fancy_regex::Regex, text: &str) -> Vec<Vec<String>> {
     let groups = re.captures_len() - 1;
-    let matches: Vec<Vec<String>> = re
-        .captures_iter(text)
+    re.captures_iter(text)
         .filter_map(Result::ok)
         .map(|c| match groups {
             0 => vec![c.get(0).map_or("", |m| m.as_str()).to_string()],
@@ -92,7 +127,11 @@ fn regex_pick(re: &fancy_regex::Regex, group_select: i64, fallback: &str, text: 
                 .map(|g| c.get(g).map_or("", |m| m.as_str()).to_string())
                 .collect(),
         })
-        .collect();
+        .collect()
+}
+
+fn regex_pick(re: &fancy_regex::Regex, group_select: i64, fallback: &str, text: &str) -> String {
+    let matches = findall(re, text);
     let idx = match group_select {
         i if i < 0 => matches.len() as i64 + i,
         i => i,
@@ -124,6 +163,7 @@ mod tests {
                 regex_pattern: Some(f[k]["regex_pattern"].as_str().unwrap().into()),
                 group_select: Some(f[k]["group_select"].as_i64().unwrap()),
                 fallback: Some(f[k]["fallback"].as_str().unwrap().into()),
+                ..Default::default()
             };
             Pipeline::new(
                 k,
@@ -131,9 +171,7 @@ mod tests {
                     step,
                     FilterStep {
                         function: "take_first".into(),
-                        regex_pattern: None,
-                        group_select: None,
-                        fallback: None,
+                        ..Default::default()
                     },
                 ],
             )
@@ -145,12 +183,12 @@ mod tests {
         for c in cases {
             let input = vec![c["input"].as_str().unwrap().to_string()];
             assert_eq!(
-                strict.apply(&input),
+                strict.apply(&input, &Map::new()).unwrap(),
                 c["strict_match"].as_str().unwrap(),
                 "{c}"
             );
             assert_eq!(
-                flexible.apply(&input),
+                flexible.apply(&input, &Map::new()).unwrap(),
                 c["flexible_extract"].as_str().unwrap(),
                 "{c}"
             );
