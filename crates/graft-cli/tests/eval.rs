@@ -275,3 +275,137 @@ fn compares_runs_side_by_side() {
     assert!(std::fs::metadata(b.join("comparison.png")).unwrap().len() > 1000);
     assert!(stdout(&o).contains("| tiny_mc acc,none |"));
 }
+
+#[test]
+fn lm_evals_own_task_names_run_from_a_dataset_mirror() {
+    // `--tasks ai2_arc` (a tag of lm-eval's arc files) with --include-path and --datasets-dir:
+    // lm-eval's own YAMLs, unchanged, read the mirror's Parquet files; the numbers are
+    // lm-eval's (tests/fixtures/eval/lm_eval_out/arc_*).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("eval");
+    let tasks_dir = fixture("eval/lm_eval_tasks");
+    let mirror = fixture("eval/mirror");
+    let o = graft(&[
+        "eval",
+        "--model",
+        &model(),
+        "--include-path",
+        tasks_dir.to_str().unwrap(),
+        "--datasets-dir",
+        mirror.to_str().unwrap(),
+        "--tasks",
+        "ai2_arc",
+        "--num-fewshot",
+        "0",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(out.join("results.json")).unwrap(),
+    )
+    .unwrap();
+    let want = read_json("eval/lm_eval_out/arc_easy_0shot_results.json");
+    for key in ["acc,none", "acc_norm,none"] {
+        let (g, w) = (
+            &r["results"]["arc_easy"][key],
+            &want["results"]["arc_easy"][key],
+        );
+        assert!(
+            (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-9,
+            "{key}: {g} vs {w}"
+        );
+    }
+    assert!(r["results"]["arc_challenge"]["acc,none"].is_f64());
+
+    // Without the mirror: one line that says where the data was looked for.
+    let o = graft(&[
+        "eval",
+        "--model",
+        &model(),
+        "--include-path",
+        tasks_dir.to_str().unwrap(),
+        "--datasets-dir",
+        dir.path().to_str().unwrap(),
+        "--tasks",
+        "arc_easy",
+        "--output",
+        dir.path().join("e2").to_str().unwrap(),
+    ]);
+    assert_user_error(
+        &o,
+        &["arc_easy.yaml", "allenai/ai2_arc", "ARC-Easy", "looked for"],
+    );
+    let o = graft(&[
+        "eval",
+        "--model",
+        &model(),
+        "--include-path",
+        tasks_dir.to_str().unwrap(),
+        "--tasks",
+        "arc_hard",
+        "--output",
+        dir.path().join("e3").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["arc_hard", "--include-path"]);
+}
+
+#[test]
+fn eval_check_sorts_task_files_into_ok_python_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tasks");
+    std::fs::create_dir_all(&tree).unwrap();
+    let w = |name: &str, text: &str| std::fs::write(tree.join(name), text).unwrap();
+    w(
+        "good.yaml",
+        "task: good\ndataset_path: allenai/ai2_arc\noutput_type: multiple_choice\ntest_split: test\n\
+         doc_to_text: \"{{question.strip()}}\"\ndoc_to_target: 0\ndoc_to_choice: [\"a\", \"b\"]\n",
+    );
+    w(
+        "hook.yaml",
+        "task: hook\ndataset_path: x/y\ntest_split: test\nprocess_docs: !function utils.process\n\
+         doc_to_text: q\ndoc_to_target: a\n",
+    );
+    w(
+        "sampled.yaml",
+        "task: sampled\ndataset_path: x/y\ntest_split: test\ndoc_to_text: q\ndoc_to_target: a\n\
+         generation_kwargs:\n  do_sample: true\n",
+    );
+    w("broken.yaml", "task: broken\ndataset_path: x/y\ntest_split: test\ndoc_to_text: \"{{ q \"\ndoc_to_target: a\n");
+    w("_group.yaml", "group: all\ntask:\n  - good\n  - hook\n");
+    let table = dir.path().join("t.tsv");
+    let o = graft(&[
+        "eval-check",
+        "--include-path",
+        tree.to_str().unwrap(),
+        "--output",
+        table.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&table).unwrap();
+    let status = |task: &str| -> (String, String) {
+        let row = text
+            .lines()
+            .find(|l| l.split('\t').nth(1) == Some(task))
+            .unwrap_or_else(|| panic!("{task} missing: {text}"));
+        let f: Vec<&str> = row.split('\t').collect();
+        (f[2].to_string(), f[3].to_string())
+    };
+    assert_eq!(status("good").0, "ok");
+    assert_eq!(status("hook").0, "python");
+    let (s, why) = status("sampled");
+    assert!(s == "refused" && why.contains("do_sample"), "{why}");
+    let (s, why) = status("broken");
+    assert!(s == "refused" && why.contains("doc_to_text"), "{why}");
+    assert_eq!(status("all").0, "group");
+    assert!(stderr(&o).contains("ok: 1"), "{}", stderr(&o));
+    // A task named on the command line that cannot run: exit 2.
+    let o = graft(&[
+        "eval-check",
+        "--include-path",
+        tree.to_str().unwrap(),
+        "--tasks",
+        "hook",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::filters::Pipeline;
 use crate::harness::Lm;
-use crate::metrics::{self, perplexity::count_words, Item};
 use crate::lm_eval_yaml::TaskConfig;
+use crate::metrics::{self, perplexity::count_words, Item};
 use crate::task::{Prepared, Task};
 use crate::EvalError;
 
@@ -43,7 +43,9 @@ fn argmax(x: &[f64]) -> usize {
 
 /// The metrics asked for, with their aggregation and direction (lm-eval's defaults by output type
 /// when the YAML gives no `metric_list`).
-fn metric_list(cfg: &TaskConfig) -> Result<Vec<(String, String, bool, Map<String, Value>)>, String> {
+fn metric_list(
+    cfg: &TaskConfig,
+) -> Result<Vec<(String, String, bool, Map<String, Value>)>, String> {
     let defaults: &[&str] = match cfg.output_type.as_str() {
         "multiple_choice" => &["acc", "acc_norm"],
         "loglikelihood" => &["perplexity", "acc"],
@@ -352,7 +354,7 @@ fn gen_kwargs(cfg: &TaskConfig) -> Result<(Vec<String>, usize), String> {
     // temperature of 0 (its default), makes the sampling settings inert.
     let greedy = match g.get("do_sample") {
         Some(v) => v == &Value::Bool(false),
-        None => g.get("temperature").map_or(true, |t| t.as_f64() == Some(0.0)),
+        None => g.get("temperature").is_none_or(|t| t.as_f64() == Some(0.0)),
     };
     let mut max = 256;
     for (k, v) in g {

@@ -216,7 +216,10 @@ impl TaskConfig {
                 self.output_type
             ));
         }
-        let data_files = self.dataset_kwargs.as_ref().and_then(|k| k.data_files.as_ref());
+        let data_files = self
+            .dataset_kwargs
+            .as_ref()
+            .and_then(|k| k.data_files.as_ref());
         if local_builder(&self.dataset_path) && data_files.is_none() {
             return Err(format!(
                 "dataset_kwargs.data_files: missing (`dataset_path: {}` reads local data files)",
@@ -261,7 +264,10 @@ impl TaskConfig {
         dir: &Path,
         datasets_dir: Option<&Path>,
     ) -> Result<Vec<PathBuf>, String> {
-        let files = self.dataset_kwargs.as_ref().and_then(|k| k.data_files.as_ref());
+        let files = self
+            .dataset_kwargs
+            .as_ref()
+            .and_then(|k| k.data_files.as_ref());
         let Some(files) = files else {
             return crate::mirror::resolve(
                 datasets_dir,

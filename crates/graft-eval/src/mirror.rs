@@ -143,24 +143,23 @@ mod tests {
         ] {
             touch(d, f);
         }
-        let got = |p: &str, n: Option<&str>, s: &str| {
-            resolve(Some(d), p, n, s).map(|f| names(&f, d))
-        };
+        let got =
+            |p: &str, n: Option<&str>, s: &str| resolve(Some(d), p, n, s).map(|f| names(&f, d));
         assert_eq!(
             got("allenai/ai2_arc", Some("ARC-Easy"), "test").unwrap(),
             ["allenai/ai2_arc/ARC-Easy/test-00000-of-00001.parquet"]
         );
-        assert_eq!(
-            got("Rowan/hellaswag", None, "validation").unwrap().len(),
-            2
-        );
+        assert_eq!(got("Rowan/hellaswag", None, "validation").unwrap().len(), 2);
         // `train` does not pick up `train_sft`.
         assert!(got("Rowan/hellaswag", None, "train").is_err());
         assert_eq!(
             got("conv/x", Some("default"), "test").unwrap(),
             ["conv/x/default/test/0000.parquet"]
         );
-        assert_eq!(got("plain/y", Some("any"), "test").unwrap(), ["plain/y/test.jsonl"]);
+        assert_eq!(
+            got("plain/y", Some("any"), "test").unwrap(),
+            ["plain/y/test.jsonl"]
+        );
         // A config that is not there is an error naming the places looked at, not ARC-Easy's files.
         let e = got("allenai/ai2_arc", Some("ARC-Hard"), "test").unwrap_err();
         assert!(e.contains("ARC-Hard") && e.contains("looked for"), "{e}");

@@ -24,7 +24,9 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for p in paths {
-        let is_link = p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+        let is_link = p
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
         if p.is_dir() && !is_link && depth < 16 {
             yaml_files(&p, out, depth + 1);
         } else if p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
@@ -44,7 +46,10 @@ fn read_yaml(path: &Path) -> Option<serde_yaml_ng::Mapping> {
 fn strings(v: Option<&Y>) -> Vec<String> {
     match v {
         Some(Y::String(s)) => vec![s.clone()],
-        Some(Y::Sequence(s)) => s.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        Some(Y::Sequence(s)) => s
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -141,10 +146,19 @@ mod tests {
             std::fs::write(p, text).unwrap();
         };
         w("arc/arc_easy.yaml", "tag:\n  - ai2_arc\ntask: arc_easy\n");
-        w("arc/arc_challenge.yaml", "include: arc_easy.yaml\ntask: arc_challenge\n");
+        w(
+            "arc/arc_challenge.yaml",
+            "include: arc_easy.yaml\ntask: arc_challenge\n",
+        );
         w("mmlu/_t", "tag: mmlu_stem_tasks\n");
-        w("mmlu/mmlu_anatomy.yaml", "include: _t\ntask: mmlu_anatomy\n");
-        w("mmlu/_mmlu.yaml", "group: mmlu\ntask:\n  - mmlu_stem_tasks\n");
+        w(
+            "mmlu/mmlu_anatomy.yaml",
+            "include: _t\ntask: mmlu_anatomy\n",
+        );
+        w(
+            "mmlu/_mmlu.yaml",
+            "group: mmlu\ntask:\n  - mmlu_stem_tasks\n",
+        );
         w("bad.yaml", ": not yaml [");
         let index = TaskIndex::scan(&[d.to_path_buf()]);
         let rel = |v: Vec<PathBuf>| -> Vec<String> {
@@ -152,12 +166,18 @@ mod tests {
                 .map(|p| p.strip_prefix(d).unwrap().display().to_string())
                 .collect()
         };
-        assert_eq!(rel(index.expand("arc_easy").unwrap()), ["arc/arc_easy.yaml"]);
+        assert_eq!(
+            rel(index.expand("arc_easy").unwrap()),
+            ["arc/arc_easy.yaml"]
+        );
         assert_eq!(
             rel(index.expand("ai2_arc").unwrap()),
             ["arc/arc_challenge.yaml", "arc/arc_easy.yaml"]
         );
-        assert_eq!(rel(index.expand("mmlu").unwrap()), ["mmlu/mmlu_anatomy.yaml"]);
+        assert_eq!(
+            rel(index.expand("mmlu").unwrap()),
+            ["mmlu/mmlu_anatomy.yaml"]
+        );
         assert!(index.expand("nope").is_none());
     }
 }

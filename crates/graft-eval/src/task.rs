@@ -137,7 +137,9 @@ impl Task {
         let fewshot_pool = match (num_fewshot, cfg.fewshot_samples(), cfg.fewshot_split()) {
             (0, ..) => Vec::new(),
             (_, Some(samples), _) => samples.to_vec(),
-            (_, None, Some(s)) => read_docs(&cfg.split_files(s, &dir, mirror).map_err(at)?, &shown)?,
+            (_, None, Some(s)) => {
+                read_docs(&cfg.split_files(s, &dir, mirror).map_err(at)?, &shown)?
+            }
             (_, None, None) => {
                 return Err(at(
                     "num_fewshot > 0 needs a fewshot_split or training_split".into(),
@@ -190,8 +192,14 @@ impl Task {
             target: or(&f.doc_to_target, own.target),
             choice: or(&f.doc_to_choice, own.choice),
             gen_prefix: f.gen_prefix.as_deref().or(own.gen_prefix),
-            target_delimiter: f.target_delimiter.as_deref().unwrap_or(own.target_delimiter),
-            fewshot_delimiter: f.fewshot_delimiter.as_deref().unwrap_or(own.fewshot_delimiter),
+            target_delimiter: f
+                .target_delimiter
+                .as_deref()
+                .unwrap_or(own.target_delimiter),
+            fewshot_delimiter: f
+                .fewshot_delimiter
+                .as_deref()
+                .unwrap_or(own.fewshot_delimiter),
         }
     }
 
@@ -250,7 +258,10 @@ impl Task {
     fn question_turn(&self, doc: &Doc) -> Result<String, String> {
         let f = self.format();
         let mut q = self.templates.text(f.text, doc)?;
-        if let Some(prefix) = self.gen_prefix(f.gen_prefix, doc)?.filter(|p| !p.is_empty()) {
+        if let Some(prefix) = self
+            .gen_prefix(f.gen_prefix, doc)?
+            .filter(|p| !p.is_empty())
+        {
             if requires_delimiter(&q, &prefix) {
                 q.push_str(f.target_delimiter);
             }
@@ -265,10 +276,17 @@ impl Task {
         let n = self.num_fewshot;
         // lm-eval leaves the document out when the few-shot split is the test split.
         let exclude = self.cfg.explicit_fewshot_split() == self.cfg.test_split.as_deref();
-        let sampler = self.cfg.fewshot_config.as_ref().map_or("default", |f| f.sampler.as_str());
+        let sampler = self
+            .cfg
+            .fewshot_config
+            .as_ref()
+            .map_or("default", |f| f.sampler.as_str());
         match (sampler, exclude) {
             ("first_n", false) => (0..n).collect(),
-            ("first_n", true) => (0..pool.len()).filter(|&j| pool[j] != *doc).take(n).collect(),
+            ("first_n", true) => (0..pool.len())
+                .filter(|&j| pool[j] != *doc)
+                .take(n)
+                .collect(),
             (_, false) => rng.sample(pool.len(), n),
             (_, true) => {
                 let mut p = rng.sample(pool.len(), n + 1);
@@ -277,7 +295,11 @@ impl Task {
                 if p.len() < n {
                     // Copies of the document were drawn: draw again from the pool without them.
                     let rest: Vec<usize> = (0..pool.len()).filter(|&j| pool[j] != *doc).collect();
-                    p = rng.sample(rest.len(), n).into_iter().map(|k| rest[k]).collect();
+                    p = rng
+                        .sample(rest.len(), n)
+                        .into_iter()
+                        .map(|k| rest[k])
+                        .collect();
                 }
                 p
             }

@@ -64,7 +64,11 @@ pub fn datasets_dir(flag: &Option<PathBuf>) -> Option<PathBuf> {
 
 /// What one `--tasks` entry names: a task file, or the task files of a name, tag or group under
 /// the include paths. Built-in tasks are handled by the caller.
-pub fn task_files(spec: &str, index: &mut Option<TaskIndex>, include: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub fn task_files(
+    spec: &str,
+    index: &mut Option<TaskIndex>,
+    include: &[PathBuf],
+) -> Result<Vec<PathBuf>> {
     let path = PathBuf::from(spec);
     if path.is_file() {
         return Ok(vec![path]);

@@ -45,7 +45,10 @@ fn check_one(file: &std::path::Path, data: &Option<OpenOptions>) -> (&'static st
     let shown = file.display().to_string();
     let reason = |e: &dyn std::fmt::Display| {
         let e = e.to_string();
-        let e = e.strip_prefix(&format!("{shown}: ")).unwrap_or(&e).to_string();
+        let e = e
+            .strip_prefix(&format!("{shown}: "))
+            .unwrap_or(&e)
+            .to_string();
         e.replace(['\t', '\n'], " ")
     };
     match outcome {

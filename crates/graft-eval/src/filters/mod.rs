@@ -102,7 +102,11 @@ fn multi_choice_step(name: &str, s: &FilterStep) -> Result<Step, String> {
         fancy_regex::Regex::new(p).map_err(|e| format!("filter `{name}`: regex `{p}`: {e}"))
     };
     Ok(Step::MultiChoice(multi_choice::MultiChoice {
-        re: compile(s.regex_pattern.as_deref().unwrap_or(r"#### (\-?[0-9\.\,]+)"))?,
+        re: compile(
+            s.regex_pattern
+                .as_deref()
+                .unwrap_or(r"#### (\-?[0-9\.\,]+)"),
+        )?,
         group_select: s.group_select.unwrap_or(0),
         fallback: s.fallback.clone().unwrap_or_else(|| "[invalid]".into()),
         ignore_case: s.ignore_case.unwrap_or(false),

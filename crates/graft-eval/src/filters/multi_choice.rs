@@ -62,7 +62,11 @@ impl MultiChoice {
         s
     }
 
-    pub fn apply(&self, response: &str, doc: &serde_json::Map<String, Value>) -> Result<String, String> {
+    pub fn apply(
+        &self,
+        response: &str,
+        doc: &serde_json::Map<String, Value>,
+    ) -> Result<String, String> {
         let choices = doc
             .get("choices")
             .and_then(Value::as_array)
@@ -72,7 +76,9 @@ impl MultiChoice {
         let mut letters = Vec::new();
         let mut bare_to_letter = HashMap::new();
         for (i, c) in choices.iter().enumerate() {
-            let letter = char::from_u32('A' as u32 + i as u32).unwrap_or('?').to_string();
+            let letter = char::from_u32('A' as u32 + i as u32)
+                .unwrap_or('?')
+                .to_string();
             let text = c.as_str().map_or_else(|| c.to_string(), str::to_string);
             let m = self.clean(text.trim());
             branches.push(fancy_regex::escape(&m).into_owned());
@@ -91,11 +97,20 @@ impl MultiChoice {
         let none = HashMap::new();
         let mut m = find_match(&self.re, response, self.group_select, &none);
         if m.is_empty() {
-            m = find_match(&by_text, &self.clean(response), self.group_select, &to_letter);
+            m = find_match(
+                &by_text,
+                &self.clean(response),
+                self.group_select,
+                &to_letter,
+            );
         }
         if m.is_empty() {
             m = find_match(&by_letter, response, self.group_select, &bare_to_letter);
         }
-        Ok(if m.is_empty() { self.fallback.clone() } else { m })
+        Ok(if m.is_empty() {
+            self.fallback.clone()
+        } else {
+            m
+        })
     }
 }

@@ -67,7 +67,6 @@ pub fn matthews(pairs: &[(String, String)]) -> f64 {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -80,9 +79,15 @@ mod tests {
             (&[1, 1], &[1, 1], 0.0),
         ];
         for (g, p, want) in cases {
-            let pairs: Vec<(String, String)> =
-                g.iter().zip(p).map(|(a, b)| (a.to_string(), b.to_string())).collect();
-            assert!((super::matthews(&pairs) - want).abs() < 1e-15, "{g:?} {p:?}");
+            let pairs: Vec<(String, String)> = g
+                .iter()
+                .zip(p)
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            assert!(
+                (super::matthews(&pairs) - want).abs() < 1e-15,
+                "{g:?} {p:?}"
+            );
         }
     }
 }
