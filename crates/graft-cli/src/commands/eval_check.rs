@@ -109,7 +109,7 @@ pub fn run(args: Args) -> Result<()> {
         None => print!("{table}"),
     }
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    eprintln!("{} task files: {}", files.len(), summary.join(", "));
+    eprintln!("{} tasks checked; {}", files.len(), summary.join(", "));
     if named_failed {
         bail!("some of the tasks named in --tasks cannot run (see the table)");
     }
