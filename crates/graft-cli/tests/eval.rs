@@ -409,3 +409,57 @@ fn eval_check_sorts_task_files_into_ok_python_and_refused() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn a_group_reports_lm_evals_size_weighted_rows() {
+    // mini_mmlu (tests/fixtures/eval/lm_eval_groups, lm-eval's group schema) nests a group and
+    // holds lm-eval's own mmlu_anatomy / mmlu_astronomy: results, groups, group_subtasks,
+    // n-shot, versions and higher_is_better equal lm-eval 0.4.13's results.json.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("eval");
+    let o = graft(&[
+        "eval",
+        "--model",
+        &model(),
+        "--include-path",
+        fixture("eval/lm_eval_tasks").to_str().unwrap(),
+        "--include-path",
+        fixture("eval/lm_eval_groups").to_str().unwrap(),
+        "--datasets-dir",
+        fixture("eval/mirror").to_str().unwrap(),
+        "--tasks",
+        "mini_mmlu",
+        "--num-fewshot",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = read_json_path(&out.join("results.json"));
+    let want = read_json("eval/lm_eval_out/mini_mmlu_1shot_results.json");
+    for key in [
+        "groups",
+        "group_subtasks",
+        "n-shot",
+        "versions",
+        "higher_is_better",
+    ] {
+        assert_eq!(got[key], want[key], "{key}");
+    }
+    for (task, row) in want["results"].as_object().unwrap() {
+        for (k, w) in row.as_object().unwrap() {
+            let g = &got["results"][task][k];
+            match (g.as_f64(), w.as_f64()) {
+                (Some(a), Some(b)) => assert!(
+                    (a - b).abs() <= 1e-9 * (1.0 + b.abs()),
+                    "{task} {k}: {a} vs {b}"
+                ),
+                _ => assert_eq!(g, w, "{task} {k}"),
+            }
+        }
+    }
+}
+
+fn read_json_path(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}

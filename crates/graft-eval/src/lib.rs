@@ -7,6 +7,7 @@ pub mod builtin;
 pub mod code_exec;
 pub mod evaluate;
 pub mod filters;
+pub mod groups;
 pub mod harness;
 pub mod lm_eval_yaml;
 pub mod metrics;

@@ -8,12 +8,51 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value as Y;
 
+use crate::groups::{AggMetric, GroupRun};
+
 #[derive(Debug, Default)]
 pub struct TaskIndex {
     pub tasks: BTreeMap<String, PathBuf>,
     pub tags: BTreeMap<String, Vec<String>>,
-    /// Group name → (its file, its members).
-    pub groups: BTreeMap<String, (PathBuf, Vec<String>)>,
+    pub groups: BTreeMap<String, GroupDef>,
+}
+
+/// A group file: its members by name, and how its row aggregates them.
+#[derive(Debug, Clone)]
+pub struct GroupDef {
+    pub file: PathBuf,
+    pub members: Vec<String>,
+    /// Members defined inline (a mapping instead of a name), which graft does not run.
+    pub inline: usize,
+    pub alias: Option<String>,
+    pub aggregate: Result<Vec<AggMetric>, String>,
+    pub version: serde_json::Value,
+}
+
+impl GroupDef {
+    fn read(file: PathBuf, map: &serde_yaml_ng::Mapping, members: &[Y]) -> Self {
+        let aggregate = match map.get("aggregate_metric_list") {
+            None => Ok(Vec::new()),
+            Some(v) => serde_yaml_ng::from_value::<Vec<AggMetric>>(v.clone())
+                .map_err(|e| format!("aggregate_metric_list: {e}")),
+        };
+        let version = map
+            .get("metadata")
+            .and_then(|m| m.get("version"))
+            .and_then(|v| serde_json::to_value(v).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Self {
+            file,
+            members: members
+                .iter()
+                .filter_map(|m| m.as_str().map(String::from))
+                .collect(),
+            inline: members.iter().filter(|m| m.as_str().is_none()).count(),
+            alias: map.get("group_alias").and_then(Y::as_str).map(String::from),
+            aggregate,
+            version,
+        }
+    }
 }
 
 /// The YAML files under `dir`, sorted (symbolic links are not followed: no cycles).
@@ -84,11 +123,8 @@ impl TaskIndex {
             };
             match (map.get("group").and_then(Y::as_str), map.get("task")) {
                 (Some(g), Some(Y::Sequence(members))) => {
-                    let names = members
-                        .iter()
-                        .filter_map(|m| m.as_str().map(String::from))
-                        .collect();
-                    index.groups.entry(g.into()).or_insert((path, names));
+                    let def = GroupDef::read(path, &map, members);
+                    index.groups.entry(g.into()).or_insert(def);
                 }
                 (_, Some(Y::String(name))) => {
                     for tag in tags_of(&path, &map, 0) {
@@ -121,7 +157,7 @@ impl TaskIndex {
         }
         let members: &[String] = match (self.tags.get(name), self.groups.get(name)) {
             (Some(t), _) => t,
-            (None, Some((_, m))) => m,
+            (None, Some(g)) => &g.members,
             (None, None) => return false,
         };
         let mut any = false;
@@ -129,6 +165,73 @@ impl TaskIndex {
             any |= self.expand_into(m, out, depth + 1);
         }
         any
+    }
+}
+
+impl TaskIndex {
+    /// The groups a name stands for: itself (when it is a group) and every group nested in it,
+    /// each with its direct members and all its leaf tasks, outermost first.
+    pub fn group_runs(&self, name: &str) -> Result<Vec<GroupRun>, String> {
+        let mut out = Vec::new();
+        self.collect_groups(name, &mut out, 0)?;
+        Ok(out)
+    }
+
+    fn collect_groups(
+        &self,
+        name: &str,
+        out: &mut Vec<GroupRun>,
+        depth: usize,
+    ) -> Result<(), String> {
+        let Some(g) = self.groups.get(name) else {
+            return Ok(());
+        };
+        if depth > 8 || out.iter().any(|r| r.name == name) {
+            return Ok(());
+        }
+        if g.inline > 0 {
+            return Err(format!(
+                "{}: group `{name}` defines {} of its tasks inline; graft runs groups of named tasks",
+                g.file.display(),
+                g.inline
+            ));
+        }
+        let aggregate = g
+            .aggregate
+            .clone()
+            .map_err(|e| format!("{}: group `{name}`: {e}", g.file.display()))?;
+        let leaves = self
+            .expand(name)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| {
+                self.tasks
+                    .iter()
+                    .find(|(_, f)| *f == p)
+                    .map(|(n, _)| n.clone())
+            })
+            .collect();
+        // A tag among the members stands for its tasks, as lm-eval lists them.
+        let children = g
+            .members
+            .iter()
+            .flat_map(|m| match self.tags.get(m) {
+                Some(t) if !self.tasks.contains_key(m) && !self.groups.contains_key(m) => t.clone(),
+                _ => vec![m.clone()],
+            })
+            .collect();
+        out.push(GroupRun {
+            name: name.into(),
+            alias: g.alias.clone(),
+            children,
+            leaves,
+            aggregate,
+            version: g.version.clone(),
+        });
+        for m in &g.members {
+            self.collect_groups(m, out, depth + 1)?;
+        }
+        Ok(())
     }
 }
 

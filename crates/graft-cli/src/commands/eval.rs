@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use graft_eval::{builtin, results, Lm, OpenOptions, Task, TaskIndex};
+use graft_eval::{builtin, groups::GroupRun, results, Lm, OpenOptions, Task, TaskIndex};
 
 use crate::io::{progress, write_atomic, ModelArgs};
 
@@ -87,14 +87,16 @@ pub fn task_files(
     }
 }
 
-fn open_tasks(args: &Args) -> Result<Vec<Task>> {
+/// The tasks to run, each once, and the groups whose rows aggregate them.
+fn open_tasks(args: &Args) -> Result<(Vec<Task>, Vec<GroupRun>)> {
     let opts = OpenOptions {
         num_fewshot: args.num_fewshot,
         limit: args.limit,
         datasets_dir: datasets_dir(&args.datasets_dir),
     };
     let mut index = None;
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut groups: Vec<GroupRun> = Vec::new();
     for spec in &args.tasks {
         // Built-in tasks score whole texts: --num-fewshot does not apply to them.
         if let Some(t) = builtin::task(spec, args.limit) {
@@ -102,16 +104,25 @@ fn open_tasks(args: &Args) -> Result<Vec<Task>> {
             continue;
         }
         for file in task_files(spec, &mut index, &args.include_path)? {
-            tasks.push(Task::open(&file, &opts)?);
+            if !tasks.iter().any(|t| t.source == file) {
+                tasks.push(Task::open(&file, &opts)?);
+            }
+        }
+        if let Some(ix) = &index {
+            for g in ix.group_runs(spec).map_err(anyhow::Error::msg)? {
+                if !groups.iter().any(|x| x.name == g.name) {
+                    groups.push(g);
+                }
+            }
         }
     }
-    Ok(tasks)
+    Ok((tasks, groups))
 }
 
 pub fn run(args: Args) -> Result<()> {
     crate::io::claim_outputs(&[&args.output.join("results.json")], &[])?;
     // Read every task first: a bad task file fails before the model loads.
-    let tasks = open_tasks(&args)?;
+    let (tasks, groups) = open_tasks(&args)?;
     graft_eval::task::check_code_execution(
         &tasks,
         args.allow_code_execution,
@@ -139,7 +150,13 @@ pub fn run(args: Args) -> Result<()> {
         date,
     };
     let pairs: Vec<_> = tasks.iter().zip(&outcomes).collect();
-    let json = results::results_json(&pairs, &info);
+    let rows = results::group_rows(&pairs, &groups).map_err(anyhow::Error::msg)?;
+    let groups: Vec<_> = groups
+        .into_iter()
+        .zip(rows)
+        .map(|(g, (_, r))| (g, r))
+        .collect();
+    let json = results::results_json(&pairs, &groups, &info);
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("{}: cannot create", args.output.display()))?;
     for out in &outcomes {
@@ -154,7 +171,7 @@ pub fn run(args: Args) -> Result<()> {
         &args.output.join("results.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
-    println!("{}", results::markdown(&pairs));
+    println!("{}", results::markdown(&pairs, &groups));
     if !args.compare.is_empty() {
         println!(
             "{}",

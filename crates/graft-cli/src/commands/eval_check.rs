@@ -91,13 +91,13 @@ pub fn run(args: Args) -> Result<()> {
         table.push_str(&format!("{}\t{name}\t{status}\t{reason}\n", file.display()));
     }
     if args.tasks.is_empty() {
-        // Groups run their tasks one by one; their aggregate row is not computed yet.
-        for (group, (file, members)) in &index.groups {
+        // Groups: `graft eval` runs their tasks and aggregates their rows.
+        for (group, g) in &index.groups {
             *counts.entry("group").or_default() += 1;
             table.push_str(&format!(
                 "{}\t{group}\tgroup\t{} members\n",
-                file.display(),
-                members.len()
+                g.file.display(),
+                g.members.len() + g.inline
             ));
         }
     }
