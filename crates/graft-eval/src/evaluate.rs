@@ -146,7 +146,17 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                 );
                 for (k, (name, ..)) in list.iter().enumerate() {
                     let score = |x: bool| Item::Score(x as u8 as f64);
+                    let mc2 = c.hooks.contains(&crate::hooks::Hook::TruthfulqaMc2);
                     let item = match name.as_str() {
+                        // truthfulqa_mc2's own process_results (hooks.rs) gives its `acc`.
+                        "acc" if mc2 => {
+                            Item::Score(crate::hooks::truthfulqa_mc2(doc, &ll).map_err(at)?)
+                        }
+                        _ if mc2 => {
+                            return Err(at(format!(
+                                "metric `{name}`: truthfulqa_mc2's process_results gives only acc"
+                            )))
+                        }
                         "acc" => score(argmax(&ll) == gold),
                         "acc_norm" => score(argmax(&per(&|s| s.chars().count())) == gold),
                         "acc_bytes" => score(argmax(&per(&|s| s.len())) == gold),

@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod filters;
 pub mod groups;
 pub mod harness;
+pub mod hooks;
 pub mod lm_eval_yaml;
 pub mod metrics;
 pub mod mirror;

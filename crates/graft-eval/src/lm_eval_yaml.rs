@@ -73,6 +73,9 @@ pub struct TaskConfig {
     /// Text that starts the answer (lm-eval's `gen_prefix`): a doc field or a template.
     #[serde(default)]
     pub gen_prefix: Option<String>,
+    /// lm-eval's Python hooks that graft replaces with native code (`hooks.rs`).
+    #[serde(skip)]
+    pub hooks: Vec<crate::hooks::Hook>,
 }
 
 fn generate_until() -> String {
@@ -178,11 +181,11 @@ impl TaskConfig {
     /// Reads a task file, merging an `include`d base (relative to the file) under it.
     pub fn read(path: &Path) -> Result<(Self, PathBuf), EvalError> {
         let shown = path.display().to_string();
-        let map = read_map(path, 0)?;
-        let mut map = map;
+        let mut map = read_map(path, 0)?;
         for key in INERT {
             map.remove(*key);
         }
+        let hooks = take_hooks(&mut map).map_err(|e| EvalError::PythonHook(shown.clone(), e))?;
         let value = Value::Object(map);
         let cfg: TaskConfig = serde_json::from_value(value).map_err(|e| {
             let msg = e.to_string();
@@ -197,6 +200,7 @@ impl TaskConfig {
                 None => EvalError::Task(shown.clone(), msg),
             }
         })?;
+        let cfg = TaskConfig { hooks, ..cfg };
         cfg.check().map_err(|e| EvalError::Task(shown, e))?;
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Ok((cfg, dir))
@@ -358,6 +362,7 @@ fn read_map(path: &Path, depth: usize) -> Result<Map<String, Value>, EvalError> 
         std::fs::read_to_string(path).map_err(|e| EvalError::Task(shown.clone(), e.to_string()))?;
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
         .map_err(|e| EvalError::Task(shown.clone(), format!("not valid YAML: {e}")))?;
+    let yaml = mark_hooks(yaml);
     if let Some((key, tag)) = tagged(&yaml, "") {
         return Err(EvalError::PythonHook(
             shown,
@@ -385,6 +390,62 @@ fn read_map(path: &Path, depth: usize) -> Result<Map<String, Value>, EvalError> 
         map = base;
     }
     Ok(map)
+}
+
+/// The key that marks a top-level `key: !function module.name` until the task's name is known.
+const HOOK: &str = "!function";
+
+/// Top-level `!function` values become `{"!function": "module.name"}` markers (resolved by
+/// `take_hooks` once includes are merged); tagged values anywhere else stay tagged (refused).
+fn mark_hooks(yaml: serde_yaml_ng::Value) -> serde_yaml_ng::Value {
+    use serde_yaml_ng::Value as Y;
+    let Y::Mapping(m) = yaml else {
+        return yaml;
+    };
+    Y::Mapping(
+        m.into_iter()
+            .map(|(k, v)| match v {
+                Y::Tagged(t) if t.tag == HOOK && t.value.is_string() => {
+                    let mut marker = serde_yaml_ng::Mapping::new();
+                    marker.insert(Y::from(HOOK), t.value);
+                    (k, Y::Mapping(marker))
+                }
+                v => (k, v),
+            })
+            .collect(),
+    )
+}
+
+/// Replaces the hook markers with graft's native hooks; a hook graft has no native version of
+/// is an error naming the key and the function.
+fn take_hooks(map: &mut Map<String, Value>) -> Result<Vec<crate::hooks::Hook>, String> {
+    let task = map
+        .get("task")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let marked: Vec<(String, String)> = map
+        .iter()
+        .filter_map(|(k, v)| {
+            let f = v.as_object()?.get(HOOK)?.as_str()?;
+            Some((k.clone(), f.to_string()))
+        })
+        .collect();
+    let mut hooks = Vec::new();
+    for (key, function) in marked {
+        match crate::hooks::find(&task, &key, &function) {
+            Some(h) => {
+                map.remove(&key);
+                hooks.push(h);
+            }
+            None => {
+                return Err(format!(
+                    "{key}: `!function {function}` (a Python function) is not supported; use a Jinja template"
+                ))
+            }
+        }
+    }
+    Ok(hooks)
 }
 
 /// The first YAML-tagged value (`!function utils.process_docs`) and its key path.

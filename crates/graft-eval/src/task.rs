@@ -111,6 +111,16 @@ fn maybe_delimit(prefix: &str, suffix: &str, delimiter: &str) -> String {
     }
 }
 
+/// The task's `process_docs` (a native hook), applied to every split as lm-eval does.
+fn process_docs(cfg: &TaskConfig, docs: &mut [Doc]) -> Result<(), String> {
+    if cfg.hooks.contains(&crate::hooks::Hook::HellaswagDocs) {
+        for (i, d) in docs.iter_mut().enumerate() {
+            *d = crate::hooks::hellaswag_doc(d).map_err(|e| format!("document {i}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// How one turn is formatted: the evaluated document's settings or the few-shot overrides.
 struct Format<'a> {
     text: &'a Option<Value>,
@@ -130,6 +140,7 @@ impl Task {
         let mirror = opts.datasets_dir.as_deref();
         let split = cfg.eval_split().map_err(at)?.to_string();
         let mut docs = read_docs(&cfg.split_files(&split, &dir, mirror).map_err(at)?, &shown)?;
+        process_docs(&cfg, &mut docs).map_err(at)?;
         if let Some(n) = opts.limit {
             docs.truncate(n);
         }
@@ -138,7 +149,9 @@ impl Task {
             (0, ..) => Vec::new(),
             (_, Some(samples), _) => samples.to_vec(),
             (_, None, Some(s)) => {
-                read_docs(&cfg.split_files(s, &dir, mirror).map_err(at)?, &shown)?
+                let mut pool = read_docs(&cfg.split_files(s, &dir, mirror).map_err(at)?, &shown)?;
+                process_docs(&cfg, &mut pool).map_err(at)?;
+                pool
             }
             (_, None, None) => {
                 return Err(at(
