@@ -178,8 +178,9 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                 samples.push(row);
             }
             "loglikelihood" => {
-                let target = target_text(&p.target);
-                let cont = format!("{}{target}", c.target_delimiter);
+                // lm-eval 0.4.13 asks for the target as it is (`construct_requests`): no
+                // target_delimiter before it.
+                let cont = target_text(&p.target);
                 let (ll, greedy) = lm.loglikelihoods(&p.context, std::slice::from_ref(&cont))?[0];
                 let mut row = base(
                     args(&p.context, &[cont]),

