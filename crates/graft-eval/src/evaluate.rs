@@ -117,12 +117,29 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
         };
         match c.output_type.as_str() {
             "multiple_choice" => {
-                let conts: Vec<String> = p
-                    .choices
-                    .iter()
-                    .map(|ch| format!("{}{ch}", c.target_delimiter))
-                    .collect();
-                let lls = lm.loglikelihoods(&p.context, &conts)?;
+                let delim = &c.target_delimiter;
+                // One context, a continuation per choice; or (winogrande's multiple inputs) a
+                // context per choice and one continuation.
+                let (ctxs, conts): (Vec<String>, Vec<String>) = match &p.continuation {
+                    Some(cont) => p
+                        .choices
+                        .iter()
+                        .map(|ch| (format!("{}{ch}", p.context), format!("{delim}{cont}")))
+                        .unzip(),
+                    None => p
+                        .choices
+                        .iter()
+                        .map(|ch| (p.context.clone(), format!("{delim}{ch}")))
+                        .unzip(),
+                };
+                let lls = match p.continuation.is_some() {
+                    true => ctxs
+                        .iter()
+                        .zip(&conts)
+                        .map(|(x, y)| Ok(lm.loglikelihoods(x, std::slice::from_ref(y))?[0]))
+                        .collect::<Result<Vec<_>, EvalError>>()?,
+                    false => lm.loglikelihoods(&p.context, &conts)?,
+                };
                 let gold = gold_index(p).map_err(at)?;
                 let ll: Vec<f64> = lls.iter().map(|x| x.0).collect();
                 let per = |len: &dyn Fn(&str) -> usize| -> Vec<f64> {
@@ -132,7 +149,7 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
                         .collect()
                 };
                 let mut row = base(
-                    args(&p.context, &conts),
+                    args_each(&ctxs, &conts),
                     Value::from(
                         lls.iter()
                             .map(|(l, g)| vec![vec![l.to_string(), py_bool(*g)]])
@@ -316,11 +333,16 @@ fn py_bool(b: bool) -> String {
 }
 
 fn args(ctx: &str, conts: &[String]) -> Value {
+    args_each(&vec![ctx.to_string(); conts.len()], conts)
+}
+
+/// lm-eval's `arguments` of a document's requests: (context, continuation) pairs.
+fn args_each(ctxs: &[String], conts: &[String]) -> Value {
     Value::Object(
-        conts
-            .iter()
+        ctxs.iter()
+            .zip(conts)
             .enumerate()
-            .map(|(i, c)| (format!("gen_args_{i}"), json!({"arg_0": ctx, "arg_1": c})))
+            .map(|(i, (x, c))| (format!("gen_args_{i}"), json!({"arg_0": x, "arg_1": c})))
             .collect(),
     )
 }

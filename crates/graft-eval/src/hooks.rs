@@ -9,6 +9,10 @@
 //! - truthfulqa_mc2 `process_results: !function utils.process_results_mc2`: `acc` = the share of
 //!   probability (exp of the choice log-likelihoods, normalised) on the true answers
 //!   (`mc2_targets.labels == 1`).
+//! - winogrande `doc_to_text` / `doc_to_target` / `doc_to_choice` (`preprocess_winogrande.*`):
+//!   lm-eval's multiple inputs — the sentence up to `_` completed by each option is a context,
+//!   the rest of the sentence (stripped) the continuation scored after each, `answer` "1"/"2"
+//!   the gold.
 
 use serde_json::{Map, Value};
 
@@ -16,6 +20,7 @@ use serde_json::{Map, Value};
 pub enum Hook {
     HellaswagDocs,
     TruthfulqaMc2,
+    Winogrande,
 }
 
 /// The native hook for `task`'s `key: !function function`, if graft has one.
@@ -25,8 +30,40 @@ pub fn find(task: &str, key: &str, function: &str) -> Option<Hook> {
         ("truthfulqa_mc2", "process_results", "utils.process_results_mc2") => {
             Some(Hook::TruthfulqaMc2)
         }
+        ("winogrande", "doc_to_text", "preprocess_winogrande.doc_to_text")
+        | ("winogrande", "doc_to_target", "preprocess_winogrande.doc_to_target")
+        | ("winogrande", "doc_to_choice", "preprocess_winogrande.doc_to_choice") => {
+            Some(Hook::Winogrande)
+        }
         _ => None,
     }
+}
+
+/// winogrande's (gold, contexts, continuation) of a document.
+pub fn winogrande(doc: &Map<String, Value>) -> Result<(usize, Vec<String>, String), String> {
+    let field = |k: &str| {
+        doc.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("winogrande: field `{k}` missing or not text"))
+    };
+    let sentence = field("sentence")?;
+    let blank = sentence
+        .find('_')
+        .ok_or("winogrande: the sentence has no `_`")?;
+    let gold = match field("answer")? {
+        "1" => 0,
+        "2" => 1,
+        other => {
+            return Err(format!(
+                "winogrande: answer `{other}` (expected \"1\" or \"2\")"
+            ))
+        }
+    };
+    let contexts = vec![
+        format!("{}{}", &sentence[..blank], field("option1")?),
+        format!("{}{}", &sentence[..blank], field("option2")?),
+    ];
+    Ok((gold, contexts, sentence[blank + 1..].trim().to_string()))
 }
 
 fn hellaswag_clean(text: &str) -> String {
@@ -125,5 +162,16 @@ mod tests {
         assert_eq!(out["choices"], json!(["adds eggs ", "bakes it"]));
         assert_eq!(out["gold"], 1);
         assert!(find("hellaswag", "process_docs", "utils.other").is_none());
+        let wg = json!({"sentence": "a _ b ", "option1": "x", "option2": "y", "answer": "2"});
+        let (gold, ctx, rest) = winogrande(wg.as_object().unwrap()).unwrap();
+        assert_eq!(
+            (gold, ctx, rest.as_str()),
+            (1, vec!["a x".into(), "a y".into()], "b")
+        );
+        // winogrande's test split has no answers: an error naming the field, not a guess.
+        let unlabeled = json!({"sentence": "a _ b", "option1": "x", "option2": "y", "answer": ""});
+        assert!(winogrande(unlabeled.as_object().unwrap())
+            .unwrap_err()
+            .contains("answer"));
     }
 }

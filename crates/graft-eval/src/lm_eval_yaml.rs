@@ -243,7 +243,9 @@ impl TaskConfig {
                 }
             }
         }
-        if self.output_type == "multiple_choice" && self.doc_to_choice.is_none() {
+        let native_choices = self.hooks.contains(&crate::hooks::Hook::Winogrande);
+        if self.output_type == "multiple_choice" && self.doc_to_choice.is_none() && !native_choices
+        {
             return Err("doc_to_choice: multiple_choice needs the choices".into());
         }
         if self.repeats.is_some_and(|r| r != 1) {

