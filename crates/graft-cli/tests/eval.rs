@@ -463,3 +463,26 @@ fn a_group_reports_lm_evals_size_weighted_rows() {
 fn read_json_path(p: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
+
+#[test]
+fn gsm8k_asks_for_more_tokens_than_the_tiny_model_holds() {
+    // lm-eval's gsm8k.yaml generates up to 256 tokens; lm-eval refuses that on a model of 64
+    // positions ("Invalid configuration"), and graft says so in one line too.
+    let dir = tempfile::tempdir().unwrap();
+    let o = graft(&[
+        "eval",
+        "--model",
+        &model(),
+        "--include-path",
+        fixture("eval/lm_eval_tasks").to_str().unwrap(),
+        "--datasets-dir",
+        fixture("eval/mirror").to_str().unwrap(),
+        "--tasks",
+        "gsm8k",
+        "--num-fewshot",
+        "1",
+        "--output",
+        dir.path().join("e").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["gsm8k.yaml", "max_gen_toks 256", "64"]);
+}

@@ -96,6 +96,16 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
         "generate_until" => gen_kwargs(&task.cfg).map_err(|e| EvalError::Task(shown.clone(), e))?,
         _ => (Vec::new(), 0),
     };
+    // lm-eval refuses this for decoders (no room left for the context): so does graft.
+    if max_gen > 0 && !lm.model.is_seq2seq() && max_gen >= lm.max_length {
+        return Err(EvalError::Task(
+            shown,
+            format!(
+                "generation_kwargs.max_gen_toks {max_gen} must be less than the model's maximum length {} (as lm-eval requires)",
+                lm.max_length
+            ),
+        ));
+    }
     // Rolling log-likelihoods of every document at once: windows batched by length.
     let rolling = match task.cfg.output_type.as_str() {
         "loglikelihood_rolling" => {
