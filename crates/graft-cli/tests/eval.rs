@@ -194,7 +194,16 @@ fn humaneval_runs_generated_code_and_reports_each_outcome() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("he");
-    let m = model();
+    // HumanEval asks for up to 1024 new tokens, more than the tiny llama's 64 positions (which
+    // lm-eval and graft refuse): the same weights with a longer window (RoPE has no learned
+    // positions).
+    let long = dir.path().join("llama-long");
+    copy_dir(&fixture("models/llama"), &long);
+    let cfg_path = long.join("config.json");
+    let mut cfg = read_json_path(&cfg_path);
+    cfg["max_position_embeddings"] = 2048.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let m = long.display().to_string();
     let args = [
         "eval",
         "--model",
