@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod prompt;
 pub mod pyrandom;
+pub mod pyrepr;
 pub mod registry;
 pub mod results;
 pub mod seq2seq;

@@ -59,6 +59,7 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_unknown_method_callback(python_methods);
+        env.set_formatter(crate::pyrepr::formatter);
         env.add_filter(
             "regex_replace",
             |s: String, pattern: String, repl: String| -> Result<String, minijinja::Error> {
@@ -126,11 +127,22 @@ impl Templates {
             },
             Some(v) => v.clone(),
         };
+        let rendered = matches!(spec, Some(Value::String(s)) if !doc.contains_key(s));
         Ok(match raw {
             Value::String(s)
                 if has_choices && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) =>
             {
                 Value::from(s.parse::<u64>().map_err(|e| e.to_string())?)
+            }
+            // A rendered list (`{{answers}}`) is read back as a list, as lm-eval's
+            // `ast.literal_eval`; text that does not parse stays text.
+            Value::String(s)
+                if rendered && s.len() >= 2 && s.starts_with('[') && s.ends_with(']') =>
+            {
+                match python_list(&s) {
+                    Ok(items) => Value::from(items),
+                    Err(_) => Value::String(s),
+                }
             }
             v => v,
         })
@@ -229,7 +241,12 @@ fn python_list(text: &str) -> Result<Vec<String>, String> {
             while chars.peek().is_some_and(|c| *c != ',') {
                 s.push(chars.next().unwrap_or(','));
             }
-            out.push(s.trim().to_string());
+            // A literal, as ast.literal_eval takes it: a number, True, False or None.
+            let s = s.trim().to_string();
+            if s.parse::<f64>().is_err() && !["True", "False", "None"].contains(&s.as_str()) {
+                return Err(bad());
+            }
+            out.push(s);
         }
     }
     Ok(out)
@@ -304,5 +321,17 @@ mod tests {
         assert!(e.contains("ValueError"), "{e}");
         // pycompat's methods still work.
         assert_eq!(t.text(&Some(json!("{{' x '.strip()}}")), s).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_rendered_list_target_is_a_list_as_lm_evals_literal_eval() {
+        let t = Templates::new();
+        let doc = json!({"answers": ["it's", "b"], "s": "[not a list"});
+        let doc = doc.as_object().unwrap();
+        let spec = |s: &str| Some(Value::String(s.into()));
+        assert_eq!(t.target(&spec("{{answers}}"), doc, false).unwrap(), json!(["it's", "b"]));
+        // A field named directly keeps its value; text that is no list literal stays text.
+        assert_eq!(t.target(&spec("answers"), doc, false).unwrap(), json!(["it's", "b"]));
+        assert_eq!(t.target(&spec("{{s}}]"), doc, false).unwrap(), json!("[not a list]"));
     }
 }
