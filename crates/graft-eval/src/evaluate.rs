@@ -434,7 +434,31 @@ fn gen_kwargs(cfg: &TaskConfig) -> Result<(Vec<String>, usize), String> {
 /// Everything about a task file that can be checked without its data or a model: the metrics
 /// for its output type, the filters, the generation settings and every template's syntax.
 pub fn check(cfg: &TaskConfig) -> Result<(), String> {
-    metric_list(cfg)?;
+    for (name, _, _, opts) in metric_list(cfg)? {
+        let known: &[&str] = match cfg.output_type.as_str() {
+            "multiple_choice" => &[
+                "acc",
+                "acc_norm",
+                "acc_bytes",
+                "exact_match",
+                "f1",
+                "f1_macro",
+                "f1_micro",
+                "mcc",
+            ],
+            "loglikelihood" => &["perplexity", "acc"],
+            "loglikelihood_rolling" => &["word_perplexity", "byte_perplexity", "bits_per_byte"],
+            _ => &["pass@1"],
+        };
+        let generated = cfg.output_type == "generate_until"
+            && metrics::text_metric(&name, "", "", &opts).is_ok();
+        if !known.contains(&name.as_str()) && !generated {
+            return Err(format!(
+                "metric `{name}` does not apply to {}",
+                cfg.output_type
+            ));
+        }
+    }
     filter_pipelines(cfg)?;
     if cfg.output_type == "generate_until" {
         gen_kwargs(cfg)?;

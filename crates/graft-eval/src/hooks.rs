@@ -2,10 +2,10 @@
 //! Python from a task file; a hook is replaced only when the task, the key and the function named
 //! are exactly those of lm-eval's own file, so a different function is still refused.
 //!
-//! - hellaswag `process_docs: !function utils.process_docs`: `query` = preprocess(activity_label
-//!   + ": " + ctx_a + " " + capitalize(ctx_b)), `choices` = preprocess(each ending), `gold` =
-//!   int(label); preprocess strips, turns " [title]" into ". ", drops `[…]` and halves double
-//!   spaces once.
+//! - hellaswag `process_docs: !function utils.process_docs`: `query` is the preprocessed
+//!   `activity_label: ctx_a Ctx_b` (ctx_b capitalised), `choices` the preprocessed endings,
+//!   `gold` the label as an integer; preprocessing strips, turns " [title]" into ". ", drops
+//!   `[…]` and halves double spaces once.
 //! - truthfulqa_mc2 `process_results: !function utils.process_results_mc2`: `acc` = the share of
 //!   probability (exp of the choice log-likelihoods, normalised) on the true answers
 //!   (`mc2_targets.labels == 1`).

@@ -329,9 +329,18 @@ mod tests {
         let doc = json!({"answers": ["it's", "b"], "s": "[not a list"});
         let doc = doc.as_object().unwrap();
         let spec = |s: &str| Some(Value::String(s.into()));
-        assert_eq!(t.target(&spec("{{answers}}"), doc, false).unwrap(), json!(["it's", "b"]));
+        assert_eq!(
+            t.target(&spec("{{answers}}"), doc, false).unwrap(),
+            json!(["it's", "b"])
+        );
         // A field named directly keeps its value; text that is no list literal stays text.
-        assert_eq!(t.target(&spec("answers"), doc, false).unwrap(), json!(["it's", "b"]));
-        assert_eq!(t.target(&spec("{{s}}]"), doc, false).unwrap(), json!("[not a list]"));
+        assert_eq!(
+            t.target(&spec("answers"), doc, false).unwrap(),
+            json!(["it's", "b"])
+        );
+        assert_eq!(
+            t.target(&spec("{{s}}]"), doc, false).unwrap(),
+            json!("[not a list]")
+        );
     }
 }

@@ -80,12 +80,9 @@ pub fn formatter(
     value: &Value,
 ) -> Result<(), minijinja::Error> {
     match value.kind() {
-        ValueKind::Seq | ValueKind::Iterable | ValueKind::Map => {
-            use std::fmt::Write;
-            out.write_str(&repr(value)).map_err(|e| {
-                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
-            })
-        }
+        ValueKind::Seq | ValueKind::Iterable | ValueKind::Map => out
+            .write_str(&repr(value))
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())),
         _ => minijinja::escape_formatter(out, state, value),
     }
 }

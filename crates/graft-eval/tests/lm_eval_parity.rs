@@ -100,6 +100,8 @@ fn check_file(lm: &Lm, path: &std::path::Path, opts: &OpenOptions, task: &str, o
         for m in w["metrics"].as_array().unwrap() {
             let m = m.as_str().unwrap();
             match (&g[m], &w[m]) {
+                // (reference, prediction) kept for a corpus metric.
+                (Value::Array(a), Value::Array(b)) if b[0].is_string() => assert_eq!(a, b, "{m}"),
                 (Value::Array(a), Value::Array(b)) => {
                     assert!(close(a[0].as_f64().unwrap(), b[0].as_f64().unwrap(), 1e-4));
                     assert_eq!(
@@ -163,7 +165,10 @@ fn own_task(task: &str, shots: usize, out_name: &str) {
     let source = ModelSource::open(&fixture("models/llama"), DType::F32, &Device::Cpu).unwrap();
     let model = source.build_model(DType::F32, &Device::Cpu).unwrap();
     let lm = Lm::new(&source, &model).unwrap();
-    let index = TaskIndex::scan(&[fixture("eval/lm_eval_tasks")]);
+    let index = TaskIndex::scan(&[
+        fixture("eval/lm_eval_tasks"),
+        fixture("eval/lm_eval_groups"),
+    ]);
     let files = index.expand(task).unwrap();
     assert_eq!(files.len(), 1);
     let opts = OpenOptions {
@@ -233,6 +238,12 @@ fn winogrande_multiple_inputs_with_its_hooks_in_rust() {
     // A context per option, one continuation; few-shot examples completed with their answer.
     own_task("winogrande", 0, "winogrande_0shot");
     own_task("winogrande", 2, "winogrande_2shot");
+}
+
+#[test]
+fn generated_text_scored_by_bleu_chrf_and_ter() {
+    // Corpus metrics over generated text, with lm-eval's bootstrap standard errors.
+    own_task("tiny_mt", 0, "tiny_mt_0shot");
 }
 
 #[test]

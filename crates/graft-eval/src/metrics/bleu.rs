@@ -110,6 +110,10 @@ pub fn from_stats(stats: &[Stats]) -> f64 {
         sys += s.sys_len;
         rl += s.ref_len;
     }
+    // sacrebleu stops early when nothing matches: 0, not a smoothed score.
+    if correct.iter().all(|&c| c == 0) {
+        return 0.0;
+    }
     let mut precisions = [0.0f64; 4];
     let mut smooth = 1.0;
     for n in 0..4 {

@@ -10,6 +10,7 @@ pub mod perplexity;
 pub mod rouge;
 pub mod squad;
 pub mod stderr;
+pub mod ter;
 
 use serde_json::{Map, Value};
 
@@ -35,6 +36,8 @@ impl Item {
         match self {
             Item::Score(x) => Value::from(*x),
             Item::Weighted(ll, n) => Value::from(vec![*ll, *n]),
+            // lm-eval keeps [gold, prediction]; a list of golds stays a list.
+            Item::Texts(refs, pred) if refs.len() == 1 => serde_json::json!([refs[0], pred]),
             Item::Texts(refs, pred) => serde_json::json!([refs, pred]),
             Item::Labels(g, p) => serde_json::json!([g, p]),
         }
@@ -99,6 +102,11 @@ pub fn aggregation(name: &str, items: &[Item]) -> Result<(f64, Option<f64>), Str
             let f = |x: &[Vec<f64>]| chrf::from_stats(x, order);
             Ok((f(&stats), stderr::bootstrap(&stats, 100, f)))
         }
+        // Lower is better; bootstrapped with 100 resamples as lm-eval does for ter.
+        "ter" => {
+            let stats: Vec<[f64; 2]> = texts()?.iter().map(|(r, h)| ter::segment(r, h)).collect();
+            Ok((ter::from_stats(&stats), stderr::bootstrap(&stats, 100, ter::from_stats)))
+        }
         "f1" | "f1_macro" | "f1_micro" => {
             let l = labels()?;
             let f = match name {
@@ -125,7 +133,7 @@ pub fn aggregation(name: &str, items: &[Item]) -> Result<(f64, Option<f64>), Str
         "weighted_perplexity" => Ok((perplexity::weighted_perplexity(&pairs()?), None)),
         "bits_per_byte" => Ok((perplexity::bits_per_byte(&pairs()?), None)),
         other => Err(format!(
-            "aggregation `{other}` is not supported (mean, perplexity, weighted_perplexity, bits_per_byte, bleu, chrf, chrfpp, f1, f1_macro, f1_micro, matthews_corrcoef)"
+            "aggregation `{other}` is not supported (mean, perplexity, weighted_perplexity, bits_per_byte, bleu, chrf, chrfpp, ter, f1, f1_macro, f1_micro, matthews_corrcoef)"
         )),
     }
 }
@@ -138,6 +146,7 @@ pub fn defaults(metric: &str) -> Option<(&'static str, bool)> {
         "bleu" => ("bleu", true),
         "chrf" => ("chrf", true),
         "chrfpp" => ("chrfpp", true),
+        "ter" => ("ter", false),
         "f1" => ("f1", true),
         "mcc" => ("matthews_corrcoef", true),
         "f1_macro" => ("f1_macro", true),
@@ -156,12 +165,20 @@ pub fn text_metric(
     prediction: &str,
     options: &Map<String, Value>,
 ) -> Result<Item, String> {
+    let golds = [gold.to_string()];
     match metric {
         "exact_match" => Ok(Item::Score(exact_match::exact_match(
             gold, prediction, options,
         )?)),
+        // Corpus metrics: lm-eval keeps (reference, prediction) and scores the corpus.
+        "bleu" | "chrf" | "chrfpp" | "ter" => Ok(Item::Texts(golds.to_vec(), prediction.into())),
+        "rouge1" => Ok(Item::Score(rouge::rouge_n(gold, prediction, 1))),
+        "rouge2" => Ok(Item::Score(rouge::rouge_n(gold, prediction, 2))),
+        "rougeL" => Ok(Item::Score(rouge::rouge_l(gold, prediction))),
+        "token_f1" => Ok(Item::Score(squad::f1(prediction, &golds))),
+        "squad_em" => Ok(Item::Score(squad::exact(prediction, &golds))),
         other => Err(format!(
-            "metric `{other}` is not supported for generated text (exact_match)"
+            "metric `{other}` is not supported for generated text (exact_match, bleu, chrf, chrfpp, ter, rouge1, rouge2, rougeL, token_f1, squad_em, pass@1)"
         )),
     }
 }
@@ -231,6 +248,8 @@ mod tests {
             chrf::corpus_chrf(&items(2), 2),
             &sb["corpus_chrfpp_2ref"]
         ));
+        assert!(close(ter::corpus_ter(&items(1)), &sb["corpus_ter_1ref"]));
+        assert!(close(ter::corpus_ter(&items(2)), &sb["corpus_ter_2ref"]));
         // lm-eval's bootstrap standard errors (100 resamples, random.Random(0).choices).
         let st = &r["stderr"];
         let one: Vec<Item> = items(1)
