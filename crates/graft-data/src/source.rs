@@ -72,6 +72,11 @@ pub fn rows_iter(path: &Path) -> Result<Rows, String> {
         return Ok(Box::new(rows.into_iter()));
     }
     let (stream, inner_name) = open_stream(path)?;
+    if inner_name.ends_with(".json") {
+        if let Some(rows) = json_array(path, &shown)? {
+            return Ok(Box::new(rows.into_iter()));
+        }
+    }
     let lines = CappedLines::new(BufReader::new(stream), MAX_LINE)
         .enumerate()
         .map(move |(i, l)| (i + 1, l));
@@ -99,6 +104,57 @@ pub fn rows_iter(path: &Path) -> Result<Rows, String> {
         })
     })))
 }
+
+/// A `.json` file that holds one JSON array of objects (as `datasets`' json loader also reads),
+/// numbered by position; `None` when the file is JSON Lines instead.
+fn json_array(
+    path: &Path,
+    shown: &str,
+) -> Result<Option<Vec<Result<NumberedRow, String>>>, String> {
+    let (stream, _) = open_stream(path)?;
+    let mut reader = BufReader::new(stream);
+    let first = loop {
+        let buf = reader.fill_buf().map_err(|e| format!("{shown}: {e}"))?;
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => break buf[i],
+            None if buf.is_empty() => return Ok(None),
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    };
+    if first != b'[' {
+        return Ok(None);
+    }
+    // Read whole (an array cannot stream here), within the same cap as a JSONL line.
+    let mut text = String::new();
+    reader
+        .take(MAX_ARRAY as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if text.len() > MAX_ARRAY {
+        return Err(format!(
+            "{shown}: a JSON array over {} MiB; use JSON Lines",
+            MAX_ARRAY >> 20
+        ));
+    }
+    let items: Vec<Value> =
+        serde_json::from_str(&text).map_err(|e| format!("{shown}: invalid JSON: {e}"))?;
+    Ok(Some(
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Object(o) => Ok((i + 1, o)),
+                _ => Err(format!("{shown}: item {}: expected a JSON object", i + 1)),
+            })
+            .collect(),
+    ))
+}
+
+/// The largest JSON-array file read (bytes).
+const MAX_ARRAY: usize = 1 << 30;
 
 /// Every row of a Parquet file, up to and including the first error.
 fn parquet_rows(path: &Path, shown: &str) -> Result<Vec<Result<NumberedRow, String>>, String> {
@@ -348,6 +404,22 @@ impl Iterator for TextParagraphs {
 mod tests {
     use super::*;
     use graft_testkit::fixture;
+
+    #[test]
+    fn a_json_file_may_hold_an_array_or_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (array, lines, bad) = (
+            dir.path().join("a.json"),
+            dir.path().join("l.json"),
+            dir.path().join("b.json"),
+        );
+        std::fs::write(&array, " \n[{\"q\": \"x\"},\n {\"q\": \"y\"}]\n").unwrap();
+        std::fs::write(&lines, "{\"q\": \"x\"}\n{\"q\": \"y\"}\n").unwrap();
+        std::fs::write(&bad, "[{\"q\": 1}, 2]").unwrap();
+        assert_eq!(read_rows(&array).unwrap(), read_rows(&lines).unwrap());
+        let e = read_rows(&bad).unwrap_err();
+        assert!(e.contains("b.json") && e.contains("item 2"), "{e}");
+    }
 
     #[test]
     fn parquet_rows_equal_their_jsonl() {
