@@ -362,17 +362,26 @@ fn read_map(path: &Path, depth: usize) -> Result<Map<String, Value>, EvalError> 
     }
     let text =
         std::fs::read_to_string(path).map_err(|e| EvalError::Task(shown.clone(), e.to_string()))?;
-    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-        .map_err(|e| EvalError::Task(shown.clone(), format!("not valid YAML: {e}")))?;
-    let yaml = mark_hooks(yaml);
-    if let Some((key, tag)) = tagged(&yaml, "") {
-        return Err(EvalError::PythonHook(
-            shown,
-            format!("{key}: `{tag}` (a Python function) is not supported; use a Jinja template"),
-        ));
-    }
-    let value: Value = serde_json::to_value(yaml)
-        .map_err(|e| EvalError::Task(shown.clone(), format!("cannot read: {e}")))?;
+    let value: Value = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+        Ok(yaml) => {
+            let yaml = mark_hooks(yaml);
+            if let Some((key, tag)) = tagged(&yaml, "") {
+                return Err(EvalError::PythonHook(
+                    shown,
+                    format!(
+                        "{key}: `{tag}` (a Python function) is not supported; use a Jinja template"
+                    ),
+                ));
+            }
+            serde_json::to_value(yaml)
+                .map_err(|e| EvalError::Task(shown.clone(), format!("cannot read: {e}")))?
+        }
+        // PyYAML, which lm-eval reads with, keeps the last of duplicate keys (lm-eval's own
+        // kmmlu files repeat one); so does this reading, for files without tags.
+        Err(e) if e.to_string().contains("duplicate entry") => serde_yaml_ng::from_str(&text)
+            .map_err(|_| EvalError::Task(shown.clone(), format!("not valid YAML: {e}")))?,
+        Err(e) => return Err(EvalError::Task(shown, format!("not valid YAML: {e}"))),
+    };
     let Value::Object(mut map) = value else {
         return Err(EvalError::Task(
             shown,
@@ -469,5 +478,28 @@ fn tagged(v: &serde_yaml_ng::Value, at: &str) -> Option<(String, String)> {
             .enumerate()
             .find_map(|(i, v)| tagged(v, &format!("{at}[{i}]"))),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn duplicate_keys_keep_the_last_as_pyyaml_does() {
+        // lm-eval's kmmlu/cot_hard/_cot_kmmlu_yaml repeats `regex_pattern` in one filter step.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.yaml");
+        std::fs::write(
+            &path,
+            "task: t\ndataset_path: x/y\ntest_split: test\ndoc_to_text: q\ndoc_to_target: a\n\
+             filter_list:\n  - name: get\n    filter:\n      - function: regex\n        \
+             regex_pattern: first\n        regex_pattern: last\n",
+        )
+        .unwrap();
+        let (cfg, _) = super::TaskConfig::read(&path).unwrap();
+        let step = &cfg.filter_list.unwrap()[0].filter[0];
+        assert_eq!(step.regex_pattern.as_deref(), Some("last"));
+        // With a Python hook too, the file stays refused (and names the YAML problem).
+        std::fs::write(&path, "task: t\nprocess_docs: !function u.f\ntask: u\n").unwrap();
+        assert!(super::TaskConfig::read(&path).is_err());
     }
 }
