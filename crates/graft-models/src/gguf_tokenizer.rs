@@ -122,6 +122,24 @@ pub fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<(String, Str
         .collect()
 }
 
+/// `tokenizer.ggml.merges` as llama.cpp splits them: at the first space after the first
+/// character (a merge may start with a space).
+fn gguf_merges(path: &Path, content: &Content) -> Result<Vec<(String, String)>> {
+    string_array(path, content, "tokenizer.ggml.merges")?
+        .into_iter()
+        .map(
+            |m| match m.char_indices().skip(1).find(|(_, c)| *c == ' ') {
+                Some((i, _)) => Ok((m[..i].to_string(), m[i + 1..].to_string())),
+                None => Err(ModelError::config(
+                    path,
+                    "tokenizer.ggml.merges",
+                    format!("merge `{m}` has no space"),
+                )),
+            },
+        )
+        .collect()
+}
+
 fn byte_level_pre_tokenizer(pre: &str) -> (PreTokenizerWrapper, Option<String>) {
     let split = |re: &str| -> PreTokenizerWrapper {
         let split = Split::new(
@@ -188,17 +206,7 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
 
     let (mut inner, default_bos) = match model.as_str() {
         "gpt2" => {
-            let merges = string_array(path, content, "tokenizer.ggml.merges")?
-                .into_iter()
-                .map(|m| match m.split_once(' ') {
-                    Some((l, r)) => Ok((l.to_string(), r.to_string())),
-                    None => Err(ModelError::config(
-                        path,
-                        "tokenizer.ggml.merges",
-                        format!("merge `{m}` has no space"),
-                    )),
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let merges = gguf_merges(path, content)?;
             let pre = meta(content, "tokenizer.ggml.pre")
                 .and_then(|v| v.to_string().ok())
                 .cloned()
@@ -264,11 +272,39 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
             t.with_decoder(Some(DecoderSequence::new(decoders)));
             (t, true)
         }
+        // Gemma 4: SentencePiece-style BPE with stored merges (llama.cpp's `gemma4`): spaces
+        // become ▁ with no prefix, newline runs are pieces of their own (one token when the
+        // vocabulary has the run), merges run on characters, and what no token covers falls
+        // back to <0xXX> byte tokens.
+        "gemma4" => {
+            let bpe = BPE::builder()
+                .vocab_and_merges(vocab, gguf_merges(path, content)?)
+                .byte_fallback(true)
+                .ignore_merges(true)
+                .build()
+                .map_err(|e| ModelError::config(path, "tokenizer.ggml.merges", e))?;
+            let mut t = tokenizers::Tokenizer::new(bpe);
+            t.with_normalizer(Some(Replace::new(" ", "▁").expect("literal pattern")))
+                .map_err(|e| ModelError::config(path, "tokenizer.ggml.model", e))?;
+            let newlines = Split::new(
+                tokenizers::pre_tokenizers::split::SplitPattern::Regex("\n+".into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .expect("built-in regex compiles");
+            t.with_pre_tokenizer(Some(newlines));
+            t.with_decoder(Some(DecoderSequence::new(vec![
+                Replace::new("▁", " ").expect("literal pattern").into(),
+                ByteFallback::new().into(),
+                Fuse::new().into(),
+            ])));
+            (t, true)
+        }
         other => {
             return Err(ModelError::config(
                 path,
                 "tokenizer.ggml.model",
-                format!("`{other}` is not supported (gpt2, llama)"),
+                format!("`{other}` is not supported (gpt2, llama, gemma4)"),
             ))
         }
     };

@@ -375,6 +375,17 @@ impl ModelSource {
     }
 }
 
+/// The tokenizer alone, for commands that need nothing else: an HF folder's `tokenizer.json`
+/// (no weights needed) or a GGUF file's `tokenizer.ggml.*` metadata (a vocabulary-only GGUF
+/// works), with warnings about approximations made in rebuilding it.
+pub fn open_tokenizer(path: &Path) -> Result<(Tokenizer, Vec<String>)> {
+    if path.is_dir() {
+        return Ok((Tokenizer::from_hf_dir(path)?, Vec::new()));
+    }
+    let content = gguf::read_content(path)?;
+    gguf_tokenizer::tokenizer_from_gguf(path, &content)
+}
+
 /// The shard files a `*.safetensors.index.json` lists (each once), which must be plain file names
 /// in the model folder: `../x` or an absolute path would read outside it.
 pub fn shard_files(dir: &Path, index: &Path, json: &Value) -> Result<Vec<PathBuf>> {

@@ -1,0 +1,93 @@
+//! llama.cpp's tokenizer conformance suite (`tests/test-tokenizer-0.cpp`): each vocabulary-only
+//! GGUF with its `.inp` strings (separated by `\n__ggml_vocab_test__\n`) and `.out` token ids,
+//! encoded as llama.cpp's test does (no special tokens added, special-token text not parsed).
+//! CI runs the committed subset in tests/fixtures/vocab (llama-spm; MIT, from the llama.cpp
+//! vendored in llama-cpp-python's sdist); `GRAFT_VOCAB_DIR` points at the whole suite
+//! (tools/fixtures/fetch_real_models.sh) and prints the per-vocabulary table.
+
+use std::path::{Path, PathBuf};
+
+use graft_testkit::fixture;
+
+/// (cases equal, cases, the first mismatch) for one vocabulary.
+fn conformance(gguf: &Path) -> Result<(usize, usize, Option<String>), String> {
+    let read = |ext: &str| {
+        std::fs::read_to_string(format!("{}.{ext}", gguf.display())).map_err(|e| e.to_string())
+    };
+    let (inp, out) = (read("inp")?, read("out")?);
+    // As llama.cpp reads them: the text after the last separator is a case only if not empty.
+    let mut inputs: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    if inputs.last() == Some(&"") {
+        inputs.pop();
+    }
+    let outputs: Vec<&str> = out.lines().collect();
+    if inputs.len() != outputs.len() {
+        return Err(format!(
+            "{} inputs, {} outputs",
+            inputs.len(),
+            outputs.len()
+        ));
+    }
+    let (mut tok, _) = graft_models::open_tokenizer(gguf).map_err(|e| e.to_string())?;
+    tok.inner.set_encode_special_tokens(true);
+    let (mut equal, mut first) = (0, None);
+    for (text, want) in inputs.iter().zip(&outputs) {
+        let want: Vec<u32> = want
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let got = tok
+            .inner
+            .encode(*text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| e.to_string())?;
+        if got == want {
+            equal += 1;
+        } else if first.is_none() {
+            first = Some(format!("{text:?}: graft {got:?}, llama.cpp {want:?}"));
+        }
+    }
+    Ok((equal, inputs.len(), first))
+}
+
+#[test]
+fn llama_spm_vocabulary_gives_llama_cpps_ids() {
+    let (equal, total, first) = conformance(&fixture("vocab/ggml-vocab-llama-spm.gguf")).unwrap();
+    assert_eq!(equal, total, "{first:?}");
+}
+
+#[test]
+fn the_whole_suite_when_present() {
+    let Some(dir) = std::env::var_os("GRAFT_VOCAB_DIR").map(PathBuf::from) else {
+        eprintln!("skipped: set GRAFT_VOCAB_DIR to llama.cpp's vocab files");
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .filter(|p| Path::new(&format!("{}.inp", p.display())).exists())
+        .collect();
+    files.sort();
+    println!("| vocabulary | equal / cases | first mismatch |\n|---|---:|---|");
+    for f in files {
+        let name = f
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .replace("ggml-vocab-", "");
+        match conformance(&f) {
+            Ok((e, t, first)) => println!(
+                "| {name} | {e} / {t} | {} |",
+                first
+                    .unwrap_or_default()
+                    .replace('|', "\\|")
+                    .chars()
+                    .take(160)
+                    .collect::<String>()
+            ),
+            Err(e) => println!("| {name} | error | {} |", e.replace('|', "\\|")),
+        }
+    }
+}
