@@ -47,6 +47,7 @@ enum Command {
     Eval(commands::eval::Args),
     EvalCheck(commands::eval_check::Args),
     Merge(commands::merge::Args),
+    Tokenize(commands::tokenize::Args),
 }
 
 /// A bug must never print a Rust backtrace at a user: one line, exit code 70 (EX_SOFTWARE).
@@ -98,6 +99,7 @@ fn main() {
         Command::Eval(a) => commands::eval::run(a),
         Command::EvalCheck(a) => commands::eval_check::run(a),
         Command::Merge(a) => commands::merge::run(a),
+        Command::Tokenize(a) => commands::tokenize::run(a),
     };
     if let Err(e) = result {
         // One line: the chain joined, newlines flattened.

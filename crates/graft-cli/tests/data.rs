@@ -357,3 +357,85 @@ fn zero_counts_are_named_errors() {
         assert_user_error(&out, &[needle]);
     }
 }
+
+#[test]
+fn tokenize_needs_only_the_tokenizer() {
+    // A vocabulary-only GGUF (llama.cpp's llama-spm test vocabulary): the ids of llama.cpp's
+    // own test vector; and an HF folder holding only its tokenizer files.
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(&rows, "{\"text\": \"ied 4 ½ months\"}\n{\"text\": \"\"}\n").unwrap();
+    let out = dir.path().join("ids.jsonl");
+    let vocab = fixture("vocab/ggml-vocab-llama-spm.gguf");
+    let o = graft(&[
+        "tokenize",
+        "--model",
+        vocab.to_str().unwrap(),
+        "--input",
+        rows.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--no-special",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        got[0]["input_ids"],
+        serde_json::json!([474, 287, 29871, 29946, 29871, 30226, 7378])
+    );
+    assert_eq!(got[1]["input_ids"], serde_json::json!([]));
+    // Decoding gives the text back.
+    let text = dir.path().join("text.jsonl");
+    let o = graft(&[
+        "tokenize",
+        "--model",
+        vocab.to_str().unwrap(),
+        "--input",
+        out.to_str().unwrap(),
+        "--output",
+        text.to_str().unwrap(),
+        "--decode",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&text)
+        .unwrap()
+        .starts_with("{\"text\":\"ied 4 ½ months\"}"));
+    // An HF folder with no weights: tokenizer files only.
+    let hf = dir.path().join("tok");
+    std::fs::create_dir(&hf).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(fixture("models/llama").join(f), hf.join(f)).unwrap();
+    }
+    let o = graft(&[
+        "tokenize",
+        "--model",
+        hf.to_str().unwrap(),
+        "--input",
+        rows.to_str().unwrap(),
+        "--output",
+        dir.path().join("hf.jsonl").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A row without text: exit 2 naming the file, line and field; nothing written.
+    std::fs::write(&rows, "{\"text\": \"a\"}\n{\"txt\": \"b\"}\n").unwrap();
+    let bad_out = dir.path().join("bad.jsonl");
+    let o = graft(&[
+        "tokenize",
+        "--model",
+        vocab.to_str().unwrap(),
+        "--input",
+        rows.to_str().unwrap(),
+        "--output",
+        bad_out.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["rows.jsonl:2", "text"]);
+    assert!(!bad_out.exists());
+}

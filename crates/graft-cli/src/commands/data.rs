@@ -109,10 +109,14 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
+/// The tokenizer alone (no weights read: a vocabulary-only GGUF or a folder with only the
+/// tokenizer files works), its approximations reported once.
 pub(super) fn tokenizer(model: &Path) -> Result<graft_models::Tokenizer> {
-    let source =
-        graft_models::ModelSource::open(model, candle_core::DType::F32, &candle_core::Device::Cpu)?;
-    Ok(source.tokenizer()?.clone())
+    let (tok, warnings) = graft_models::open_tokenizer(model)?;
+    for w in warnings {
+        eprintln!("warning: {}: {w}", model.display());
+    }
+    Ok(tok)
 }
 
 fn inspect(a: InspectArgs, skip: bool) -> Result<()> {

@@ -15,4 +15,5 @@ pub mod init_model;
 pub mod merge;
 pub mod quickstart;
 pub mod score;
+pub mod tokenize;
 pub mod train;
