@@ -29,6 +29,13 @@ fn conformance(gguf: &Path) -> Result<(usize, usize, Option<String>), String> {
         ));
     }
     let (mut tok, _) = graft_models::open_tokenizer(gguf).map_err(|e| e.to_string())?;
+    // For the developer check with transformers (tools/fixtures/xcheck_vocab_tokenizers.py):
+    // the tokenizer.json graft writes for this vocabulary.
+    if let Some(dir) = std::env::var_os("GRAFT_VOCAB_EXPORT") {
+        let name = gguf.file_stem().unwrap().to_string_lossy().to_string();
+        let out = Path::new(&dir).join(format!("{name}.tokenizer.json"));
+        tok.inner.save(&out, false).map_err(|e| e.to_string())?;
+    }
     tok.inner.set_encode_special_tokens(true);
     let (mut equal, mut first) = (0, None);
     for (text, want) in inputs.iter().zip(&outputs) {
