@@ -140,39 +140,69 @@ fn gguf_merges(path: &Path, content: &Content) -> Result<Vec<(String, String)>> 
         .collect()
 }
 
-fn byte_level_pre_tokenizer(pre: &str) -> (PreTokenizerWrapper, Option<String>) {
-    let split = |re: &str| -> PreTokenizerWrapper {
-        let split = Split::new(
-            tokenizers::pre_tokenizers::split::SplitPattern::Regex(re.into()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .expect("built-in regex compiles");
-        Sequence::new(vec![
-            split.into(),
-            ByteLevel::new(false, true, false).into(),
-        ])
-        .into()
+/// GPT-2's pre-tokenizer regex, as llama.cpp spells it.
+const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const QWEN35_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const DEEPSEEK_LLM_LETTERS: &str = "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+";
+
+/// The byte-level pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`: its regexes applied in
+/// turn (each splits the pieces of the one before, matches and gaps both kept), then the bytes
+/// mapped as GPT-2 does. An unknown `pre` is an error: another regex would give other ids.
+fn byte_level_pre_tokenizer(pre: &str) -> std::result::Result<PreTokenizerWrapper, String> {
+    let splits = |res: &[&str]| -> std::result::Result<PreTokenizerWrapper, String> {
+        let mut steps: Vec<PreTokenizerWrapper> = res
+            .iter()
+            .map(|re| {
+                Split::new(
+                    tokenizers::pre_tokenizers::split::SplitPattern::Regex((*re).into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map(Into::into)
+                .map_err(|e| format!("`{pre}`: regex `{re}`: {e}"))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        steps.push(ByteLevel::new(false, true, false).into());
+        Ok(Sequence::new(steps).into())
     };
-    match pre {
-        "gpt2" | "default" | "gpt-2" => (ByteLevel::new(false, true, true).into(), None),
-        "smollm" => (
-            Sequence::new(vec![
-                Digits::new(true).into(),
-                ByteLevel::new(false, true, true).into(),
-            ])
-            .into(),
-            None,
-        ),
-        "llama-bpe" | "llama3" | "llama-v3" => (split(LLAMA3_REGEX), None),
-        "qwen2" | "deepseek-r1-qwen" => (split(QWEN2_REGEX), None),
-        other => (
+    Ok(match pre {
+        "gpt2" | "default" | "gpt-2" | "mpt" | "olmo" | "jais" | "trillion" => {
+            ByteLevel::new(false, true, true).into()
+        }
+        // SmolLM's own tokenizer.json: single digits, then GPT-2's byte-level regex.
+        "smollm" => Sequence::new(vec![
+            Digits::new(true).into(),
             ByteLevel::new(false, true, true).into(),
-            Some(format!(
-                "tokenizer.ggml.pre `{other}` is not known to graft: using GPT-2's pre-tokenizer"
-            )),
-        ),
-    }
+        ])
+        .into(),
+        "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva" => {
+            splits(&[r"\p{N}", GPT2_REGEX])?
+        }
+        "llama-bpe" | "llama3" | "llama-v3" | "dbrx" | "smaug-bpe" => splits(&[LLAMA3_REGEX])?,
+        "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "hunyuan" => splits(&[QWEN2_REGEX])?,
+        "qwen35" => splits(&[QWEN35_REGEX])?,
+        "falcon" => splits(&[r"[\p{P}\$\+<=>\^~\|`]+", GPT2_REGEX, "[0-9][0-9][0-9]"])?,
+        "deepseek-coder" => splits(&[
+            r"[\r\n]",
+            r"\s?\p{L}+",
+            r"\s?\p{P}+",
+            "[一-龥ࠀ-一가-퟿]+",
+            r"\p{N}",
+        ])?,
+        "deepseek-llm" => splits(&[
+            r"[\r\n]",
+            DEEPSEEK_LLM_LETTERS,
+            "\\s?[!-/:-~！-／：-～‘-‟　-。]+",
+            r"\s+$",
+            "[一-龥ࠀ-一가-퟿]+",
+            r"\p{N}+",
+        ])?,
+        other => {
+            return Err(format!(
+                "`{other}` is not known to graft (its pre-tokenizer regex decides the token ids)"
+            ))
+        }
+    })
 }
 
 /// The tokenizer stored in a GGUF file, plus warnings about approximations made.
@@ -197,7 +227,7 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
     let bos_id = meta_u32(content, "tokenizer.ggml.bos_token_id");
     let eos_id = meta_u32(content, "tokenizer.ggml.eos_token_id");
     let token = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned());
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
     let vocab: tokenizers::models::bpe::Vocab = tokens
         .iter()
         .enumerate()
@@ -219,8 +249,8 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
                 .ignore_merges(ignore_merges)
                 .build()
                 .map_err(|e| ModelError::config(path, "tokenizer.ggml.merges", e))?;
-            let (pre_tokenizer, warning) = byte_level_pre_tokenizer(&pre);
-            warnings.extend(warning);
+            let pre_tokenizer = byte_level_pre_tokenizer(&pre)
+                .map_err(|e| ModelError::config(path, "tokenizer.ggml.pre", e))?;
             let mut t = tokenizers::Tokenizer::new(bpe);
             t.with_pre_tokenizer(Some(pre_tokenizer));
             t.with_decoder(Some(ByteLevelDecoder::default()));
@@ -360,4 +390,24 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
         },
         warnings,
     ))
+}
+
+#[cfg(test)]
+mod pre_tests {
+    #[test]
+    fn an_unknown_pre_tokenizer_is_an_error_naming_it() {
+        let e = super::byte_level_pre_tokenizer("tekken").err().unwrap();
+        assert!(e.contains("tekken"), "{e}");
+        for known in [
+            "gpt2",
+            "smollm",
+            "llama-bpe",
+            "qwen2",
+            "qwen35",
+            "falcon",
+            "deepseek-coder",
+        ] {
+            assert!(super::byte_level_pre_tokenizer(known).is_ok(), "{known}");
+        }
+    }
 }
