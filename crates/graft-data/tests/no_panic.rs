@@ -1,5 +1,5 @@
 //! Property tests: damaged data files (truncated, bytes changed) are errors, never panics
-//! (graft_testkit::assert_no_panic): JSONL (plain and gzip), Parquet, plain text, and each file of a
+//! (graft_testkit::assert_no_panic): JSONL (plain and gzip), JSON arrays, Parquet, plain text, and each file of a
 //! token cache.
 
 use std::path::Path;
@@ -27,6 +27,13 @@ fn damaged_row_files_are_errors() {
     std::io::Write::write_all(&mut gz, &std::fs::read(fixture("data/chat.jsonl")).unwrap())
         .unwrap();
     assert_no_panic("chat.jsonl.gz", &gz.finish().unwrap(), 300, read_rows);
+    // A .json file holding one JSON array of rows (as hub datasets ship them).
+    assert_no_panic(
+        "rows.json",
+        b" [{\"question\": \"q \\u00e9\", \"choices\": [\"a\", \"b\"], \"label\": 1},\n {\"question\": \"r\"}]\n",
+        300,
+        read_rows,
+    );
     assert_no_panic(
         "t.txt",
         b"Title\n\nFirst line\nsecond line.\n\n\nLast.\n",
