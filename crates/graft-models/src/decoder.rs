@@ -6,7 +6,7 @@
 //! input_ids (B, T) u32 → hidden (B, T, C) → logits (B, T, V).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -16,6 +16,7 @@ use crate::config::{BlockKind, DecoderConfig};
 use crate::layers::fused_block::{fused_block, BlockParams, BlockSpec};
 use crate::layers::fused_norm::FusedRmsNorm;
 use crate::layers::linear::Linear;
+use crate::layers::quant::QuantWeight;
 use crate::layers::{
     attention::causal_mask, attention::segment_mask, attention::Attention, kv_cache::KvCache,
     mlp::Mlp, norm::RmsNorm, rope,
@@ -186,6 +187,10 @@ pub struct Decoder {
     pub norm: RmsNorm,
     /// `None` when the embeddings are tied.
     pub lm_head: Option<Tensor>,
+    /// The embeddings and an untied head kept quantized (a GGUF opened with its weights kept as
+    /// stored); `embed_tokens` / `lm_head` are then zero-stride placeholders of their shapes.
+    pub quantized_embed: Option<Arc<QuantWeight>>,
+    pub quantized_head: Option<Arc<QuantWeight>>,
     /// When set, the hidden states come from this side network (the layers above stay frozen).
     pub side: Option<std::sync::Arc<dyn SideNetwork>>,
     /// Distinct rotary tables (usually one; Gemma 3 has a local and a global one) and each layer's index.
@@ -235,6 +240,8 @@ impl Decoder {
             checkpointing: false,
             norm,
             lm_head,
+            quantized_embed: None,
+            quantized_head: None,
             side: None,
             inv_freqs,
             layer_rope,
@@ -295,16 +302,49 @@ impl Decoder {
         train: bool,
     ) -> Result<Tensor> {
         let x = self.hidden_inner(input_ids, positions, segments, cache, train)?;
-        let mut logits = crate::layers::linear::matmul_t(&x, self.head())?;
+        let mut logits = self.head_logits(&x)?;
         if let Some(cap) = self.cfg.final_softcap {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }
         Ok(logits)
     }
 
-    /// The LM head's weight (V, H): `lm_head`, or the embeddings when tied.
-    pub fn head(&self) -> &Tensor {
-        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    /// The head's quantized weight, when it is kept quantized.
+    fn head_quantized(&self) -> Option<&Arc<QuantWeight>> {
+        match self.lm_head {
+            Some(_) => self.quantized_head.as_ref(),
+            None => self.quantized_embed.as_ref(),
+        }
+    }
+
+    /// The LM head's weight (V, H) as a dense tensor: `lm_head`, or the embeddings when tied
+    /// (dequantized when kept quantized).
+    pub fn head(&self) -> Result<Tensor> {
+        match self.head_quantized() {
+            Some(q) => q.dequantize(self.embed_tokens.device())?.to_dtype(self.dtype()),
+            None => Ok(self.lm_head.as_ref().unwrap_or(&self.embed_tokens).clone()),
+        }
+    }
+
+    /// Logits (…, V) of final hidden states (…, H), before soft-capping; a quantized head is
+    /// multiplied as stored.
+    pub fn head_logits(&self, x: &Tensor) -> Result<Tensor> {
+        match self.head_quantized() {
+            Some(q) => crate::layers::quant::quant_matmul(x, q),
+            None => crate::layers::linear::matmul_t(x, self.lm_head.as_ref().unwrap_or(&self.embed_tokens)),
+        }
+    }
+
+    /// Replaces quantized embeddings and head by dense tensors (before they are trained or
+    /// replaced as whole weights).
+    fn dequantize_embeddings(&mut self) -> Result<()> {
+        if let Some(q) = self.quantized_embed.take() {
+            self.embed_tokens = q.dequantize(self.embed_tokens.device())?.to_dtype(self.dtype())?;
+        }
+        if let (Some(q), Some(head)) = (self.quantized_head.take(), self.lm_head.as_mut()) {
+            *head = q.dequantize(head.device())?.to_dtype(head.dtype())?;
+        }
+        Ok(())
     }
 
     /// The final hidden states (B, T, H) after the last norm — what the head turns into logits —
@@ -339,10 +379,12 @@ impl Decoder {
     /// The token embeddings (B, T, H) of `input_ids` (B, T), scaled as the model scales them.
     pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
-        let mut x = self
-            .embed_tokens
-            .index_select(&input_ids.flatten_all()?, 0)?
-            .reshape((b, t, ()))?;
+        let ids = input_ids.flatten_all()?;
+        let rows = match &self.quantized_embed {
+            Some(q) => q.rows(&ids.to_vec1::<u32>()?, ids.device())?.to_dtype(self.dtype())?,
+            None => self.embed_tokens.index_select(&ids, 0)?,
+        };
+        let mut x = rows.reshape((b, t, ()))?;
         if let Some(scale) = self.cfg.embed_scale {
             // transformers multiplies by a tensor of the model dtype: round the scale the same way.
             x = x.broadcast_mul(
@@ -488,6 +530,10 @@ impl crate::layers::linear::Linears for Decoder {
     }
 
     fn embeddings_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        if let Err(e) = self.dequantize_embeddings() {
+            // Only a corrupt quantized tensor fails here; it failed to load for the same reason.
+            eprintln!("warning: quantized embeddings: {e}");
+        }
         let mut out = vec![("model.embed_tokens".to_string(), &mut self.embed_tokens)];
         if let Some(head) = self.lm_head.as_mut() {
             out.push(("lm_head".to_string(), head));

@@ -330,11 +330,11 @@ pub fn load_tensors(
             _ => None,
         };
         let is_quant = !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
-        if keep_quantized
-            && is_quant
-            && name.starts_with("blk.")
-            && name.ends_with(".weight")
-            && q.shape().rank() == 2
+        // Linear weights, the embeddings (read a row per token) and the head stay as stored.
+        let matrix = (name.starts_with("blk.") && name.ends_with(".weight"))
+            || name == "token_embd.weight"
+            || name == "output.weight";
+        if keep_quantized && is_quant && matrix && q.shape().rank() == 2
         {
             let q = match permuted_heads {
                 Some(h) => unpermute_quantized(&q, h, device).map_err(wrap)?,

@@ -14,6 +14,7 @@ pub mod init;
 pub mod layers;
 pub mod load;
 pub mod model;
+pub mod qkernels;
 pub mod registry;
 pub mod save;
 pub mod score;

@@ -359,6 +359,8 @@ impl ModelSource {
                 linear.quantized = Some(q.clone());
             }
         }
+        model.quantized_embed = self.quantized.get("model.embed_tokens.weight").cloned();
+        model.quantized_head = self.quantized.get("lm_head.weight").cloned();
         Ok(model)
     }
 

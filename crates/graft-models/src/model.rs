@@ -98,7 +98,7 @@ impl LanguageModel for Decoder {
             return softmax_token_logps(&self.logits(input, train)?, input.ids, want_lse);
         }
         let h = self.hidden_states(input.ids, input.packed, train)?;
-        head_token_logps(&h, self.head(), input.ids, want_lse)
+        head_token_logps(&h, &self.head()?, input.ids, want_lse)
     }
 }
 

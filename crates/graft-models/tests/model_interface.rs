@@ -68,7 +68,7 @@ fn every_view_of_the_model_agrees() {
         let h = model.hidden_states(&input, false).unwrap();
         let from_hidden = match &model {
             Model::Decoder(d) if d.cfg.final_softcap.is_none() => {
-                Some(h.broadcast_matmul(&d.head().t().unwrap()).unwrap())
+                Some(h.broadcast_matmul(&d.head().unwrap().t().unwrap()).unwrap())
             }
             Model::Decoder(_) => None,
             Model::Seq2Seq(t5) => {

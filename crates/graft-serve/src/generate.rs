@@ -43,9 +43,26 @@ pub fn generate(
     prompt: &[u32],
     opts: &GenerateOptions,
     device: &Device,
+    on_token: impl FnMut(u32) -> bool + Send,
+) -> Result<(Vec<u32>, StopReason)> {
+    // A decoding step is hundreds of small parallel products. Run from a pool thread, each one
+    // starts on the caller's share at once; from outside the pool, each would be handed over and
+    // the caller put to sleep and woken again (two context switches per product).
+    rayon::scope(|_| decode(model, prompt, opts, device, on_token))
+}
+
+fn decode(
+    model: &Model,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    device: &Device,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason)> {
     let mut sampler = Sampler::new(opts.temperature, opts.top_p, opts.seed);
+    // Quantized weights multiply 8-bit activations while generating (llama.cpp's numerics).
+    let _numerics = graft_models::qkernels::activations_scope(
+        graft_models::qkernels::generation_activations(),
+    );
     let (mut state, mut logits) = model.prefill(prompt, device)?;
     let mut out = Vec::new();
     for n in 1..=opts.max_new_tokens {

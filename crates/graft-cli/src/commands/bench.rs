@@ -112,24 +112,20 @@ pub fn run(args: Args) -> Result<()> {
             }
             "decode" => {
                 let prompt = &ids[..args.seq_len];
-                // Prefill is timed apart so the rate is decode-only.
+                // Timed from the first new token (prefill done) to the last: decode steps only.
                 let opts = GenerateOptions {
-                    max_new_tokens: 1,
+                    max_new_tokens: args.new_tokens + 1,
                     temperature: 0.0,
                     top_p: 1.0,
                     seed: 0,
                     eos_token_ids: vec![],
                 };
-                let prefill = std::time::Instant::now();
-                generate(&model, prompt, &opts, &device, |_| true)?;
-                let prefill = prefill.elapsed();
-                let opts = GenerateOptions {
-                    max_new_tokens: args.new_tokens + 1,
-                    ..opts
-                };
-                let all = std::time::Instant::now();
-                generate(&model, prompt, &opts, &device, |_| true)?;
-                let decode = all.elapsed().saturating_sub(prefill).as_secs_f64();
+                let mut first = None;
+                generate(&model, prompt, &opts, &device, |_| {
+                    first.get_or_insert_with(std::time::Instant::now);
+                    true
+                })?;
+                let decode = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
                 if run > 0 {
                     rates.push(args.new_tokens as f64 / decode);
                 }

@@ -1,14 +1,18 @@
 //! A frozen, quantized linear weight (GGUF k-quants and legacy quants kept as stored, or NF4 as
 //! bitsandbytes makes it) that still passes gradients to its input, for QLoRA-style training:
 //! candle's `QMatMul` has no backward.
-//! Forward and backward each dequantize the weight for the one matmul and drop it, so only the
-//! quantized bytes stay resident between layers.
+//! A GGUF weight multiplies a few rows at a time (decoding), or any number of rows with 8-bit
+//! activations (generation), through qkernels without dequantizing the tensor; otherwise forward
+//! and backward each dequantize the weight for the one matmul and drop it, so only the quantized
+//! bytes stay resident between layers.
 //! Shapes: x (…, in); W (out, in) quantized; y = x Wᵀ (…, out); ∂x = ∂y W.
 
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+
+use crate::qkernels::{self, Activations, QFormat, QMatrix};
 
 /// A frozen weight (out, in) held quantized.
 #[derive(Debug)]
@@ -36,6 +40,25 @@ impl QuantWeight {
         }
     }
 
+    /// Rows `ids` of the weight (an embedding lookup), dequantized to f32: (ids, in).
+    pub fn rows(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        let QuantWeight::Gguf(q) = self else {
+            let w = self.dequantize(device)?;
+            return w.index_select(&Tensor::new(ids, device)?, 0);
+        };
+        let (out, cols) = with_matrix(q, |m| {
+            let mut out = vec![0f32; ids.len() * m.cols];
+            for (o, &id) in out.chunks_exact_mut(m.cols).zip(ids) {
+                if id as usize >= m.rows {
+                    candle_core::bail!("token id {id} is outside the {} embeddings", m.rows);
+                }
+                m.dequantize_row(id as usize, o);
+            }
+            Ok((out, m.cols))
+        })?;
+        Tensor::from_vec(out, (ids.len(), cols), device)
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         match self {
@@ -56,6 +79,46 @@ impl QuantLinearOp {
     }
 }
 
+/// Up to this many rows a product with f32 activations goes through the row kernels; more rows
+/// amortise dequantizing the whole weight for one GEMM.
+const KERNEL_ROWS: usize = 4;
+
+/// Runs `f` on a GGUF tensor's bytes viewed as a [`QMatrix`] (an error for float types).
+fn with_matrix<R>(q: &QTensor, f: impl FnOnce(QMatrix) -> Result<R>) -> Result<R> {
+    let Some(format) = QFormat::of(q.dtype()) else {
+        candle_core::bail!("{:?} is not a block-quantized format", q.dtype())
+    };
+    let (n, k) = q.shape().dims2()?;
+    let data = q.data()?;
+    f(QMatrix::new(format, &data, n, k).map_err(candle_core::Error::msg)?)
+}
+
+impl QuantLinearOp {
+    /// y through the row kernels, when the weight's format has them and the rows are few or the
+    /// thread asks for 8-bit activations.
+    fn kernel_fwd(&self, x: &[f32], dims: &[usize]) -> Result<Option<(Vec<f32>, Shape)>> {
+        let QuantWeight::Gguf(q) = &*self.weight else {
+            return Ok(None);
+        };
+        let (Some(_), Some((&k, lead))) = (QFormat::of(q.dtype()), dims.split_last()) else {
+            return Ok(None);
+        };
+        let m = lead.iter().product::<usize>();
+        let acts = qkernels::activations();
+        if acts == Activations::F32 && m > KERNEL_ROWS {
+            return Ok(None);
+        }
+        with_matrix(q, |w| {
+            if w.cols != k {
+                candle_core::bail!("quant-linear: x has {k} features, W expects {}", w.cols);
+            }
+            let mut shape = lead.to_vec();
+            shape.push(w.rows);
+            Ok(Some((w.matmul(x, m, acts), Shape::from(shape))))
+        })
+    }
+}
+
 impl CustomOp1 for QuantLinearOp {
     fn name(&self) -> &'static str {
         "quant-linear"
@@ -64,11 +127,13 @@ impl CustomOp1 for QuantLinearOp {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = layout.shape().dims().to_vec();
         let x = match (storage, layout.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((start, end))) => {
-                Tensor::from_slice(&v[start..end], dims.clone(), &Device::Cpu)?
-            }
+            (CpuStorage::F32(v), Some((start, end))) => &v[start..end],
             _ => candle_core::bail!("quant-linear: needs a contiguous f32 input"),
         };
+        if let Some((y, shape)) = self.kernel_fwd(x, &dims)? {
+            return Ok((CpuStorage::F32(y), shape));
+        }
+        let x = Tensor::from_slice(x, dims.clone(), &Device::Cpu)?;
         let w = self.dense()?;
         let y = x.broadcast_matmul(&w.t()?)?;
         let shape = y.shape().clone();

@@ -1,0 +1,240 @@
+//! Products with GGUF-quantized weights that never dequantize a whole tensor: each thread takes a
+//! block of weight rows and multiplies them with every activation row, reading each quantized
+//! byte once. Two numerics:
+//! - [`Activations::F32`]: each weight row is dequantized into a buffer and dotted with the f32
+//!   activations, so the result equals dequantize-then-f32 to rounding (score, eval, classify).
+//! - [`Activations::Q8`]: activations are quantized to 8 bits per block and multiplied in integer
+//!   arithmetic with AVX2 (llama.cpp's method and error), for decoding; formats without such a
+//!   kernel, or CPUs without AVX2, FMA and F16C (checked at run time), take the f32 path.
+//!
+//! Shapes: W (n, k) quantized along k; x (m, k) f32; y = x Wᵀ (m, n).
+
+pub mod formats;
+pub mod q8;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+use std::cell::Cell;
+
+pub use formats::QFormat;
+use q8::{Q8Block, Q8KBlock};
+
+/// How activations enter a product with quantized weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activations {
+    F32,
+    Q8,
+}
+
+thread_local! {
+    static ACTIVATIONS: Cell<Activations> = const { Cell::new(Activations::F32) };
+}
+
+/// The numerics quantized products use on this thread (f32 unless a scope says otherwise).
+pub fn activations() -> Activations {
+    ACTIVATIONS.with(Cell::get)
+}
+
+/// Sets the numerics of quantized products on this thread until the guard drops (generation
+/// sets [`Activations::Q8`]; the ops choose on the calling thread, before they fan out).
+pub fn activations_scope(a: Activations) -> ActivationsScope {
+    ActivationsScope(ACTIVATIONS.with(|c| c.replace(a)))
+}
+
+pub struct ActivationsScope(Activations);
+
+static GENERATION_F32: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The numerics generation uses (8-bit activations, as llama.cpp, unless set to f32 here for the
+/// whole process: `--f32-activations`).
+pub fn generation_activations() -> Activations {
+    match GENERATION_F32.load(std::sync::atomic::Ordering::Relaxed) {
+        true => Activations::F32,
+        false => Activations::Q8,
+    }
+}
+
+pub fn set_generation_activations(a: Activations) {
+    GENERATION_F32.store(a == Activations::F32, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl Drop for ActivationsScope {
+    fn drop(&mut self) {
+        ACTIVATIONS.with(|c| c.set(self.0));
+    }
+}
+
+/// Whether this CPU runs the integer kernels (AVX2, FMA and F16C).
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+type Dot32 = unsafe fn(&[u8], &[Q8Block]) -> f32;
+type Dot256 = unsafe fn(&[u8], &[Q8KBlock]) -> f32;
+
+#[derive(Clone, Copy)]
+enum IntKernel {
+    Blocks32(Dot32),
+    Blocks256(Dot256),
+}
+
+/// The integer kernel of `format` on this CPU, if any.
+fn int_kernel(format: QFormat) -> Option<IntKernel> {
+    if !simd_available() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use IntKernel::*;
+        Some(match format {
+            QFormat::Q4_0 => Blocks32(avx2::q4_0),
+            QFormat::Q4_1 => Blocks32(avx2::q4_1),
+            QFormat::Q5_0 => Blocks32(avx2::q5_0),
+            QFormat::Q5_1 => Blocks32(avx2::q5_1),
+            QFormat::Q8_0 => Blocks32(avx2::q8_0),
+            QFormat::Q4K => Blocks256(avx2::q4k),
+            QFormat::Q5K => Blocks256(avx2::q5k),
+            QFormat::Q6K => Blocks256(avx2::q6k),
+            QFormat::Q2K | QFormat::Q3K => return None,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// A row-major quantized matrix borrowed as the bytes GGUF stores.
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrix<'a> {
+    pub format: QFormat,
+    pub data: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// The quantized activations of one row, in the block size the weight format pairs with.
+enum QuantRow {
+    Blocks32(Vec<Q8Block>),
+    Blocks256(Vec<Q8KBlock>),
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks that `data` holds `rows` rows of `cols` weights in whole blocks.
+    pub fn new(format: QFormat, data: &'a [u8], rows: usize, cols: usize) -> Result<Self, String> {
+        if cols % format.block_len() != 0 {
+            return Err(format!(
+                "{format:?}: {cols} columns are not whole blocks of {}",
+                format.block_len()
+            ));
+        }
+        let want = rows * cols / format.block_len() * format.block_bytes();
+        if data.len() != want {
+            return Err(format!(
+                "{format:?} ({rows}, {cols}): {} bytes, expected {want}",
+                data.len()
+            ));
+        }
+        Ok(Self {
+            format,
+            data,
+            rows,
+            cols,
+        })
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / self.format.block_len() * self.format.block_bytes()
+    }
+
+    pub fn row(&self, i: usize) -> &'a [u8] {
+        let n = self.row_bytes();
+        &self.data[i * n..(i + 1) * n]
+    }
+
+    /// Row `i` dequantized into `out` (`cols` long).
+    pub fn dequantize_row(&self, i: usize, out: &mut [f32]) {
+        self.format.dequantize_row(self.row(i), out);
+    }
+
+    /// y (m × rows) = x (m × cols) Wᵀ.
+    pub fn matmul(&self, x: &[f32], m: usize, acts: Activations) -> Vec<f32> {
+        use rayon::prelude::*;
+        let (n, k) = (self.rows, self.cols);
+        assert_eq!(x.len(), m * k, "quantized matmul: x is not (m, {k})");
+        let kernel = match acts {
+            Activations::Q8 => int_kernel(self.format),
+            Activations::F32 => None,
+        };
+        let xq: Vec<QuantRow> = match kernel {
+            Some(IntKernel::Blocks32(_)) => x
+                .chunks_exact(k)
+                .map(|r| QuantRow::Blocks32(q8::quantize_q8(r)))
+                .collect(),
+            Some(IntKernel::Blocks256(_)) => x
+                .chunks_exact(k)
+                .map(|r| QuantRow::Blocks256(q8::quantize_q8k(r)))
+                .collect(),
+            None => Vec::new(),
+        };
+        // Enough tasks per thread to balance, each a run of whole rows.
+        let per_task = (n / (rayon::current_num_threads() * 8)).clamp(8, 256);
+        // yt is (n, m): each task writes its own rows.
+        let mut yt = vec![0f32; n * m];
+        yt.par_chunks_mut(per_task * m)
+            .enumerate()
+            .for_each(|(t, out)| {
+                let mut buf = Vec::new();
+                for (j, o) in out.chunks_exact_mut(m).enumerate() {
+                    let row = self.row(t * per_task + j);
+                    match kernel {
+                        // SAFETY: the kernel's CPU features were detected at run time, and each
+                        // activation row has the row's number of blocks.
+                        Some(IntKernel::Blocks32(dot)) => {
+                            for (o, xr) in o.iter_mut().zip(&xq) {
+                                if let QuantRow::Blocks32(xr) = xr {
+                                    *o = unsafe { dot(row, xr) };
+                                }
+                            }
+                        }
+                        Some(IntKernel::Blocks256(dot)) => {
+                            for (o, xr) in o.iter_mut().zip(&xq) {
+                                if let QuantRow::Blocks256(xr) = xr {
+                                    *o = unsafe { dot(row, xr) };
+                                }
+                            }
+                        }
+                        None => {
+                            buf.resize(k, 0f32);
+                            self.format.dequantize_row(row, &mut buf);
+                            for (o, xr) in o.iter_mut().zip(x.chunks_exact(k)) {
+                                *o = crate::layers::cpu_op::dot(xr, &buf);
+                            }
+                        }
+                    }
+                }
+            });
+        if m == 1 {
+            return yt;
+        }
+        let mut y = vec![0f32; m * n];
+        for (i, row) in yt.chunks_exact(m).enumerate() {
+            for (r, v) in row.iter().enumerate() {
+                y[r * n + i] = *v;
+            }
+        }
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests;
