@@ -69,11 +69,19 @@ fn number_array(path: &Path, content: &Content, key: &str) -> Result<Option<Vec<
     values
         .iter()
         .map(|v| {
-            v.to_f64()
-                .or_else(|_| v.to_f32().map(f64::from))
-                .or_else(|_| v.to_i32().map(f64::from))
-                .or_else(|_| v.to_u32().map(f64::from))
-                .map_err(|e| ModelError::config(path, key, e))
+            // Matched, not tried in turn: each failed conversion is an error that captures a
+            // backtrace when RUST_BACKTRACE is set (seconds over a 262k-token vocabulary).
+            use candle_core::quantized::gguf_file::Value as V;
+            Ok(match v {
+                V::F64(x) => *x,
+                V::F32(x) => f64::from(*x),
+                V::I32(x) => f64::from(*x),
+                V::U32(x) => f64::from(*x),
+                other => {
+                    let e = format!("{:?} where a number was expected", other.value_type());
+                    return Err(ModelError::config(path, key, e));
+                }
+            })
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)

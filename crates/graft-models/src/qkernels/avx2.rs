@@ -16,7 +16,8 @@ use super::q8::{Q8Block, Q8KBlock};
 #[inline(always)]
 unsafe fn half(b: &[u8], at: usize) -> f32 {
     let bits = u16::from_le_bytes([*b.get_unchecked(at), *b.get_unchecked(at + 1)]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    // A broadcast writes the whole register (a scalar insert would depend on its old contents).
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(bits as i16)))
 }
 
 #[inline(always)]
@@ -71,64 +72,97 @@ unsafe fn load(p: *const i8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
+/// The four f16 values at `p` (a block's d, and its m where it has one) as f32 lanes 0–3. Loaded
+/// and converted as a vector: a scalar conversion is compiled into an insert that depends on
+/// whatever register it lands in (the accumulator, here), which serialised the loop.
+#[inline(always)]
+unsafe fn halves(p: *const u8) -> __m128 {
+    _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i))
+}
+
+/// Σ over a row of 32-weight blocks of `bytes` bytes: `block` gives each block's (scale, integer
+/// dot as f32) and a correction added once (the min's share). Two accumulators, so consecutive
+/// blocks' multiply-adds do not wait on each other.
+#[inline(always)]
+unsafe fn sum32(
+    row: &[u8],
+    x: &[Q8Block],
+    bytes: usize,
+    block: impl Fn(*const u8, &Q8Block) -> (__m256, __m256, f32),
+) -> f32 {
+    let (mut a0, mut a1, mut extra) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0f32);
+    let mut pairs = row.chunks_exact(2 * bytes).zip(x.chunks_exact(2));
+    for (b, y) in &mut pairs {
+        let (d0, q0, e0) = block(b.as_ptr(), &y[0]);
+        let (d1, q1, e1) = block(b.as_ptr().add(bytes), &y[1]);
+        a0 = _mm256_fmadd_ps(d0, q0, a0);
+        a1 = _mm256_fmadd_ps(d1, q1, a1);
+        extra += e0 + e1;
+    }
+    let blocks = row.len() / bytes;
+    if blocks % 2 == 1 {
+        let (d, q, e) = block(row.as_ptr().add((blocks - 1) * bytes), &x[blocks - 1]);
+        a0 = _mm256_fmadd_ps(d, q, a0);
+        extra += e;
+    }
+    hsum(_mm256_add_ps(a0, a1)) + extra
+}
+
+/// The block's scale d times the activations' scale, in all lanes.
+#[inline(always)]
+unsafe fn scale(dm: __m128, y: &Q8Block) -> __m256 {
+    _mm256_broadcastss_ps(_mm_mul_ss(dm, _mm_set_ss(y.d)))
+}
+
+/// The min (lane 1 of `dm`) times the activations' sum.
+#[inline(always)]
+unsafe fn min_share(dm: __m128, y: &Q8Block) -> f32 {
+    _mm_cvtss_f32(_mm_movehdup_ps(dm)) * y.s
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, y) in row.chunks_exact(18).zip(x) {
-        let d = _mm256_set1_ps(half(b, 0) * y.d);
-        let q = _mm256_sub_epi8(nibbles(b.as_ptr().add(2)), _mm256_set1_epi8(8));
-        acc = _mm256_fmadd_ps(d, dot_ss(q, load(y.qs.as_ptr())), acc);
-    }
-    hsum(acc)
+    sum32(row, x, 18, |b, y| {
+        let q = _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8));
+        (scale(halves(b), y), dot_ss(q, load(y.qs.as_ptr())), 0.0)
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
-    let (mut acc, mut mins) = (_mm256_setzero_ps(), 0f32);
-    for (b, y) in row.chunks_exact(20).zip(x) {
-        mins += half(b, 2) * y.s;
-        let d = _mm256_set1_ps(half(b, 0) * y.d);
-        let q = nibbles(b.as_ptr().add(4));
-        acc = _mm256_fmadd_ps(d, dot_us(q, load(y.qs.as_ptr())), acc);
-    }
-    hsum(acc) + mins
+    sum32(row, x, 20, |b, y| {
+        let dm = halves(b);
+        let q = nibbles(b.add(4));
+        (scale(dm, y), dot_us(q, load(y.qs.as_ptr())), min_share(dm, y))
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q5_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, y) in row.chunks_exact(22).zip(x) {
-        let d = _mm256_set1_ps(half(b, 0) * y.d);
+    sum32(row, x, 22, |b, y| {
         // Without its fifth bit a weight is nibble − 16: set the high nibble (two's complement).
-        let high = _mm256_andnot_si256(bits_to_bytes(b.as_ptr().add(2)), _mm256_set1_epi8(-16));
-        let q = _mm256_or_si256(nibbles(b.as_ptr().add(6)), high);
-        acc = _mm256_fmadd_ps(d, dot_ss(q, load(y.qs.as_ptr())), acc);
-    }
-    hsum(acc)
+        let high = _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(-16));
+        let q = _mm256_or_si256(nibbles(b.add(6)), high);
+        (scale(halves(b), y), dot_ss(q, load(y.qs.as_ptr())), 0.0)
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q5_1(row: &[u8], x: &[Q8Block]) -> f32 {
-    let (mut acc, mut mins) = (_mm256_setzero_ps(), 0f32);
-    for (b, y) in row.chunks_exact(24).zip(x) {
-        mins += half(b, 2) * y.s;
-        let d = _mm256_set1_ps(half(b, 0) * y.d);
-        let high = _mm256_and_si256(bits_to_bytes(b.as_ptr().add(4)), _mm256_set1_epi8(0x10));
-        let q = _mm256_or_si256(nibbles(b.as_ptr().add(8)), high);
-        acc = _mm256_fmadd_ps(d, dot_us(q, load(y.qs.as_ptr())), acc);
-    }
-    hsum(acc) + mins
+    sum32(row, x, 24, |b, y| {
+        let dm = halves(b);
+        let high = _mm256_and_si256(bits_to_bytes(b.add(4)), _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(nibbles(b.add(8)), high);
+        (scale(dm, y), dot_us(q, load(y.qs.as_ptr())), min_share(dm, y))
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q8_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (b, y) in row.chunks_exact(34).zip(x) {
-        let d = _mm256_set1_ps(half(b, 0) * y.d);
-        let q = load(b.as_ptr().add(2) as *const i8);
-        acc = _mm256_fmadd_ps(d, dot_ss(q, load(y.qs.as_ptr())), acc);
-    }
-    hsum(acc)
+    sum32(row, x, 34, |b, y| {
+        let q = load(b.add(2) as *const i8);
+        (scale(halves(b), y), dot_ss(q, load(y.qs.as_ptr())), 0.0)
+    })
 }
 
 /// Σ_j min_j · (activation sum of sub-block j), the part of a Q4_K/Q5_K block its mins give.

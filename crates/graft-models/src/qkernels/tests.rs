@@ -133,3 +133,26 @@ fn the_scope_sets_and_restores_the_numerics() {
     }
     assert_eq!(activations(), Activations::F32);
 }
+
+/// Throughput of the decode product (m = 1) on a large matrix and on one that stays in cache:
+/// `cargo test --release -p graft-models --lib qkernels::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_1, GgmlDType::Q4K] {
+        let f = QFormat::of(dtype).unwrap();
+        for (n, reps) in [(65536usize, 20usize), (1024, 1280)] {
+            let k = 1024;
+            let (bytes, _) = quantized(dtype, n, k, 4);
+            let m = QMatrix::new(f, &bytes, n, k).unwrap();
+            let x = activations_rows(1, k);
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(m.matmul(&x, 1, Activations::Q8));
+            }
+            let s = t.elapsed().as_secs_f64();
+            let gb = (bytes.len() * reps) as f64 / 1e9;
+            eprintln!("{f:?} n={n}: {:.1} GB/s, {:.2} Gweights/s", gb / s, (n * k * reps) as f64 / s / 1e9);
+        }
+    }
+}
