@@ -281,6 +281,23 @@ impl Decoder {
         self.forward_inner(input_ids, &positions, None, cache, train)
     }
 
+    /// Logits (B, V) of the last position only (prefill: the head, the largest product of a
+    /// small model with a large vocabulary, runs for one row instead of T).
+    pub fn forward_last(&self, input_ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let positions = Tensor::arange(past as u32, (past + t) as u32, input_ids.device())?
+            .unsqueeze(0)?
+            .broadcast_as((b, t))?
+            .contiguous()?;
+        let x = self.hidden_inner(input_ids, &positions, None, cache, false)?;
+        let mut logits = self.head_logits(&x.narrow(1, t - 1, 1)?.squeeze(1)?)?;
+        if let Some(cap) = self.cfg.final_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        Ok(logits)
+    }
+
     /// Packed rows: explicit rotary positions (B, T) and segment ids (B, T); a token attends only to
     /// earlier tokens of its own segment (block-diagonal causal mask).
     pub fn forward_packed(

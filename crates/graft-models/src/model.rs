@@ -157,8 +157,7 @@ impl Model {
         match self {
             Model::Decoder(m) => {
                 let mut cache = m.new_cache();
-                let logits = m.forward(&ids, Some(&mut cache), false)?;
-                let last = logits.i((0, logits.dim(1)? - 1))?;
+                let last = m.forward_last(&ids, Some(&mut cache))?.squeeze(0)?;
                 Ok((DecodeState::Decoder(cache), last))
             }
             Model::Seq2Seq(m) => {

@@ -14,10 +14,10 @@ use crate::io::ModelArgs;
     after_help = "Example:\n  graft bench score --model SmolLM2-135M-Instruct.Q8_0.gguf --batch 4 --seq-len 256\n  graft bench decode --model SmolLM2-135M-Instruct.Q8_0.gguf --new-tokens 64"
 )]
 pub struct Args {
-    /// What to measure: score, decode, train, lora (train with --lora-r 16) or dpo (a random Llama,
+    /// What to measure: score, prefill, decode, train, lora (train with --lora-r 16) or dpo (a random Llama,
     /// or --model's HF dir).
     pub kind: String,
-    /// HF directory or .gguf file (score, decode).
+    /// HF directory or .gguf file (score, prefill, decode).
     #[arg(long)]
     pub model: Option<std::path::PathBuf>,
     #[arg(long, default_value = "f32")]
@@ -40,7 +40,7 @@ pub struct Args {
     /// `train`, `dpo`: the size of the random Llama (hidden, layers, intermediate, vocab; 8 heads).
     #[arg(long, value_delimiter = ',', default_value = "512,8,1536,8192")]
     pub llama: Vec<usize>,
-    /// score, decode: keep a GGUF file's quantized weights quantized in memory.
+    /// score, prefill, decode: keep a GGUF file's quantized weights quantized in memory.
     #[arg(long)]
     pub keep_quantized: bool,
     /// `train` with --model (an HF dir) and --lora-r: the frozen base quantized to NF4 (QLoRA).
@@ -110,6 +110,18 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 args.batch * args.seq_len
             }
+            "prefill" => {
+                // The prompt's forward pass and the first token, as generation runs it (llama-bench's pp).
+                let opts = GenerateOptions {
+                    max_new_tokens: 1,
+                    temperature: 0.0,
+                    top_p: 1.0,
+                    seed: 0,
+                    eos_token_ids: vec![],
+                };
+                generate(&model, &ids[..args.seq_len], &opts, &device, |_| true)?;
+                args.seq_len
+            }
             "decode" => {
                 let prompt = &ids[..args.seq_len];
                 // Timed from the first new token (prefill done) to the last: decode steps only.
@@ -131,7 +143,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 continue;
             }
-            other => bail!("bench kind `{other}` is not known (score, decode, train, lora, dpo)"),
+            other => bail!("bench kind `{other}` is not known (score, prefill, decode, train, lora, dpo)"),
         };
         if run > 0 {
             rates.push(tokens as f64 / start.elapsed().as_secs_f64());

@@ -22,6 +22,13 @@ pub struct Q8KBlock {
     pub d: f32,
 }
 
+/// Round to nearest, ties to even, as llama.cpp's `nearest_int` (adding 1.5·2²³ leaves the integer
+/// in the low mantissa bits); |v| ≤ 128 here. `f32::round` is a libm call per value.
+#[inline(always)]
+fn nearest(v: f32) -> f32 {
+    (v + 12_582_912.0) - 12_582_912.0
+}
+
 /// `x` (a multiple of 32 long) as Q8 blocks.
 pub fn quantize_q8(x: &[f32]) -> Vec<Q8Block> {
     x.chunks_exact(32)
@@ -32,7 +39,7 @@ pub fn quantize_q8(x: &[f32]) -> Vec<Q8Block> {
             let mut qs = [0i8; 32];
             let mut sum = 0i32;
             for (q, v) in qs.iter_mut().zip(x) {
-                *q = (v * id).round() as i8;
+                *q = nearest(v * id) as i8;
                 sum += *q as i32;
             }
             Q8Block {
@@ -62,7 +69,7 @@ pub fn quantize_q8k(x: &[f32]) -> Vec<Q8KBlock> {
             }
             let iscale = -128.0 / max;
             for (q, v) in b.qs.iter_mut().zip(x) {
-                *q = (iscale * v).round().min(127.0) as i8;
+                *q = nearest(iscale * v).min(127.0) as i8;
             }
             for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
                 *s = q.iter().map(|&v| v as i16).sum();
