@@ -168,6 +168,28 @@ impl Block<'_> {
     }
 }
 
+/// An f32 (B, K, S, D) input whose (batch, head) blocks each hold S contiguous rows, blocks
+/// evenly spaced (a view of the first S positions of a KV cache buffer): the storage from the
+/// first element, and the distance between blocks.
+fn head_blocks<'a>(s: &'a CpuStorage, l: &Layout) -> Option<(&'a [f32], usize)> {
+    let CpuStorage::F32(v) = s else { return None };
+    let (dims, st) = (l.shape().dims(), l.stride());
+    if dims.len() != 4 || st[3] != 1 || st[2] != dims[3] || st[0] != dims[1] * st[1] {
+        return None;
+    }
+    let step = st[1];
+    let end = l.start_offset() + (dims[0] * dims[1] - 1) * step + dims[2] * dims[3];
+    (step >= dims[2] * dims[3] && end <= v.len()).then(|| (&v[l.start_offset()..end], step))
+}
+
+/// Block `blk` of n rows × d values, blocks `step` values apart.
+fn strided_block(x: &[f32], blk: usize, step: usize, n: usize, d: usize) -> Rows<'_> {
+    Rows {
+        data: &x[blk * step..blk * step + n * d],
+        stride: d,
+    }
+}
+
 /// Block `blk` of n rows × d values of a contiguous (blocks, n, d) tensor.
 fn contiguous_block(x: &[f32], blk: usize, n: usize, d: usize) -> Rows<'_> {
     Rows {
@@ -222,21 +244,37 @@ impl CustomOp3 for FusedAttention {
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = "fused-attention";
-        let (q, k, v) = (
-            input_f32(op, qs, ql)?,
-            input_f32(op, ks, kl)?,
-            input_f32(op, vs, vl)?,
-        );
+        let q = input_f32(op, qs, ql)?;
         let (b, kh, rows, d) = q.dims4()?;
-        let (q, k, v) = (f32_values(&q)?, f32_values(&k)?, f32_values(&v)?);
+        let q = f32_values(&q)?;
         let s = self.s;
+        // k, v: borrowed as (slice, block stride) when each (batch, head) block's rows are
+        // contiguous (the KV cache's views), else converted once.
+        let (k_owned, v_owned);
+        let (k, k_step) = match head_blocks(ks, kl) {
+            Some(kb) => kb,
+            None => {
+                k_owned = f32_values(&input_f32(op, ks, kl)?)?.to_vec();
+                (&k_owned[..], s * d)
+            }
+        };
+        let (v, v_step) = match head_blocks(vs, vl) {
+            Some(vb) => vb,
+            None => {
+                v_owned = f32_values(&input_f32(op, vs, vl)?)?.to_vec();
+                (&v_owned[..], s * d)
+            }
+        };
         let mut out = vec![0f32; b * kh * rows * d];
         out.par_chunks_mut(rows * d)
             .enumerate()
             .for_each(|(blk, o)| {
-                let at = |x, n| contiguous_block(x, blk, n, d);
-                self.block(blk / kh, rows, d)
-                    .forward(at(&q, rows), at(&k, s), at(&v, s), o);
+                self.block(blk / kh, rows, d).forward(
+                    contiguous_block(&q, blk, rows, d),
+                    strided_block(k, blk, k_step, s, d),
+                    strided_block(v, blk, v_step, s, d),
+                    o,
+                );
             });
         let shape = Shape::from((b, kh, rows, d));
         Ok((output_like(out, qs), shape))
@@ -343,8 +381,15 @@ pub fn fused_attention(
         t,
         s,
     };
-    q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    // k and v as they are when their blocks are already row-contiguous (no copy of the cache).
+    let blocked = |t: &Tensor| -> Result<Tensor> {
+        let (dims, st) = (t.dims(), t.stride());
+        match st[3] == 1 && st[2] == dims[3] && st[0] == dims[1] * st[1] && st[1] >= dims[2] * dims[3] {
+            true => Ok(t.clone()),
+            false => t.contiguous(),
+        }
+    };
+    q.contiguous()?.apply_op3(&blocked(k)?, &blocked(v)?, op)
 }
 
 #[cfg(test)]
