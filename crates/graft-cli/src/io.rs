@@ -15,9 +15,14 @@ pub struct ModelArgs {
     /// An adapter directory to apply on top of the model: PEFT's (LoRA, rsLoRA, DoRA, …) or an LST side network.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// Keep a GGUF file's quantized linear weights quantized in memory (dequantized per use).
+    /// Keep a GGUF file's quantized weights (linear layers, embeddings, head) quantized in memory:
+    /// products read them as stored; generation multiplies them with 8-bit activations, as llama.cpp.
     #[arg(long, conflicts_with = "nf4")]
     pub keep_quantized: bool,
+    /// With --keep-quantized: generation keeps activations in f32 (results equal the dequantized
+    /// model's to rounding, slower).
+    #[arg(long, requires = "keep_quantized")]
+    pub f32_activations: bool,
     /// Quantize an HF model's linear weights to NF4 with double quantization (QLoRA's base).
     #[arg(long)]
     pub nf4: bool,
@@ -47,6 +52,11 @@ impl ModelArgs {
     pub fn load_any(&self) -> Result<(ModelSource, Model, Device)> {
         let device = Device::Cpu;
         let dtype = self.dtype()?;
+        if self.f32_activations {
+            graft_models::qkernels::set_generation_activations(
+                graft_models::qkernels::Activations::F32,
+            );
+        }
         let spinner = spinner(&format!("loading {}", self.model.display()));
         let quantization = match (self.keep_quantized, self.nf4) {
             (true, _) => Quantization::Stored,

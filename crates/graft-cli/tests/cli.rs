@@ -231,6 +231,48 @@ fn generate_chat_template_from_gguf_metadata() {
     check_chat(&fixture("models/llama.gguf").display().to_string(), false);
 }
 
+/// A Q8_0 GGUF kept quantized: with f32 activations generation equals the dequantized model's
+/// greedy ids; with 8-bit activations (the default) it runs through the integer kernels.
+#[test]
+fn generate_kept_quantized_with_f32_activations_equals_dequantized() {
+    let path = fixture("models/llama-q8_0.gguf").display().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &path,
+            "--prompt",
+            "the",
+            "--max-new-tokens",
+            "12",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = graft(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<Value>(stdout(&o).trim()).unwrap()["completion_ids"].clone()
+    };
+    let dense = run(&[]);
+    assert_eq!(run(&["--keep-quantized", "--f32-activations"]), dense);
+    assert_eq!(
+        run(&["--keep-quantized"]).as_array().map(Vec::len),
+        Some(12)
+    );
+    let o = graft(&[
+        "generate",
+        "--model",
+        &path,
+        "--prompt",
+        "the",
+        "--f32-activations",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "--f32-activations needs --keep-quantized"
+    );
+}
+
 #[test]
 fn sampling_is_reproducible_with_a_seed() {
     let run = |seed: &str| {

@@ -45,8 +45,7 @@ impl Lm<'_> {
             for (b, &i) in batch.iter().enumerate() {
                 let (len, c) = (inputs[i].len(), reqs[i].1.len());
                 let rows = hidden.i((b, len - c..len))?;
-                let mut logits = model.head_logits(&rows)?
-                    .to_dtype(DType::F32)?;
+                let mut logits = model.head_logits(&rows)?.to_dtype(DType::F32)?;
                 if let Some(cap) = model.cfg.final_softcap {
                     logits = ((logits / cap)?.tanh()? * cap)?;
                 }

@@ -338,7 +338,9 @@ impl Decoder {
     /// (dequantized when kept quantized).
     pub fn head(&self) -> Result<Tensor> {
         match self.head_quantized() {
-            Some(q) => q.dequantize(self.embed_tokens.device())?.to_dtype(self.dtype()),
+            Some(q) => q
+                .dequantize(self.embed_tokens.device())?
+                .to_dtype(self.dtype()),
             None => Ok(self.lm_head.as_ref().unwrap_or(&self.embed_tokens).clone()),
         }
     }
@@ -348,7 +350,10 @@ impl Decoder {
     pub fn head_logits(&self, x: &Tensor) -> Result<Tensor> {
         match self.head_quantized() {
             Some(q) => crate::layers::quant::quant_matmul(x, q),
-            None => crate::layers::linear::matmul_t(x, self.lm_head.as_ref().unwrap_or(&self.embed_tokens)),
+            None => crate::layers::linear::matmul_t(
+                x,
+                self.lm_head.as_ref().unwrap_or(&self.embed_tokens),
+            ),
         }
     }
 
@@ -356,7 +361,9 @@ impl Decoder {
     /// replaced as whole weights).
     fn dequantize_embeddings(&mut self) -> Result<()> {
         if let Some(q) = self.quantized_embed.take() {
-            self.embed_tokens = q.dequantize(self.embed_tokens.device())?.to_dtype(self.dtype())?;
+            self.embed_tokens = q
+                .dequantize(self.embed_tokens.device())?
+                .to_dtype(self.dtype())?;
         }
         if let (Some(q), Some(head)) = (self.quantized_head.take(), self.lm_head.as_mut()) {
             *head = q.dequantize(head.device())?.to_dtype(head.dtype())?;
@@ -398,7 +405,9 @@ impl Decoder {
         let (b, t) = input_ids.dims2()?;
         let ids = input_ids.flatten_all()?;
         let rows = match &self.quantized_embed {
-            Some(q) => q.rows(&ids.to_vec1::<u32>()?, ids.device())?.to_dtype(self.dtype())?,
+            Some(q) => q
+                .rows(&ids.to_vec1::<u32>()?, ids.device())?
+                .to_dtype(self.dtype())?,
             None => self.embed_tokens.index_select(&ids, 0)?,
         };
         let mut x = rows.reshape((b, t, ()))?;

@@ -334,8 +334,7 @@ pub fn load_tensors(
         let matrix = (name.starts_with("blk.") && name.ends_with(".weight"))
             || name == "token_embd.weight"
             || name == "output.weight";
-        if keep_quantized && is_quant && matrix && q.shape().rank() == 2
-        {
+        if keep_quantized && is_quant && matrix && q.shape().rank() == 2 {
             let q = match permuted_heads {
                 Some(h) => unpermute_quantized(&q, h, device).map_err(wrap)?,
                 None => q,

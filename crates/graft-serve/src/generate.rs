@@ -60,9 +60,8 @@ fn decode(
 ) -> Result<(Vec<u32>, StopReason)> {
     let mut sampler = Sampler::new(opts.temperature, opts.top_p, opts.seed);
     // Quantized weights multiply 8-bit activations while generating (llama.cpp's numerics).
-    let _numerics = graft_models::qkernels::activations_scope(
-        graft_models::qkernels::generation_activations(),
-    );
+    let _numerics =
+        graft_models::qkernels::activations_scope(graft_models::qkernels::generation_activations());
     let (mut state, mut logits) = model.prefill(prompt, device)?;
     let mut out = Vec::new();
     for n in 1..=opts.max_new_tokens {

@@ -90,6 +90,7 @@ pub fn run(args: Args) -> Result<()> {
         dtype: args.dtype.clone(),
         adapter: None,
         keep_quantized: args.keep_quantized,
+        f32_activations: false,
         nf4: false,
     };
     let (_, decoder, device) = model_args.load()?;
@@ -143,7 +144,9 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 continue;
             }
-            other => bail!("bench kind `{other}` is not known (score, prefill, decode, train, lora, dpo)"),
+            other => bail!(
+                "bench kind `{other}` is not known (score, prefill, decode, train, lora, dpo)"
+            ),
         };
         if run > 0 {
             rates.push(tokens as f64 / start.elapsed().as_secs_f64());

@@ -384,7 +384,11 @@ pub fn fused_attention(
     // k and v as they are when their blocks are already row-contiguous (no copy of the cache).
     let blocked = |t: &Tensor| -> Result<Tensor> {
         let (dims, st) = (t.dims(), t.stride());
-        match st[3] == 1 && st[2] == dims[3] && st[0] == dims[1] * st[1] && st[1] >= dims[2] * dims[3] {
+        match st[3] == 1
+            && st[2] == dims[3]
+            && st[0] == dims[1] * st[1]
+            && st[1] >= dims[2] * dims[3]
+        {
             true => Ok(t.clone()),
             false => t.contiguous(),
         }

@@ -17,7 +17,10 @@ struct Layer {
 
 impl Layer {
     fn views(&self) -> Result<(Tensor, Tensor)> {
-        Ok((self.k.narrow(2, 0, self.len)?, self.v.narrow(2, 0, self.len)?))
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
     }
 
     /// Buffers of `capacity` positions holding this layer's `len` positions.

@@ -133,7 +133,11 @@ pub unsafe fn q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
     sum32(row, x, 20, |b, y| {
         let dm = halves(b);
         let q = nibbles(b.add(4));
-        (scale(dm, y), dot_us(q, load(y.qs.as_ptr())), min_share(dm, y))
+        (
+            scale(dm, y),
+            dot_us(q, load(y.qs.as_ptr())),
+            min_share(dm, y),
+        )
     })
 }
 
@@ -153,7 +157,11 @@ pub unsafe fn q5_1(row: &[u8], x: &[Q8Block]) -> f32 {
         let dm = halves(b);
         let high = _mm256_and_si256(bits_to_bytes(b.add(4)), _mm256_set1_epi8(0x10));
         let q = _mm256_or_si256(nibbles(b.add(8)), high);
-        (scale(dm, y), dot_us(q, load(y.qs.as_ptr())), min_share(dm, y))
+        (
+            scale(dm, y),
+            dot_us(q, load(y.qs.as_ptr())),
+            min_share(dm, y),
+        )
     })
 }
 
@@ -260,7 +268,8 @@ pub unsafe fn q6k(row: &[u8], x: &[Q8KBlock]) -> f32 {
             for (k, q) in qs.into_iter().enumerate() {
                 let a = load(y.qs.as_ptr().add(128 * h + 32 * k));
                 // (q − 32)·a as q·a − 32·a: maddubs needs the unsigned operand first.
-                let pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(m32, a));
+                let pairs =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(m32, a));
                 let s = _mm256_set_m128i(
                     _mm_set1_epi16(sc[8 * h + 2 * k + 1] as i8 as i16),
                     _mm_set1_epi16(sc[8 * h + 2 * k] as i8 as i16),

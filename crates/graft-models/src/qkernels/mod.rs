@@ -131,7 +131,7 @@ enum QuantRow {
 impl<'a> QMatrix<'a> {
     /// Checks that `data` holds `rows` rows of `cols` weights in whole blocks.
     pub fn new(format: QFormat, data: &'a [u8], rows: usize, cols: usize) -> Result<Self, String> {
-        if cols % format.block_len() != 0 {
+        if !cols.is_multiple_of(format.block_len()) {
             return Err(format!(
                 "{format:?}: {cols} columns are not whole blocks of {}",
                 format.block_len()

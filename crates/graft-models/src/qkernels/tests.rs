@@ -26,7 +26,15 @@ fn quantized(dtype: GgmlDType, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f
     let dev = Device::Cpu;
     let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
     // Rows and columns of different scales, and one row of zeros.
-    let rs: Vec<f32> = (0..n).map(|i| if i == 3 { 0.0 } else { 0.05 + (i as f32 * 0.37 + seed as f32).sin().abs() }).collect();
+    let rs: Vec<f32> = (0..n)
+        .map(|i| {
+            if i == 3 {
+                0.0
+            } else {
+                0.05 + (i as f32 * 0.37 + seed as f32).sin().abs()
+            }
+        })
+        .collect();
     let cs: Vec<f32> = (0..k).map(|j| 0.5 + ((j * 7 % 13) as f32) / 13.0).collect();
     let w = w
         .broadcast_mul(&Tensor::from_vec(rs, (n, 1), &dev).unwrap())
@@ -35,12 +43,20 @@ fn quantized(dtype: GgmlDType, n: usize, k: usize, seed: u64) -> (Vec<u8>, Vec<f
         .unwrap();
     let q = QTensor::quantize(&w, dtype).unwrap();
     let bytes = q.data().unwrap().to_vec();
-    let dense = q.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let dense = q
+        .dequantize(&dev)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     (bytes, dense)
 }
 
 fn activations_rows(m: usize, k: usize) -> Vec<f32> {
-    (0..m * k).map(|i| ((i as f32 * 0.731).sin() * 2.0) + if i % 97 == 0 { 6.0 } else { 0.0 }).collect()
+    (0..m * k)
+        .map(|i| ((i as f32 * 0.731).sin() * 2.0) + if i % 97 == 0 { 6.0 } else { 0.0 })
+        .collect()
 }
 
 #[test]
@@ -54,7 +70,10 @@ fn dequantized_rows_equal_candles() {
         for i in 0..n {
             m.dequantize_row(i, &mut row);
             for (j, (a, b)) in row.iter().zip(&dense[i * k..(i + 1) * k]).enumerate() {
-                assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{f:?} row {i} col {j}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
+                    "{f:?} row {i} col {j}: {a} vs {b}"
+                );
             }
         }
     }
@@ -67,14 +86,27 @@ fn f32_activations_equal_the_dense_product() {
         for (n, k, m) in [(37, 512, 1), (300, 256, 3), (9, 768, 5)] {
             let (bytes, dense) = quantized(dtype, n, k, 2);
             let x = activations_rows(m, k);
-            let y = QMatrix::new(f, &bytes, n, k).unwrap().matmul(&x, m, Activations::F32);
+            let y = QMatrix::new(f, &bytes, n, k)
+                .unwrap()
+                .matmul(&x, m, Activations::F32);
             for r in 0..m {
                 for i in 0..n {
                     let xr = &x[r * k..(r + 1) * k];
-                    let want: f64 = xr.iter().zip(&dense[i * k..]).map(|(a, b)| *a as f64 * *b as f64).sum();
-                    let mag: f64 = xr.iter().zip(&dense[i * k..]).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                    let want: f64 = xr
+                        .iter()
+                        .zip(&dense[i * k..])
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum();
+                    let mag: f64 = xr
+                        .iter()
+                        .zip(&dense[i * k..])
+                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                        .sum();
                     let got = y[r * n + i] as f64;
-                    assert!((got - want).abs() <= 1e-5 * mag.max(1e-6), "{f:?} ({n},{k},{m}) y[{r},{i}] = {got}, dense {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-5 * mag.max(1e-6),
+                        "{f:?} ({n},{k},{m}) y[{r},{i}] = {got}, dense {want}"
+                    );
                 }
             }
         }
@@ -84,9 +116,15 @@ fn f32_activations_equal_the_dense_product() {
 /// The 8-bit activations as the kernels see them, dequantized.
 fn q8_values(f: QFormat, x: &[f32]) -> Vec<f64> {
     if f.block_len() == 32 {
-        q8::quantize_q8(x).iter().flat_map(|b| b.qs.iter().map(move |&q| q as f64 * b.d as f64)).collect()
+        q8::quantize_q8(x)
+            .iter()
+            .flat_map(|b| b.qs.iter().map(move |&q| q as f64 * b.d as f64))
+            .collect()
     } else {
-        q8::quantize_q8k(x).iter().flat_map(|b| b.qs.iter().map(move |&q| q as f64 * b.d as f64)).collect()
+        q8::quantize_q8k(x)
+            .iter()
+            .flat_map(|b| b.qs.iter().map(move |&q| q as f64 * b.d as f64))
+            .collect()
     }
 }
 
@@ -97,20 +135,36 @@ fn q8_activations_follow_llama_cpps_numerics() {
         for (n, k, m) in [(37, 512, 1), (130, 256, 2), (9, 768, 4)] {
             let (bytes, dense) = quantized(dtype, n, k, 3);
             let x = activations_rows(m, k);
-            let y = QMatrix::new(f, &bytes, n, k).unwrap().matmul(&x, m, Activations::Q8);
+            let y = QMatrix::new(f, &bytes, n, k)
+                .unwrap()
+                .matmul(&x, m, Activations::Q8);
             let exact_path = int_kernel(f).is_none();
             for r in 0..m {
                 let xr = &x[r * k..(r + 1) * k];
                 let xq = q8_values(f, xr);
                 for i in 0..n {
                     let w = &dense[i * k..(i + 1) * k];
-                    let mag: f64 = xr.iter().zip(w).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                    let mag: f64 = xr
+                        .iter()
+                        .zip(w)
+                        .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                        .sum();
                     let dense_y: f64 = xr.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
-                    let want: f64 = if exact_path { dense_y } else { xq.iter().zip(w).map(|(a, b)| a * *b as f64).sum() };
+                    let want: f64 = if exact_path {
+                        dense_y
+                    } else {
+                        xq.iter().zip(w).map(|(a, b)| a * *b as f64).sum()
+                    };
                     let got = y[r * n + i] as f64;
-                    assert!((got - want).abs() <= 2e-5 * mag.max(1e-6), "{f:?} ({n},{k},{m}) y[{r},{i}] = {got}, want {want}");
+                    assert!(
+                        (got - want).abs() <= 2e-5 * mag.max(1e-6),
+                        "{f:?} ({n},{k},{m}) y[{r},{i}] = {got}, want {want}"
+                    );
                     // And within the 8-bit activations' error of the f32 product.
-                    assert!((got - dense_y).abs() <= 0.02 * mag.max(1e-6), "{f:?}: {got} vs dense {dense_y}");
+                    assert!(
+                        (got - dense_y).abs() <= 0.02 * mag.max(1e-6),
+                        "{f:?}: {got} vs dense {dense_y}"
+                    );
                 }
             }
         }
@@ -139,7 +193,12 @@ fn the_scope_sets_and_restores_the_numerics() {
 #[test]
 #[ignore]
 fn throughput() {
-    for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_1, GgmlDType::Q4K] {
+    for dtype in [
+        GgmlDType::Q8_0,
+        GgmlDType::Q5_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q4K,
+    ] {
         let f = QFormat::of(dtype).unwrap();
         for (n, reps) in [(65536usize, 20usize), (1024, 1280)] {
             let k = 1024;
@@ -152,7 +211,11 @@ fn throughput() {
             }
             let s = t.elapsed().as_secs_f64();
             let gb = (bytes.len() * reps) as f64 / 1e9;
-            eprintln!("{f:?} n={n}: {:.1} GB/s, {:.2} Gweights/s", gb / s, (n * k * reps) as f64 / s / 1e9);
+            eprintln!(
+                "{f:?} n={n}: {:.1} GB/s, {:.2} Gweights/s",
+                gb / s,
+                (n * k * reps) as f64 / s / 1e9
+            );
         }
     }
 }
