@@ -25,17 +25,27 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     }
 }
 
+// exp through cpu_op's polynomial, not libm: the loops over these vectorise (libm's tanhf and
+// expf were an eighth of Gemma-3's prefill).
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + super::cpu_op::exp(-x))
+}
+
+/// tanh x = 1 − 2 / (e^{2x} + 1): within 1.2e-7 of libm's (absolute), ±1 past |x| ≈ 44.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (super::cpu_op::exp(2.0 * x) + 1.0)
 }
 
 const GELU_K: f32 = 0.797_884_6; // √(2/π)
 const GELU_C: f32 = 0.044_715;
 
 /// act(g)·u.
+#[inline(always)]
 pub(crate) fn forward(act: Activation, g: f32, u: f32) -> f32 {
     match act {
-        Activation::GeluTanh => 0.5 * g * (1.0 + (GELU_K * g * (1.0 + GELU_C * g * g)).tanh()) * u,
+        Activation::GeluTanh => 0.5 * g * (1.0 + tanh(GELU_K * g * (1.0 + GELU_C * g * g))) * u,
         _ => g * sigmoid(g) * u,
     }
 }
@@ -44,7 +54,7 @@ pub(crate) fn forward(act: Activation, g: f32, u: f32) -> f32 {
 pub(crate) fn backward(act: Activation, g: f32, u: f32, d: f32) -> (f32, f32) {
     match act {
         Activation::GeluTanh => {
-            let t = (GELU_K * g * (1.0 + GELU_C * g * g)).tanh();
+            let t = tanh(GELU_K * g * (1.0 + GELU_C * g * g));
             let a = 0.5 * g * (1.0 + t);
             let da =
                 0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * g * g);
@@ -73,11 +83,23 @@ impl CustomOp2 for FusedGlu {
         if g.len() != u.len() {
             candle_core::bail!("fused-swiglu: gate and up differ in size");
         }
-        let out = g
-            .par_iter()
-            .zip(u.par_iter())
-            .map(|(&g, &u)| forward(self.act, g, u))
-            .collect();
+        // Runs of values in parallel, the activation chosen once per run: the inner loops are
+        // plain slices, which vectorise.
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(4096)
+            .zip(g.par_chunks(4096).zip(u.par_chunks(4096)))
+            .for_each(|(o, (g, u))| match self.act {
+                Activation::GeluTanh => {
+                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                        *o = forward(Activation::GeluTanh, g, u);
+                    }
+                }
+                act => {
+                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                        *o = forward(act, g, u);
+                    }
+                }
+            });
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
 
@@ -107,6 +129,17 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
     use graft_testkit::max_abs_diff;
+
+    /// The polynomial tanh against libm's, over GELU's range and past saturation.
+    #[test]
+    fn tanh_matches_libm() {
+        let mut worst = 0f32;
+        for i in 0..400_001 {
+            let x = -100.0 + 200.0 * i as f32 / 400_000.0;
+            worst = worst.max((tanh(x) - x.tanh()).abs());
+        }
+        assert!(worst < 2e-7, "absolute error {worst}");
+    }
 
     /// SwiGLU and GeGLU against candle's silu / (tanh) gelu times up, values and gradients.
     #[test]

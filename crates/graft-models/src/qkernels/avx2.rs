@@ -120,136 +120,196 @@ unsafe fn min_share(dm: __m128, y: &Q8Block) -> f32 {
     _mm_cvtss_f32(_mm_movehdup_ps(dm)) * y.s
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    sum32(row, x, 18, |b, y| {
-        let q = _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8));
-        (scale(halves(b), y), dot_ss(q, load(y.qs.as_ptr())), 0.0)
-    })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
-    sum32(row, x, 20, |b, y| {
-        let dm = halves(b);
-        let q = nibbles(b.add(4));
-        (
-            scale(dm, y),
-            dot_us(q, load(y.qs.as_ptr())),
-            min_share(dm, y),
-        )
-    })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    sum32(row, x, 22, |b, y| {
-        // Without its fifth bit a weight is nibble − 16: set the high nibble (two's complement).
-        let high = _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(-16));
-        let q = _mm256_or_si256(nibbles(b.add(6)), high);
-        (scale(halves(b), y), dot_ss(q, load(y.qs.as_ptr())), 0.0)
-    })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5_1(row: &[u8], x: &[Q8Block]) -> f32 {
-    sum32(row, x, 24, |b, y| {
-        let dm = halves(b);
-        let high = _mm256_and_si256(bits_to_bytes(b.add(4)), _mm256_set1_epi8(0x10));
-        let q = _mm256_or_si256(nibbles(b.add(8)), high);
-        (
-            scale(dm, y),
-            dot_us(q, load(y.qs.as_ptr())),
-            min_share(dm, y),
-        )
-    })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q8_0(row: &[u8], x: &[Q8Block]) -> f32 {
-    sum32(row, x, 34, |b, y| {
-        let q = load(b.add(2) as *const i8);
-        (scale(halves(b), y), dot_ss(q, load(y.qs.as_ptr())), 0.0)
-    })
-}
-
-/// Σ_j min_j · (activation sum of sub-block j), the part of a Q4_K/Q5_K block its mins give.
+/// R activation rows against one weight row of 32-weight blocks, each block unpacked once.
+/// `SIGNED`: the unpacked weights are signed (their sign moves onto the activations); `MIN`: the
+/// format carries a min (lane 1 of the block's halves), times each row's activation sum.
 #[inline(always)]
-fn k4_mins(scales: &[u8], y: &Q8KBlock, sc: &mut [i16; 8]) -> i32 {
-    let mut total = 0i32;
+unsafe fn rows32<const R: usize, const SIGNED: bool, const MIN: bool>(
+    row: &[u8],
+    xs: &[&[Q8Block]; R],
+    bytes: usize,
+    unpack: impl Fn(*const u8) -> __m256i,
+) -> [f32; R] {
+    let blocks = row.len() / bytes;
+    if xs.iter().any(|x| x.len() < blocks) {
+        return [f32::NAN; R];
+    }
+    let (mut acc, mut extra) = ([_mm256_setzero_ps(); R], [0f32; R]);
+    let ones = _mm256_set1_epi16(1);
+    for i in 0..blocks {
+        let p = row.as_ptr().add(i * bytes);
+        let (dm, q) = (halves(p), unpack(p));
+        let uq = if SIGNED { _mm256_sign_epi8(q, q) } else { q };
+        for r in 0..R {
+            let y = xs[r].get_unchecked(i);
+            let mut a = load(y.qs.as_ptr());
+            if SIGNED {
+                a = _mm256_sign_epi8(a, q);
+            }
+            let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, a), ones);
+            acc[r] = _mm256_fmadd_ps(scale(dm, y), _mm256_cvtepi32_ps(pairs), acc[r]);
+            if MIN {
+                extra[r] += min_share(dm, y);
+            }
+        }
+    }
+    std::array::from_fn(|r| hsum(acc[r]) + extra[r])
+}
+
+/// The 32 weights of a block as bytes (q − 8, signed).
+#[inline(always)]
+unsafe fn unpack_q4_0(b: *const u8) -> __m256i {
+    _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8))
+}
+
+#[inline(always)]
+unsafe fn unpack_q4_1(b: *const u8) -> __m256i {
+    nibbles(b.add(4))
+}
+
+/// Without its fifth bit a weight is nibble − 16: the high nibble is set (two's complement).
+#[inline(always)]
+unsafe fn unpack_q5_0(b: *const u8) -> __m256i {
+    let high = _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(-16));
+    _mm256_or_si256(nibbles(b.add(6)), high)
+}
+
+#[inline(always)]
+unsafe fn unpack_q5_1(b: *const u8) -> __m256i {
+    let high = _mm256_and_si256(bits_to_bytes(b.add(4)), _mm256_set1_epi8(0x10));
+    _mm256_or_si256(nibbles(b.add(8)), high)
+}
+
+#[inline(always)]
+unsafe fn unpack_q8_0(b: *const u8) -> __m256i {
+    load(b.add(2) as *const i8)
+}
+
+/// One row with two accumulators (consecutive blocks' multiply-adds do not wait on each other).
+macro_rules! kernels32 {
+    ($one:ident, $rows:ident, $bytes:expr, $signed:expr, $min:expr, $unpack:ident) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $one(row: &[u8], x: &[Q8Block]) -> f32 {
+            sum32(row, x, $bytes, |b, y| {
+                let q = $unpack(b);
+                let dm = halves(b);
+                let a = load(y.qs.as_ptr());
+                let dot = if $signed { dot_ss(q, a) } else { dot_us(q, a) };
+                let extra = if $min { min_share(dm, y) } else { 0.0 };
+                (scale(dm, y), dot, extra)
+            })
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $rows(row: &[u8], xs: &[&[Q8Block]; 4]) -> [f32; 4] {
+            rows32::<4, $signed, $min>(row, xs, $bytes, |b| $unpack(b))
+        }
+    };
+}
+
+kernels32!(q4_0, q4_0_x4, 18, true, false, unpack_q4_0);
+kernels32!(q4_1, q4_1_x4, 20, false, true, unpack_q4_1);
+kernels32!(q5_0, q5_0_x4, 22, true, false, unpack_q5_0);
+kernels32!(q5_1, q5_1_x4, 24, false, true, unpack_q5_1);
+kernels32!(q8_0, q8_0_x4, 34, true, false, unpack_q8_0);
+
+/// Each row's Σ_j min_j · (activation sum of sub-block j): the share of a Q4_K/Q5_K block's
+/// mins; the block's scales go to `sc`.
+#[inline(always)]
+fn k4_mins<const R: usize>(scales: &[u8], ys: [&Q8KBlock; R], sc: &mut [i16; 8]) -> [i32; R] {
+    let mut total = [0i32; R];
     for (j, s) in sc.iter_mut().enumerate() {
         let (scale, min) = scale_min_k4(j, scales);
         *s = scale as i16;
-        total += min as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+        for (t, y) in total.iter_mut().zip(ys) {
+            *t += min as i32 * (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32);
+        }
     }
     total
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4k(row: &[u8], x: &[Q8KBlock]) -> f32 {
-    let (mut acc, mut mins) = (_mm256_setzero_ps(), 0f32);
-    let low = _mm256_set1_epi8(0x0F);
-    let mut sc = [0i16; 8];
-    for (b, y) in row.chunks_exact(144).zip(x) {
-        mins -= y.d * half(b, 2) * k4_mins(&b[4..16], y, &mut sc) as f32;
-        let mut sum = _mm256_setzero_si256();
-        for i in 0..4 {
-            let bits = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * i) as *const __m256i);
-            let q1 = _mm256_and_si256(bits, low);
-            let q2 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
-            let p1 = _mm256_maddubs_epi16(q1, load(y.qs.as_ptr().add(64 * i)));
-            let p2 = _mm256_maddubs_epi16(q2, load(y.qs.as_ptr().add(64 * i + 32)));
-            let p1 = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * i]), p1);
-            let p2 = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * i + 1]), p2);
-            sum = _mm256_add_epi32(sum, _mm256_add_epi32(p1, p2));
-        }
-        let d = _mm256_set1_ps(y.d * half(b, 0));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+/// Q4_K (`FIFTH` false) and Q5_K (`FIFTH` true, 32 bytes of fifth bits after the scales) for R
+/// activation rows, each block unpacked once.
+#[inline(always)]
+unsafe fn k4_rows<const R: usize, const FIFTH: bool>(
+    row: &[u8],
+    xs: &[&[Q8KBlock]; R],
+) -> [f32; R] {
+    let bytes = if FIFTH { 176 } else { 144 };
+    let qs_at = if FIFTH { 48 } else { 16 };
+    let blocks = row.len() / bytes;
+    if xs.iter().any(|x| x.len() < blocks) {
+        return [f32::NAN; R];
     }
-    hsum(acc) + mins
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5k(row: &[u8], x: &[Q8KBlock]) -> f32 {
-    let (mut acc, mut mins) = (_mm256_setzero_ps(), 0f32);
+    let (mut acc, mut mins) = ([_mm256_setzero_ps(); R], [0f32; R]);
     let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
     let mut sc = [0i16; 8];
-    for (b, y) in row.chunks_exact(176).zip(x) {
-        mins -= y.d * half(b, 2) * k4_mins(&b[4..16], y, &mut sc) as f32;
-        let hbits = _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i);
-        let mut sum = _mm256_setzero_si256();
-        for i in 0..4 {
-            let bits = _mm256_loadu_si256(b.as_ptr().add(48 + 32 * i) as *const __m256i);
-            let fifth = |bit: i32| {
-                let h = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(bit));
-                _mm256_slli_epi16(_mm256_and_si256(h, one), 4)
-            };
-            let q1 = _mm256_or_si256(_mm256_and_si256(bits, low), fifth(2 * i as i32));
-            let q2 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
-            let q2 = _mm256_or_si256(q2, fifth(2 * i as i32 + 1));
-            let p1 = _mm256_maddubs_epi16(q1, load(y.qs.as_ptr().add(64 * i)));
-            let p2 = _mm256_maddubs_epi16(q2, load(y.qs.as_ptr().add(64 * i + 32)));
-            let p1 = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * i]), p1);
-            let p2 = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * i + 1]), p2);
-            sum = _mm256_add_epi32(sum, _mm256_add_epi32(p1, p2));
+    for bi in 0..blocks {
+        let b = &row[bi * bytes..(bi + 1) * bytes];
+        let ys: [&Q8KBlock; R] = std::array::from_fn(|r| xs[r].get_unchecked(bi));
+        let dm = halves(b.as_ptr());
+        let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+        for (m, (t, y)) in mins
+            .iter_mut()
+            .zip(k4_mins(&b[4..16], ys, &mut sc).into_iter().zip(ys))
+        {
+            *m -= y.d * dmin * t as f32;
         }
-        let d = _mm256_set1_ps(y.d * half(b, 0));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+        let hbits = if FIFTH {
+            _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i)
+        } else {
+            _mm256_setzero_si256()
+        };
+        let mut sum = [_mm256_setzero_si256(); R];
+        for i in 0..4 {
+            let bits = _mm256_loadu_si256(b.as_ptr().add(qs_at + 32 * i) as *const __m256i);
+            let mut q1 = _mm256_and_si256(bits, low);
+            let mut q2 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
+            if FIFTH {
+                let fifth = |bit: i32| {
+                    let h = _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(bit));
+                    _mm256_slli_epi16(_mm256_and_si256(h, one), 4)
+                };
+                q1 = _mm256_or_si256(q1, fifth(2 * i as i32));
+                q2 = _mm256_or_si256(q2, fifth(2 * i as i32 + 1));
+            }
+            let (s1, s2) = (
+                _mm256_set1_epi16(sc[2 * i]),
+                _mm256_set1_epi16(sc[2 * i + 1]),
+            );
+            for r in 0..R {
+                let y = ys[r].qs.as_ptr();
+                let p1 = _mm256_madd_epi16(s1, _mm256_maddubs_epi16(q1, load(y.add(64 * i))));
+                let p2 = _mm256_madd_epi16(s2, _mm256_maddubs_epi16(q2, load(y.add(64 * i + 32))));
+                sum[r] = _mm256_add_epi32(sum[r], _mm256_add_epi32(p1, p2));
+            }
+        }
+        for r in 0..R {
+            let scale = _mm256_set1_ps(ys[r].d * d);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum[r]), acc[r]);
+        }
     }
-    hsum(acc) + mins
+    std::array::from_fn(|r| hsum(acc[r]) + mins[r])
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q6k(row: &[u8], x: &[Q8KBlock]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+/// Q6_K for R activation rows, each block unpacked once.
+#[inline(always)]
+unsafe fn q6k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R] {
+    let blocks = row.len() / 210;
+    if xs.iter().any(|x| x.len() < blocks) {
+        return [f32::NAN; R];
+    }
+    let mut acc = [_mm256_setzero_ps(); R];
     let (m3, m4, m32) = (
         _mm256_set1_epi8(3),
         _mm256_set1_epi8(0x0F),
         _mm256_set1_epi8(32),
     );
-    for (b, y) in row.chunks_exact(210).zip(x) {
+    for bi in 0..blocks {
+        let b = &row[bi * 210..(bi + 1) * 210];
+        let ys: [&Q8KBlock; R] = std::array::from_fn(|r| xs[r].get_unchecked(bi));
         let sc = &b[192..208];
-        let mut sum = _mm256_setzero_si256();
+        let mut sum = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             let p = b.as_ptr();
             let ql1 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
@@ -266,19 +326,41 @@ pub unsafe fn q6k(row: &[u8], x: &[Q8KBlock]) -> f32 {
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), top(6)),
             ];
             for (k, q) in qs.into_iter().enumerate() {
-                let a = load(y.qs.as_ptr().add(128 * h + 32 * k));
-                // (q − 32)·a as q·a − 32·a: maddubs needs the unsigned operand first.
-                let pairs =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(m32, a));
                 let s = _mm256_set_m128i(
                     _mm_set1_epi16(sc[8 * h + 2 * k + 1] as i8 as i16),
                     _mm_set1_epi16(sc[8 * h + 2 * k] as i8 as i16),
                 );
-                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(pairs, s));
+                for r in 0..R {
+                    let a = load(ys[r].qs.as_ptr().add(128 * h + 32 * k));
+                    // (q − 32)·a as q·a − 32·a: maddubs needs the unsigned operand first.
+                    let pairs =
+                        _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(m32, a));
+                    sum[r] = _mm256_add_epi32(sum[r], _mm256_madd_epi16(pairs, s));
+                }
             }
         }
-        let d = _mm256_set1_ps(y.d * half(b, 208));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+        for r in 0..R {
+            let scale = _mm256_set1_ps(ys[r].d * half(b, 208));
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum[r]), acc[r]);
+        }
     }
-    hsum(acc)
+    std::array::from_fn(|r| hsum(acc[r]))
 }
+
+macro_rules! kernels256 {
+    ($one:ident, $rows:ident, $body:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $one(row: &[u8], x: &[Q8KBlock]) -> f32 {
+            $body(row, &[x])[0]
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $rows(row: &[u8], xs: &[&[Q8KBlock]; 4]) -> [f32; 4] {
+            $body(row, xs)
+        }
+    };
+}
+
+kernels256!(q4k, q4k_x4, k4_rows::<_, false>);
+kernels256!(q5k, q5k_x4, k4_rows::<_, true>);
+kernels256!(q6k, q6k_x4, q6k_rows);

@@ -81,36 +81,64 @@ pub fn simd_available() -> bool {
 }
 
 type Dot32 = unsafe fn(&[u8], &[Q8Block]) -> f32;
+type Dot32x4 = unsafe fn(&[u8], &[&[Q8Block]; 4]) -> [f32; 4];
 type Dot256 = unsafe fn(&[u8], &[Q8KBlock]) -> f32;
+type Dot256x4 = unsafe fn(&[u8], &[&[Q8KBlock]; 4]) -> [f32; 4];
 
+/// A format's integer kernels: one activation row, and four at once (each weight block unpacked
+/// once for the four).
 #[derive(Clone, Copy)]
 enum IntKernel {
-    Blocks32(Dot32),
-    Blocks256(Dot256),
+    Blocks32(Dot32, Dot32x4),
+    Blocks256(Dot256, Dot256x4),
 }
 
-/// The integer kernel of `format` on this CPU, if any.
+/// The integer kernels of `format` on this CPU, if any.
 fn int_kernel(format: QFormat) -> Option<IntKernel> {
     if !simd_available() {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
     {
+        use avx2::*;
         use IntKernel::*;
         Some(match format {
-            QFormat::Q4_0 => Blocks32(avx2::q4_0),
-            QFormat::Q4_1 => Blocks32(avx2::q4_1),
-            QFormat::Q5_0 => Blocks32(avx2::q5_0),
-            QFormat::Q5_1 => Blocks32(avx2::q5_1),
-            QFormat::Q8_0 => Blocks32(avx2::q8_0),
-            QFormat::Q4K => Blocks256(avx2::q4k),
-            QFormat::Q5K => Blocks256(avx2::q5k),
-            QFormat::Q6K => Blocks256(avx2::q6k),
+            QFormat::Q4_0 => Blocks32(q4_0, q4_0_x4),
+            QFormat::Q4_1 => Blocks32(q4_1, q4_1_x4),
+            QFormat::Q5_0 => Blocks32(q5_0, q5_0_x4),
+            QFormat::Q5_1 => Blocks32(q5_1, q5_1_x4),
+            QFormat::Q8_0 => Blocks32(q8_0, q8_0_x4),
+            QFormat::Q4K => Blocks256(q4k, q4k_x4),
+            QFormat::Q5K => Blocks256(q5k, q5k_x4),
+            QFormat::Q6K => Blocks256(q6k, q6k_x4),
             QFormat::Q2K | QFormat::Q3K => return None,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
+}
+
+/// `o[r]` = the dot product of a weight row with activation row r: four rows at a time, then
+/// one at a time.
+///
+/// # Safety
+/// The kernels' CPU features must be present (they were detected at run time).
+unsafe fn dot_rows<X>(
+    row: &[u8],
+    xs: &[Vec<X>],
+    o: &mut [f32],
+    one: unsafe fn(&[u8], &[X]) -> f32,
+    four: unsafe fn(&[u8], &[&[X]; 4]) -> [f32; 4],
+) {
+    let mut r = 0;
+    while r + 4 <= xs.len() {
+        let group = [&xs[r][..], &xs[r + 1][..], &xs[r + 2][..], &xs[r + 3][..]];
+        o[r..r + 4].copy_from_slice(&four(row, &group));
+        r += 4;
+    }
+    for (o, x) in o[r..].iter_mut().zip(&xs[r..]) {
+        *o = one(row, x);
+    }
 }
 
 /// A row-major quantized matrix borrowed as the bytes GGUF stores.
@@ -120,12 +148,6 @@ pub struct QMatrix<'a> {
     pub data: &'a [u8],
     pub rows: usize,
     pub cols: usize,
-}
-
-/// The quantized activations of one row, in the block size the weight format pairs with.
-enum QuantRow {
-    Blocks32(Vec<Q8Block>),
-    Blocks256(Vec<Q8KBlock>),
 }
 
 impl<'a> QMatrix<'a> {
@@ -175,17 +197,16 @@ impl<'a> QMatrix<'a> {
             Activations::Q8 => int_kernel(self.format),
             Activations::F32 => None,
         };
-        let xq: Vec<QuantRow> = match kernel {
-            Some(IntKernel::Blocks32(_)) => x
-                .chunks_exact(k)
-                .map(|r| QuantRow::Blocks32(q8::quantize_q8(r)))
-                .collect(),
-            Some(IntKernel::Blocks256(_)) => x
-                .chunks_exact(k)
-                .map(|r| QuantRow::Blocks256(q8::quantize_q8k(r)))
-                .collect(),
-            None => Vec::new(),
-        };
+        let (mut xq32, mut xq256) = (Vec::new(), Vec::new());
+        match kernel {
+            Some(IntKernel::Blocks32(..)) => {
+                xq32 = x.chunks_exact(k).map(q8::quantize_q8).collect()
+            }
+            Some(IntKernel::Blocks256(..)) => {
+                xq256 = x.chunks_exact(k).map(q8::quantize_q8k).collect()
+            }
+            None => {}
+        }
         // Enough tasks per thread to balance, each a run of whole rows.
         let per_task = (n / (rayon::current_num_threads() * 8)).clamp(8, 256);
         // yt is (n, m): each task writes its own rows.
@@ -197,22 +218,13 @@ impl<'a> QMatrix<'a> {
                 for (j, o) in out.chunks_exact_mut(m).enumerate() {
                     let row = self.row(t * per_task + j);
                     match kernel {
-                        // SAFETY: the kernel's CPU features were detected at run time, and each
-                        // activation row has the row's number of blocks.
-                        Some(IntKernel::Blocks32(dot)) => {
-                            for (o, xr) in o.iter_mut().zip(&xq) {
-                                if let QuantRow::Blocks32(xr) = xr {
-                                    *o = unsafe { dot(row, xr) };
-                                }
-                            }
-                        }
-                        Some(IntKernel::Blocks256(dot)) => {
-                            for (o, xr) in o.iter_mut().zip(&xq) {
-                                if let QuantRow::Blocks256(xr) = xr {
-                                    *o = unsafe { dot(row, xr) };
-                                }
-                            }
-                        }
+                        // SAFETY: the kernels' CPU features were detected at run time.
+                        Some(IntKernel::Blocks32(one, four)) => unsafe {
+                            dot_rows(row, &xq32, o, one, four)
+                        },
+                        Some(IntKernel::Blocks256(one, four)) => unsafe {
+                            dot_rows(row, &xq256, o, one, four)
+                        },
                         None => {
                             buf.resize(k, 0f32);
                             self.format.dequantize_row(row, &mut buf);

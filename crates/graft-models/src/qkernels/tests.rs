@@ -132,7 +132,7 @@ fn q8_values(f: QFormat, x: &[f32]) -> Vec<f64> {
 fn q8_activations_follow_llama_cpps_numerics() {
     for dtype in ALL {
         let f = QFormat::of(dtype).unwrap();
-        for (n, k, m) in [(37, 512, 1), (130, 256, 2), (9, 768, 4)] {
+        for (n, k, m) in [(37, 512, 1), (130, 256, 2), (9, 768, 4), (11, 512, 9)] {
             let (bytes, dense) = quantized(dtype, n, k, 3);
             let x = activations_rows(m, k);
             let y = QMatrix::new(f, &bytes, n, k)
