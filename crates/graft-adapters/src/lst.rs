@@ -289,7 +289,7 @@ impl SideNetwork for Ladder {
                 backbone.run_layers(
                     embeds.clone(),
                     positions,
-                    segments,
+                    segments.into(),
                     Some(&mut *c),
                     false,
                     &mut tap,
@@ -297,7 +297,8 @@ impl SideNetwork for Ladder {
                 Some((c.split_off(backbone.layers.len()), c))
             }
             None => {
-                backbone.run_layers(embeds.clone(), positions, segments, None, false, &mut tap)?;
+                let masking = segments.into();
+                backbone.run_layers(embeds.clone(), positions, masking, None, false, &mut tap)?;
                 None
             }
         };
@@ -312,7 +313,7 @@ impl SideNetwork for Ladder {
         let s = self.side.run_layers(
             s0,
             positions,
-            segments,
+            segments.into(),
             side_cache.as_mut().map(|(sc, _)| sc),
             train,
             &mut |j, s| match j < last {

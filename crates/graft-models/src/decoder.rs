@@ -18,8 +18,8 @@ use crate::layers::fused_norm::FusedRmsNorm;
 use crate::layers::linear::Linear;
 use crate::layers::quant::QuantWeight;
 use crate::layers::{
-    attention::causal_mask, attention::segment_mask, attention::Attention, kv_cache::KvCache,
-    mlp::Mlp, norm::RmsNorm, rope,
+    attention::causal_mask, attention::padded_mask, attention::segment_mask, attention::Attention,
+    kv_cache::KvCache, mlp::Mlp, norm::RmsNorm, rope,
 };
 
 #[derive(Debug, Clone)]
@@ -176,6 +176,23 @@ pub trait SideNetwork: std::fmt::Debug + Send + Sync {
     fn set_dropout_seed(&self, _seed: u64) {}
 }
 
+/// Which earlier positions each position sees.
+#[derive(Debug, Clone, Copy)]
+pub enum Masking<'a> {
+    /// Every earlier position (of the cache and the input).
+    Causal,
+    /// Packed rows: segment ids (B, T); earlier positions of the same segment.
+    Packed(&'a Tensor),
+    /// Left-padded rows (batched decoding): row b's first `pads[b]` positions are padding.
+    Padded(&'a [usize]),
+}
+
+impl<'a> From<Option<&'a Tensor>> for Masking<'a> {
+    fn from(segments: Option<&'a Tensor>) -> Self {
+        segments.map_or(Masking::Causal, Masking::Packed)
+    }
+}
+
 #[derive(Debug)]
 pub struct Decoder {
     pub cfg: DecoderConfig,
@@ -278,19 +295,33 @@ impl Decoder {
             .unsqueeze(0)?
             .broadcast_as((b, t))?
             .contiguous()?;
-        self.forward_inner(input_ids, &positions, None, cache, train)
+        self.forward_inner(input_ids, &positions, Masking::Causal, cache, train)
     }
 
     /// Logits (B, V) of the last position only (prefill: the head, the largest product of a
-    /// small model with a large vocabulary, runs for one row instead of T).
-    pub fn forward_last(&self, input_ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    /// small model with a large vocabulary, runs for one row instead of T). Rows are left-padded
+    /// by `pads` (none: `&[]`); positions count from each row's first real token.
+    pub fn forward_last(
+        &self,
+        input_ids: &Tensor,
+        pads: &[usize],
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         let past = cache.as_ref().map_or(0, |c| c.len());
-        let positions = Tensor::arange(past as u32, (past + t) as u32, input_ids.device())?
-            .unsqueeze(0)?
-            .broadcast_as((b, t))?
-            .contiguous()?;
-        let x = self.hidden_inner(input_ids, &positions, None, cache, false)?;
+        let masking = match pads {
+            [] => Masking::Causal,
+            p if p.len() == b => Masking::Padded(p),
+            p => candle_core::bail!("{} padding lengths for {b} rows", p.len()),
+        };
+        let pos: Vec<u32> = (0..b)
+            .flat_map(|r| {
+                let pad = pads.get(r).copied().unwrap_or(0);
+                (past..past + t).map(move |a| a.saturating_sub(pad) as u32)
+            })
+            .collect();
+        let positions = Tensor::from_vec(pos, (b, t), input_ids.device())?;
+        let x = self.hidden_inner(input_ids, &positions, masking, cache, false)?;
         let mut logits = self.head_logits(&x.narrow(1, t - 1, 1)?.squeeze(1)?)?;
         if let Some(cap) = self.cfg.final_softcap {
             logits = ((logits / cap)?.tanh()? * cap)?;
@@ -307,18 +338,18 @@ impl Decoder {
         segments: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        self.forward_inner(input_ids, positions, Some(segments), None, train)
+        self.forward_inner(input_ids, positions, Masking::Packed(segments), None, train)
     }
 
     fn forward_inner(
         &self,
         input_ids: &Tensor,
         positions: &Tensor,
-        segments: Option<&Tensor>,
+        masking: Masking,
         cache: Option<&mut KvCache>,
         train: bool,
     ) -> Result<Tensor> {
-        let x = self.hidden_inner(input_ids, positions, segments, cache, train)?;
+        let x = self.hidden_inner(input_ids, positions, masking, cache, train)?;
         let mut logits = self.head_logits(&x)?;
         if let Some(cap) = self.cfg.final_softcap {
             logits = ((logits / cap)?.tanh()? * cap)?;
@@ -380,8 +411,13 @@ impl Decoder {
         train: bool,
     ) -> Result<Tensor> {
         match packed {
-            Some((pos, seg)) => self.hidden_inner(input_ids, pos, Some(seg), None, train),
-            None => self.hidden_inner(input_ids, &Self::positions(input_ids)?, None, None, train),
+            Some((pos, seg)) => {
+                self.hidden_inner(input_ids, pos, Masking::Packed(seg), None, train)
+            }
+            None => {
+                let pos = Self::positions(input_ids)?;
+                self.hidden_inner(input_ids, &pos, Masking::Causal, None, train)
+            }
         }
     }
 
@@ -389,15 +425,22 @@ impl Decoder {
         &self,
         input_ids: &Tensor,
         positions: &Tensor,
-        segments: Option<&Tensor>,
+        masking: Masking,
         cache: Option<&mut KvCache>,
         train: bool,
     ) -> Result<Tensor> {
         let x = self.embed(input_ids)?;
         if let Some(side) = &self.side {
+            let segments = match masking {
+                Masking::Causal => None,
+                Masking::Packed(seg) => Some(seg),
+                Masking::Padded(_) => {
+                    candle_core::bail!("a side network decodes one sequence at a time")
+                }
+            };
             return side.hidden(self, x, positions, segments, cache, train);
         }
-        self.run_layers(x, positions, segments, cache, train, &mut |_, x| Ok(x))
+        self.run_layers(x, positions, masking, cache, train, &mut |_, x| Ok(x))
     }
 
     /// The token embeddings (B, T, H) of `input_ids` (B, T), scaled as the model scales them.
@@ -427,7 +470,7 @@ impl Decoder {
         &self,
         mut x: Tensor,
         positions: &Tensor,
-        segments: Option<&Tensor>,
+        masking: Masking,
         mut cache: Option<&mut KvCache>,
         train: bool,
         after: &mut dyn FnMut(usize, Tensor) -> Result<Tensor>,
@@ -447,9 +490,10 @@ impl Decoder {
             let window = self.cfg.layers[i].sliding_window;
             let mask = match masks.entry(window) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(match segments {
-                    Some(seg) => segment_mask(seg, window)?,
-                    None => causal_mask(t, past, window, device)?,
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(match masking {
+                    Masking::Packed(seg) => segment_mask(seg, window)?,
+                    Masking::Causal => causal_mask(t, past, window, device)?,
+                    Masking::Padded(pads) => padded_mask(t, past, window, pads, device)?,
                 }),
             };
             let (cos, sin) = &cos_sin[self.layer_rope[i]];

@@ -22,10 +22,10 @@ pub mod t5;
 pub mod tokenizer;
 
 pub use config::DecoderConfig;
-pub use decoder::{next_token_logprobs, Decoder, SideNetwork};
+pub use decoder::{next_token_logprobs, Decoder, Masking, SideNetwork};
 pub use error::{ModelError, Result};
 pub use layers::kv_cache::KvCache;
 pub use load::{open_tokenizer, GenerationConfig, ModelSource, Quantization};
-pub use model::{LanguageModel, Model, ModelInput};
+pub use model::{BatchState, LanguageModel, Model, ModelInput};
 pub use t5::{T5Cache, T5Config, T5};
 pub use tokenizer::Tokenizer;

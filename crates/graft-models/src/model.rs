@@ -145,7 +145,83 @@ pub enum DecodeState {
     Seq2Seq { encoder: Tensor, cache: T5Cache },
 }
 
+/// Several sequences of a decoder-only model decoded together: one KV cache with a row per
+/// sequence, rows left-padded to a common length.
+#[derive(Debug, Clone)]
+pub struct BatchState {
+    cache: KvCache,
+    pads: Vec<usize>,
+}
+
+impl BatchState {
+    /// Sequences still in the batch.
+    pub fn rows(&self) -> usize {
+        self.pads.len()
+    }
+
+    /// Keeps batch rows `rows`, in that order (finished sequences leave; a row may repeat).
+    pub fn keep_rows(&mut self, rows: &[usize], device: &Device) -> Result<()> {
+        if let Some(&r) = rows.iter().find(|&&r| r >= self.pads.len()) {
+            candle_core::bail!("batch row {r} of {}", self.pads.len());
+        }
+        let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        self.cache.select_rows(&Tensor::new(index, device)?)?;
+        self.pads = rows.iter().map(|&r| self.pads[r]).collect();
+        Ok(())
+    }
+}
+
 impl Model {
+    /// Starts decoding `prompts` together (decoder-only models): they are left-padded to the
+    /// longest and run through in one forward. Returns the state and each row's next-token
+    /// logits (B, V).
+    pub fn prefill_batch(
+        &self,
+        prompts: &[&[u32]],
+        device: &Device,
+    ) -> Result<(BatchState, Tensor)> {
+        let Model::Decoder(m) = self else {
+            candle_core::bail!("batched decoding needs a decoder-only model");
+        };
+        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        if prompts.iter().any(|p| p.is_empty()) {
+            candle_core::bail!("a prompt is empty: nothing to continue");
+        }
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let ids: Vec<u32> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(0u32, longest - p.len()).chain(p.iter().copied()))
+            .collect();
+        let ids = Tensor::from_vec(ids, (prompts.len(), longest), device)?;
+        let mut cache = m.new_cache();
+        let padded = pads.iter().any(|&p| p > 0);
+        let logits = m.forward_last(&ids, if padded { &pads } else { &[] }, Some(&mut cache))?;
+        Ok((BatchState { cache, pads }, logits))
+    }
+
+    /// Feeds each row its next token (one per row, in row order); the logits (B, V) after them.
+    pub fn step_batch(
+        &self,
+        state: &mut BatchState,
+        tokens: &[u32],
+        device: &Device,
+    ) -> Result<Tensor> {
+        let Model::Decoder(m) = self else {
+            candle_core::bail!("batched decoding needs a decoder-only model");
+        };
+        if tokens.len() != state.pads.len() {
+            candle_core::bail!(
+                "{} tokens for a batch of {}",
+                tokens.len(),
+                state.pads.len()
+            );
+        }
+        let ids = Tensor::new(tokens, device)?.unsqueeze(1)?;
+        let padded = state.pads.iter().any(|&p| p > 0);
+        let pads = if padded { &state.pads[..] } else { &[] };
+        m.forward_last(&ids, pads, Some(&mut state.cache))
+    }
+
     /// Starts decoding one sequence: a decoder runs `prompt` through (prefill); an
     /// encoder-decoder encodes `prompt` and feeds its decoder start token. Returns the state and
     /// the logits (V) of the first token to choose.
@@ -157,7 +233,7 @@ impl Model {
         match self {
             Model::Decoder(m) => {
                 let mut cache = m.new_cache();
-                let last = m.forward_last(&ids, Some(&mut cache))?.squeeze(0)?;
+                let last = m.forward_last(&ids, &[], Some(&mut cache))?.squeeze(0)?;
                 Ok((DecodeState::Decoder(cache), last))
             }
             Model::Seq2Seq(m) => {

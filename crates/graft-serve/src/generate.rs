@@ -51,7 +51,7 @@ pub fn generate(
     rayon::scope(|_| decode(model, prompt, opts, device, on_token))
 }
 
-fn decode(
+pub(crate) fn decode(
     model: &Model,
     prompt: &[u32],
     opts: &GenerateOptions,
@@ -59,10 +59,11 @@ fn decode(
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason)> {
     let mut sampler = Sampler::new(opts.temperature, opts.top_p, opts.seed);
-    // Quantized weights multiply 8-bit activations while generating (llama.cpp's numerics).
+    let (mut state, mut logits) = model.prefill(prompt, device)?;
+    // Decoding steps multiply quantized weights with 8-bit activations (llama.cpp's numerics);
+    // the prompt keeps f32, whose results do not depend on how many rows share a product.
     let _numerics =
         graft_models::qkernels::activations_scope(graft_models::qkernels::generation_activations());
-    let (mut state, mut logits) = model.prefill(prompt, device)?;
     let mut out = Vec::new();
     for n in 1..=opts.max_new_tokens {
         let token = sampler.sample(&logits)?;

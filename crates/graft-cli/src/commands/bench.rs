@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
-use graft_serve::{generate, GenerateOptions};
+use graft_serve::{generate, generate_batch, GenerateOptions};
 use serde_json::json;
 
 use crate::io::ModelArgs;
@@ -22,9 +22,9 @@ pub struct Args {
     pub model: Option<std::path::PathBuf>,
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Rows per scoring batch.
-    #[arg(long, default_value_t = 4)]
-    pub batch: usize,
+    /// Rows per scoring or training batch (default 4); sequences decoded together (default 1).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Tokens per row (score) or prompt tokens (decode).
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
@@ -67,7 +67,7 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.repeats == 0 || args.seq_len < 2 || args.batch == 0 {
+    if args.repeats == 0 || args.seq_len < 2 || args.batch == Some(0) {
         bail!("--repeats, --batch must be ≥ 1 and --seq-len ≥ 2");
     }
     if args.kind == "lora" {
@@ -97,7 +97,10 @@ pub fn run(args: Args) -> Result<()> {
     let vocab = decoder.cfg.vocab_size as u32;
     let model = graft_models::Model::from(decoder);
     // Deterministic pseudo-random ids, spread over the vocabulary.
-    let ids: Vec<u32> = (0..args.batch * args.seq_len)
+    let batch = args
+        .batch
+        .unwrap_or(if args.kind == "score" { 4 } else { 1 });
+    let ids: Vec<u32> = (0..batch * args.seq_len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761) % vocab)
         .collect();
     let mut rates = Vec::new();
@@ -105,11 +108,11 @@ pub fn run(args: Args) -> Result<()> {
         let start = std::time::Instant::now();
         let tokens = match args.kind.as_str() {
             "score" => {
-                let t = Tensor::from_slice(&ids, (args.batch, args.seq_len), &device)?;
+                let t = Tensor::from_slice(&ids, (batch, args.seq_len), &device)?;
                 if let Some(d) = model.as_decoder() {
                     d.log_probs(&t, None, false)?;
                 }
-                args.batch * args.seq_len
+                batch * args.seq_len
             }
             "prefill" => {
                 // The prompt's forward pass and the first token, as generation runs it (llama-bench's pp).
@@ -122,6 +125,32 @@ pub fn run(args: Args) -> Result<()> {
                 };
                 generate(&model, &ids[..args.seq_len], &opts, &device, |_| true)?;
                 args.seq_len
+            }
+            "decode" if batch > 1 => {
+                // `batch` sequences of one prompt (one prefill), timed without the prefill.
+                let prompts = vec![&ids[..args.seq_len]; batch];
+                let opts = |n| GenerateOptions {
+                    max_new_tokens: n,
+                    temperature: 0.0,
+                    top_p: 1.0,
+                    seed: 0,
+                    eos_token_ids: vec![],
+                };
+                let start = std::time::Instant::now();
+                generate_batch(&model, &prompts, &vec![opts(1); batch], &device)?;
+                let prefill = start.elapsed();
+                let start = std::time::Instant::now();
+                generate_batch(
+                    &model,
+                    &prompts,
+                    &vec![opts(args.new_tokens + 1); batch],
+                    &device,
+                )?;
+                let decode = start.elapsed().saturating_sub(prefill).as_secs_f64();
+                if run > 0 {
+                    rates.push((batch * args.new_tokens) as f64 / decode);
+                }
+                continue;
             }
             "decode" => {
                 let prompt = &ids[..args.seq_len];
@@ -156,7 +185,7 @@ pub fn run(args: Args) -> Result<()> {
     let threads = candle_core::utils::get_num_threads();
     println!(
         "{}",
-        json!({"bench": args.kind, "model": model_args.model, "batch": args.batch, "seq_len": args.seq_len,
+        json!({"bench": args.kind, "model": model_args.model, "batch": batch, "seq_len": args.seq_len,
                "new_tokens": args.new_tokens, "dtype": args.dtype, "keep_quantized": args.keep_quantized, "threads": threads,
                "tokens_per_second_median": m, "runs": rates})
     );

@@ -113,7 +113,7 @@ pub(super) fn train(args: &Args) -> Result<()> {
             .map(|i| (((r * args.seq_len + i) as u64 * 2_654_435_761) % vocab as u64) as u32)
             .collect()
     };
-    let mut rows: Vec<graft_data::rows::TrainRow> = (0..args.batch)
+    let mut rows: Vec<graft_data::rows::TrainRow> = (0..args.batch.unwrap_or(4))
         .map(|b| match dpo {
             // Pair b: chosen row 2b and rejected row 2b+1 with the chosen row's prompt half.
             true => {
@@ -142,7 +142,13 @@ pub(super) fn train(args: &Args) -> Result<()> {
         .collect();
     if dpo {
         // The starting policy is the reference (LoRA's B = 0).
-        graft_train::reference::cache_reference(&mut rows, &model, args.batch, &device, |_| ())?;
+        graft_train::reference::cache_reference(
+            &mut rows,
+            &model,
+            args.batch.unwrap_or(4),
+            &device,
+            |_| (),
+        )?;
     }
     let tokens: usize = rows
         .iter()
@@ -173,7 +179,7 @@ pub(super) fn train(args: &Args) -> Result<()> {
     };
     println!(
         "{}",
-        json!({"bench": match (args.nf4, args.lora_r > 0, dpo) { (true, _, _) => "qlora-nf4", (_, true, true) => "dpo-lora", (_, false, true) => "dpo", (_, true, _) => "lora", _ => "train" }, "impl": "graft", "tokens": tokens, "checkpointing": args.checkpointing, "params": params, "lora_r": args.lora_r, "batch": args.batch, "seq_len": args.seq_len,
+        json!({"bench": match (args.nf4, args.lora_r > 0, dpo) { (true, _, _) => "qlora-nf4", (_, true, true) => "dpo-lora", (_, false, true) => "dpo", (_, true, _) => "lora", _ => "train" }, "impl": "graft", "tokens": tokens, "checkpointing": args.checkpointing, "params": params, "lora_r": args.lora_r, "batch": args.batch.unwrap_or(4), "seq_len": args.seq_len,
         "threads": candle_core::utils::get_num_threads(), "tokens_per_second_median": median(rates.clone()), "runs": rates,
         "peak_rss_mib": peak_rss_mib()})
     );

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use graft_data::{parse_messages, ChatTemplate};
-use graft_serve::{generate, GenerateOptions};
+use graft_serve::{generate_batch, GenerateOptions};
 use serde_json::{json, Value};
 
 use crate::io::{progress, write_atomic};
@@ -59,9 +59,9 @@ pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
             }
             _ => bail!(at("field `prompt`: not a string or a list of messages")),
         };
-        let mut responses = Vec::with_capacity(args.samples);
-        for k in 0..args.samples {
-            let opts = GenerateOptions {
+        // The row's samples decode together, from one prefill of the prompt.
+        let opts: Vec<GenerateOptions> = (0..args.samples)
+            .map(|k| GenerateOptions {
                 max_new_tokens: args.max_new_tokens,
                 temperature: args.temperature,
                 top_p: args.top_p,
@@ -71,8 +71,11 @@ pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
                     Model::Seq2Seq(t5) => t5.cfg.eos_ids(),
                     Model::Decoder(_) => source.generation.eos_token_ids.clone(),
                 },
-            };
-            let generated = generate(&model, &ids, &opts, &device, |_| true)?.0;
+            })
+            .collect();
+        let prompts = vec![&ids[..]; args.samples];
+        let mut responses = Vec::with_capacity(args.samples);
+        for (generated, _) in generate_batch(&model, &prompts, &opts, &device)? {
             let text = tokenizer.decode(&generated, true)?;
             responses.push(match conversational {
                 true => json!([{"role": "assistant", "content": text}]),

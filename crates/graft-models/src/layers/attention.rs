@@ -186,6 +186,38 @@ pub fn causal_mask(
     Tensor::from_vec(mask, (t, s), device)
 }
 
+/// Additive causal mask (B, 1, 1, T, S) for left-padded rows: row b's first `pads[b]` positions
+/// (cached or new) are padding, which no query sees; a padding query sees itself only (its output
+/// is never used, and a row of −∞ would make NaN).
+pub fn padded_mask(
+    t: usize,
+    past: usize,
+    window: Option<usize>,
+    pads: &[usize],
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let s = past + t;
+    let mut mask = Vec::with_capacity(pads.len() * t * s);
+    for &pad in pads {
+        for i in 0..t {
+            let qi = past + i;
+            mask.extend((0..s).map(|j| {
+                let visible = if qi < pad {
+                    j == qi
+                } else {
+                    j >= pad && j <= qi && window.is_none_or(|w| qi - j < w)
+                };
+                if visible {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }));
+        }
+    }
+    Tensor::from_vec(mask, (pads.len(), 1, 1, t, s), device)
+}
+
 /// Additive block-diagonal causal mask (B, 1, 1, T, T) from segment ids (B, T): a query sees keys of
 /// its own segment at or before it (and within `window`).
 pub fn segment_mask(segments: &Tensor, window: Option<usize>) -> Result<Tensor> {

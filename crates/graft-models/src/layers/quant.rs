@@ -82,10 +82,6 @@ impl QuantLinearOp {
 /// Up to this many rows a product with f32 activations goes through the row kernels; more rows
 /// amortise dequantizing the whole weight for one GEMM.
 const KERNEL_ROWS: usize = 4;
-/// With 8-bit activations, up to this many rows (a batch of decoded sequences) go through the
-/// row kernels; a provisional bound until batched decoding measures the crossover (a 256-row
-/// prompt runs 2× faster through dequantize + GEMM on SmolLM2).
-const Q8_KERNEL_ROWS: usize = 16;
 
 /// Runs `f` on a GGUF tensor's bytes viewed as a [`QMatrix`] (an error for float types).
 fn with_matrix<R>(q: &QTensor, f: impl FnOnce(QMatrix) -> Result<R>) -> Result<R> {
@@ -109,13 +105,10 @@ impl QuantLinearOp {
         };
         let m = lead.iter().product::<usize>();
         let acts = qkernels::activations();
-        // Many rows (a prompt) amortise dequantizing the weight for one f32 GEMM, which beats
-        // the row kernels there; both numerics then agree with f32.
-        let limit = match acts {
-            Activations::F32 => KERNEL_ROWS,
-            Activations::Q8 => Q8_KERNEL_ROWS,
-        };
-        if m > limit {
+        // With f32 activations, many rows (a prompt) amortise dequantizing the weight for one
+        // GEMM. With 8-bit activations (decoding steps) every row goes through the row kernels,
+        // so a sequence's numbers do not depend on how many others share its batch.
+        if acts == Activations::F32 && m > KERNEL_ROWS {
             return Ok(None);
         }
         with_matrix(q, |w| {

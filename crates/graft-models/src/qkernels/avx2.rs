@@ -54,19 +54,6 @@ unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1))
 }
 
-/// Σ over 32 byte pairs (unsigned a, signed b), as 8 f32 partial sums.
-#[inline(always)]
-unsafe fn dot_us(a: __m256i, b: __m256i) -> __m256 {
-    let pairs = _mm256_maddubs_epi16(a, b);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-}
-
-/// Σ over 32 signed byte pairs: the sign moves onto b so that a can be taken as unsigned.
-#[inline(always)]
-unsafe fn dot_ss(a: __m256i, b: __m256i) -> __m256 {
-    dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
-}
-
 #[inline(always)]
 unsafe fn load(p: *const i8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
@@ -78,34 +65,6 @@ unsafe fn load(p: *const i8) -> __m256i {
 #[inline(always)]
 unsafe fn halves(p: *const u8) -> __m128 {
     _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i))
-}
-
-/// Σ over a row of 32-weight blocks of `bytes` bytes: `block` gives each block's (scale, integer
-/// dot as f32) and a correction added once (the min's share). Two accumulators, so consecutive
-/// blocks' multiply-adds do not wait on each other.
-#[inline(always)]
-unsafe fn sum32(
-    row: &[u8],
-    x: &[Q8Block],
-    bytes: usize,
-    block: impl Fn(*const u8, &Q8Block) -> (__m256, __m256, f32),
-) -> f32 {
-    let (mut a0, mut a1, mut extra) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0f32);
-    let mut pairs = row.chunks_exact(2 * bytes).zip(x.chunks_exact(2));
-    for (b, y) in &mut pairs {
-        let (d0, q0, e0) = block(b.as_ptr(), &y[0]);
-        let (d1, q1, e1) = block(b.as_ptr().add(bytes), &y[1]);
-        a0 = _mm256_fmadd_ps(d0, q0, a0);
-        a1 = _mm256_fmadd_ps(d1, q1, a1);
-        extra += e0 + e1;
-    }
-    let blocks = row.len() / bytes;
-    if blocks % 2 == 1 {
-        let (d, q, e) = block(row.as_ptr().add((blocks - 1) * bytes), &x[blocks - 1]);
-        a0 = _mm256_fmadd_ps(d, q, a0);
-        extra += e;
-    }
-    hsum(_mm256_add_ps(a0, a1)) + extra
 }
 
 /// The block's scale d times the activations' scale, in all lanes.
@@ -122,7 +81,9 @@ unsafe fn min_share(dm: __m128, y: &Q8Block) -> f32 {
 
 /// R activation rows against one weight row of 32-weight blocks, each block unpacked once.
 /// `SIGNED`: the unpacked weights are signed (their sign moves onto the activations); `MIN`: the
-/// format carries a min (lane 1 of the block's halves), times each row's activation sum.
+/// format carries a min (lane 1 of the block's halves), times each row's activation sum. Two
+/// accumulators per row take alternate blocks (consecutive multiply-adds do not wait on each
+/// other); a row's result is the same whatever R it is computed in.
 #[inline(always)]
 unsafe fn rows32<const R: usize, const SIGNED: bool, const MIN: bool>(
     row: &[u8],
@@ -134,26 +95,50 @@ unsafe fn rows32<const R: usize, const SIGNED: bool, const MIN: bool>(
     if xs.iter().any(|x| x.len() < blocks) {
         return [f32::NAN; R];
     }
-    let (mut acc, mut extra) = ([_mm256_setzero_ps(); R], [0f32; R]);
+    let mut acc = [[_mm256_setzero_ps(); R]; 2];
+    let mut extra = [0f32; R];
     let ones = _mm256_set1_epi16(1);
-    for i in 0..blocks {
+    // Block i's contribution to row r: (scale · integer dot, min share).
+    let block = |i: usize, r: usize, dm: __m128, uq: __m256i, q: __m256i| {
+        let y = xs[r].get_unchecked(i);
+        let mut a = load(y.qs.as_ptr());
+        if SIGNED {
+            a = _mm256_sign_epi8(a, q);
+        }
+        let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, a), ones);
+        let e = if MIN { min_share(dm, y) } else { 0.0 };
+        (scale(dm, y), _mm256_cvtepi32_ps(pairs), e)
+    };
+    let unpacked = |i: usize| {
         let p = row.as_ptr().add(i * bytes);
-        let (dm, q) = (halves(p), unpack(p));
-        let uq = if SIGNED { _mm256_sign_epi8(q, q) } else { q };
+        let q = unpack(p);
+        (
+            halves(p),
+            if SIGNED { _mm256_sign_epi8(q, q) } else { q },
+            q,
+        )
+    };
+    for pair in 0..blocks / 2 {
+        let (i0, i1) = (2 * pair, 2 * pair + 1);
+        let ((dm0, uq0, q0), (dm1, uq1, q1)) = (unpacked(i0), unpacked(i1));
         for r in 0..R {
-            let y = xs[r].get_unchecked(i);
-            let mut a = load(y.qs.as_ptr());
-            if SIGNED {
-                a = _mm256_sign_epi8(a, q);
-            }
-            let pairs = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, a), ones);
-            acc[r] = _mm256_fmadd_ps(scale(dm, y), _mm256_cvtepi32_ps(pairs), acc[r]);
-            if MIN {
-                extra[r] += min_share(dm, y);
-            }
+            let (d0, p0, e0) = block(i0, r, dm0, uq0, q0);
+            let (d1, p1, e1) = block(i1, r, dm1, uq1, q1);
+            acc[0][r] = _mm256_fmadd_ps(d0, p0, acc[0][r]);
+            acc[1][r] = _mm256_fmadd_ps(d1, p1, acc[1][r]);
+            extra[r] += e0 + e1;
         }
     }
-    std::array::from_fn(|r| hsum(acc[r]) + extra[r])
+    if blocks % 2 == 1 {
+        let i = blocks - 1;
+        let (dm, uq, q) = unpacked(i);
+        for r in 0..R {
+            let (d, p, e) = block(i, r, dm, uq, q);
+            acc[0][r] = _mm256_fmadd_ps(d, p, acc[0][r]);
+            extra[r] += e;
+        }
+    }
+    std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][r], acc[1][r])) + extra[r])
 }
 
 /// The 32 weights of a block as bytes (q − 8, signed).
@@ -185,19 +170,11 @@ unsafe fn unpack_q8_0(b: *const u8) -> __m256i {
     load(b.add(2) as *const i8)
 }
 
-/// One row with two accumulators (consecutive blocks' multiply-adds do not wait on each other).
 macro_rules! kernels32 {
     ($one:ident, $rows:ident, $bytes:expr, $signed:expr, $min:expr, $unpack:ident) => {
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn $one(row: &[u8], x: &[Q8Block]) -> f32 {
-            sum32(row, x, $bytes, |b, y| {
-                let q = $unpack(b);
-                let dm = halves(b);
-                let a = load(y.qs.as_ptr());
-                let dot = if $signed { dot_ss(q, a) } else { dot_us(q, a) };
-                let extra = if $min { min_share(dm, y) } else { 0.0 };
-                (scale(dm, y), dot, extra)
-            })
+            rows32::<1, $signed, $min>(row, &[x], $bytes, |b| $unpack(b))[0]
         }
 
         #[target_feature(enable = "avx2,fma,f16c")]
