@@ -111,13 +111,23 @@ pub fn run(task: &Task, lm: &Lm, mut progress: impl FnMut()) -> Result<TaskOutco
     // items[filter][metric] = one item per document
     let mut items: Vec<Vec<Vec<Item>>> = vec![vec![Vec::new(); r.list.len()]; r.pipelines.len()];
     let mut samples = Vec::new();
+    // generate_until: the generations of the next GENERATION_BATCH documents, decoded together.
+    let mut generated = Vec::new();
     for (i, (doc, p)) in task.docs.iter().zip(&prepared).enumerate() {
         let at = |e: String| EvalError::Doc(shown.clone(), i, e);
         let rows = match task.cfg.output_type.as_str() {
             "multiple_choice" => r.multiple_choice(i, doc, p, &at)?,
             "loglikelihood" => r.loglikelihood(i, doc, p, &at)?,
             "loglikelihood_rolling" => r.loglikelihood_rolling(i, doc, p, &at)?,
-            _ => r.generate(i, doc, p, &at)?,
+            _ => {
+                let batch = crate::harness::GENERATION_BATCH;
+                if i % batch == 0 {
+                    let next = &prepared[i..(i + batch).min(prepared.len())];
+                    let ctxs: Vec<&str> = next.iter().map(|p| p.context.as_str()).collect();
+                    generated = lm.generate_until_batch(&ctxs, &r.until, r.max_gen)?;
+                }
+                r.generate(i, doc, p, &generated[i % batch], &at)?
+            }
         };
         for (f, row, scored) in rows {
             for (k, item) in scored.into_iter().enumerate() {
@@ -358,14 +368,18 @@ impl<'a> Run<'a> {
     }
 
     /// One generation, scored through every filter pipeline (a row per pipeline).
-    fn generate(&self, i: usize, doc: &Doc, p: &Prepared, at: &At) -> Result<DocRows, EvalError> {
-        let out = self
-            .lm
-            .generate_until(&p.context, &self.until, self.max_gen)?;
+    fn generate(
+        &self,
+        i: usize,
+        doc: &Doc,
+        p: &Prepared,
+        out: &str,
+        at: &At,
+    ) -> Result<DocRows, EvalError> {
         let gold = target_text(&p.target);
         let mut rows = Vec::new();
         for (f, pipe) in self.pipelines.iter().enumerate() {
-            let filtered = pipe.apply(std::slice::from_ref(&out), doc).map_err(at)?;
+            let filtered = pipe.apply(&[out.to_string()], doc).map_err(at)?;
             let gen_args = &self.task.cfg.generation_kwargs;
             let mut row = self.row(
                 i,

@@ -16,7 +16,8 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use graft_models::{Decoder, KvCache, Model, Tokenizer};
-use graft_serve::generate::{generate, GenerateOptions};
+use graft_serve::generate::GenerateOptions;
+use graft_serve::generate_batch_until;
 
 use crate::EvalError;
 
@@ -36,6 +37,9 @@ pub struct Lm<'a> {
 }
 
 type Res<T> = Result<T, EvalError>;
+
+/// Generations decoded together by `generate_until_batch`.
+pub const GENERATION_BATCH: usize = 16;
 
 impl<'a> Lm<'a> {
     /// The settings lm-eval's HF backend derives from the model: L from the config
@@ -200,11 +204,58 @@ impl<'a> Lm<'a> {
 
     /// Greedy continuation of `ctx` until a stop string, an EOS id or `max_gen_toks` tokens.
     pub fn generate_until(&self, ctx: &str, until: &[String], max_gen_toks: usize) -> Res<String> {
-        let mut stops: Vec<String> = until.to_vec();
+        Ok(self
+            .generate_until_batch(&[ctx], until, max_gen_toks)?
+            .remove(0))
+    }
+
+    /// [`Self::generate_until`] of each context, decoded together in batches of
+    /// [`GENERATION_BATCH`] (longest first, so that a batch pads little).
+    pub fn generate_until_batch(
+        &self,
+        ctxs: &[&str],
+        until: &[String],
+        max_gen_toks: usize,
+    ) -> Res<Vec<String>> {
+        let mut stops: Vec<String> = until.iter().filter(|s| !s.is_empty()).cloned().collect();
         if !self.eot_text.is_empty() && !stops.contains(&self.eot_text) {
             stops.push(self.eot_text.clone());
         }
-        let (ids, opts) = match self.model {
+        let reqs = ctxs
+            .iter()
+            .map(|c| self.generation_request(c, max_gen_toks))
+            .collect::<Res<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..reqs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(reqs[i].0.len()));
+        let mut texts = vec![String::new(); reqs.len()];
+        for chunk in order.chunks(GENERATION_BATCH) {
+            let prompts: Vec<&[u32]> = chunk.iter().map(|&i| &reqs[i].0[..]).collect();
+            let opts: Vec<GenerateOptions> = chunk.iter().map(|&i| reqs[i].1.clone()).collect();
+            let out =
+                generate_batch_until(self.model, &prompts, &opts, &self.device, |_, so_far| {
+                    let text = self.tokenizer.decode(so_far, false).unwrap_or_default();
+                    stops.iter().any(|s| text.contains(s.as_str()))
+                })?;
+            for (&i, (ids, _)) in chunk.iter().zip(out) {
+                let mut text = self.tokenizer.decode(&ids, true)?;
+                for s in &stops {
+                    if let Some(at) = text.find(s.as_str()) {
+                        text.truncate(at);
+                    }
+                }
+                texts[i] = text;
+            }
+        }
+        Ok(texts)
+    }
+
+    /// The prompt ids and greedy options of one generation request.
+    fn generation_request(
+        &self,
+        ctx: &str,
+        max_gen_toks: usize,
+    ) -> Res<(Vec<u32>, GenerateOptions)> {
+        Ok(match self.model {
             Model::Seq2Seq(t5) => crate::seq2seq::generation_request(self, t5, ctx, max_gen_toks)?,
             Model::Decoder(_) => {
                 let ids = self.tokenizer.encode(ctx, true)?;
@@ -212,22 +263,7 @@ impl<'a> Lm<'a> {
                 let ids = ids[ids.len().saturating_sub(keep)..].to_vec();
                 (ids, self.greedy(max_gen_toks, self.eos_ids.clone()))
             }
-        };
-        let mut so_far: Vec<u32> = Vec::new();
-        let (out, _) = generate(self.model, &ids, &opts, &self.device, |t| {
-            so_far.push(t);
-            let text = self.tokenizer.decode(&so_far, false).unwrap_or_default();
-            !stops
-                .iter()
-                .any(|s| !s.is_empty() && text.contains(s.as_str()))
-        })?;
-        let mut text = self.tokenizer.decode(&out, true)?;
-        for s in stops.iter().filter(|s| !s.is_empty()) {
-            if let Some(i) = text.find(s.as_str()) {
-                text.truncate(i);
-            }
-        }
-        Ok(text)
+        })
     }
 
     /// Greedy decoding options: at most `max_new_tokens`, stopping at `eos`.

@@ -18,6 +18,18 @@ pub fn generate_batch(
     opts: &[GenerateOptions],
     device: &Device,
 ) -> Result<Vec<(Vec<u32>, StopReason)>> {
+    generate_batch_until(model, prompts, opts, device, |_, _| false)
+}
+
+/// [`generate_batch`] with a stopping rule: `stop(i, tokens)` is asked after each new token of
+/// sequence i that is not EOS (as `generate`'s callback, whose `false` is `stop`'s `true`).
+pub fn generate_batch_until(
+    model: &Model,
+    prompts: &[&[u32]],
+    opts: &[GenerateOptions],
+    device: &Device,
+    mut stop: impl FnMut(usize, &[u32]) -> bool + Send,
+) -> Result<Vec<(Vec<u32>, StopReason)>> {
     if prompts.len() != opts.len() {
         candle_core::bail!("{} prompts, {} option sets", prompts.len(), opts.len());
     }
@@ -26,10 +38,17 @@ pub fn generate_batch(
             return prompts
                 .iter()
                 .zip(opts)
-                .map(|(p, o)| decode(model, p, o, device, |_| true))
+                .enumerate()
+                .map(|(i, (p, o))| {
+                    let mut so_far = Vec::new();
+                    decode(model, p, o, device, |t| {
+                        so_far.push(t);
+                        !stop(i, &so_far)
+                    })
+                })
                 .collect();
         }
-        decode_batch(model, prompts, opts, device)
+        decode_batch(model, prompts, opts, device, &mut stop)
     })
 }
 
@@ -54,6 +73,7 @@ fn decode_batch(
     prompts: &[&[u32]],
     opts: &[GenerateOptions],
     device: &Device,
+    stop: &mut dyn FnMut(usize, &[u32]) -> bool,
 ) -> Result<Vec<(Vec<u32>, StopReason)>> {
     let n = prompts.len();
     let mut samplers: Vec<Sampler> = opts
@@ -82,6 +102,8 @@ fn decode_batch(
             out[s].0.push(token);
             if opts[s].eos_token_ids.contains(&token) {
                 out[s].1 = StopReason::Eos;
+            } else if stop(s, &out[s].0) {
+                out[s].1 = StopReason::Callback;
             } else if out[s].0.len() < opts[s].max_new_tokens {
                 keep.push(row);
                 tokens.push(token);

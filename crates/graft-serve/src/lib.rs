@@ -6,7 +6,7 @@ pub mod generate;
 pub mod sampling;
 pub mod seq2seq;
 
-pub use batch::generate_batch;
+pub use batch::{generate_batch, generate_batch_until};
 pub use generate::{generate, GenerateOptions, StopReason};
 pub use sampling::Sampler;
 pub use seq2seq::{beam_search, BeamOptions};
