@@ -22,7 +22,10 @@ pub fn read_content(path: &Path) -> Result<Content> {
     };
     // Lengths are checked against the file before candle allocates by them.
     crate::gguf_check::check_file(path).map_err(|e| not_gguf(&e))?;
-    let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
+    // Buffered: candle reads the metadata a field at a time (a system call per string of a
+    // 262k-token vocabulary without a buffer).
+    let file = File::open(path).map_err(|e| ModelError::file(path, e))?;
+    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
     crate::guard::catch("the GGUF header", || Content::read(&mut file))
         .map_err(|e| not_gguf(&e))?
         .map_err(|e| not_gguf(&e))

@@ -105,25 +105,27 @@ pub fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<(String, Str
             order.push(t.as_str());
         }
     }
-    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    // (left, right, sort key: the piece's score and the parts' lengths in characters). The key
+    // is computed once per merge, not in every comparison (seconds on Gemma's 262k pieces).
+    type Merge<'a> = (&'a str, &'a str, (f64, usize, usize));
+    let mut merges: Vec<Merge> = Vec::new();
     for piece in order {
-        let mut local: Vec<(&str, &str, f64)> = piece
+        let (score, total) = (score_of[piece], piece.chars().count());
+        let mut local: Vec<(usize, usize, Merge)> = piece
             .char_indices()
             .skip(1)
-            .map(|(i, _)| (&piece[..i], &piece[i..]))
-            .filter(|(l, r)| vocab.contains_key(l) && vocab.contains_key(r))
-            .map(|(l, r)| (l, r, score_of[piece]))
+            .enumerate()
+            .filter_map(|(n, (i, _))| {
+                let (l, r) = (&piece[..i], &piece[i..]);
+                let (li, ri) = (*vocab.get(l)?, *vocab.get(r)?);
+                Some((li, ri, (l, r, (score, n + 1, total - n - 1))))
+            })
             .collect();
-        local.sort_by_key(|(l, r, _)| (vocab[l], vocab[r]));
-        merges.extend(local);
+        local.sort_by_key(|&(li, ri, _)| (li, ri));
+        merges.extend(local.into_iter().map(|(_, _, m)| m));
     }
-    let key = |m: &(&str, &str, f64)| (m.2, m.0.chars().count(), m.1.chars().count());
     // Stable, descending: equal keys keep their order, as Python's sorted(reverse=True) does.
-    merges.sort_by(|a, b| {
-        key(b)
-            .partial_cmp(&key(a))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    merges.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal));
     merges
         .into_iter()
         .map(|(l, r, _)| (l.to_string(), r.to_string()))
