@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 use rand::{rngs::StdRng, SeedableRng};
 
 use crate::config::{BlockKind, DecoderConfig};
+pub use crate::layers::attention::Masking;
 use crate::layers::fused_block::{fused_block, BlockParams, BlockSpec};
 use crate::layers::fused_norm::FusedRmsNorm;
 use crate::layers::linear::Linear;
@@ -174,23 +175,6 @@ pub trait SideNetwork: std::fmt::Debug + Send + Sync {
     ) -> Result<Tensor>;
     /// Reseeds the side network's dropout with the decoder's.
     fn set_dropout_seed(&self, _seed: u64) {}
-}
-
-/// Which earlier positions each position sees.
-#[derive(Debug, Clone, Copy)]
-pub enum Masking<'a> {
-    /// Every earlier position (of the cache and the input).
-    Causal,
-    /// Packed rows: segment ids (B, T); earlier positions of the same segment.
-    Packed(&'a Tensor),
-    /// Left-padded rows (batched decoding): row b's first `pads[b]` positions are padding.
-    Padded(&'a [usize]),
-}
-
-impl<'a> From<Option<&'a Tensor>> for Masking<'a> {
-    fn from(segments: Option<&'a Tensor>) -> Self {
-        segments.map_or(Masking::Causal, Masking::Packed)
-    }
 }
 
 #[derive(Debug)]

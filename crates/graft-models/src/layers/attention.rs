@@ -186,6 +186,23 @@ pub fn causal_mask(
     Tensor::from_vec(mask, (t, s), device)
 }
 
+/// Which earlier positions each position sees.
+#[derive(Debug, Clone, Copy)]
+pub enum Masking<'a> {
+    /// Every earlier position (of the cache and the input).
+    Causal,
+    /// Packed rows: segment ids (B, T); earlier positions of the same segment.
+    Packed(&'a Tensor),
+    /// Left-padded rows (batched decoding): row b's first `pads[b]` positions are padding.
+    Padded(&'a [usize]),
+}
+
+impl<'a> From<Option<&'a Tensor>> for Masking<'a> {
+    fn from(segments: Option<&'a Tensor>) -> Self {
+        segments.map_or(Masking::Causal, Masking::Packed)
+    }
+}
+
 /// Additive causal mask (B, 1, 1, T, S) for left-padded rows: row b's first `pads[b]` positions
 /// (cached or new) are padding, which no query sees; a padding query sees itself only (its output
 /// is never used, and a row of −∞ would make NaN).
