@@ -187,7 +187,7 @@ pub fn run(args: Args) -> Result<()> {
         "{}",
         json!({"bench": args.kind, "model": model_args.model, "batch": batch, "seq_len": args.seq_len,
                "new_tokens": args.new_tokens, "dtype": args.dtype, "keep_quantized": args.keep_quantized, "threads": threads,
-               "tokens_per_second_median": m, "runs": rates})
+               "tokens_per_second_median": m, "runs": rates, "peak_rss_mib": peak_rss_mib()})
     );
     Ok(())
 }
