@@ -2,7 +2,8 @@
 //! of several runs after a warm-up. Compare with PyTorch using bench/score_decode.sh.
 
 use anyhow::{bail, Result};
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
+use graft_models::Model;
 use graft_serve::{generate, generate_batch, GenerateOptions};
 use serde_json::json;
 
@@ -105,80 +106,24 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let mut rates = Vec::new();
     for run in 0..=args.repeats {
-        let start = std::time::Instant::now();
-        let tokens = match args.kind.as_str() {
-            "score" => {
-                let t = Tensor::from_slice(&ids, (batch, args.seq_len), &device)?;
-                if let Some(d) = model.as_decoder() {
-                    d.log_probs(&t, None, false)?;
-                }
-                batch * args.seq_len
-            }
-            "prefill" => {
-                // The prompt's forward pass and the first token, as generation runs it (llama-bench's pp).
-                let opts = GenerateOptions {
-                    max_new_tokens: 1,
-                    temperature: 0.0,
-                    top_p: 1.0,
-                    seed: 0,
-                    eos_token_ids: vec![],
-                };
-                generate(&model, &ids[..args.seq_len], &opts, &device, |_| true)?;
-                args.seq_len
-            }
-            "decode" if batch > 1 => {
-                // `batch` sequences of one prompt (one prefill), timed without the prefill.
-                let prompts = vec![&ids[..args.seq_len]; batch];
-                let opts = |n| GenerateOptions {
-                    max_new_tokens: n,
-                    temperature: 0.0,
-                    top_p: 1.0,
-                    seed: 0,
-                    eos_token_ids: vec![],
-                };
-                let start = std::time::Instant::now();
-                generate_batch(&model, &prompts, &vec![opts(1); batch], &device)?;
-                let prefill = start.elapsed();
-                let start = std::time::Instant::now();
-                generate_batch(
-                    &model,
-                    &prompts,
-                    &vec![opts(args.new_tokens + 1); batch],
-                    &device,
-                )?;
-                let decode = start.elapsed().saturating_sub(prefill).as_secs_f64();
-                if run > 0 {
-                    rates.push((batch * args.new_tokens) as f64 / decode);
-                }
-                continue;
-            }
-            "decode" => {
-                let prompt = &ids[..args.seq_len];
-                // Timed from the first new token (prefill done) to the last: decode steps only.
-                let opts = GenerateOptions {
-                    max_new_tokens: args.new_tokens + 1,
-                    temperature: 0.0,
-                    top_p: 1.0,
-                    seed: 0,
-                    eos_token_ids: vec![],
-                };
-                let mut first = None;
-                generate(&model, prompt, &opts, &device, |_| {
-                    first.get_or_insert_with(std::time::Instant::now);
-                    true
-                })?;
-                let decode = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
-                if run > 0 {
-                    rates.push(args.new_tokens as f64 / decode);
-                }
-                continue;
-            }
+        let r = match args.kind.as_str() {
+            "score" => score_rate(&model, &ids, batch, args.seq_len, &device)?,
+            "prefill" => prefill_rate(&model, &ids[..args.seq_len], &device)?,
+            "decode" if batch > 1 => batch_decode_rate(
+                &model,
+                &ids[..args.seq_len],
+                batch,
+                args.new_tokens,
+                &device,
+            )?,
+            "decode" => decode_rate(&model, &ids[..args.seq_len], args.new_tokens, &device)?,
             other => bail!(
                 "bench kind `{other}` is not known (score, prefill, decode, train, lora, dpo)"
             ),
         };
+        // The first run warms up.
         if run > 0 {
-            rates.push(tokens as f64 / start.elapsed().as_secs_f64());
+            rates.push(r);
         }
     }
     let m = median(rates.clone());
@@ -190,4 +135,72 @@ pub fn run(args: Args) -> Result<()> {
                "tokens_per_second_median": m, "runs": rates, "peak_rss_mib": peak_rss_mib()})
     );
     Ok(())
+}
+
+fn greedy(max_new_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        eos_token_ids: vec![],
+    }
+}
+
+/// Log-probs at every position of `batch` rows of `seq_len` tokens: tokens/s.
+fn score_rate(
+    model: &Model,
+    ids: &[u32],
+    batch: usize,
+    seq_len: usize,
+    device: &Device,
+) -> Result<f64> {
+    let start = std::time::Instant::now();
+    let t = Tensor::from_slice(ids, (batch, seq_len), device)?;
+    if let Some(d) = model.as_decoder() {
+        d.log_probs(&t, None, false)?;
+    }
+    Ok((batch * seq_len) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The prompt's forward pass and the first token, as generation runs it (llama-bench's pp).
+fn prefill_rate(model: &Model, prompt: &[u32], device: &Device) -> Result<f64> {
+    let start = std::time::Instant::now();
+    generate(model, prompt, &greedy(1), device, |_| true)?;
+    Ok(prompt.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Decode steps only: timed from the first new token (prefill done) to the last.
+fn decode_rate(model: &Model, prompt: &[u32], new_tokens: usize, device: &Device) -> Result<f64> {
+    let mut first = None;
+    generate(model, prompt, &greedy(new_tokens + 1), device, |_| {
+        first.get_or_insert_with(std::time::Instant::now);
+        true
+    })?;
+    let decode = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    Ok(new_tokens as f64 / decode)
+}
+
+/// `batch` sequences of one prompt (one prefill) decoded together, timed without the prefill:
+/// tokens/s of all of them.
+fn batch_decode_rate(
+    model: &Model,
+    prompt: &[u32],
+    batch: usize,
+    new_tokens: usize,
+    device: &Device,
+) -> Result<f64> {
+    let prompts = vec![prompt; batch];
+    let start = std::time::Instant::now();
+    generate_batch(model, &prompts, &vec![greedy(1); batch], device)?;
+    let prefill = start.elapsed();
+    let start = std::time::Instant::now();
+    generate_batch(
+        model,
+        &prompts,
+        &vec![greedy(new_tokens + 1); batch],
+        device,
+    )?;
+    let decode = start.elapsed().saturating_sub(prefill).as_secs_f64();
+    Ok((batch * new_tokens) as f64 / decode)
 }

@@ -216,15 +216,20 @@ pub(crate) fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
+/// Sub-blocks 2i and 2i+1 of a Q4_K/Q5_K block: each one's (d·scale, dmin·min).
+fn k4_pair(i: usize, d: f32, dmin: f32, s: &[u8]) -> [(f32, f32); 2] {
+    [2 * i, 2 * i + 1].map(|j| {
+        let (sc, m) = scale_min_k4(j, s);
+        (d * sc as f32, dmin * m as f32)
+    })
+}
+
 /// d, dmin: f16, scales: 12 bytes, qs: 128 bytes; per 64 weights, 32 bytes of qs: low nibbles
 /// are the first 32 (scale/min 2i), high nibbles the next 32 (2i+1); weight = d·sc·q − dmin·m.
 fn q4k(b: &[u8], y: &mut [f32]) {
     let (d, dmin, s, qs) = (half(b, 0), half(b, 2), &b[4..16], &b[16..144]);
     for (i, q) in qs.chunks_exact(32).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * i, s);
-        let (sc2, m2) = scale_min_k4(2 * i + 1, s);
-        let (d1, d2) = (d * sc1 as f32, d * sc2 as f32);
-        let (m1, m2) = (dmin * m1 as f32, dmin * m2 as f32);
+        let [(d1, m1), (d2, m2)] = k4_pair(i, d, dmin, s);
         for l in 0..32 {
             y[64 * i + l] = d1 * (q[l] & 0xF) as f32 - m1;
             y[64 * i + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
@@ -238,10 +243,7 @@ fn q5k(b: &[u8], y: &mut [f32]) {
     let (d, dmin, s) = (half(b, 0), half(b, 2), &b[4..16]);
     let (qh, qs) = (&b[16..48], &b[48..176]);
     for (i, q) in qs.chunks_exact(32).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * i, s);
-        let (sc2, m2) = scale_min_k4(2 * i + 1, s);
-        let (d1, d2) = (d * sc1 as f32, d * sc2 as f32);
-        let (m1, m2) = (dmin * m1 as f32, dmin * m2 as f32);
+        let [(d1, m1), (d2, m2)] = k4_pair(i, d, dmin, s);
         for l in 0..32 {
             let h1 = ((qh[l] >> (2 * i)) & 1) << 4;
             let h2 = ((qh[l] >> (2 * i + 1)) & 1) << 4;
