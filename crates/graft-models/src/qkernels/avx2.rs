@@ -20,6 +20,14 @@ unsafe fn half(b: &[u8], at: usize) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(bits as i16)))
 }
 
+/// Asks for the weights 1 KiB ahead of `p`. A row streams from memory once per token; without
+/// the hint, a thread read 5 GB/s where a plain read loop reaches 11 (the hardware prefetcher
+/// of the Xeon VMs here does not keep up with a loop that also computes).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8) {
+    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(1024) as *const i8);
+}
+
 #[inline(always)]
 unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -111,6 +119,7 @@ unsafe fn rows32<const R: usize, const SIGNED: bool, const MIN: bool>(
     };
     let unpacked = |i: usize| {
         let p = row.as_ptr().add(i * bytes);
+        prefetch(p);
         let q = unpack(p);
         (
             halves(p),
@@ -223,6 +232,7 @@ unsafe fn k4_rows<const R: usize, const FIFTH: bool>(
     let mut sc = [0i16; 8];
     for bi in 0..blocks {
         let b = &row[bi * bytes..(bi + 1) * bytes];
+        prefetch(b.as_ptr());
         let ys: [&Q8KBlock; R] = std::array::from_fn(|r| xs[r].get_unchecked(bi));
         let dm = halves(b.as_ptr());
         let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
@@ -284,6 +294,7 @@ unsafe fn q6k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R
     );
     for bi in 0..blocks {
         let b = &row[bi * 210..(bi + 1) * 210];
+        prefetch(b.as_ptr());
         let ys: [&Q8KBlock; R] = std::array::from_fn(|r| xs[r].get_unchecked(bi));
         let sc = &b[192..208];
         let mut sum = [_mm256_setzero_si256(); R];
