@@ -27,6 +27,12 @@ impl QuantWeight {
     /// The weight in f32 on `device`.
     pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
         match self {
+            // graft's own dequantizers run on every thread; candle's run on the caller's alone.
+            QuantWeight::Gguf(q) if QFormat::of(q.dtype()).is_some() && q.shape().rank() == 2 => {
+                let (n, k) = q.shape().dims2()?;
+                let w = with_matrix(q, |m| Ok(m.dequantize()))?;
+                Tensor::from_vec(w, (n, k), device)
+            }
             QuantWeight::Gguf(q) => q.dequantize(device),
             QuantWeight::Nf4(q) => Tensor::from_vec(q.dequantize_vec(), q.shape, device),
         }
@@ -35,6 +41,9 @@ impl QuantWeight {
     /// The weight in f32 as a row-major vector.
     pub fn dequantize_vec(&self) -> Result<Vec<f32>> {
         match self {
+            QuantWeight::Gguf(q) if QFormat::of(q.dtype()).is_some() && q.shape().rank() == 2 => {
+                with_matrix(q, |m| Ok(m.dequantize()))
+            }
             QuantWeight::Gguf(q) => q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1(),
             QuantWeight::Nf4(q) => Ok(q.dequantize_vec()),
         }
@@ -108,18 +117,47 @@ impl QuantLinearOp {
         // With f32 activations, many rows (a prompt) amortise dequantizing the weight for one
         // GEMM. With 8-bit activations (decoding steps) every row goes through the row kernels,
         // so a sequence's numbers do not depend on how many others share its batch.
-        if acts == Activations::F32 && m > KERNEL_ROWS {
-            return Ok(None);
-        }
         with_matrix(q, |w| {
             if w.cols != k {
                 candle_core::bail!("quant-linear: x has {k} features, W expects {}", w.cols);
             }
             let mut shape = lead.to_vec();
             shape.push(w.rows);
-            Ok(Some((w.matmul(x, m, acts), Shape::from(shape))))
+            let y = if acts == Activations::F32 && m > KERNEL_ROWS {
+                dense_product(&w, x, m)
+            } else {
+                w.matmul(x, m, acts)
+            };
+            Ok(Some((y, Shape::from(shape))))
         })
     }
+}
+
+/// The largest weight (in values) whose dequantized buffer a thread keeps between products.
+const REUSED_DENSE: usize = 1 << 24;
+
+thread_local! {
+    /// The dequantized weight of the product running on this thread: reused, because a fresh
+    /// buffer per product page-faulted its whole size in again (a prompt dequantizes every layer).
+    static DENSE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// y (m × rows) = x Wᵀ through W dequantized (in parallel) into a reused buffer and one GEMM.
+fn dense_product(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
+    let (n, k) = (w.rows, w.cols);
+    let product = |buf: &mut Vec<f32>| {
+        buf.resize(n * k, 0.0);
+        w.dequantize_into(buf);
+        let mut y = vec![0f32; m * n];
+        // b = Wᵀ (k × n): row stride 1, column stride k.
+        super::cpu_op::gemm_par((m, n, k), &mut y, false, (x, k, 1), (buf, 1, k), 1.0);
+        y
+    };
+    // A layer's weights are reused; an embedding-sized head (Gemma-3: 671 MB in f32) is not kept.
+    if n * k > REUSED_DENSE {
+        return product(&mut Vec::new());
+    }
+    DENSE.with_borrow_mut(product)
 }
 
 impl CustomOp1 for QuantLinearOp {

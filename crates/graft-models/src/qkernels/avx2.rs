@@ -14,7 +14,7 @@ use super::q8::{Q8Block, Q8KBlock};
 /// The f16 at byte `at` of `b`, converted by F16C in registers (a call here would spill the
 /// accumulators every block).
 #[inline(always)]
-unsafe fn half(b: &[u8], at: usize) -> f32 {
+pub(super) unsafe fn half(b: &[u8], at: usize) -> f32 {
     let bits = u16::from_le_bytes([*b.get_unchecked(at), *b.get_unchecked(at + 1)]);
     // A broadcast writes the whole register (a scalar insert would depend on its old contents).
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(bits as i16)))
@@ -152,30 +152,30 @@ unsafe fn rows32<const R: usize, const SIGNED: bool, const MIN: bool>(
 
 /// The 32 weights of a block as bytes (q − 8, signed).
 #[inline(always)]
-unsafe fn unpack_q4_0(b: *const u8) -> __m256i {
+pub(super) unsafe fn unpack_q4_0(b: *const u8) -> __m256i {
     _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8))
 }
 
 #[inline(always)]
-unsafe fn unpack_q4_1(b: *const u8) -> __m256i {
+pub(super) unsafe fn unpack_q4_1(b: *const u8) -> __m256i {
     nibbles(b.add(4))
 }
 
 /// Without its fifth bit a weight is nibble − 16: the high nibble is set (two's complement).
 #[inline(always)]
-unsafe fn unpack_q5_0(b: *const u8) -> __m256i {
+pub(super) unsafe fn unpack_q5_0(b: *const u8) -> __m256i {
     let high = _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(-16));
     _mm256_or_si256(nibbles(b.add(6)), high)
 }
 
 #[inline(always)]
-unsafe fn unpack_q5_1(b: *const u8) -> __m256i {
+pub(super) unsafe fn unpack_q5_1(b: *const u8) -> __m256i {
     let high = _mm256_and_si256(bits_to_bytes(b.add(4)), _mm256_set1_epi8(0x10));
     _mm256_or_si256(nibbles(b.add(8)), high)
 }
 
 #[inline(always)]
-unsafe fn unpack_q8_0(b: *const u8) -> __m256i {
+pub(super) unsafe fn unpack_q8_0(b: *const u8) -> __m256i {
     load(b.add(2) as *const i8)
 }
 

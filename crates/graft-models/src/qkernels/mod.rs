@@ -14,6 +14,8 @@ pub mod q8;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_dequant;
 
 use std::cell::Cell;
 
@@ -141,6 +143,17 @@ unsafe fn dot_rows<X>(
     }
 }
 
+/// Whole blocks of `format` dequantized into `out`: with AVX2 where this CPU has it and the
+/// format has a path (bit-identical to the scalar dequantizers), otherwise scalar.
+pub fn dequantize_row(format: QFormat, row: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the kernels' CPU features were detected at run time.
+    if simd_available() && unsafe { avx2_dequant::dequantize_row(format, row, out) } {
+        return;
+    }
+    format.dequantize_row(row, out);
+}
+
 /// A row-major quantized matrix borrowed as the bytes GGUF stores.
 #[derive(Debug, Clone, Copy)]
 pub struct QMatrix<'a> {
@@ -185,7 +198,28 @@ impl<'a> QMatrix<'a> {
 
     /// Row `i` dequantized into `out` (`cols` long).
     pub fn dequantize_row(&self, i: usize, out: &mut [f32]) {
-        self.format.dequantize_row(self.row(i), out);
+        dequantize_row(self.format, self.row(i), out)
+    }
+
+    /// The whole matrix in f32, row-major, dequantized in parallel (runs of rows per task).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        self.dequantize_into(&mut out);
+        out
+    }
+
+    /// [`Self::dequantize`] into `out` (`rows × cols` long).
+    pub fn dequantize_into(&self, out: &mut [f32]) {
+        use rayon::prelude::*;
+        assert_eq!(out.len(), self.rows * self.cols, "dequantize_into: wrong length");
+        let per_task = (self.rows / (rayon::current_num_threads() * 4)).max(1);
+        out.par_chunks_mut(per_task * self.cols)
+            .enumerate()
+            .for_each(|(t, o)| {
+                for (j, o) in o.chunks_exact_mut(self.cols).enumerate() {
+                    self.dequantize_row(t * per_task + j, o);
+                }
+            });
     }
 
     /// y (m × rows) = x (m × cols) Wᵀ.
@@ -227,7 +261,7 @@ impl<'a> QMatrix<'a> {
                         },
                         None => {
                             buf.resize(k, 0f32);
-                            self.format.dequantize_row(row, &mut buf);
+                            dequantize_row(self.format, row, &mut buf);
                             for (o, xr) in o.iter_mut().zip(x.chunks_exact(k)) {
                                 *o = crate::layers::cpu_op::dot(xr, &buf);
                             }

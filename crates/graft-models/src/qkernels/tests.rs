@@ -79,6 +79,37 @@ fn dequantized_rows_equal_candles() {
     }
 }
 
+/// The AVX2 dequantizers repeat the scalar ones' operations: every value, bit for bit (rows
+/// of zeros included, and raw bytes of every pattern, whose scales are finite f16 values).
+#[test]
+fn simd_dequantization_is_bit_identical_to_scalar() {
+    if !simd_available() {
+        return;
+    }
+    for dtype in ALL {
+        let f = QFormat::of(dtype).unwrap();
+        let (n, k) = (5, 512);
+        let (mut bytes, _) = quantized(dtype, n, k, 2);
+        // Row 4: arbitrary bytes (the scales' f16 bits kept finite by clearing their exponent top).
+        let row_bytes = bytes.len() / n;
+        for (j, b) in bytes[4 * row_bytes..].iter_mut().enumerate() {
+            *b = (j as u32).wrapping_mul(2_654_435_761).rotate_right(13) as u8 & 0xBF;
+        }
+        let (mut simd, mut scalar) = (vec![0f32; k], vec![0f32; k]);
+        for i in 0..n {
+            let row = &bytes[i * row_bytes..(i + 1) * row_bytes];
+            dequantize_row(f, row, &mut simd);
+            f.dequantize_row(row, &mut scalar);
+            for (j, (a, b)) in simd.iter().zip(&scalar).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{f:?} row {i} col {j}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn f32_activations_equal_the_dense_product() {
     for dtype in ALL {
