@@ -3,8 +3,8 @@
 #   decode  = 64 new tokens after a 256-token prompt (llama-bench tg64 at depth 256; graft bench decode)
 #   prefill = a 256-token prompt (llama-bench pp256; graft bench prefill: the prompt's forward pass
 #             and the first token, as generation runs it)
-# graft is measured with the weights kept quantized (--keep-quantized, 8-bit activations while
-# generating, as llama.cpp) and dequantized to f32.
+# graft is measured with the weights kept quantized (its default for a GGUF: 8-bit activations
+# while generating, as llama.cpp) and dequantized to f32 (--dequantize).
 # llama.cpp from the llama-cpp-python sdist on PyPI (its vendored copy), e.g.:
 #   pip download llama-cpp-python --no-deps --no-binary :all:   (or fetch the sdist URL)
 #   tar xzf llama_cpp_python-*.tar.gz && cd llama_cpp_python-*/vendor/llama.cpp
@@ -20,11 +20,11 @@ rate() { python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_sec
 lrate() { python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["avg_ts"])'; }
 gd=(); gq=(); ld=(); gp=(); gpq=(); lp=()
 for round in $(seq "$rounds"); do
-  gq+=("$(RAYON_NUM_THREADS=$threads $graft bench decode --model "$model" --seq-len 256 --new-tokens 64 --repeats 3 --keep-quantized | rate)")
-  gd+=("$(RAYON_NUM_THREADS=$threads $graft bench decode --model "$model" --seq-len 256 --new-tokens 64 --repeats 3 | rate)")
+  gq+=("$(RAYON_NUM_THREADS=$threads $graft bench decode --model "$model" --seq-len 256 --new-tokens 64 --repeats 3 | rate)")
+  gd+=("$(RAYON_NUM_THREADS=$threads $graft bench decode --model "$model" --seq-len 256 --new-tokens 64 --repeats 3 --dequantize | rate)")
   ld+=("$("$llama_bench" -m "$model" -t "$threads" -p 0 -n 64 -d 256 -r 3 -o json | lrate)")
-  gpq+=("$(RAYON_NUM_THREADS=$threads $graft bench prefill --model "$model" --seq-len 256 --repeats 3 --keep-quantized | rate)")
-  gp+=("$(RAYON_NUM_THREADS=$threads $graft bench prefill --model "$model" --seq-len 256 --repeats 3 | rate)")
+  gpq+=("$(RAYON_NUM_THREADS=$threads $graft bench prefill --model "$model" --seq-len 256 --repeats 3 | rate)")
+  gp+=("$(RAYON_NUM_THREADS=$threads $graft bench prefill --model "$model" --seq-len 256 --repeats 3 --dequantize | rate)")
   lp+=("$("$llama_bench" -m "$model" -t "$threads" -p 256 -n 0 -r 3 -o json | lrate)")
 done
 python3 - "$model" "${gq[*]}" "${gd[*]}" "${ld[*]}" "${gpq[*]}" "${gp[*]}" "${lp[*]}" <<'PY'

@@ -15,13 +15,18 @@ pub struct ModelArgs {
     /// An adapter directory to apply on top of the model: PEFT's (LoRA, rsLoRA, DoRA, …) or an LST side network.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// Keep a GGUF file's quantized weights (linear layers, embeddings, head) quantized in memory:
-    /// products read them as stored; generation multiplies them with 8-bit activations, as llama.cpp.
-    #[arg(long, conflicts_with = "nf4")]
+    /// Kept for scripts: a GGUF file's quantized weights (linear layers, embeddings, head) are
+    /// kept quantized by default. Products read them as stored; prompts and scores keep f32
+    /// activations, generation steps multiply them with 8-bit activations, as llama.cpp.
+    #[arg(long, conflicts_with_all = ["nf4", "dequantize"])]
     pub keep_quantized: bool,
-    /// With --keep-quantized: generation keeps activations in f32 (results equal the dequantized
-    /// model's to rounding, slower).
-    #[arg(long, requires = "keep_quantized")]
+    /// Dequantize a GGUF file's weights to --dtype when loading (more memory; generation steps
+    /// then run in f32 like every other product).
+    #[arg(long)]
+    pub dequantize: bool,
+    /// For a GGUF kept quantized: generation steps keep f32 activations too (results equal the
+    /// dequantized model's to rounding, slower).
+    #[arg(long, conflicts_with = "dequantize")]
     pub f32_activations: bool,
     /// Quantize an HF model's linear weights to NF4 with double quantization (QLoRA's base).
     #[arg(long)]
@@ -58,9 +63,12 @@ impl ModelArgs {
             );
         }
         let spinner = spinner(&format!("loading {}", self.model.display()));
+        // A GGUF file stays quantized unless --dequantize; an HF directory is dense or NF4.
+        let gguf = !self.model.is_dir();
         let quantization = match (self.keep_quantized, self.nf4) {
             (true, _) => Quantization::Stored,
             (_, true) => Quantization::Nf4 { double_quant: true },
+            _ if gguf && !self.dequantize => Quantization::Stored,
             _ => Quantization::None,
         };
         let source = ModelSource::open_with(&self.model, dtype, &device, quantization)?;

@@ -231,12 +231,13 @@ fn generate_chat_template_from_gguf_metadata() {
     check_chat(&fixture("models/llama.gguf").display().to_string(), false);
 }
 
-/// A Q8_0 GGUF kept quantized: with f32 activations generation equals the dequantized model's
-/// greedy ids; with 8-bit activations (the default) it runs through the integer kernels.
+/// A Q8_0 GGUF, kept quantized by default: with f32 activations generation equals the
+/// dequantized model's greedy ids; with 8-bit activations (the default) it runs through the
+/// integer kernels.
 #[test]
 fn generate_kept_quantized_with_f32_activations_equals_dequantized() {
     let path = fixture("models/llama-q8_0.gguf").display().to_string();
-    let run = |extra: &[&str]| {
+    let generate = |extra: &[&str]| {
         let mut args = vec![
             "generate",
             "--model",
@@ -248,29 +249,63 @@ fn generate_kept_quantized_with_f32_activations_equals_dequantized() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        let o = graft(&args);
+        graft(&args)
+    };
+    let run = |extra: &[&str]| {
+        let o = generate(extra);
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_str::<Value>(stdout(&o).trim()).unwrap()["completion_ids"].clone()
     };
-    let dense = run(&[]);
+    let dense = run(&["--dequantize"]);
+    assert_eq!(run(&["--f32-activations"]), dense);
     assert_eq!(run(&["--keep-quantized", "--f32-activations"]), dense);
-    assert_eq!(
-        run(&["--keep-quantized"]).as_array().map(Vec::len),
-        Some(12)
-    );
-    let o = graft(&[
-        "generate",
-        "--model",
-        &path,
-        "--prompt",
-        "the",
-        "--f32-activations",
-    ]);
+    assert_eq!(run(&[]).as_array().map(Vec::len), Some(12));
+    let o = generate(&["--dequantize", "--f32-activations"]);
     assert_eq!(
         o.status.code(),
         Some(2),
-        "--f32-activations needs --keep-quantized"
+        "--f32-activations has no effect on a dequantized model"
     );
+}
+
+/// `generate --input`: rows decode together in one batch, and each row's greedy response is
+/// the one it gets in a file of its own.
+#[test]
+fn generate_input_rows_batched_equal_rows_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model();
+    let prompts = ["the cat sat", "a", "one two three four five six"];
+    let run = |rows: &[&str], name: &str| {
+        let input = dir.path().join(format!("{name}.jsonl"));
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|p| serde_json::json!({ "prompt": p }).to_string())
+            .collect();
+        std::fs::write(&input, lines.join("\n")).unwrap();
+        let output = dir.path().join(format!("{name}.out.jsonl"));
+        let o = graft(&[
+            "generate",
+            "--model",
+            &model,
+            "--input",
+            input.to_str().unwrap(),
+            "--max-new-tokens",
+            "9",
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["responses"].clone())
+            .collect::<Vec<_>>()
+    };
+    let together = run(&prompts, "all");
+    assert_eq!(together.len(), 3);
+    for (i, p) in prompts.iter().enumerate() {
+        assert_eq!(together[i], run(&[p], &format!("row{i}"))[0], "row {i}");
+    }
 }
 
 #[test]

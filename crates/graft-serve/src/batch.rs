@@ -52,20 +52,31 @@ pub fn generate_batch_until(
     })
 }
 
-/// The batch's first state and logits: one prefill when every prompt is the same.
+/// The batch's first state and logits: each distinct prompt is prefilled once, and sequences of
+/// the same prompt get copies of its cache row.
 fn prefill(
     model: &Model,
     prompts: &[&[u32]],
     device: &Device,
 ) -> Result<(graft_models::BatchState, Tensor)> {
-    if prompts.windows(2).all(|w| w[0] == w[1]) {
-        let (mut state, logits) = model.prefill_batch(&prompts[..1], device)?;
-        let rows = vec![0usize; prompts.len()];
-        state.keep_rows(&rows, device)?;
-        let index = Tensor::new(vec![0u32; prompts.len()], device)?;
-        return Ok((state, logits.index_select(&index, 0)?));
+    let mut distinct: Vec<&[u32]> = Vec::new();
+    let rows: Vec<usize> = prompts
+        .iter()
+        .map(|p| match distinct.iter().position(|d| d == p) {
+            Some(r) => r,
+            None => {
+                distinct.push(p);
+                distinct.len() - 1
+            }
+        })
+        .collect();
+    let (mut state, logits) = model.prefill_batch(&distinct, device)?;
+    if distinct.len() == prompts.len() {
+        return Ok((state, logits));
     }
-    model.prefill_batch(prompts, device)
+    state.keep_rows(&rows, device)?;
+    let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+    Ok((state, logits.index_select(&Tensor::new(index, device)?, 0)?))
 }
 
 fn decode_batch(

@@ -65,5 +65,12 @@ fn batched_decoding_equals_decoding_alone() {
         let shared = vec![prompts[1].clone(); 4];
         let sampled: Vec<GenerateOptions> = (0..4).map(|s| opts(8, 1.0, 100 + s, vec![])).collect();
         check(&model, &shared, &sampled, name);
+        // Rows of several prompts with several samples each (each prompt prefilled once).
+        let mixed: Vec<Vec<u32>> = [0, 2, 0, 2, 3, 2]
+            .iter()
+            .map(|&i| prompts[i].clone())
+            .collect();
+        let sampled: Vec<GenerateOptions> = (0..6).map(|s| opts(7, 1.0, 200 + s, vec![])).collect();
+        check(&model, &mixed, &sampled, name);
     }
 }

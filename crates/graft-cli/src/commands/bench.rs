@@ -41,9 +41,12 @@ pub struct Args {
     /// `train`, `dpo`: the size of the random Llama (hidden, layers, intermediate, vocab; 8 heads).
     #[arg(long, value_delimiter = ',', default_value = "512,8,1536,8192")]
     pub llama: Vec<usize>,
-    /// score, prefill, decode: keep a GGUF file's quantized weights quantized in memory.
-    #[arg(long)]
+    /// score, prefill, decode: kept for scripts (a GGUF file's weights stay quantized by default).
+    #[arg(long, conflicts_with = "dequantize")]
     pub keep_quantized: bool,
+    /// score, prefill, decode: dequantize a GGUF file's weights to --dtype when loading.
+    #[arg(long)]
+    pub dequantize: bool,
     /// `train` with --model (an HF dir) and --lora-r: the frozen base quantized to NF4 (QLoRA).
     #[arg(long)]
     pub nf4: bool,
@@ -91,6 +94,7 @@ pub fn run(args: Args) -> Result<()> {
         dtype: args.dtype.clone(),
         adapter: None,
         keep_quantized: args.keep_quantized,
+        dequantize: args.dequantize,
         f32_activations: false,
         nf4: false,
     };
@@ -131,7 +135,7 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "{}",
         json!({"bench": args.kind, "model": model_args.model, "batch": batch, "seq_len": args.seq_len,
-               "new_tokens": args.new_tokens, "dtype": args.dtype, "keep_quantized": args.keep_quantized, "threads": threads,
+               "new_tokens": args.new_tokens, "dtype": args.dtype, "keep_quantized": !args.dequantize && !model_args.model.is_dir(), "threads": threads,
                "tokens_per_second_median": m, "runs": rates, "peak_rss_mib": peak_rss_mib()})
     );
     Ok(())

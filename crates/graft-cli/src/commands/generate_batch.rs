@@ -3,6 +3,7 @@
 //! model has added `scores`. Plain-string prompts are continued (BOS added as the tokenizer adds
 //! it); message-list prompts are rendered with the chat template and a generation prompt, and
 //! their responses written as assistant messages. Sample k of row i uses seed (seed, i, k).
+//! Rows decode together in batches of up to 16 sequences.
 
 use std::path::Path;
 
@@ -13,6 +14,10 @@ use serde_json::{json, Value};
 
 use crate::io::{progress, write_atomic};
 use graft_models::Model;
+
+/// Sequences decoded in one batch (more rows amortise each weight read over more tokens; the
+/// KV cache grows with them).
+const BATCH: usize = 16;
 
 pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
     let output = args.output.as_ref().context("--input needs --output")?;
@@ -34,9 +39,9 @@ pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
         .as_deref()
         .map(ChatTemplate::new)
         .transpose()?;
-    let bar = progress((rows.len() * args.samples) as u64, "samples");
-    let mut out = String::new();
-    for (i, (line, row)) in rows.iter().enumerate() {
+    // Every row is read and encoded before anything decodes: a bad row fails at once.
+    let mut jobs = Vec::with_capacity(rows.len());
+    for (line, row) in &rows {
         let at = |m: &str| format!("{}:{line}: {m}", input.display());
         let prompt = row
             .get("prompt")
@@ -59,30 +64,44 @@ pub fn run(args: &super::generate::Args, input: &Path) -> Result<()> {
             }
             _ => bail!(at("field `prompt`: not a string or a list of messages")),
         };
-        // The row's samples decode together, from one prefill of the prompt.
-        let opts: Vec<GenerateOptions> = (0..args.samples)
-            .map(|k| GenerateOptions {
-                max_new_tokens: args.max_new_tokens,
-                temperature: args.temperature,
-                top_p: args.top_p,
-                seed: args.seed
-                    ^ ((i * args.samples + k) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                eos_token_ids: match &model {
-                    Model::Seq2Seq(t5) => t5.cfg.eos_ids(),
-                    Model::Decoder(_) => source.generation.eos_token_ids.clone(),
-                },
-            })
+        jobs.push((prompt, ids, conversational));
+    }
+    let options = |i: usize, k: usize| GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed ^ ((i * args.samples + k) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        eos_token_ids: match &model {
+            Model::Seq2Seq(t5) => t5.cfg.eos_ids(),
+            Model::Decoder(_) => source.generation.eos_token_ids.clone(),
+        },
+    };
+    let bar = progress((rows.len() * args.samples) as u64, "samples");
+    let mut responses: Vec<Vec<Value>> = vec![Vec::new(); jobs.len()];
+    // Whole rows decode together, up to BATCH sequences (or one row's samples, if more): each
+    // prompt is prefilled once, and each sample's tokens are the ones it would get alone.
+    let rows_per_batch = (BATCH / args.samples).max(1);
+    for (g, group) in jobs.chunks(rows_per_batch).enumerate() {
+        let first = g * rows_per_batch;
+        let seqs: Vec<(usize, usize)> = (0..group.len())
+            .flat_map(|r| (0..args.samples).map(move |k| (first + r, k)))
             .collect();
-        let prompts = vec![&ids[..]; args.samples];
-        let mut responses = Vec::with_capacity(args.samples);
-        for (generated, _) in generate_batch(&model, &prompts, &opts, &device)? {
+        let prompts: Vec<&[u32]> = seqs.iter().map(|&(i, _)| &jobs[i].1[..]).collect();
+        let opts: Vec<GenerateOptions> = seqs.iter().map(|&(i, k)| options(i, k)).collect();
+        for (&(i, _), (generated, _)) in seqs
+            .iter()
+            .zip(generate_batch(&model, &prompts, &opts, &device)?)
+        {
             let text = tokenizer.decode(&generated, true)?;
-            responses.push(match conversational {
+            responses[i].push(match jobs[i].2 {
                 true => json!([{"role": "assistant", "content": text}]),
                 false => json!(text),
             });
             bar.inc(1);
         }
+    }
+    let mut out = String::new();
+    for ((prompt, _, _), responses) in jobs.iter().zip(responses) {
         out.push_str(&json!({"prompt": prompt, "responses": responses}).to_string());
         out.push('\n');
     }

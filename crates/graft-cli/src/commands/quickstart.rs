@@ -197,6 +197,7 @@ pub fn run(args: Args) -> Result<()> {
         dtype: "f32".into(),
         adapter: None,
         keep_quantized: false,
+        dequantize: false,
         f32_activations: false,
         nf4: false,
     };

@@ -15,9 +15,18 @@ use super::formats::{scale_min_k4, QFormat};
 unsafe fn store32<const ADD: bool>(y: *mut f32, q: __m256i, scale: (f32, f32), add: (f32, f32)) {
     let lo = _mm256_castsi256_si128(q);
     let hi = _mm256_extracti128_si256(q, 1);
-    let parts = [lo, _mm_unpackhi_epi64(lo, lo), hi, _mm_unpackhi_epi64(hi, hi)];
+    let parts = [
+        lo,
+        _mm_unpackhi_epi64(lo, lo),
+        hi,
+        _mm_unpackhi_epi64(hi, hi),
+    ];
     for (i, p) in parts.into_iter().enumerate() {
-        let (s, a) = if i < 2 { (scale.0, add.0) } else { (scale.1, add.1) };
+        let (s, a) = if i < 2 {
+            (scale.0, add.0)
+        } else {
+            (scale.1, add.1)
+        };
         let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(p));
         let mut v = _mm256_mul_ps(v, _mm256_set1_ps(s));
         if ADD {

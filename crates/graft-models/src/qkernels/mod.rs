@@ -211,7 +211,11 @@ impl<'a> QMatrix<'a> {
     /// [`Self::dequantize`] into `out` (`rows × cols` long).
     pub fn dequantize_into(&self, out: &mut [f32]) {
         use rayon::prelude::*;
-        assert_eq!(out.len(), self.rows * self.cols, "dequantize_into: wrong length");
+        assert_eq!(
+            out.len(),
+            self.rows * self.cols,
+            "dequantize_into: wrong length"
+        );
         let per_task = (self.rows / (rayon::current_num_threads() * 4)).max(1);
         out.par_chunks_mut(per_task * self.cols)
             .enumerate()
