@@ -172,6 +172,7 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// Σ v with eight running sums (vectorisable; the order is fixed, so results are reproducible).
+#[inline]
 pub fn sum_f32(v: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);
@@ -185,6 +186,7 @@ pub fn sum_f32(v: &[f32]) -> f32 {
 }
 
 /// Σ a·b with eight running sums (vectorises; fixed order).
+#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
