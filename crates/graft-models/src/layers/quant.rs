@@ -27,11 +27,8 @@ impl QuantWeight {
     /// The weight in f32 on `device`.
     pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
         match self {
-            // graft's own dequantizers run on every thread; candle's run on the caller's alone.
-            QuantWeight::Gguf(q) if QFormat::of(q.dtype()).is_some() && q.shape().rank() == 2 => {
-                let (n, k) = q.shape().dims2()?;
-                let w = with_matrix(q, |m| Ok(m.dequantize()))?;
-                Tensor::from_vec(w, (n, k), device)
+            QuantWeight::Gguf(q) if own_format(q) => {
+                Tensor::from_vec(self.dequantize_vec()?, q.shape().dims2()?, device)
             }
             QuantWeight::Gguf(q) => q.dequantize(device),
             QuantWeight::Nf4(q) => Tensor::from_vec(q.dequantize_vec(), q.shape, device),
@@ -41,9 +38,7 @@ impl QuantWeight {
     /// The weight in f32 as a row-major vector.
     pub fn dequantize_vec(&self) -> Result<Vec<f32>> {
         match self {
-            QuantWeight::Gguf(q) if QFormat::of(q.dtype()).is_some() && q.shape().rank() == 2 => {
-                with_matrix(q, |m| Ok(m.dequantize()))
-            }
+            QuantWeight::Gguf(q) if own_format(q) => with_matrix(q, |m| Ok(m.dequantize())),
             QuantWeight::Gguf(q) => q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1(),
             QuantWeight::Nf4(q) => Ok(q.dequantize_vec()),
         }
@@ -91,6 +86,12 @@ impl QuantLinearOp {
 /// Up to this many rows a product with f32 activations goes through the row kernels; more rows
 /// amortise dequantizing the whole weight for one GEMM.
 const KERNEL_ROWS: usize = 4;
+
+/// A matrix in a block format graft dequantizes itself, on every thread (candle's dequantizer
+/// runs on the caller's alone).
+fn own_format(q: &QTensor) -> bool {
+    QFormat::of(q.dtype()).is_some() && q.shape().rank() == 2
+}
 
 /// Runs `f` on a GGUF tensor's bytes viewed as a [`QMatrix`] (an error for float types).
 fn with_matrix<R>(q: &QTensor, f: impl FnOnce(QMatrix) -> Result<R>) -> Result<R> {

@@ -279,6 +279,26 @@ unsafe fn k4_rows<const R: usize, const FIFTH: bool>(
     std::array::from_fn(|r| hsum(acc[r]) + mins[r])
 }
 
+/// Half `h` (128 weights) of the Q6_K block at `b`, unsigned (q, 0–63; the weight is q − 32):
+/// four runs of 32, each a low nibble from ql and two high bits from qh.
+#[inline(always)]
+pub(super) unsafe fn q6k_half(b: *const u8, h: usize) -> [__m256i; 4] {
+    let (m3, m4) = (_mm256_set1_epi8(3), _mm256_set1_epi8(0x0F));
+    let ql1 = _mm256_loadu_si256(b.add(64 * h) as *const __m256i);
+    let ql2 = _mm256_loadu_si256(b.add(64 * h + 32) as *const __m256i);
+    let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
+    let top = |shift: i32| {
+        let t = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift));
+        _mm256_slli_epi16(_mm256_and_si256(t, m3), 4)
+    };
+    [
+        _mm256_or_si256(_mm256_and_si256(ql1, m4), top(0)),
+        _mm256_or_si256(_mm256_and_si256(ql2, m4), top(2)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), top(4)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), top(6)),
+    ]
+}
+
 /// Q6_K for R activation rows, each block unpacked once.
 #[inline(always)]
 unsafe fn q6k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R] {
@@ -287,11 +307,7 @@ unsafe fn q6k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R
         return [f32::NAN; R];
     }
     let mut acc = [_mm256_setzero_ps(); R];
-    let (m3, m4, m32) = (
-        _mm256_set1_epi8(3),
-        _mm256_set1_epi8(0x0F),
-        _mm256_set1_epi8(32),
-    );
+    let m32 = _mm256_set1_epi8(32);
     for bi in 0..blocks {
         let b = &row[bi * 210..(bi + 1) * 210];
         prefetch(b.as_ptr());
@@ -299,21 +315,7 @@ unsafe fn q6k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R
         let sc = &b[192..208];
         let mut sum = [_mm256_setzero_si256(); R];
         for h in 0..2 {
-            let p = b.as_ptr();
-            let ql1 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
-            let ql2 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
-            let top = |shift: i32| {
-                let t = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift));
-                _mm256_slli_epi16(_mm256_and_si256(t, m3), 4)
-            };
-            let qs = [
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), top(0)),
-                _mm256_or_si256(_mm256_and_si256(ql2, m4), top(2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), top(4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), top(6)),
-            ];
-            for (k, q) in qs.into_iter().enumerate() {
+            for (k, q) in q6k_half(b.as_ptr(), h).into_iter().enumerate() {
                 let s = _mm256_set_m128i(
                     _mm_set1_epi16(sc[8 * h + 2 * k + 1] as i8 as i16),
                     _mm_set1_epi16(sc[8 * h + 2 * k] as i8 as i16),

@@ -6,7 +6,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{half, unpack_q4_0, unpack_q4_1, unpack_q5_0, unpack_q5_1, unpack_q8_0};
+use super::avx2::{
+    half, q6k_half, unpack_q4_0, unpack_q4_1, unpack_q5_0, unpack_q5_1, unpack_q8_0,
+};
 use super::formats::{scale_min_k4, QFormat};
 
 /// 32 signed bytes → y[0..32] = scale · q (+ add): `scale.0` for the first 16, `scale.1` for the
@@ -70,27 +72,9 @@ unsafe fn q4k_block(b: &[u8], y: *mut f32) {
 unsafe fn q6k_block(b: &[u8], y: *mut f32) {
     let d = half(b, 208);
     let sc = &b[192..208];
-    let (m3, m4, m32) = (
-        _mm256_set1_epi8(3),
-        _mm256_set1_epi8(0x0F),
-        _mm256_set1_epi8(32),
-    );
+    let m32 = _mm256_set1_epi8(32);
     for h in 0..2 {
-        let p = b.as_ptr();
-        let ql1 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
-        let ql2 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
-        let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
-        let top = |shift: i32| {
-            let t = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift));
-            _mm256_slli_epi16(_mm256_and_si256(t, m3), 4)
-        };
-        let qs = [
-            _mm256_or_si256(_mm256_and_si256(ql1, m4), top(0)),
-            _mm256_or_si256(_mm256_and_si256(ql2, m4), top(2)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), top(4)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4), top(6)),
-        ];
-        for (k, q) in qs.into_iter().enumerate() {
+        for (k, q) in q6k_half(b.as_ptr(), h).into_iter().enumerate() {
             let s = |j: usize| d * (sc[8 * h + 2 * k + j] as i8) as f32;
             let q = _mm256_sub_epi8(q, m32);
             store32::<false>(y.add(128 * h + 32 * k), q, (s(0), s(1)), (0.0, 0.0));
