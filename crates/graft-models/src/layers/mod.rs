@@ -2,6 +2,8 @@
 //! ops (no fused op that detaches, see DESIGN.md "candle landmines").
 
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_step_avx2;
 pub mod cpu_op;
 pub mod frozen;
 pub mod fused_attention;
@@ -14,6 +16,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod mlp;
 pub mod nf4;
+mod nf4_matmul;
 pub mod norm;
 pub mod quant;
 pub mod recompute;

@@ -121,6 +121,20 @@ pub enum Absmax {
 }
 
 impl Absmax {
+    /// Block `i`'s scale (as [`Self::values`] gives it, without building them all).
+    #[inline]
+    pub fn value(&self, i: usize) -> f32 {
+        match self {
+            Absmax::F32(v) => v[i],
+            Absmax::Double {
+                codes,
+                absmax2,
+                code,
+                offset,
+            } => code[codes[i] as usize] * absmax2[i / BLOCK2] + offset,
+        }
+    }
+
     pub fn values(&self) -> Vec<f32> {
         match self {
             Absmax::F32(v) => v.clone(),

@@ -107,14 +107,27 @@ impl QuantLinearOp {
     /// y through the row kernels, when the weight's format has them and the rows are few or the
     /// thread asks for 8-bit activations.
     fn kernel_fwd(&self, x: &[f32], dims: &[usize]) -> Result<Option<(Vec<f32>, Shape)>> {
-        let QuantWeight::Gguf(q) = &*self.weight else {
-            return Ok(None);
-        };
-        let (Some(_), Some((&k, lead))) = (QFormat::of(q.dtype()), dims.split_last()) else {
+        let Some((&k, lead)) = dims.split_last() else {
             return Ok(None);
         };
         let m = lead.iter().product::<usize>();
         let acts = qkernels::activations();
+        let q = match &*self.weight {
+            QuantWeight::Gguf(q) => q,
+            // NF4 has no integer kernel: its rows are dequantized one at a time for f32 products.
+            QuantWeight::Nf4(w) if m <= KERNEL_ROWS || acts == Activations::Q8 => {
+                if w.shape.1 != k {
+                    candle_core::bail!("quant-linear: x has {k} features, W expects {}", w.shape.1);
+                }
+                let mut shape = lead.to_vec();
+                shape.push(w.shape.0);
+                return Ok(Some((w.matmul(x, m), Shape::from(shape))));
+            }
+            QuantWeight::Nf4(_) => return Ok(None),
+        };
+        if QFormat::of(q.dtype()).is_none() {
+            return Ok(None);
+        }
         // With f32 activations, many rows (a prompt) amortise dequantizing the weight for one
         // GEMM. With 8-bit activations (decoding steps) every row goes through the row kernels,
         // so a sequence's numbers do not depend on how many others share its batch.

@@ -24,12 +24,12 @@ pub(super) unsafe fn half(b: &[u8], at: usize) -> f32 {
 /// the hint, a thread read 5 GB/s where a plain read loop reaches 11 (the hardware prefetcher
 /// of the Xeon VMs here does not keep up with a loop that also computes).
 #[inline(always)]
-unsafe fn prefetch(p: *const u8) {
+pub(super) unsafe fn prefetch(p: *const u8) {
     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(1024) as *const i8);
 }
 
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));

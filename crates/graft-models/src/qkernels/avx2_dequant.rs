@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 use super::avx2::{
     half, q6k_half, unpack_q4_0, unpack_q4_1, unpack_q5_0, unpack_q5_1, unpack_q8_0,
 };
-use super::formats::{scale_min_k4, QFormat};
+use super::formats::{q3k_scales, scale_min_k4, QFormat};
 
 /// 32 signed bytes → y[0..32] = scale · q (+ add): `scale.0` for the first 16, `scale.1` for the
 /// rest.
@@ -47,23 +47,81 @@ unsafe fn block32<const MIN: bool>(b: *const u8, y: *mut f32, q: __m256i) {
     store32::<MIN>(y, q, (d, d), (m, m));
 }
 
+/// Q4_K (`FIFTH` false) and Q5_K (`FIFTH` true: 32 bytes of fifth bits before the nibbles).
 #[inline(always)]
-unsafe fn q4k_block(b: &[u8], y: *mut f32) {
+unsafe fn k4_block<const FIFTH: bool>(b: &[u8], y: *mut f32) {
     let (d, dmin, s) = (half(b, 0), half(b, 2), &b[4..16]);
-    let low = _mm256_set1_epi8(0x0F);
+    let qs_at = if FIFTH { 48 } else { 16 };
+    let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
+    let qh = _mm256_loadu_si256(b.as_ptr().add(16) as *const __m256i);
+    // Bit `bit` of each byte of qh, as 16 or 0.
+    let fifth = |bit: usize| {
+        let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(bit as i32));
+        _mm256_slli_epi16(_mm256_and_si256(h, one), 4)
+    };
     for i in 0..4 {
-        let bits = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * i) as *const __m256i);
-        for (h, q) in [
+        let bits = _mm256_loadu_si256(b.as_ptr().add(qs_at + 32 * i) as *const __m256i);
+        let mut pair = [
             _mm256_and_si256(bits, low),
             _mm256_and_si256(_mm256_srli_epi16(bits, 4), low),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        ];
+        if FIFTH {
+            pair[0] = _mm256_or_si256(pair[0], fifth(2 * i));
+            pair[1] = _mm256_or_si256(pair[1], fifth(2 * i + 1));
+        }
+        for (h, q) in pair.into_iter().enumerate() {
             let (sc, m) = scale_min_k4(2 * i + h, s);
             let (dl, ml) = (d * sc as f32, dmin * m as f32);
             // The scalar form is dl·q − ml: a subtraction is the addition of the negation.
             store32::<true>(y.add(64 * i + 32 * h), q, (dl, dl), (-ml, -ml));
+        }
+    }
+}
+
+/// Q2_K: per run of 32 weights (two bits at one shift of 32 bytes), d·(scale & 15)·q −
+/// dmin·(scale >> 4) per 16.
+#[inline(always)]
+unsafe fn q2k_block(b: &[u8], y: *mut f32) {
+    let (sc, d, dmin) = (&b[0..16], half(b, 80), half(b, 82));
+    let m3 = _mm256_set1_epi8(3);
+    for h in 0..2 {
+        let bits = _mm256_loadu_si256(b.as_ptr().add(16 + 32 * h) as *const __m256i);
+        for shift in 0..4 {
+            let q = _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * shift)), m3);
+            let is = 8 * h + 2 * shift as usize;
+            let dl = |j: usize| d * (sc[j] & 0xF) as f32;
+            let ml = |j: usize| -(dmin * (sc[j] >> 4) as f32);
+            let at = 128 * h + 32 * shift as usize;
+            store32::<true>(y.add(at), q, (dl(is), dl(is + 1)), (ml(is), ml(is + 1)));
+        }
+    }
+}
+
+/// Q3_K: per run of 32 weights, (two low bits | hmask bit << 2) − 4, times d·scale per 16.
+#[inline(always)]
+unsafe fn q3k_block(b: &[u8], y: *mut f32) {
+    let (d, scales) = (half(b, 108), q3k_scales(&b[96..108]));
+    let (m3, one, four) = (
+        _mm256_set1_epi8(3),
+        _mm256_set1_epi8(1),
+        _mm256_set1_epi8(4),
+    );
+    let hm = _mm256_loadu_si256(b.as_ptr() as *const __m256i);
+    for h in 0..2 {
+        let bits = _mm256_loadu_si256(b.as_ptr().add(32 + 32 * h) as *const __m256i);
+        for shift in 0..4 {
+            let low = _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * shift)), m3);
+            let bit = _mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * h as i32 + shift));
+            let u = _mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(bit, one), 2));
+            let is = 8 * h + 2 * shift as usize;
+            let dl = |j: usize| d * scales[j] as f32;
+            let at = 128 * h + 32 * shift as usize;
+            store32::<false>(
+                y.add(at),
+                _mm256_sub_epi8(u, four),
+                (dl(is), dl(is + 1)),
+                (0.0, 0.0),
+            );
         }
     }
 }
@@ -82,8 +140,7 @@ unsafe fn q6k_block(b: &[u8], y: *mut f32) {
     }
 }
 
-/// Dequantizes `row` (whole blocks of `format`) into `y`; false where this format has no AVX2
-/// path (the caller uses the scalar one).
+/// Dequantizes `row` (whole blocks of `format`) into `y`; false where `y` is too short.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be present.
@@ -91,7 +148,7 @@ unsafe fn q6k_block(b: &[u8], y: *mut f32) {
 pub unsafe fn dequantize_row(format: QFormat, row: &[u8], y: &mut [f32]) -> bool {
     let (n, bytes) = (format.block_len(), format.block_bytes());
     let blocks = row.len() / bytes;
-    if y.len() < blocks * n || matches!(format, QFormat::Q2K | QFormat::Q3K | QFormat::Q5K) {
+    if y.len() < blocks * n {
         return false;
     }
     let out = y.as_mut_ptr();
@@ -103,9 +160,11 @@ pub unsafe fn dequantize_row(format: QFormat, row: &[u8], y: &mut [f32]) -> bool
             QFormat::Q5_0 => block32::<false>(b, o, unpack_q5_0(b)),
             QFormat::Q5_1 => block32::<true>(b, o, unpack_q5_1(b)),
             QFormat::Q8_0 => block32::<false>(b, o, unpack_q8_0(b)),
-            QFormat::Q4K => q4k_block(&row[i * bytes..(i + 1) * bytes], o),
+            QFormat::Q2K => q2k_block(&row[i * bytes..(i + 1) * bytes], o),
+            QFormat::Q3K => q3k_block(&row[i * bytes..(i + 1) * bytes], o),
+            QFormat::Q4K => k4_block::<false>(&row[i * bytes..(i + 1) * bytes], o),
+            QFormat::Q5K => k4_block::<true>(&row[i * bytes..(i + 1) * bytes], o),
             QFormat::Q6K => q6k_block(&row[i * bytes..(i + 1) * bytes], o),
-            QFormat::Q2K | QFormat::Q3K | QFormat::Q5K => unreachable!("checked above"),
         }
     }
     true

@@ -169,7 +169,7 @@ fn q2k(b: &[u8], y: &mut [f32]) {
 }
 
 /// The sixteen 6-bit signed scales of a Q3_K block, packed in 12 bytes.
-fn q3k_scales(s: &[u8]) -> [i8; 16] {
+pub(crate) fn q3k_scales(s: &[u8]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (j, o) in out.iter_mut().enumerate() {
         let low = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };

@@ -16,6 +16,8 @@ pub mod q8;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_dequant;
+#[cfg(target_arch = "x86_64")]
+mod avx2_k23;
 
 use std::cell::Cell;
 
@@ -103,6 +105,7 @@ fn int_kernel(format: QFormat) -> Option<IntKernel> {
     #[cfg(target_arch = "x86_64")]
     {
         use avx2::*;
+        use avx2_k23::*;
         use IntKernel::*;
         Some(match format {
             QFormat::Q4_0 => Blocks32(q4_0, q4_0_x4),
@@ -113,7 +116,8 @@ fn int_kernel(format: QFormat) -> Option<IntKernel> {
             QFormat::Q4K => Blocks256(q4k, q4k_x4),
             QFormat::Q5K => Blocks256(q5k, q5k_x4),
             QFormat::Q6K => Blocks256(q6k, q6k_x4),
-            QFormat::Q2K | QFormat::Q3K => return None,
+            QFormat::Q2K => Blocks256(q2k, q2k_x4),
+            QFormat::Q3K => Blocks256(q3k, q3k_x4),
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

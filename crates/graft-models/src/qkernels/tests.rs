@@ -228,6 +228,8 @@ fn throughput() {
         GgmlDType::Q8_0,
         GgmlDType::Q5_0,
         GgmlDType::Q4_1,
+        GgmlDType::Q2K,
+        GgmlDType::Q3K,
         GgmlDType::Q4K,
     ] {
         let f = QFormat::of(dtype).unwrap();

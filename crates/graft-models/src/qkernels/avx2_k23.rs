@@ -1,0 +1,154 @@
+//! Q2_K and Q3_K integer dot products with AVX2 (checked at run time by the caller), in
+//! llama.cpp's method: each 256-weight block's 2- or 3-bit weights unpacked 32 at a time to bytes,
+//! multiplied with the Q8_K activations (`maddubs`), each 16-weight sub-block's sum scaled by its
+//! integer scale (`madd`), and the block's sum scaled once in f32.
+//! Q2_K: weight = d·(scale & 15)·q − dmin·(scale >> 4), q in 0..4, so the mins enter through the
+//! activations' sums per 16. Q3_K: weight = d·scale·(u − 4) with u = the two low bits | the hmask
+//! bit << 2 (0..8), so the −4 enters as 4·scale times the activations' sums per 16.
+//! Ranges: a `maddubs` pair sum is at most 2·7·128, and a block's integer sum stays below 2²⁴.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{half, hsum, prefetch};
+use super::formats::q3k_scales;
+use super::q8::Q8KBlock;
+
+#[inline(always)]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// The sum of a vector's eight i32 lanes.
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Σ_j w[j] · bsums[j] over a block's 16 sub-blocks (`w` as 16 i16 lanes).
+#[inline(always)]
+unsafe fn weighted_bsums(w: __m256i, y: &Q8KBlock) -> i32 {
+    hsum_i32(_mm256_madd_epi16(w, load(y.bsums.as_ptr() as *const u8)))
+}
+
+/// Sub-blocks `is` (the first 16 bytes) and `is + 1` (the last 16) of a run of 32 weights.
+#[inline(always)]
+unsafe fn scale_pair(lo: i16, hi: i16) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+}
+
+/// The integer dot of 32 unpacked weights with 32 activation bytes, each half times its scale.
+#[inline(always)]
+unsafe fn run_dot(q: __m256i, a: *const i8, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, load(a as *const u8)), s)
+}
+
+/// Q2_K (84-byte blocks: scales 16, qs 64, d, dmin) for R activation rows.
+#[inline(always)]
+unsafe fn q2k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R] {
+    let blocks = row.len() / 84;
+    if xs.iter().any(|x| x.len() < blocks) {
+        return [f32::NAN; R];
+    }
+    let (mut acc, mut extra) = ([_mm256_setzero_ps(); R], [0f32; R]);
+    let m3 = _mm256_set1_epi8(3);
+    for bi in 0..blocks {
+        let b = &row[bi * 84..(bi + 1) * 84];
+        prefetch(b.as_ptr());
+        let ys: [&Q8KBlock; R] = std::array::from_fn(|r| xs[r].get_unchecked(bi));
+        let (d, dmin) = (half(b, 80), half(b, 82));
+        let sc = &b[0..16];
+        let raw = _mm_loadu_si128(sc.as_ptr() as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(15)));
+        for (e, y) in extra.iter_mut().zip(ys) {
+            *e -= y.d * dmin * weighted_bsums(mins, y) as f32;
+        }
+        let mut sum = [_mm256_setzero_si256(); R];
+        for h in 0..2 {
+            let bits = load(b.as_ptr().add(16 + 32 * h));
+            for shift in 0..4 {
+                let q = _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * shift)), m3);
+                let is = 8 * h + 2 * shift as usize;
+                let s = scale_pair((sc[is] & 15) as i16, (sc[is + 1] & 15) as i16);
+                for r in 0..R {
+                    let a = ys[r].qs.as_ptr().add(128 * h + 32 * shift as usize);
+                    sum[r] = _mm256_add_epi32(sum[r], run_dot(q, a, s));
+                }
+            }
+        }
+        for r in 0..R {
+            let scale = _mm256_set1_ps(ys[r].d * d);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum[r]), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum(acc[r]) + extra[r])
+}
+
+/// Q3_K (110-byte blocks: hmask 32, qs 64, scales 12, d) for R activation rows.
+#[inline(always)]
+unsafe fn q3k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R] {
+    let blocks = row.len() / 110;
+    if xs.iter().any(|x| x.len() < blocks) {
+        return [f32::NAN; R];
+    }
+    let (mut acc, mut extra) = ([_mm256_setzero_ps(); R], [0f32; R]);
+    let (m3, one) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
+    for bi in 0..blocks {
+        let b = &row[bi * 110..(bi + 1) * 110];
+        prefetch(b.as_ptr());
+        let ys: [&Q8KBlock; R] = std::array::from_fn(|r| xs[r].get_unchecked(bi));
+        let d = half(b, 108);
+        let scales = q3k_scales(&b[96..108]);
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr() as *const __m128i));
+        for (e, y) in extra.iter_mut().zip(ys) {
+            *e -= y.d * d * (4 * weighted_bsums(sc16, y)) as f32;
+        }
+        let hm = load(b.as_ptr());
+        let mut sum = [_mm256_setzero_si256(); R];
+        for h in 0..2 {
+            let bits = load(b.as_ptr().add(32 + 32 * h));
+            for shift in 0..4 {
+                let low =
+                    _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * shift)), m3);
+                let bit = _mm256_and_si256(
+                    _mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * h as i32 + shift)),
+                    one,
+                );
+                let q = _mm256_or_si256(low, _mm256_slli_epi16(bit, 2));
+                let is = 8 * h + 2 * shift as usize;
+                let s = scale_pair(scales[is] as i16, scales[is + 1] as i16);
+                for r in 0..R {
+                    let a = ys[r].qs.as_ptr().add(128 * h + 32 * shift as usize);
+                    sum[r] = _mm256_add_epi32(sum[r], run_dot(q, a, s));
+                }
+            }
+        }
+        for r in 0..R {
+            let scale = _mm256_set1_ps(ys[r].d * d);
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum[r]), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum(acc[r]) + extra[r])
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q2k(row: &[u8], x: &[Q8KBlock]) -> f32 {
+    q2k_rows(row, &[x])[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q2k_x4(row: &[u8], xs: &[&[Q8KBlock]; 4]) -> [f32; 4] {
+    q2k_rows(row, xs)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q3k(row: &[u8], x: &[Q8KBlock]) -> f32 {
+    q3k_rows(row, &[x])[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q3k_x4(row: &[u8], xs: &[&[Q8KBlock]; 4]) -> [f32; 4] {
+    q3k_rows(row, xs)
+}
