@@ -13,6 +13,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Map, Value as Json};
 
+use crate::qkernels::QFormat;
 use crate::registry::FAMILIES;
 use crate::{ModelError, Result};
 
@@ -309,19 +310,18 @@ pub fn load_tensors(
     device: &Device,
     keep_quantized: bool,
 ) -> Result<Loaded> {
+    use crate::layers::quant::{GgufBytes, GgufMatrix, QuantWeight};
     let arch = arch_of(path, content)?;
     let sandwich = arch == "gemma2" || arch == "gemma3";
     let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
     let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
     let mut file = File::open(path).map_err(|e| ModelError::file(path, e))?;
+    let mut map: Option<Arc<memmap2::Mmap>> = None;
     let (mut out, mut quantized) = (HashMap::new(), HashMap::new());
-    for name in content.tensor_infos.keys() {
+    for (name, info) in &content.tensor_infos {
         let Some(hf) = hf_name(name, sandwich) else {
             continue;
         };
-        let q = content
-            .tensor(&mut file, name, device)
-            .map_err(|e| ModelError::tensor(path, name, e))?;
         let wrap = |e: candle_core::Error| ModelError::tensor(path, name, e);
         let permuted_heads = match (
             arch.as_str(),
@@ -332,23 +332,64 @@ pub fn load_tensors(
             ("llama", _, true) => Some(kv_heads),
             _ => None,
         };
-        let is_quant = !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        let dt = info.ggml_dtype;
+        let is_quant = !matches!(dt, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
         // Linear weights, the embeddings (read a row per token) and the head stay as stored.
         let matrix = (name.starts_with("blk.") && name.ends_with(".weight"))
             || name == "token_embd.weight"
             || name == "output.weight";
-        if keep_quantized && is_quant && matrix && q.shape().rank() == 2 {
-            let q = match permuted_heads {
-                Some(h) => unpermute_quantized(&q, h, device).map_err(wrap)?,
-                None => q,
-            };
+        let dims = info.shape.dims().to_vec();
+        if keep_quantized && is_quant && matrix && dims.len() == 2 {
             let placeholder = Tensor::zeros((), dtype, device)
-                .and_then(|z| z.broadcast_as(q.shape().clone()))
+                .and_then(|z| z.broadcast_as(dims.clone()))
                 .map_err(wrap)?;
             out.insert(hf.clone(), placeholder);
-            quantized.insert(hf, Arc::new(crate::layers::quant::QuantWeight::Gguf(q)));
+            let weight = match QFormat::of(dt) {
+                // A format graft multiplies itself: the file's bytes, mapped (not copied).
+                Some(format) => {
+                    let map = match &map {
+                        Some(m) => m.clone(),
+                        None => {
+                            // SAFETY: mapped read-only; graft never writes a model file it reads
+                            // (as safetensors weights are mapped).
+                            let m = unsafe { memmap2::Mmap::map(&file) }
+                                .map_err(|e| ModelError::file(path, e))?;
+                            map.insert(Arc::new(m)).clone()
+                        }
+                    };
+                    let (rows, cols) = (dims[0], dims[1]);
+                    let len = rows * cols / format.block_len() * format.block_bytes();
+                    let start = (content.tensor_data_offset + info.offset) as usize;
+                    let range = start..start.saturating_add(len);
+                    if range.end > map.len() {
+                        return Err(ModelError::tensor(
+                            path,
+                            name,
+                            format!("needs bytes {range:?}, the file has {}", map.len()),
+                        ));
+                    }
+                    let bytes = match permuted_heads {
+                        Some(h) => {
+                            GgufBytes::Owned(unpermute_rows(&map[range], rows, h).map_err(wrap)?)
+                        }
+                        None => GgufBytes::Mapped(map, range),
+                    };
+                    let m = GgufMatrix::new(format, (rows, cols), bytes)
+                        .map_err(|e| ModelError::tensor(path, name, e))?;
+                    QuantWeight::Gguf(m)
+                }
+                None => {
+                    let q = content.tensor(&mut file, name, device).map_err(wrap)?;
+                    QuantWeight::Candle(match permuted_heads {
+                        Some(h) => unpermute_quantized(&q, h, device).map_err(wrap)?,
+                        None => q,
+                    })
+                }
+            };
+            quantized.insert(hf, Arc::new(weight));
             continue;
         }
+        let q = content.tensor(&mut file, name, device).map_err(wrap)?;
         let mut t = q.dequantize(device).map_err(wrap)?;
         if let Some(h) = permuted_heads {
             t = unpermute(&t, h).map_err(wrap)?;
@@ -361,11 +402,10 @@ pub fn load_tensors(
     Ok((out, quantized))
 }
 
-/// [`unpermute`] on quantized rows: quantization blocks run along a row, so whole rows move as bytes.
-fn unpermute_quantized(q: &QTensor, heads: usize, device: &Device) -> candle_core::Result<QTensor> {
-    let dims = q.shape().dims().to_vec();
-    let rows = permuted_rows(&dims, heads)?;
-    let data = q.data()?;
+/// [`unpermute`] on quantized rows (`rows` of them in `data`): quantization blocks run along a
+/// row, so whole rows move as bytes.
+fn unpermute_rows(data: &[u8], rows: usize, heads: usize) -> candle_core::Result<Vec<u8>> {
+    let rows = permuted_rows(&[rows], heads)?;
     let row_bytes = data.len() / rows;
     let half = rows / heads / 2;
     let mut out = vec![0u8; data.len()];
@@ -379,5 +419,12 @@ fn unpermute_quantized(q: &QTensor, heads: usize, device: &Device) -> candle_cor
             }
         }
     }
+    Ok(out)
+}
+
+/// [`unpermute_rows`] on a candle tensor (a quantized type graft does not multiply itself).
+fn unpermute_quantized(q: &QTensor, heads: usize, device: &Device) -> candle_core::Result<QTensor> {
+    let dims = q.shape().dims().to_vec();
+    let out = unpermute_rows(&q.data()?, dims[0], heads)?;
     candle_core::quantized::ggml_file::qtensor_from_ggml(q.dtype(), &out, dims, device)
 }

@@ -220,13 +220,20 @@ impl ModelSource {
         let content = gguf::read_content(path)?;
         let config_json = gguf::config_json(path, &content)?;
         let arch = registry::decoder_config(path, &config_json).map(Arch::Decoder)?;
-        let (tensors, quantized) =
-            gguf::load_tensors(path, &content, &config_json, dtype, device, keep_quantized)?;
-        let (tokenizer, tokenizer_error, warnings) =
-            match gguf_tokenizer::tokenizer_from_gguf(path, &content) {
-                Ok((t, w)) => (Some(t), None, w),
-                Err(e) => (None, Some(e.to_string()), Vec::new()),
-            };
+        // The tokenizer (for a 262k SentencePiece vocabulary, half a million merges derived from
+        // the scores) is built on its own thread while the tensors are read.
+        let (loaded, built) = std::thread::scope(|s| {
+            let tokenizer = s.spawn(|| gguf_tokenizer::tokenizer_from_gguf(path, &content));
+            let loaded =
+                gguf::load_tensors(path, &content, &config_json, dtype, device, keep_quantized);
+            (loaded, tokenizer.join())
+        });
+        let (tensors, quantized) = loaded?;
+        let (tokenizer, tokenizer_error, warnings) = match built {
+            Ok(Ok((t, w))) => (Some(t), None, w),
+            Ok(Err(e)) => (None, Some(e.to_string()), Vec::new()),
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         let generation = generation_config(&Value::Null, &config_json, tokenizer.as_ref());
         Ok(Self {
             path: path.to_path_buf(),

@@ -17,20 +17,75 @@ use crate::qkernels::{self, Activations, QFormat, QMatrix};
 /// A frozen weight (out, in) held quantized.
 #[derive(Debug)]
 pub enum QuantWeight {
-    /// A GGUF tensor as stored.
-    Gguf(QTensor),
+    /// A GGUF matrix in a block format graft multiplies itself (its bytes as the file stores them).
+    Gguf(GgufMatrix),
+    /// A GGUF tensor of another quantized type, through candle.
+    Candle(QTensor),
     /// NF4 (+ double quantization), bitsandbytes' format.
     Nf4(super::nf4::Nf4Tensor),
+}
+
+/// Where a [`GgufMatrix`]'s bytes live.
+#[derive(Debug)]
+pub enum GgufBytes {
+    /// A range of the memory-mapped file: nothing copied, pages read in as they are used (and
+    /// shared with any other process that maps the file).
+    Mapped(Arc<memmap2::Mmap>, std::ops::Range<usize>),
+    /// Rows reordered at load time (Llama's q/k, stored interleaved).
+    Owned(Vec<u8>),
+}
+
+/// A (rows, cols) GGUF matrix in one of the [`QFormat`]s.
+#[derive(Debug)]
+pub struct GgufMatrix {
+    pub format: QFormat,
+    pub rows: usize,
+    pub cols: usize,
+    bytes: GgufBytes,
+}
+
+impl GgufMatrix {
+    /// Checks that the bytes are `rows` rows of `cols` weights in whole blocks.
+    pub fn new(
+        format: QFormat,
+        (rows, cols): (usize, usize),
+        bytes: GgufBytes,
+    ) -> std::result::Result<Self, String> {
+        let m = Self {
+            format,
+            rows,
+            cols,
+            bytes,
+        };
+        QMatrix::new(format, m.data(), rows, cols)?;
+        Ok(m)
+    }
+
+    pub fn data(&self) -> &[u8] {
+        match &self.bytes {
+            GgufBytes::Mapped(map, range) => &map[range.clone()],
+            GgufBytes::Owned(v) => v,
+        }
+    }
+
+    pub fn matrix(&self) -> QMatrix<'_> {
+        QMatrix {
+            format: self.format,
+            data: self.data(),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
 }
 
 impl QuantWeight {
     /// The weight in f32 on `device`.
     pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
         match self {
-            QuantWeight::Gguf(q) if own_format(q) => {
-                Tensor::from_vec(self.dequantize_vec()?, q.shape().dims2()?, device)
+            QuantWeight::Gguf(m) => {
+                Tensor::from_vec(m.matrix().dequantize(), (m.rows, m.cols), device)
             }
-            QuantWeight::Gguf(q) => q.dequantize(device),
+            QuantWeight::Candle(q) => q.dequantize(device),
             QuantWeight::Nf4(q) => Tensor::from_vec(q.dequantize_vec(), q.shape, device),
         }
     }
@@ -38,35 +93,33 @@ impl QuantWeight {
     /// The weight in f32 as a row-major vector.
     pub fn dequantize_vec(&self) -> Result<Vec<f32>> {
         match self {
-            QuantWeight::Gguf(q) if own_format(q) => with_matrix(q, |m| Ok(m.dequantize())),
-            QuantWeight::Gguf(q) => q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1(),
+            QuantWeight::Gguf(m) => Ok(m.matrix().dequantize()),
+            QuantWeight::Candle(q) => q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1(),
             QuantWeight::Nf4(q) => Ok(q.dequantize_vec()),
         }
     }
 
     /// Rows `ids` of the weight (an embedding lookup), dequantized to f32: (ids, in).
     pub fn rows(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
-        let QuantWeight::Gguf(q) = self else {
+        let QuantWeight::Gguf(m) = self else {
             let w = self.dequantize(device)?;
             return w.index_select(&Tensor::new(ids, device)?, 0);
         };
-        let (out, cols) = with_matrix(q, |m| {
-            let mut out = vec![0f32; ids.len() * m.cols];
-            for (o, &id) in out.chunks_exact_mut(m.cols).zip(ids) {
-                if id as usize >= m.rows {
-                    candle_core::bail!("token id {id} is outside the {} embeddings", m.rows);
-                }
-                m.dequantize_row(id as usize, o);
+        let mut out = vec![0f32; ids.len() * m.cols];
+        for (o, &id) in out.chunks_exact_mut(m.cols).zip(ids) {
+            if id as usize >= m.rows {
+                candle_core::bail!("token id {id} is outside the {} embeddings", m.rows);
             }
-            Ok((out, m.cols))
-        })?;
-        Tensor::from_vec(out, (ids.len(), cols), device)
+            m.matrix().dequantize_row(id as usize, o);
+        }
+        Tensor::from_vec(out, (ids.len(), m.cols), device)
     }
 
-    /// Bytes held.
+    /// Bytes held (a mapped matrix's share of the file included).
     pub fn bytes(&self) -> usize {
         match self {
-            QuantWeight::Gguf(q) => q.storage_size_in_bytes(),
+            QuantWeight::Gguf(m) => m.data().len(),
+            QuantWeight::Candle(q) => q.storage_size_in_bytes(),
             QuantWeight::Nf4(q) => q.bytes(),
         }
     }
@@ -87,22 +140,6 @@ impl QuantLinearOp {
 /// amortise dequantizing the whole weight for one GEMM.
 const KERNEL_ROWS: usize = 4;
 
-/// A matrix in a block format graft dequantizes itself, on every thread (candle's dequantizer
-/// runs on the caller's alone).
-fn own_format(q: &QTensor) -> bool {
-    QFormat::of(q.dtype()).is_some() && q.shape().rank() == 2
-}
-
-/// Runs `f` on a GGUF tensor's bytes viewed as a [`QMatrix`] (an error for float types).
-fn with_matrix<R>(q: &QTensor, f: impl FnOnce(QMatrix) -> Result<R>) -> Result<R> {
-    let Some(format) = QFormat::of(q.dtype()) else {
-        candle_core::bail!("{:?} is not a block-quantized format", q.dtype())
-    };
-    let (n, k) = q.shape().dims2()?;
-    let data = q.data()?;
-    f(QMatrix::new(format, &data, n, k).map_err(candle_core::Error::msg)?)
-}
-
 impl QuantLinearOp {
     /// y through the row kernels, when the weight's format has them and the rows are few or the
     /// thread asks for 8-bit activations.
@@ -112,8 +149,8 @@ impl QuantLinearOp {
         };
         let m = lead.iter().product::<usize>();
         let acts = qkernels::activations();
-        let q = match &*self.weight {
-            QuantWeight::Gguf(q) => q,
+        let w = match &*self.weight {
+            QuantWeight::Gguf(m) => m.matrix(),
             // NF4 has no integer kernel: its rows are dequantized one at a time for f32 products.
             QuantWeight::Nf4(w) if m <= KERNEL_ROWS || acts == Activations::Q8 => {
                 if w.shape.1 != k {
@@ -123,27 +160,22 @@ impl QuantLinearOp {
                 shape.push(w.shape.0);
                 return Ok(Some((w.matmul(x, m), Shape::from(shape))));
             }
-            QuantWeight::Nf4(_) => return Ok(None),
+            QuantWeight::Nf4(_) | QuantWeight::Candle(_) => return Ok(None),
         };
-        if QFormat::of(q.dtype()).is_none() {
-            return Ok(None);
-        }
         // With f32 activations, many rows (a prompt) amortise dequantizing the weight for one
         // GEMM. With 8-bit activations (decoding steps) every row goes through the row kernels,
         // so a sequence's numbers do not depend on how many others share its batch.
-        with_matrix(q, |w| {
-            if w.cols != k {
-                candle_core::bail!("quant-linear: x has {k} features, W expects {}", w.cols);
-            }
-            let mut shape = lead.to_vec();
-            shape.push(w.rows);
-            let y = if acts == Activations::F32 && m > KERNEL_ROWS {
-                dense_product(&w, x, m)
-            } else {
-                w.matmul(x, m, acts)
-            };
-            Ok(Some((y, Shape::from(shape))))
-        })
+        if w.cols != k {
+            candle_core::bail!("quant-linear: x has {k} features, W expects {}", w.cols);
+        }
+        let mut shape = lead.to_vec();
+        shape.push(w.rows);
+        let y = if acts == Activations::F32 && m > KERNEL_ROWS {
+            dense_product(&w, x, m)
+        } else {
+            w.matmul(x, m, acts)
+        };
+        Ok(Some((y, Shape::from(shape))))
     }
 }
 
