@@ -166,6 +166,75 @@ const DEEPSEEK_LLM_PUNCT: &str =
     "\\s?[!-/:-~\u{ff01}-\u{ff0f}\u{ff1a}-\u{ff5e}\u{2018}-\u{201f}\u{3000}-\u{3002}]+";
 const DEEPSEEK_CJK: &str = "[\u{4e00}-\u{9fa5}\u{800}-\u{4e00}\u{ac00}-\u{d7ff}]+";
 
+/// A WordPiece piece as HF writes it, from llama.cpp's GGUF form: its converter gives a
+/// word-initial piece a phantom space (`▁piece`), strips the `##` of a continuation, and leaves
+/// `[bracketed]` specials as they are.
+fn hf_wordpiece(piece: &str) -> String {
+    if let Some(word) = piece.strip_prefix('▁') {
+        word.to_string()
+    } else if piece.starts_with('[') && piece.ends_with(']') {
+        piece.to_string()
+    } else {
+        format!("##{piece}")
+    }
+}
+
+/// BERT's uncased WordPiece with `[CLS] $A [SEP]` (pairs `[CLS] $A [SEP] $B [SEP]`) around the
+/// text when special tokens are asked for, as transformers' BertTokenizerFast.
+fn bert_wordpiece(
+    path: &Path,
+    content: &Content,
+    tokens: &[String],
+) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    let err = |key: &'static str| move |e| ModelError::config(path, key, e);
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (hf_wordpiece(t), i as u32))
+        .collect();
+    let piece = |key: &'static str, fallback: &str| {
+        meta_u32(content, key)
+            .and_then(|i| tokens.get(i as usize).cloned())
+            .unwrap_or_else(|| fallback.to_string())
+    };
+    let model = WordPiece::builder()
+        .vocab(vocab)
+        .unk_token(piece("tokenizer.ggml.unknown_token_id", "[UNK]"))
+        .continuing_subword_prefix("##".into())
+        .max_input_chars_per_word(100)
+        .build()
+        .map_err(err("tokenizer.ggml.tokens"))?;
+    let mut t = tokenizers::Tokenizer::new(model);
+    t.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .map_err(err("tokenizer.ggml.model"))?;
+    t.with_pre_tokenizer(Some(BertPreTokenizer));
+    t.with_decoder(Some(WordPieceDecoder::new("##".into(), true)));
+    let ids = [
+        "tokenizer.ggml.cls_token_id",
+        "tokenizer.ggml.seperator_token_id",
+    ]
+    .map(|k| meta_u32(content, k));
+    if let [Some(cls), Some(sep)] = ids {
+        let (cls_t, sep_t) = (
+            piece("tokenizer.ggml.cls_token_id", ""),
+            piece("tokenizer.ggml.seperator_token_id", ""),
+        );
+        let post = TemplateProcessing::builder()
+            .try_single(format!("{cls_t} $A {sep_t}"))
+            .and_then(|b| b.try_pair(format!("{cls_t} $A {sep_t} $B:1 {sep_t}:1")))
+            .map_err(|e| ModelError::config(path, "tokenizer.ggml.cls_token_id", e))?
+            .special_tokens(vec![(cls_t, cls), (sep_t, sep)])
+            .build()
+            .map_err(|e| ModelError::config(path, "tokenizer.ggml.cls_token_id", e))?;
+        t.with_post_processor(Some(post));
+    }
+    Ok(t)
+}
+
 /// The byte-level pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`: its regexes applied in
 /// turn (each splits the pieces of the one before, matches and gaps both kept), then the bytes
 /// mapped as GPT-2 does. An unknown `pre` is an error: another regex would give other ids.
@@ -323,6 +392,9 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
             t.with_decoder(Some(DecoderSequence::new(decoders)));
             (t, true)
         }
+        // BERT's WordPiece (llama.cpp's `bert`, e.g. bge): llama.cpp always lower-cases, splits on
+        // whitespace and punctuation (CJK characters alone) and matches the longest piece first.
+        "bert" => (bert_wordpiece(path, content, &tokens)?, false),
         // Gemma 4: SentencePiece-style BPE with stored merges (llama.cpp's `gemma4`): spaces
         // become ▁ with no prefix, newline runs are pieces of their own (one token when the
         // vocabulary has the run), merges run on characters, and what no token covers falls
@@ -355,7 +427,7 @@ pub fn tokenizer_from_gguf(path: &Path, content: &Content) -> Result<(Tokenizer,
             return Err(ModelError::config(
                 path,
                 "tokenizer.ggml.model",
-                format!("`{other}` is not supported (gpt2, llama, gemma4)"),
+                format!("`{other}` is not supported (gpt2, llama, gemma4, bert)"),
             ))
         }
     };

@@ -1,7 +1,7 @@
 //! llama.cpp's tokenizer conformance suite (`tests/test-tokenizer-0.cpp`): each vocabulary-only
 //! GGUF with its `.inp` strings (separated by `\n__ggml_vocab_test__\n`) and `.out` token ids,
 //! encoded as llama.cpp's test does (no special tokens added, special-token text not parsed).
-//! CI runs the committed subset in tests/fixtures/vocab (llama-spm; MIT, from the llama.cpp
+//! CI runs the committed subset in tests/fixtures/vocab (llama-spm, bert-bge; MIT, from the llama.cpp
 //! vendored in llama-cpp-python's sdist); `GRAFT_VOCAB_DIR` points at the whole suite
 //! (tools/fixtures/fetch_real_models.sh) and prints the per-vocabulary table.
 
@@ -61,6 +61,20 @@ fn conformance(gguf: &Path) -> Result<(usize, usize, Option<String>), String> {
 fn llama_spm_vocabulary_gives_llama_cpps_ids() {
     let (equal, total, first) = conformance(&fixture("vocab/ggml-vocab-llama-spm.gguf")).unwrap();
     assert_eq!(equal, total, "{first:?}");
+}
+
+/// WordPiece (`tokenizer.ggml.model` `bert`): pieces renamed back from llama.cpp's phantom-space
+/// form, uncased BERT normalisation and pre-tokenization.
+#[test]
+fn bert_bge_vocabulary_gives_llama_cpps_ids() {
+    let path = fixture("vocab/ggml-vocab-bert-bge.gguf");
+    let (equal, total, first) = conformance(&path).unwrap();
+    assert_eq!(equal, total, "{first:?}");
+    // With special tokens, as BertTokenizerFast: [CLS] text [SEP]; decoding joins the pieces.
+    let (tok, _) = graft_models::open_tokenizer(&path).unwrap();
+    let ids = tok.encode("Hello world", true).unwrap();
+    assert_eq!(ids, vec![101, 7592, 2088, 102]);
+    assert_eq!(tok.decode(&ids, true).unwrap(), "hello world");
 }
 
 #[test]
