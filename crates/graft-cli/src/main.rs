@@ -48,6 +48,7 @@ enum Command {
     EvalCheck(commands::eval_check::Args),
     Merge(commands::merge::Args),
     Tokenize(commands::tokenize::Args),
+    Vocab(commands::vocab::Args),
 }
 
 /// A bug must never print a Rust backtrace at a user: one line, exit code 70 (EX_SOFTWARE).
@@ -100,6 +101,7 @@ fn main() {
         Command::EvalCheck(a) => commands::eval_check::run(a),
         Command::Merge(a) => commands::merge::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Vocab(a) => commands::vocab::run(a),
     };
     if let Err(e) = result {
         // One line: the chain joined, newlines flattened.

@@ -439,3 +439,75 @@ fn tokenize_needs_only_the_tokenizer() {
     assert_user_error(&o, &["rows.jsonl:2", "text"]);
     assert!(!bad_out.exists());
 }
+
+#[test]
+fn vocab_report_counts_words_tokens_and_byte_fallback() {
+    // llama.cpp's llama-spm vectors: "ied 4 ½ months" is ▁i ed ▁ 4 ▁ ½ ▁months (the word "ied" is
+    // cut in two; a lone ▁ belongs to no word), " this is 🦙.cpp" is ▁ ▁this ▁is ▁ and four
+    // byte-fallback pieces for the llama, then . cpp (the word "🦙.cpp" is cut into six).
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    write(
+        &corpus,
+        &[
+            json!({"text": "ied 4 ½ months"}),
+            json!({"text": " this is 🦙.cpp"}),
+        ],
+    );
+    let out = dir.path().join("report.json");
+    let vocab = fixture("vocab/ggml-vocab-llama-spm.gguf");
+    let o = graft(&[
+        "vocab",
+        "report",
+        "--model",
+        vocab.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let r = &doc["tokenizers"][0]["report"];
+    for (key, want) in [
+        ("rows", 2),
+        ("words", 7),
+        ("tokens", 17),
+        ("bytes", 32),
+        ("split_words", 2),
+        ("byte_fallback_tokens", 4),
+        ("unknown_tokens", 0),
+        ("vocabulary_used", 14),
+        ("vocabulary_size", 32000),
+    ] {
+        assert_eq!(r[key], json!(want), "{key}");
+    }
+    assert!((r["tokens_per_word"].as_f64().unwrap() - 17.0 / 7.0).abs() < 1e-12);
+    assert!((r["bytes_per_token"].as_f64().unwrap() - 32.0 / 17.0).abs() < 1e-12);
+    // The table names the tokenizer.
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ggml-vocab-llama-spm.gguf"));
+
+    // Bad input: exit 2, one line naming the file and field; nothing written.
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "{\"text\": \"  \"}\n").unwrap();
+    let no_field = dir.path().join("nofield.jsonl");
+    std::fs::write(&no_field, "{\"text\": \"a b\"}\n{\"body\": \"c\"}\n").unwrap();
+    for (bad, needles) in [
+        (&empty, vec!["--corpus", "no words"]),
+        (&no_field, vec!["nofield.jsonl:2", "field `text`"]),
+    ] {
+        let report = dir.path().join("bad.json");
+        let o = graft(&[
+            "vocab",
+            "report",
+            "--model",
+            vocab.to_str().unwrap(),
+            "--corpus",
+            bad.to_str().unwrap(),
+            "--output",
+            report.to_str().unwrap(),
+        ]);
+        assert_user_error(&o, &needles);
+        assert!(!report.exists());
+    }
+}

@@ -20,6 +20,7 @@ pub mod save;
 pub mod score;
 pub mod t5;
 pub mod tokenizer;
+pub mod vocab;
 
 pub use config::DecoderConfig;
 pub use decoder::{next_token_logprobs, Decoder, Masking, SideNetwork};

@@ -17,3 +17,4 @@ pub mod quickstart;
 pub mod score;
 pub mod tokenize;
 pub mod train;
+pub mod vocab;

@@ -1,0 +1,4 @@
+//! Vocabulary adaptation (`graft vocab …`): measuring how a tokenizer cuts a corpus, the number
+//! vocabulary-adaptation papers report before and after changing a vocabulary.
+
+pub mod report;
