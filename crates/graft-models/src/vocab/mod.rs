@@ -2,3 +2,4 @@
 //! vocabulary-adaptation papers report before and after changing a vocabulary.
 
 pub mod report;
+pub mod trim;
