@@ -199,3 +199,97 @@ fn vocab_report_counts_words_tokens_and_byte_fallback() {
         assert!(!report.exists());
     }
 }
+
+/// Row `i` of a safetensors tensor, as f32.
+fn row(dir: &std::path::Path, name: &str, i: usize) -> Vec<f32> {
+    let t = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    t[name].get(i).unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn extend_appends_merges_and_initialises_rows_from_their_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.jsonl");
+    let rows: Vec<Value> = (0..6)
+        .map(|_| json!({"text": "catamaran catamaran"}))
+        .collect();
+    write(&corpus, &rows);
+    let base = fixture("models/llama");
+    let out = dir.path().join("extended");
+    let o = graft(&[
+        "vocab",
+        "extend",
+        "--model",
+        base.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--add",
+        "3",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"], json!(131));
+    // Old rows bit-identical, in the embeddings and the untied head.
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        for i in [0usize, 5, 127] {
+            assert_eq!(row(&base, name, i), row(&out, name, i), "{name} row {i}");
+        }
+    }
+    // The first new token joins two neighbouring old pieces of "catamaran"; its row (FVT) is
+    // their rows' mean.
+    let old_tokens = token_strings(&base, &corpus, &dir.path().join("a.jsonl"));
+    let new_tokens = token_strings(&out, &corpus, &dir.path().join("b.jsonl"));
+    assert!(new_tokens[0].as_array().unwrap().len() < old_tokens[0].as_array().unwrap().len());
+    let old = graft_models::open_tokenizer(&base).unwrap().0;
+    let new = graft_models::open_tokenizer(&out).unwrap().0;
+    let first = new.inner.id_to_token(128).unwrap();
+    let pieces: Vec<String> = old_tokens[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    let at = pieces
+        .windows(2)
+        .position(|w| format!("{}{}", w[0], w[1]) == first)
+        .expect("the new token is two neighbouring old pieces");
+    let (a, b) = (
+        old.token_to_id(&pieces[at]).unwrap() as usize,
+        old.token_to_id(&pieces[at + 1]).unwrap() as usize,
+    );
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        let (ra, rb, got) = (
+            row(&base, name, a),
+            row(&base, name, b),
+            row(&out, name, 128),
+        );
+        for ((x, y), g) in ra.iter().zip(&rb).zip(&got) {
+            assert!(
+                (g - (x + y) / 2.0).abs() < 1e-6,
+                "{name}: {g} vs mean of {x}, {y}"
+            );
+        }
+    }
+
+    // More merges than the corpus offers: exit 2, nothing written.
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "a a a\n").unwrap();
+    let bad_out = dir.path().join("bad");
+    let o = graft(&[
+        "vocab",
+        "extend",
+        "--model",
+        base.to_str().unwrap(),
+        "--corpus",
+        short.to_str().unwrap(),
+        "--add",
+        "50",
+        "--output",
+        bad_out.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["--add 50", "supports only"]);
+    assert!(!bad_out.exists());
+}

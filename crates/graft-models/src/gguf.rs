@@ -310,7 +310,7 @@ pub fn load_tensors(
     device: &Device,
     keep_quantized: bool,
 ) -> Result<Loaded> {
-    use crate::layers::quant::{GgufBytes, GgufMatrix, QuantWeight};
+    use crate::layers::quant::QuantWeight;
     let arch = arch_of(path, content)?;
     let sandwich = arch == "gemma2" || arch == "gemma3";
     let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
@@ -349,34 +349,18 @@ pub fn load_tensors(
                 Some(format) => {
                     let map = match &map {
                         Some(m) => m.clone(),
-                        None => {
-                            // SAFETY: mapped read-only; graft never writes a model file it reads
-                            // (as safetensors weights are mapped).
-                            let m = unsafe { memmap2::Mmap::map(&file) }
-                                .map_err(|e| ModelError::file(path, e))?;
-                            map.insert(Arc::new(m)).clone()
-                        }
+                        None => map.insert(map_file(path, &file)?).clone(),
                     };
+                    let at = (content.tensor_data_offset + info.offset) as usize;
                     let (rows, cols) = (dims[0], dims[1]);
-                    let len = rows * cols / format.block_len() * format.block_bytes();
-                    let start = (content.tensor_data_offset + info.offset) as usize;
-                    let range = start..start.saturating_add(len);
-                    if range.end > map.len() {
-                        return Err(ModelError::tensor(
-                            path,
-                            name,
-                            format!("needs bytes {range:?}, the file has {}", map.len()),
-                        ));
-                    }
-                    let bytes = match permuted_heads {
-                        Some(h) => {
-                            GgufBytes::Owned(unpermute_rows(&map[range], rows, h).map_err(wrap)?)
-                        }
-                        None => GgufBytes::Mapped(map, range),
-                    };
-                    let m = GgufMatrix::new(format, (rows, cols), bytes)
-                        .map_err(|e| ModelError::tensor(path, name, e))?;
-                    QuantWeight::Gguf(m)
+                    QuantWeight::Gguf(mapped_matrix(
+                        path,
+                        name,
+                        (map, at),
+                        format,
+                        (rows, cols),
+                        permuted_heads,
+                    )?)
                 }
                 None => {
                     let q = content.tensor(&mut file, name, device).map_err(wrap)?;
@@ -400,6 +384,43 @@ pub fn load_tensors(
         out.insert(hf, t.to_dtype(dtype).map_err(wrap)?);
     }
     Ok((out, quantized))
+}
+
+/// The whole file mapped read-only.
+fn map_file(path: &Path, file: &File) -> Result<Arc<memmap2::Mmap>> {
+    // SAFETY: mapped read-only; graft never writes a model file it reads (as safetensors
+    // weights are mapped).
+    let m = unsafe { memmap2::Mmap::map(file) }.map_err(|e| ModelError::file(path, e))?;
+    Ok(Arc::new(m))
+}
+
+/// Tensor `name`, (rows, cols) of `format` at byte `at` of the mapped file: its bytes borrowed
+/// from the map, or reordered into an owned copy for Llama's q/k (`permuted_heads`).
+fn mapped_matrix(
+    path: &Path,
+    name: &str,
+    (map, at): (Arc<memmap2::Mmap>, usize),
+    format: QFormat,
+    (rows, cols): (usize, usize),
+    permuted_heads: Option<usize>,
+) -> Result<crate::layers::quant::GgufMatrix> {
+    use crate::layers::quant::{GgufBytes, GgufMatrix};
+    let len = rows * cols / format.block_len() * format.block_bytes();
+    let range = at..at.saturating_add(len);
+    if range.end > map.len() {
+        return Err(ModelError::tensor(
+            path,
+            name,
+            format!("needs bytes {range:?}, the file has {}", map.len()),
+        ));
+    }
+    let bytes = match permuted_heads {
+        Some(h) => GgufBytes::Owned(
+            unpermute_rows(&map[range], rows, h).map_err(|e| ModelError::tensor(path, name, e))?,
+        ),
+        None => GgufBytes::Mapped(map, range),
+    };
+    GgufMatrix::new(format, (rows, cols), bytes).map_err(|e| ModelError::tensor(path, name, e))
 }
 
 /// [`unpermute`] on quantized rows (`rows` of them in `data`): quantization blocks run along a

@@ -18,3 +18,4 @@ pub mod score;
 pub mod tokenize;
 pub mod train;
 pub mod vocab;
+pub mod vocab_edit;

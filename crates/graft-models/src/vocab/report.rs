@@ -44,7 +44,8 @@ pub struct Report {
     pub vocabulary_used_share: f64,
 }
 
-fn is_byte_piece(p: &str) -> bool {
+/// A byte-fallback piece (`<0x00>`…`<0xFF>`).
+pub(crate) fn is_byte_piece(p: &str) -> bool {
     p.len() == 6
         && p.starts_with("<0x")
         && p.ends_with('>')

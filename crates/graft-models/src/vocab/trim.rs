@@ -116,8 +116,10 @@ pub fn kept_ids(tok: &Tokenizer, counts: &[u64], rules: &KeepRules) -> Result<Ve
     for a in json["added_tokens"].as_array().into_iter().flatten() {
         keep.extend(a["id"].as_u64().map(|i| i as u32));
     }
-    let always = |p: &str| p.len() == 6 && p.starts_with("<0x") && p.ends_with('>');
-    keep.extend(vocab.iter().filter(|(p, _)| always(p)).map(|(_, &i)| i));
+    let bytes = vocab
+        .iter()
+        .filter(|(p, _)| super::report::is_byte_piece(p));
+    keep.extend(bytes.map(|(_, &i)| i));
     if let Some(unk) = json["model"]["unk_token"].as_str() {
         keep.extend(vocab.get(unk).copied());
     }
@@ -286,8 +288,18 @@ fn remap_ids(json: &mut Value, new: &HashMap<u32, u32>) {
 }
 
 /// The weight names whose rows are token ids: input embeddings and heads.
-fn is_vocab_matrix(name: &str) -> bool {
+pub(crate) fn is_vocab_matrix(name: &str) -> bool {
     name.ends_with("embed_tokens.weight") || name == "lm_head.weight" || name == "shared.weight"
+}
+
+/// The dtype the weights are stored in (a GGUF's are written in f32, as `graft convert` does).
+pub(crate) fn stored_dtype(source: &crate::ModelSource) -> candle_core::DType {
+    let c = &source.config_json;
+    match c["dtype"].as_str().or(c["torch_dtype"].as_str()) {
+        Some("bfloat16") => candle_core::DType::BF16,
+        Some("float16") => candle_core::DType::F16,
+        _ => candle_core::DType::F32,
+    }
 }
 
 /// Writes `source` trimmed to `kept` (old ids, ascending) as an HF directory at `out`: the
@@ -300,16 +312,9 @@ pub fn save_trimmed(
     kept: &[u32],
     out: &std::path::Path,
 ) -> Result<TrimSummary> {
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{Device, Tensor};
     let new = renumbering(kept);
-    let dtype = match source.config_json["dtype"]
-        .as_str()
-        .or(source.config_json["torch_dtype"].as_str())
-    {
-        Some("bfloat16") => DType::BF16,
-        Some("float16") => DType::F16,
-        _ => DType::F32,
-    };
+    let dtype = stored_dtype(source);
     let mut tensors = source.tensors(dtype)?;
     let parameters_before = tensors.values().map(|t| t.elem_count()).sum();
     let index = Tensor::new(kept, &Device::Cpu).map_err(|e| ModelError::file(&source.path, e))?;
