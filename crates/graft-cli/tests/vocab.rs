@@ -7,10 +7,24 @@ use common::*;
 use candle_core::{DType, Device, Tensor};
 use graft_testkit::fixture;
 use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Output;
 
 fn write(path: &std::path::Path, rows: &[Value]) {
     let text: String = rows.iter().map(|r| r.to_string() + "\n").collect();
     std::fs::write(path, text).unwrap();
+}
+
+/// `graft vocab CMD --model M --corpus C --output OUT EXTRA…`.
+fn run_vocab(cmd: &str, model: &Path, corpus: &Path, out: &Path, extra: &[&str]) -> Output {
+    let (m, c, o) = (
+        model.to_str().unwrap(),
+        corpus.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let mut args = vec!["vocab", cmd, "--model", m, "--corpus", c, "--output", o];
+    args.extend(extra);
+    graft(&args)
 }
 
 /// The `tokens` field of `graft tokenize`'s rows.
@@ -60,16 +74,7 @@ fn trim_keeps_the_corpus_tokenization_and_the_logits_of_kept_tokens() {
     write(&corpus, &rows);
     let base = fixture("models/llama");
     let out = dir.path().join("trimmed");
-    let o = graft(&[
-        "vocab",
-        "trim",
-        "--model",
-        base.to_str().unwrap(),
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_vocab("trim", &base, &corpus, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
@@ -114,16 +119,7 @@ fn trim_keeps_the_corpus_tokenization_and_the_logits_of_kept_tokens() {
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "\n").unwrap();
     let bad_out = dir.path().join("bad");
-    let o = graft(&[
-        "vocab",
-        "trim",
-        "--model",
-        base.to_str().unwrap(),
-        "--corpus",
-        empty.to_str().unwrap(),
-        "--output",
-        bad_out.to_str().unwrap(),
-    ]);
+    let o = run_vocab("trim", &base, &empty, &bad_out, &[]);
     assert_user_error(&o, &["--corpus", "no words"]);
     assert!(!bad_out.exists());
 }
@@ -144,16 +140,7 @@ fn vocab_report_counts_words_tokens_and_byte_fallback() {
     );
     let out = dir.path().join("report.json");
     let vocab = fixture("vocab/ggml-vocab-llama-spm.gguf");
-    let o = graft(&[
-        "vocab",
-        "report",
-        "--model",
-        vocab.to_str().unwrap(),
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_vocab("report", &vocab, &corpus, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let r = &doc["tokenizers"][0]["report"];
@@ -185,16 +172,7 @@ fn vocab_report_counts_words_tokens_and_byte_fallback() {
         (&no_field, vec!["nofield.jsonl:2", "field `text`"]),
     ] {
         let report = dir.path().join("bad.json");
-        let o = graft(&[
-            "vocab",
-            "report",
-            "--model",
-            vocab.to_str().unwrap(),
-            "--corpus",
-            bad.to_str().unwrap(),
-            "--output",
-            report.to_str().unwrap(),
-        ]);
+        let o = run_vocab("report", &vocab, &bad, &report, &[]);
         assert_user_error(&o, &needles);
         assert!(!report.exists());
     }
@@ -216,18 +194,7 @@ fn extend_appends_merges_and_initialises_rows_from_their_pieces() {
     write(&corpus, &rows);
     let base = fixture("models/llama");
     let out = dir.path().join("extended");
-    let o = graft(&[
-        "vocab",
-        "extend",
-        "--model",
-        base.to_str().unwrap(),
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--add",
-        "3",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_vocab("extend", &base, &corpus, &out, &["--add", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
@@ -278,18 +245,7 @@ fn extend_appends_merges_and_initialises_rows_from_their_pieces() {
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "a a a\n").unwrap();
     let bad_out = dir.path().join("bad");
-    let o = graft(&[
-        "vocab",
-        "extend",
-        "--model",
-        base.to_str().unwrap(),
-        "--corpus",
-        short.to_str().unwrap(),
-        "--add",
-        "50",
-        "--output",
-        bad_out.to_str().unwrap(),
-    ]);
+    let o = run_vocab("extend", &base, &short, &bad_out, &["--add", "50"]);
     assert_user_error(&o, &["--add 50", "supports only"]);
     assert!(!bad_out.exists());
 }

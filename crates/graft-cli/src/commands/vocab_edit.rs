@@ -11,14 +11,8 @@ use crate::io::claim_outputs;
 
 #[derive(clap::Args, Debug)]
 pub struct TrimArgs {
-    /// HF directory or .gguf file (written as an f32 HF directory, as `graft convert` does).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// JSONL/Parquet rows with a text field, or .txt files: the tokens they use are kept.
-    #[arg(long, required = true, num_args = 1..)]
-    pub corpus: Vec<PathBuf>,
-    #[arg(long, default_value = "text")]
-    pub field: String,
+    #[command(flatten)]
+    pub io: EditIo,
     /// Keep tokens used at least this many times.
     #[arg(long, default_value_t = 1, conflicts_with = "top")]
     pub min_frequency: u64,
@@ -28,30 +22,49 @@ pub struct TrimArgs {
     /// A file of tokens to keep as well, one per line (as the vocabulary spells them).
     #[arg(long)]
     pub keep: Option<PathBuf>,
-    /// The HF directory to write.
-    #[arg(long)]
-    pub output: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ExtendArgs {
-    /// HF directory or .gguf file.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// JSONL/Parquet rows with a text field, or .txt files: the merges are learned on them.
-    #[arg(long, required = true, num_args = 1..)]
-    pub corpus: Vec<PathBuf>,
-    #[arg(long, default_value = "text")]
-    pub field: String,
+    #[command(flatten)]
+    pub io: EditIo,
     /// How many new tokens (merges) to learn.
     #[arg(long)]
     pub add: usize,
     /// New rows: fvt (the mean of the old rows of the old tokens a new one is made of) or mean (of all old rows).
     #[arg(long, default_value = "fvt")]
     pub init: String,
+}
+
+/// The model, the corpus and the output of a vocabulary edit.
+#[derive(clap::Args, Debug)]
+pub struct EditIo {
+    /// HF directory or .gguf file (a GGUF is written as an f32 HF directory, as `graft convert` does).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// JSONL/Parquet rows with a text field, or .txt files.
+    #[arg(long, required = true, num_args = 1..)]
+    pub corpus: Vec<PathBuf>,
+    /// The rows' text field.
+    #[arg(long, default_value = "text")]
+    pub field: String,
     /// The HF directory to write.
     #[arg(long)]
     pub output: PathBuf,
+}
+
+impl EditIo {
+    /// Claims the output, then reads the corpus's texts.
+    fn texts(&self) -> Result<Vec<String>> {
+        let inputs: Vec<&std::path::Path> = self
+            .corpus
+            .iter()
+            .chain([&self.model])
+            .map(PathBuf::as_path)
+            .collect();
+        claim_outputs(&[&self.output], &inputs)?;
+        corpus_texts(&self.corpus, &self.field)
+    }
 }
 
 /// The model (as f32) and its tokenizer, with a spinner while reading.
@@ -64,10 +77,6 @@ fn open(model: &std::path::Path) -> Result<(graft_models::ModelSource, graft_mod
     Ok((source, tok))
 }
 
-fn inputs<'a>(corpus: &'a [PathBuf], model: &'a PathBuf) -> Vec<&'a std::path::Path> {
-    corpus.iter().chain([model]).map(PathBuf::as_path).collect()
-}
-
 pub fn extend(a: ExtendArgs) -> Result<()> {
     use graft_models::vocab::extend;
     let init = match a.init.as_str() {
@@ -78,9 +87,8 @@ pub fn extend(a: ExtendArgs) -> Result<()> {
     if a.add == 0 {
         bail!("--add: must be at least 1");
     }
-    claim_outputs(&[&a.output], &inputs(&a.corpus, &a.model))?;
-    let texts = corpus_texts(&a.corpus, &a.field)?;
-    let (source, tok) = open(&a.model)?;
+    let texts = a.io.texts()?;
+    let (source, tok) = open(&a.io.model)?;
     let spinner = crate::io::spinner(&format!("learning {} merges", a.add));
     let learned = extend::learn(&tok, &texts, a.add)?;
     spinner.finish_and_clear();
@@ -91,12 +99,12 @@ pub fn extend(a: ExtendArgs) -> Result<()> {
             learned.merges.len()
         );
     }
-    let spinner = crate::io::spinner(&format!("writing {}", a.output.display()));
-    let s = extend::save_extended(&source, &tok, &learned, init, &a.output)?;
+    let spinner = crate::io::spinner(&format!("writing {}", a.io.output.display()));
+    let s = extend::save_extended(&source, &tok, &learned, init, &a.io.output)?;
     spinner.finish_and_clear();
     println!(
         "wrote {}: vocabulary {} -> {} ({} merges appended, new rows by {})",
-        a.output.display(),
+        a.io.output.display(),
         s.vocabulary_before,
         s.vocabulary_after,
         s.added,
@@ -107,8 +115,7 @@ pub fn extend(a: ExtendArgs) -> Result<()> {
 
 pub fn trim(a: TrimArgs) -> Result<()> {
     use graft_models::vocab::trim;
-    claim_outputs(&[&a.output], &inputs(&a.corpus, &a.model))?;
-    let texts = corpus_texts(&a.corpus, &a.field)?;
+    let texts = a.io.texts()?;
     let keep: Vec<String> = match &a.keep {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| anyhow!("{}: {e}", p.display()))?
@@ -118,7 +125,7 @@ pub fn trim(a: TrimArgs) -> Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    let (source, tok) = open(&a.model)?;
+    let (source, tok) = open(&a.io.model)?;
     let mut counts = vec![0u64; tok.inner.get_vocab_size(true)];
     let bar = crate::io::progress(texts.len() as u64, "rows");
     for t in &texts {
@@ -140,12 +147,12 @@ pub fn trim(a: TrimArgs) -> Result<()> {
         tokens: &keep,
     };
     let kept = trim::kept_ids(&tok, &counts, &rules)?;
-    let spinner = crate::io::spinner(&format!("writing {}", a.output.display()));
-    let s = trim::save_trimmed(&source, &tok, &kept, &a.output)?;
+    let spinner = crate::io::spinner(&format!("writing {}", a.io.output.display()));
+    let s = trim::save_trimmed(&source, &tok, &kept, &a.io.output)?;
     spinner.finish_and_clear();
     println!(
         "wrote {}: vocabulary {} -> {}, parameters {} -> {} ({:.1}% fewer)",
-        a.output.display(),
+        a.io.output.display(),
         s.vocabulary_before,
         s.vocabulary_after,
         s.parameters_before,

@@ -45,80 +45,60 @@ unsafe fn run_dot(q: __m256i, a: *const i8, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(q, load(a as *const u8)), s)
 }
 
-/// Q2_K (84-byte blocks: scales 16, qs 64, d, dmin) for R activation rows.
+/// Q2_K (`THIRD` false; 84-byte blocks: scales 16, qs 64, d, dmin) and Q3_K (`THIRD` true;
+/// 110-byte blocks: hmask 32, qs 64, scales 12, d) for R activation rows, each block unpacked
+/// once.
 #[inline(always)]
-unsafe fn q2k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R] {
-    let blocks = row.len() / 84;
-    if xs.iter().any(|x| x.len() < blocks) {
-        return [f32::NAN; R];
-    }
-    let (mut acc, mut extra) = ([_mm256_setzero_ps(); R], [0f32; R]);
-    let m3 = _mm256_set1_epi8(3);
-    for bi in 0..blocks {
-        let b = &row[bi * 84..(bi + 1) * 84];
-        prefetch(b.as_ptr());
-        let ys: [&Q8KBlock; R] = std::array::from_fn(|r| xs[r].get_unchecked(bi));
-        let (d, dmin) = (half(b, 80), half(b, 82));
-        let sc = &b[0..16];
-        let raw = _mm_loadu_si128(sc.as_ptr() as *const __m128i);
-        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(15)));
-        for (e, y) in extra.iter_mut().zip(ys) {
-            *e -= y.d * dmin * weighted_bsums(mins, y) as f32;
-        }
-        let mut sum = [_mm256_setzero_si256(); R];
-        for h in 0..2 {
-            let bits = load(b.as_ptr().add(16 + 32 * h));
-            for shift in 0..4 {
-                let q = _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * shift)), m3);
-                let is = 8 * h + 2 * shift as usize;
-                let s = scale_pair((sc[is] & 15) as i16, (sc[is + 1] & 15) as i16);
-                for r in 0..R {
-                    let a = ys[r].qs.as_ptr().add(128 * h + 32 * shift as usize);
-                    sum[r] = _mm256_add_epi32(sum[r], run_dot(q, a, s));
-                }
-            }
-        }
-        for r in 0..R {
-            let scale = _mm256_set1_ps(ys[r].d * d);
-            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum[r]), acc[r]);
-        }
-    }
-    std::array::from_fn(|r| hsum(acc[r]) + extra[r])
-}
-
-/// Q3_K (110-byte blocks: hmask 32, qs 64, scales 12, d) for R activation rows.
-#[inline(always)]
-unsafe fn q3k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R] {
-    let blocks = row.len() / 110;
+unsafe fn k23_rows<const R: usize, const THIRD: bool>(
+    row: &[u8],
+    xs: &[&[Q8KBlock]; R],
+) -> [f32; R] {
+    let (bytes, qs_at) = if THIRD { (110, 32) } else { (84, 16) };
+    let blocks = row.len() / bytes;
     if xs.iter().any(|x| x.len() < blocks) {
         return [f32::NAN; R];
     }
     let (mut acc, mut extra) = ([_mm256_setzero_ps(); R], [0f32; R]);
     let (m3, one) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
     for bi in 0..blocks {
-        let b = &row[bi * 110..(bi + 1) * 110];
+        let b = &row[bi * bytes..(bi + 1) * bytes];
         prefetch(b.as_ptr());
         let ys: [&Q8KBlock; R] = std::array::from_fn(|r| xs[r].get_unchecked(bi));
-        let d = half(b, 108);
-        let scales = q3k_scales(&b[96..108]);
-        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr() as *const __m128i));
+        // The block's scale, its 16 sub-block scales, and what the activations' sums per 16 are
+        // weighted by (Q2_K: the mins, times dmin; Q3_K: the scales, times 4·d for the −4).
+        let (d, sc, weights, factor) = if THIRD {
+            let d = half(b, 108);
+            let s = q3k_scales(&b[96..108]);
+            let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(s.as_ptr() as *const __m128i));
+            (d, s.map(i16::from), w, 4.0 * d)
+        } else {
+            let sc = &b[0..16];
+            let raw = _mm_loadu_si128(sc.as_ptr() as *const __m128i);
+            let mins = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(15));
+            let s: [i16; 16] = std::array::from_fn(|j| (sc[j] & 15) as i16);
+            (half(b, 80), s, _mm256_cvtepu8_epi16(mins), half(b, 82))
+        };
         for (e, y) in extra.iter_mut().zip(ys) {
-            *e -= y.d * d * (4 * weighted_bsums(sc16, y)) as f32;
+            *e -= y.d * factor * weighted_bsums(weights, y) as f32;
         }
-        let hm = load(b.as_ptr());
+        let hm = if THIRD {
+            load(b.as_ptr())
+        } else {
+            _mm256_setzero_si256()
+        };
         let mut sum = [_mm256_setzero_si256(); R];
         for h in 0..2 {
-            let bits = load(b.as_ptr().add(32 + 32 * h));
+            let bits = load(b.as_ptr().add(qs_at + 32 * h));
             for shift in 0..4 {
-                let low =
+                let mut q =
                     _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * shift)), m3);
-                let bit = _mm256_and_si256(
-                    _mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * h as i32 + shift)),
-                    one,
-                );
-                let q = _mm256_or_si256(low, _mm256_slli_epi16(bit, 2));
+                if THIRD {
+                    let at = _mm_cvtsi32_si128(4 * h as i32 + shift);
+                    let bit = _mm256_and_si256(_mm256_srl_epi16(hm, at), one);
+                    q = _mm256_or_si256(q, _mm256_slli_epi16(bit, 2));
+                }
                 let is = 8 * h + 2 * shift as usize;
-                let s = scale_pair(scales[is] as i16, scales[is + 1] as i16);
+                let s = scale_pair(sc[is], sc[is + 1]);
                 for r in 0..R {
                     let a = ys[r].qs.as_ptr().add(128 * h + 32 * shift as usize);
                     sum[r] = _mm256_add_epi32(sum[r], run_dot(q, a, s));
@@ -135,20 +115,20 @@ unsafe fn q3k_rows<const R: usize>(row: &[u8], xs: &[&[Q8KBlock]; R]) -> [f32; R
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k(row: &[u8], x: &[Q8KBlock]) -> f32 {
-    q2k_rows(row, &[x])[0]
+    k23_rows::<1, false>(row, &[x])[0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q2k_x4(row: &[u8], xs: &[&[Q8KBlock]; 4]) -> [f32; 4] {
-    q2k_rows(row, xs)
+    k23_rows::<4, false>(row, xs)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q3k(row: &[u8], x: &[Q8KBlock]) -> f32 {
-    q3k_rows(row, &[x])[0]
+    k23_rows::<1, true>(row, &[x])[0]
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q3k_x4(row: &[u8], xs: &[&[Q8KBlock]; 4]) -> [f32; 4] {
-    q3k_rows(row, xs)
+    k23_rows::<4, true>(row, xs)
 }
