@@ -106,6 +106,11 @@ fn resolved(path: &Path) -> PathBuf {
     }
 }
 
+/// Whether `--force` was given: outputs may replace existing ones.
+pub fn force() -> bool {
+    FORCE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Refuses, before anything is read or written, an output that exists (unless `--force`) or that
 /// is one of the command's inputs (even with `--force`).
 pub fn claim_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {

@@ -76,6 +76,11 @@ fn trim_keeps_the_corpus_tokenization_and_the_logits_of_kept_tokens() {
     let out = dir.path().join("trimmed");
     let o = run_vocab("trim", &base, &corpus, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // An existing output is replaced only with --force.
+    let again = run_vocab("trim", &base, &corpus, &out, &[]);
+    assert_user_error(&again, &["exists", "--force"]);
+    let forced = run_vocab("trim", &base, &corpus, &out, &["--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     let v = config["vocab_size"].as_u64().unwrap() as usize;

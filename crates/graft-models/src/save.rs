@@ -11,14 +11,16 @@ use serde_json::Value;
 use crate::{ModelError, Result};
 
 /// Writes `tensors` under their names as `model.safetensors`, with `config_json`, into `out`.
-/// `extra_files` are copied as (name, contents). `out` must not exist yet.
+/// `extra_files` are copied as (name, contents). An existing `out` is an error unless `replace`
+/// (`--force`), and is then replaced only once the new folder is complete.
 pub fn save_hf_dir(
     out: &Path,
     config_json: &Value,
     tensors: &HashMap<String, Tensor>,
     extra_files: &[(&str, String)],
+    replace: bool,
 ) -> Result<()> {
-    if out.exists() {
+    if out.exists() && !replace {
         return Err(ModelError::file(
             out,
             "already exists; refusing to overwrite",
@@ -34,7 +36,11 @@ pub fn save_hf_dir(
         std::fs::write(tmp.join(file), contents)
             .map_err(|e| ModelError::file(tmp.join(file), e))?;
     }
-    staged.commit().map_err(|e| ModelError::file(out, e))
+    match replace {
+        true => staged.commit_replacing(),
+        false => staged.commit(),
+    }
+    .map_err(|e| ModelError::file(out, e))
 }
 
 impl crate::ModelSource {
@@ -151,8 +157,9 @@ impl crate::ModelSource {
         config
     }
 
-    /// Writes this model as an HF directory: config, weights in `dtype`, tokenizer files.
-    pub fn save_hf(&self, out: &Path, dtype: candle_core::DType) -> Result<()> {
+    /// Writes this model as an HF directory: config, weights in `dtype`, tokenizer files
+    /// (replacing an existing `out` only with `replace`).
+    pub fn save_hf(&self, out: &Path, dtype: candle_core::DType, replace: bool) -> Result<()> {
         let extra = self.tokenizer_files()?;
         let extra: Vec<(&str, String)> = extra.into_iter().collect();
         save_hf_dir(
@@ -160,6 +167,7 @@ impl crate::ModelSource {
             &self.config_json_for(dtype),
             &self.tensors(dtype)?,
             &extra,
+            replace,
         )
     }
 }

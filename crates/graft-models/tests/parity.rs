@@ -353,7 +353,9 @@ fn gguf_weights_kept_quantized_match_their_dequantized_reference() {
     assert_matches_reference(&model, &expected, "llama-q8_0.gguf kept quantized");
     // Saving dequantizes: the HF copy scores the same.
     let dir = tempfile::tempdir().unwrap();
-    source.save_hf(&dir.path().join("hf"), DType::F32).unwrap();
+    source
+        .save_hf(&dir.path().join("hf"), DType::F32, false)
+        .unwrap();
     assert_matches_reference(
         &open(&dir.path().join("hf")),
         &expected,

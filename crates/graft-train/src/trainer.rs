@@ -548,7 +548,7 @@ fn save_final(model: &Trained, opt: &AdamW, dir: &Path) -> Result<(), TrainError
         None => {
             let files = model.source.tokenizer_files()?;
             let config = model.source.config_json_for(model.dtype);
-            graft_models::save::save_hf_dir(&staged, &config, &weights, &files)?;
+            graft_models::save::save_hf_dir(&staged, &config, &weights, &files, false)?;
         }
         Some(cfg) => graft_adapters::peft_format::save(&staged, cfg, &weights)
             .map_err(|e| TrainError::Io(e.to_string()))?,

@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<()> {
     let source = ModelSource::open(&args.input, candle_core::DType::F32, &Device::Cpu)?;
     spinner.set_message(format!("writing {}", args.output.display()));
     match &args.merge_adapter {
-        None => source.save_hf(&args.output, dtype)?,
+        None => source.save_hf(&args.output, dtype, crate::io::force())?,
         Some(dir) => {
             let mut model = source.build(candle_core::DType::F32, &Device::Cpu)?;
             graft_adapters::load_onto(&mut model, dir)?;
@@ -59,6 +59,7 @@ pub fn run(args: Args) -> Result<()> {
                 &source.config_json_for(dtype),
                 &tensors,
                 &files,
+                crate::io::force(),
             )?;
         }
     }

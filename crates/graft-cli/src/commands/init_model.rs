@@ -122,7 +122,7 @@ pub fn run(args: Args) -> Result<()> {
             serde_json::to_string_pretty(&tok_config)?,
         ),
     ];
-    save_hf_dir(&args.output, &config, &weights, &files)?;
+    save_hf_dir(&args.output, &config, &weights, &files, crate::io::force())?;
     spinner.finish_and_clear();
     let params: usize = weights.values().map(|t| t.elem_count()).sum();
     println!(

@@ -98,7 +98,7 @@ fn build_base(dir: &Path, args: &Args) -> Result<()> {
             serde_json::to_string_pretty(&json!({"eos_token_id": [0, 2]}))?,
         ),
     ];
-    save_hf_dir(dir, &config, &weights, &files)?;
+    save_hf_dir(dir, &config, &weights, &files, false)?;
     let params: usize = weights.values().map(|t| t.elem_count()).sum();
     println!(
         "      vocabulary {vocab} tokens; Llama with {:.2}M parameters",

@@ -100,7 +100,14 @@ pub fn extend(a: ExtendArgs) -> Result<()> {
         );
     }
     let spinner = crate::io::spinner(&format!("writing {}", a.io.output.display()));
-    let s = extend::save_extended(&source, &tok, &learned, init, &a.io.output)?;
+    let s = extend::save_extended(
+        &source,
+        &tok,
+        &learned,
+        init,
+        &a.io.output,
+        crate::io::force(),
+    )?;
     spinner.finish_and_clear();
     println!(
         "wrote {}: vocabulary {} -> {} ({} merges appended, new rows by {})",
@@ -148,7 +155,7 @@ pub fn trim(a: TrimArgs) -> Result<()> {
     };
     let kept = trim::kept_ids(&tok, &counts, &rules)?;
     let spinner = crate::io::spinner(&format!("writing {}", a.io.output.display()));
-    let s = trim::save_trimmed(&source, &tok, &kept, &a.io.output)?;
+    let s = trim::save_trimmed(&source, &tok, &kept, &a.io.output, crate::io::force())?;
     spinner.finish_and_clear();
     println!(
         "wrote {}: vocabulary {} -> {}, parameters {} -> {} ({:.1}% fewer)",

@@ -354,3 +354,5 @@ macro_rules! kernels256 {
 kernels256!(q4k, q4k_x4, k4_rows::<_, false>);
 kernels256!(q5k, q5k_x4, k4_rows::<_, true>);
 kernels256!(q6k, q6k_x4, q6k_rows);
+kernels256!(q2k, q2k_x4, super::avx2_k23::k23_rows::<_, false>);
+kernels256!(q3k, q3k_x4, super::avx2_k23::k23_rows::<_, true>);

@@ -49,7 +49,7 @@ unsafe fn run_dot(q: __m256i, a: *const i8, s: __m256i) -> __m256i {
 /// 110-byte blocks: hmask 32, qs 64, scales 12, d) for R activation rows, each block unpacked
 /// once.
 #[inline(always)]
-unsafe fn k23_rows<const R: usize, const THIRD: bool>(
+pub(super) unsafe fn k23_rows<const R: usize, const THIRD: bool>(
     row: &[u8],
     xs: &[&[Q8KBlock]; R],
 ) -> [f32; R] {
@@ -111,24 +111,4 @@ unsafe fn k23_rows<const R: usize, const THIRD: bool>(
         }
     }
     std::array::from_fn(|r| hsum(acc[r]) + extra[r])
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q2k(row: &[u8], x: &[Q8KBlock]) -> f32 {
-    k23_rows::<1, false>(row, &[x])[0]
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q2k_x4(row: &[u8], xs: &[&[Q8KBlock]; 4]) -> [f32; 4] {
-    k23_rows::<4, false>(row, xs)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q3k(row: &[u8], x: &[Q8KBlock]) -> f32 {
-    k23_rows::<1, true>(row, &[x])[0]
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q3k_x4(row: &[u8], xs: &[&[Q8KBlock]; 4]) -> [f32; 4] {
-    k23_rows::<4, true>(row, xs)
 }

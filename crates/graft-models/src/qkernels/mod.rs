@@ -105,7 +105,6 @@ fn int_kernel(format: QFormat) -> Option<IntKernel> {
     #[cfg(target_arch = "x86_64")]
     {
         use avx2::*;
-        use avx2_k23::*;
         use IntKernel::*;
         Some(match format {
             QFormat::Q4_0 => Blocks32(q4_0, q4_0_x4),

@@ -197,6 +197,7 @@ pub fn save_extended(
     learned: &Learned,
     init: Init,
     out: &std::path::Path,
+    replace: bool,
 ) -> Result<ExtendSummary> {
     let dtype = super::trim::stored_dtype(source);
     let mut tensors = source.tensors(dtype)?;
@@ -237,7 +238,7 @@ pub fn save_extended(
         };
         files.push((name, text));
     }
-    crate::save::save_hf_dir(out, &config, &tensors, &files)?;
+    crate::save::save_hf_dir(out, &config, &tensors, &files, replace)?;
     Ok(ExtendSummary {
         vocabulary_before: rows,
         vocabulary_after: rows + learned.merges.len(),

@@ -311,6 +311,7 @@ pub fn save_trimmed(
     tok: &Tokenizer,
     kept: &[u32],
     out: &std::path::Path,
+    replace: bool,
 ) -> Result<TrimSummary> {
     use candle_core::{Device, Tensor};
     let new = renumbering(kept);
@@ -367,7 +368,7 @@ pub fn save_trimmed(
         };
         files.push((name, text));
     }
-    crate::save::save_hf_dir(out, &config, &tensors, &files)?;
+    crate::save::save_hf_dir(out, &config, &tensors, &files, replace)?;
     Ok(TrimSummary {
         vocabulary_before: rows.max(tok.inner.get_vocab_size(true)),
         vocabulary_after: kept.len(),
