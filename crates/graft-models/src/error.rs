@@ -25,6 +25,9 @@ pub enum ModelError {
         name: String,
         msg: String,
     },
+    /// An argument or input that no file names (the caller adds where it came from).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -43,6 +43,27 @@ pub fn save_hf_dir(
     .map_err(|e| ModelError::file(out, e))
 }
 
+/// Writes a folder of tokenizer files only (`graft vocab train`), staged then renamed into
+/// place; an existing `out` is replaced only with `replace`.
+pub fn save_tokenizer_dir(out: &Path, files: &[(&str, String)], replace: bool) -> Result<()> {
+    if out.exists() && !replace {
+        return Err(ModelError::file(
+            out,
+            "already exists; refusing to overwrite",
+        ));
+    }
+    let staged = crate::fsio::StagedDir::new(out).map_err(|e| ModelError::file(out, e))?;
+    for (file, contents) in files {
+        let p = staged.path().join(file);
+        std::fs::write(&p, contents).map_err(|e| ModelError::file(&p, e))?;
+    }
+    match replace {
+        true => staged.commit_replacing(),
+        false => staged.commit(),
+    }
+    .map_err(|e| ModelError::file(out, e))
+}
+
 impl crate::ModelSource {
     /// All weights under their HF keys, in `dtype`.
     pub fn tensors(&self, dtype: candle_core::DType) -> Result<HashMap<String, Tensor>> {

@@ -16,6 +16,7 @@ pub mod reference;
 pub mod schedule;
 pub mod step;
 pub mod task_eval;
+pub mod trainable;
 pub mod trainer;
 
 pub use recipe::Recipe;

@@ -16,6 +16,8 @@ use rayon::prelude::*;
 
 pub struct AdamW {
     params: Vec<Param>,
+    /// Variables left out by [`Self::restrict`]: saved with the others, never updated.
+    fixed: Vec<(String, Var)>,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
@@ -28,6 +30,10 @@ struct Param {
     name: String,
     var: Var,
     decay: bool,
+    /// Leading elements never updated (the old rows of an extended vocabulary under
+    /// `new_rows_only`): their gradient is zeroed before clipping, and no update or decay
+    /// touches them, so they stay bit-identical.
+    frozen: usize,
     /// First and second moments, f32, in the variable's element order.
     m: Vec<f32>,
     v: Vec<f32>,
@@ -63,6 +69,7 @@ impl AdamW {
                 Ok(Param {
                     name: name.clone(),
                     decay: var.rank() >= 2,
+                    frozen: 0,
                     m: vec![0.0; n],
                     v: vec![0.0; n],
                     master,
@@ -72,6 +79,7 @@ impl AdamW {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             params,
+            fixed: Vec::new(),
             beta1,
             beta2,
             eps,
@@ -80,11 +88,62 @@ impl AdamW {
         })
     }
 
+    /// Keeps only the variables `keep` accepts (`[train] trainable`), and freezes the first
+    /// `frozen_rows(name)` rows of each (`new_rows_only`). Before any step or state restore.
+    pub fn restrict(
+        &mut self,
+        keep: impl Fn(&str) -> bool,
+        frozen_rows: impl Fn(&str) -> usize,
+    ) -> Result<()> {
+        let (kept, left): (Vec<Param>, Vec<Param>) = std::mem::take(&mut self.params)
+            .into_iter()
+            .partition(|p| keep(&p.name));
+        self.params = kept;
+        self.fixed = left.into_iter().map(|p| (p.name, p.var)).collect();
+        if self.params.is_empty() {
+            candle_core::bail!("no variable left to train");
+        }
+        for p in &mut self.params {
+            let rows = frozen_rows(&p.name);
+            if rows == 0 {
+                continue;
+            }
+            let dims = p.var.dims();
+            if dims.len() != 2 || rows > dims[0] {
+                candle_core::bail!("`{}` {dims:?}: cannot freeze its first {rows} rows", p.name);
+            }
+            p.frozen = rows * dims[1];
+        }
+        Ok(())
+    }
+
+    /// Zeroes the gradient of frozen leading elements (before clipping, so they count for
+    /// nothing in the norm either).
+    pub fn mask_frozen(&self, grads: &mut [Tensor]) -> Result<()> {
+        for (p, g) in self.params.iter().zip(grads.iter_mut()) {
+            if p.frozen == 0 {
+                continue;
+            }
+            let rows = p.frozen / g.dim(1)?;
+            let tail = g.narrow(0, rows, g.dim(0)? - rows)?;
+            let head = Tensor::zeros((rows, g.dim(1)?), g.dtype(), g.device())?;
+            *g = Tensor::cat(&[&head, &tail], 0)?;
+        }
+        Ok(())
+    }
+
     pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
         self.params.iter().map(|p| (p.name.as_str(), &p.var))
     }
 
-    /// The weights at full precision (the f32 masters where kept), for checkpoints.
+    /// Every variable, trained or left out by [`Self::restrict`].
+    pub fn all_vars(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.vars()
+            .chain(self.fixed.iter().map(|(n, v)| (n.as_str(), v)))
+    }
+
+    /// The weights at full precision (the f32 masters where kept), for checkpoints; variables
+    /// left out of training too.
     pub fn weights(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
@@ -96,6 +155,11 @@ impl AdamW {
                         .unwrap_or_else(|| p.var.as_tensor().clone()),
                 )
             })
+            .chain(
+                self.fixed
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.as_tensor().clone())),
+            )
             .collect()
     }
 
@@ -114,6 +178,7 @@ impl AdamW {
             };
             if p.master.is_none() && p.var.dtype() == DType::F32 && p.var.is_contiguous() {
                 let kernel = AdamWKernel {
+                    skip: p.frozen,
                     m: Mutex::new(&mut p.m),
                     v: Mutex::new(&mut p.v),
                     decay: decay.map(|d| d as f32),
@@ -141,7 +206,15 @@ impl AdamW {
                 (Tensor::from_slice(&p.v, &shape, g.device())? * b2)? + (g.sqr()? * (1.0 - b2))?;
             let (m, v) = (m?, v?);
             let denom = ((v.sqrt()? / bias2_sqrt)? + self.eps)?;
-            let w = (w - ((&m / denom)? * step_size)?)?;
+            let mut w = (w - ((&m / denom)? * step_size)?)?;
+            if p.frozen > 0 {
+                let rows = p.frozen / w.dim(1)?;
+                let old = match &p.master {
+                    Some(m) => m.narrow(0, 0, rows)?,
+                    None => p.var.as_tensor().narrow(0, 0, rows)?.detach(),
+                };
+                w = Tensor::cat(&[&old, &w.narrow(0, rows, w.dim(0)? - rows)?], 0)?;
+            }
             p.m = m.flatten_all()?.to_vec1()?;
             p.v = v.flatten_all()?.to_vec1()?;
             match &mut p.master {
@@ -214,6 +287,8 @@ impl AdamW {
 /// The fused in-place update of one f32 variable (see the module doc); the statements mirror
 /// the composed version's tensor ops one for one.
 struct AdamWKernel<'a> {
+    /// Leading elements left untouched.
+    skip: usize,
     m: Mutex<&'a mut Vec<f32>>,
     v: Mutex<&'a mut Vec<f32>>,
     decay: Option<f32>,
@@ -249,9 +324,11 @@ impl InplaceOp2 for AdamWKernel<'_> {
             .v
             .lock()
             .map_err(|_| candle_core::Error::Msg("adamw: poisoned".into()))?;
-        if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
+        if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() || self.skip > p.len() {
             candle_core::bail!("adamw: {} weights, {} gradients", p.len(), g.len());
         }
+        let s = self.skip;
+        let (p, g, m, v) = (&mut p[s..], &g[s..], &mut m[s..], &mut v[s..]);
         const CHUNK: usize = 1 << 14;
         let (b1, b2, c1, c2) = (self.b1, self.b2, self.c1, self.c2);
         p.par_chunks_mut(CHUNK)

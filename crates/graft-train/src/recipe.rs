@@ -253,6 +253,12 @@ pub struct TrainSection {
     pub eval_allow_code_execution: bool,
     /// Runs that code even where nothing can cut it off from the network.
     pub eval_allow_network: bool,
+    /// Variables to train, as parts of their names (`["embed_tokens", "lm_head"]`: Bllossom's
+    /// and Glot500's embeddings-only stage); empty trains every variable.
+    pub trainable: Vec<String>,
+    /// Train only the embedding and head rows `graft vocab extend` added (the config's
+    /// `graft_vocab_extended_from` says where they start); the old rows stay bit-identical.
+    pub new_rows_only: bool,
 }
 
 impl Default for TrainSection {
@@ -280,6 +286,8 @@ impl Default for TrainSection {
             eval_tasks_limit: None,
             eval_allow_code_execution: false,
             eval_allow_network: false,
+            trainable: Vec::new(),
+            new_rows_only: false,
         }
     }
 }

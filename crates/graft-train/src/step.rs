@@ -182,6 +182,7 @@ pub fn optimizer_step(
     if !loss.is_finite() {
         return Err(non_finite("loss", loss));
     }
+    opt.mask_frozen(&mut grads)?;
     let grad_norm = clip_grad_norm(&mut grads, max_grad_norm)?;
     if !grad_norm.is_finite() {
         return Err(non_finite("gradient norm", grad_norm));

@@ -109,6 +109,7 @@ impl<'a> Run<'a> {
             t.eval_allow_network,
         )?;
         let mut opt = AdamW::new(&model.varmap, t.beta1, t.beta2, t.eps, t.weight_decay)?;
+        crate::trainable::restrict(&mut opt, t, &model.source.config_json)?;
 
         std::fs::create_dir_all(out)
             .map_err(|e| TrainError::Io(format!("{}: {e}", out.display())))?;
@@ -536,7 +537,7 @@ fn saved_files(model: &Trained) -> Result<(&'static str, Vec<(&'static str, Stri
 /// PEFT directory; an earlier final/ (a resumed run) is replaced in one rename.
 fn save_final(model: &Trained, opt: &AdamW, dir: &Path) -> Result<(), TrainError> {
     let weights: std::collections::HashMap<String, Tensor> = opt
-        .vars()
+        .all_vars()
         .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
         .collect();
     let staged = dir.with_file_name(".final.new");

@@ -19,3 +19,4 @@ pub mod tokenize;
 pub mod train;
 pub mod vocab;
 pub mod vocab_edit;
+pub mod vocab_train;

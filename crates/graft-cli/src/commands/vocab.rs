@@ -16,16 +16,19 @@ pub enum VocabCommand {
     Report(ReportArgs),
     /// Keep the tokens a corpus uses (plus specials and byte tokens), renumbered; embeddings and head sliced.
     Trim(super::vocab_edit::TrimArgs),
+    /// Train a BPE or Unigram tokenizer on a corpus, in a model's pipeline (--like) or a default one.
+    Train(super::vocab_train::TrainArgs),
     /// Learn N new BPE merges on a corpus, appended after the old ones; new embedding rows by FVT or the mean.
     Extend(super::vocab_edit::ExtendArgs),
 }
 
 #[derive(clap::Args, Debug)]
 #[command(
-    about = "Vocabulary adaptation: measure how tokenizers cut a corpus (report), trim a vocabulary to a corpus (trim)",
+    about = "Vocabulary adaptation: measure how tokenizers cut a corpus (report), train a tokenizer (train), trim a vocabulary to a corpus (trim), extend one with merges learned on a corpus (extend)",
     after_help = "Examples:\n  graft vocab report --model SmolLM2-135M-Instruct.Q8_0.gguf --model smollm2-it --corpus it.jsonl --output report.json\n  \
 graft vocab trim --model gemma-3-270m.gguf --corpus en.jsonl --output gemma-en\n  \
-graft vocab extend --model SmolLM2-135M-Instruct.Q8_0.gguf --corpus it.jsonl --add 2000 --output smollm2-it"
+graft vocab extend --model SmolLM2-135M-Instruct.Q8_0.gguf --corpus it.jsonl --add 2000 --output smollm2-it\n  \
+graft vocab train --corpus it.jsonl --vocab-size 32000 --like SmolLM2-135M-Instruct.Q8_0.gguf --output it-tokenizer"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -53,6 +56,7 @@ pub fn run(a: Args) -> Result<()> {
         VocabCommand::Report(r) => report(r),
         VocabCommand::Trim(t) => super::vocab_edit::trim(t),
         VocabCommand::Extend(e) => super::vocab_edit::extend(e),
+        VocabCommand::Train(t) => super::vocab_train::train(t),
     }
 }
 

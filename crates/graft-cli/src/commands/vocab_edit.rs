@@ -28,12 +28,18 @@ pub struct TrimArgs {
 pub struct ExtendArgs {
     #[command(flatten)]
     pub io: EditIo,
-    /// How many new tokens (merges) to learn.
+    /// How many new tokens (merges) to learn on the corpus.
+    #[arg(long, required_unless_present = "tokens", conflicts_with = "tokens")]
+    pub add: Option<usize>,
+    /// Add these tokens instead, one per line as the vocabulary spells them (`Ġgatto`, `▁gatto`), built by merges.
     #[arg(long)]
-    pub add: usize,
-    /// New rows: fvt (the mean of the old rows of the old tokens a new one is made of) or mean (of all old rows).
+    pub tokens: Option<PathBuf>,
+    /// New rows: fvt (the mean of the old rows of the old tokens a new one is made of), mean (of all old rows) or normal (drawn from the old rows' mean and 1e-9 × covariance, transformers' mean_resizing).
     #[arg(long, default_value = "fvt")]
     pub init: String,
+    /// Seed of `--init normal`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// The model, the corpus and the output of a vocabulary edit.
@@ -43,7 +49,7 @@ pub struct EditIo {
     #[arg(long)]
     pub model: PathBuf,
     /// JSONL/Parquet rows with a text field, or .txt files.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1..)]
     pub corpus: Vec<PathBuf>,
     /// The rows' text field.
     #[arg(long, default_value = "text")]
@@ -63,8 +69,21 @@ impl EditIo {
             .map(PathBuf::as_path)
             .collect();
         claim_outputs(&[&self.output], &inputs)?;
+        if self.corpus.is_empty() {
+            bail!("--corpus: required");
+        }
         corpus_texts(&self.corpus, &self.field)
     }
+}
+
+/// The non-empty lines of a token list.
+fn read_lines(p: &std::path::Path) -> Result<Vec<String>> {
+    Ok(std::fs::read_to_string(p)
+        .map_err(|e| anyhow!("{}: {e}", p.display()))?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// The model (as f32) and its tokenizer, with a spinner while reading.
@@ -82,23 +101,38 @@ pub fn extend(a: ExtendArgs) -> Result<()> {
     let init = match a.init.as_str() {
         "fvt" => extend::Init::Fvt,
         "mean" => extend::Init::Mean,
-        other => bail!("--init: `{other}` is not known (fvt, mean)"),
+        "normal" => extend::Init::Normal(a.seed),
+        other => bail!("--init: `{other}` is not known (fvt, mean, normal)"),
     };
-    if a.add == 0 {
-        bail!("--add: must be at least 1");
-    }
-    let texts = a.io.texts()?;
-    let (source, tok) = open(&a.io.model)?;
-    let spinner = crate::io::spinner(&format!("learning {} merges", a.add));
-    let learned = extend::learn(&tok, &texts, a.add)?;
-    spinner.finish_and_clear();
-    if learned.merges.len() < a.add {
-        bail!(
-            "--add {}: the corpus supports only {} new merges (no more pairs of tokens within its words)",
-            a.add,
-            learned.merges.len()
-        );
-    }
+    let learned = match (a.add, &a.tokens) {
+        (Some(0), _) => bail!("--add: must be at least 1"),
+        (Some(add), _) => {
+            let texts = a.io.texts()?;
+            let (source, tok) = open(&a.io.model)?;
+            let spinner = crate::io::spinner(&format!("learning {add} merges"));
+            let learned = extend::learn(&tok, &texts, add)?;
+            spinner.finish_and_clear();
+            if learned.merges.len() < add {
+                bail!(
+                    "--add {add}: the corpus supports only {} new merges (no more pairs of tokens within its words)",
+                    learned.merges.len()
+                );
+            }
+            (source, tok, learned)
+        }
+        (None, Some(file)) => {
+            claim_outputs(&[&a.io.output], &[&a.io.model, file])?;
+            let tokens = read_lines(file)?;
+            if tokens.is_empty() {
+                bail!("{}: no tokens", file.display());
+            }
+            let (source, tok) = open(&a.io.model)?;
+            let learned = extend::learn_tokens(&tok, &tokens)?;
+            (source, tok, learned)
+        }
+        (None, None) => unreachable!("clap requires --add or --tokens"),
+    };
+    let (source, tok, learned) = learned;
     let spinner = crate::io::spinner(&format!("writing {}", a.io.output.display()));
     let s = extend::save_extended(
         &source,
@@ -110,10 +144,11 @@ pub fn extend(a: ExtendArgs) -> Result<()> {
     )?;
     spinner.finish_and_clear();
     println!(
-        "wrote {}: vocabulary {} -> {} ({} merges appended, new rows by {})",
+        "wrote {}: vocabulary {} -> {} ({} merges appended, {} new tokens, rows by {})",
         a.io.output.display(),
         s.vocabulary_before,
         s.vocabulary_after,
+        learned.merges.len(),
         s.added,
         a.init
     );
@@ -124,12 +159,7 @@ pub fn trim(a: TrimArgs) -> Result<()> {
     use graft_models::vocab::trim;
     let texts = a.io.texts()?;
     let keep: Vec<String> = match &a.keep {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| anyhow!("{}: {e}", p.display()))?
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect(),
+        Some(p) => read_lines(p)?,
         None => Vec::new(),
     };
     let (source, tok) = open(&a.io.model)?;

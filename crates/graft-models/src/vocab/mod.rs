@@ -3,4 +3,5 @@
 
 pub mod extend;
 pub mod report;
+pub mod train;
 pub mod trim;

@@ -64,7 +64,7 @@ fn bpe_json(tok: &Tokenizer) -> Result<Value> {
 }
 
 /// Whether the tokenizer runs GPT-2's byte-to-character mapping anywhere in its pre-tokenizer.
-fn byte_level(json: &Value) -> bool {
+pub(super) fn byte_level(json: &Value) -> bool {
     json["pre_tokenizer"].to_string().contains("\"ByteLevel\"")
 }
 
@@ -163,7 +163,7 @@ pub fn renumbering(kept: &[u32]) -> HashMap<u32, u32> {
 
 /// Every id under a post-processor's special tokens (`TemplateProcessing`'s `ids`, or
 /// `BertProcessing`/`RobertaProcessing`'s `[token, id]` pairs), renumbered.
-fn remap_post_processor(v: &mut Value, new: &HashMap<u32, u32>) {
+pub(super) fn remap_post_processor(v: &mut Value, new: &HashMap<u32, u32>) {
     match v {
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
@@ -288,7 +288,7 @@ fn remap_ids(json: &mut Value, new: &HashMap<u32, u32>) {
 }
 
 /// The weight names whose rows are token ids: input embeddings and heads.
-pub(crate) fn is_vocab_matrix(name: &str) -> bool {
+pub fn is_vocab_matrix(name: &str) -> bool {
     name.ends_with("embed_tokens.weight") || name == "lm_head.weight" || name == "shared.weight"
 }
 
@@ -345,6 +345,10 @@ pub fn save_trimmed(
     let mut config = source.config_json_for(dtype);
     remap_ids(&mut config, &new);
     config["vocab_size"] = kept.len().into();
+    // Rows were renumbered: an extension's boundary no longer holds.
+    if let Some(c) = config.as_object_mut() {
+        c.remove("graft_vocab_extended_from");
+    }
     let mut files = Vec::new();
     for (name, text) in source.tokenizer_files()? {
         let text = match name {
