@@ -343,3 +343,133 @@ fn embeddings_only_stage_trains_only_the_new_rows() {
     ]);
     assert_user_error(&o, &["train.new_rows_only", "graft_vocab_extended_from"]);
 }
+
+#[test]
+fn transplant_copies_shared_rows_and_builds_the_rest_by_fvt_or_omp() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture("models/llama");
+    let b = base.to_str().unwrap();
+    let (like, bpe) = (dir.path().join("like"), dir.path().join("bpe"));
+    for (out, extra) in [
+        (&like, vec!["--vocab-size", "400", "--like", b]),
+        (&bpe, vec!["--vocab-size", "400"]),
+    ] {
+        let o = train_tokenizer(out, &extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let transplant = |tok: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "vocab",
+            "transplant",
+            "--model",
+            b,
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        graft(&args)
+    };
+    let old_tok = graft_models::open_tokenizer(&base).unwrap().0;
+    let old = tensors(&base);
+    let names = ["model.embed_tokens.weight", "lm_head.weight"];
+
+    // Same spelling (SentencePiece): shared tokens copy their rows, the others are FVT means.
+    let fvt = dir.path().join("fvt");
+    let o = transplant(&like, &fvt, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&fvt.join("config.json"))["vocab_size"], json!(400));
+    let new_tok = graft_models::open_tokenizer(&fvt).unwrap().0;
+    let new = tensors(&fvt);
+    let (mut copied, mut built) = (0, 0);
+    for id in 0..400u32 {
+        let t = new_tok.inner.id_to_token(id).unwrap();
+        let want: Vec<u32> = match old_tok.token_to_id(&t) {
+            Some(o) => vec![o],
+            None => match tokenizers::Model::tokenize(old_tok.inner.get_model(), &t) {
+                Ok(p) if !p.is_empty() && p.iter().all(|x| x.id != 0) => {
+                    p.iter().map(|x| x.id).collect()
+                }
+                _ => continue,
+            },
+        };
+        match want.len() {
+            1 => copied += 1,
+            _ => built += 1,
+        }
+        for name in names {
+            let idx = candle_core::Tensor::new(want.as_slice(), &Device::Cpu).unwrap();
+            let mean: Vec<f32> = old[name]
+                .index_select(&idx, 0)
+                .unwrap()
+                .mean(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let got = &rows(&new[name], id as usize, 1)[0];
+            for (g, w) in got.iter().zip(&mean) {
+                assert!((g - w).abs() < 1e-6, "{name} `{t}`: {g} vs {w}");
+            }
+        }
+    }
+    assert!(copied > 30 && built > 20, "{copied} copied, {built} built");
+
+    // Across spellings: a byte-level `Ġx` is the model's `▁x`; BOS moves to the new tokenizer's.
+    let cross = dir.path().join("cross");
+    let o = transplant(&bpe, &cross, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bl = graft_models::open_tokenizer(&cross).unwrap().0;
+    let cr = tensors(&cross);
+    let shared: Vec<(u32, u32)> = (0..400u32)
+        .filter_map(|i| {
+            let t = bl.inner.id_to_token(i)?;
+            let o = old_tok.token_to_id(&format!("▁{}", t.strip_prefix('Ġ')?))?;
+            Some((i, o))
+        })
+        .collect();
+    assert!(!shared.is_empty());
+    for (i, o) in shared {
+        assert_eq!(
+            rows(&cr["model.embed_tokens.weight"], i as usize, 1),
+            rows(&old["model.embed_tokens.weight"], o as usize, 1)
+        );
+    }
+    assert_eq!(
+        json(&cross.join("config.json"))["bos_token_id"],
+        json!(bl.token_to_id("<|endoftext|>").unwrap())
+    );
+    let source =
+        graft_models::ModelSource::open(&cross, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let model = source.build(candle_core::DType::F32, &Device::Cpu).unwrap();
+    let ids = candle_core::Tensor::new(
+        bl.encode("il gatto", true).unwrap().as_slice(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits = model
+        .forward(&ids.unsqueeze(0).unwrap(), None, false)
+        .unwrap();
+    assert_eq!(logits.dims()[2], 400);
+
+    // OMP with the FVT model as the donor: a token whose pieces are all shared is rebuilt from
+    // them exactly (its donor row is their mean), so OMP finds the FVT row again.
+    let omp = dir.path().join("omp");
+    let o = transplant(&fvt, &omp, &["--init", "omp", "--k", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("by OMP"), "{}", stdout(&o));
+    let om = tensors(&omp);
+    let diff = (&om["model.embed_tokens.weight"] - &new["model.embed_tokens.weight"])
+        .unwrap()
+        .abs()
+        .unwrap();
+    let worst = diff.max(1).unwrap().to_vec1::<f32>().unwrap();
+    let exact = worst.iter().filter(|d| **d < 1e-4).count();
+    assert!(exact > 300, "{exact} of 400 rows equal the FVT ones");
+
+    // OMP needs the new tokenizer's own model: a tokenizer-only folder is exit 2, nothing written.
+    let bad = dir.path().join("bad");
+    let o = transplant(&like, &bad, &["--init", "omp"]);
+    assert_user_error(&o, &["like"]);
+    assert!(!bad.exists());
+}

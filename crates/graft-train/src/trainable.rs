@@ -28,8 +28,10 @@ pub fn restrict(opt: &mut AdamW, t: &TrainSection, config: &Value) -> Result<(),
         false => 0,
     };
     let names: Vec<String> = opt.vars().map(|(n, _)| n.to_string()).collect();
+    // A tied head is the embeddings: `lm_head` may name it.
+    let tied = config["tie_word_embeddings"] == true;
     for p in &t.trainable {
-        if !names.iter().any(|n| n.contains(p.as_str())) {
+        if !names.iter().any(|n| n.contains(p.as_str())) && !(tied && p == "lm_head") {
             return Err(TrainError::Recipe(format!(
                 "train.trainable: `{p}` matches no variable (e.g. {})",
                 names.iter().take(3).cloned().collect::<Vec<_>>().join(", ")

@@ -20,3 +20,4 @@ pub mod train;
 pub mod vocab;
 pub mod vocab_edit;
 pub mod vocab_train;
+pub mod vocab_transplant;

@@ -18,17 +18,20 @@ pub enum VocabCommand {
     Trim(super::vocab_edit::TrimArgs),
     /// Train a BPE or Unigram tokenizer on a corpus, in a model's pipeline (--like) or a default one.
     Train(super::vocab_train::TrainArgs),
+    /// Give a model another tokenizer: shared tokens keep their rows, the others by FVT or OMP.
+    Transplant(super::vocab_transplant::TransplantArgs),
     /// Learn N new BPE merges on a corpus, appended after the old ones; new embedding rows by FVT or the mean.
     Extend(super::vocab_edit::ExtendArgs),
 }
 
 #[derive(clap::Args, Debug)]
 #[command(
-    about = "Vocabulary adaptation: measure how tokenizers cut a corpus (report), train a tokenizer (train), trim a vocabulary to a corpus (trim), extend one with merges learned on a corpus (extend)",
+    about = "Vocabulary adaptation: measure how tokenizers cut a corpus (report), train a tokenizer (train), trim a vocabulary to a corpus (trim), extend one with merges learned on a corpus (extend), give a model another tokenizer (transplant)",
     after_help = "Examples:\n  graft vocab report --model SmolLM2-135M-Instruct.Q8_0.gguf --model smollm2-it --corpus it.jsonl --output report.json\n  \
 graft vocab trim --model gemma-3-270m.gguf --corpus en.jsonl --output gemma-en\n  \
 graft vocab extend --model SmolLM2-135M-Instruct.Q8_0.gguf --corpus it.jsonl --add 2000 --output smollm2-it\n  \
-graft vocab train --corpus it.jsonl --vocab-size 32000 --like SmolLM2-135M-Instruct.Q8_0.gguf --output it-tokenizer"
+graft vocab train --corpus it.jsonl --vocab-size 32000 --like SmolLM2-135M-Instruct.Q8_0.gguf --output it-tokenizer\n  \
+graft vocab transplant --model SmolLM2-135M-Instruct.Q8_0.gguf --tokenizer it-tokenizer --output smollm2-it-tok"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -57,6 +60,7 @@ pub fn run(a: Args) -> Result<()> {
         VocabCommand::Trim(t) => super::vocab_edit::trim(t),
         VocabCommand::Extend(e) => super::vocab_edit::extend(e),
         VocabCommand::Train(t) => super::vocab_train::train(t),
+        VocabCommand::Transplant(t) => super::vocab_transplant::transplant(t),
     }
 }
 

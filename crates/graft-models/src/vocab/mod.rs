@@ -2,6 +2,8 @@
 //! vocabulary-adaptation papers report before and after changing a vocabulary.
 
 pub mod extend;
+pub mod omp;
 pub mod report;
 pub mod train;
+pub mod transplant;
 pub mod trim;

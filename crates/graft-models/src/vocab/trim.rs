@@ -69,7 +69,7 @@ pub(super) fn byte_level(json: &Value) -> bool {
 }
 
 /// GPT-2's 256 byte symbols (bytes_to_unicode).
-fn byte_symbols() -> Vec<String> {
+pub(super) fn byte_symbols() -> Vec<String> {
     let printable =
         |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut n = 0;
@@ -281,6 +281,32 @@ fn remap_ids(json: &mut Value, new: &HashMap<u32, u32>) {
                         *x = n;
                     }
                 }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// [`ID_KEYS`] of `json` renumbered by `new`; an id it does not map is removed (a list keeps
+/// the ids it maps).
+pub(super) fn remap_or_drop_ids(json: &mut Value, new: &HashMap<u32, u32>) {
+    for k in ID_KEYS {
+        let v = match &json[k] {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|i| new.get(&(i as u32)))
+                .map(|n| Value::from(*n)),
+            Value::Array(a) => Some(Value::Array(
+                a.iter()
+                    .filter_map(|x| new.get(&(x.as_u64()? as u32)).map(|n| Value::from(*n)))
+                    .collect(),
+            )),
+            _ => continue,
+        };
+        match (v, json.as_object_mut()) {
+            (Some(v), _) => json[k] = v,
+            (None, Some(o)) => {
+                o.remove(k);
             }
             _ => {}
         }
