@@ -164,6 +164,27 @@ fn extend_rows_are_pytorchs_fvt_means_and_tokens_and_normal_init_work() {
         json(&out.join("config.json"))["graft_vocab_extended_from"],
         json!(128)
     );
+    // transformers' ids on the extended tokenizer and on the fixture trimmed to the corpus.
+    let trimmed = dir.path().join("trimmed");
+    let o = graft(&[
+        "vocab",
+        "trim",
+        "--model",
+        b,
+        "--corpus",
+        c,
+        "--output",
+        trimmed.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, folder) in [("extended", &out), ("trimmed", &trimmed)] {
+        let tok = graft_models::open_tokenizer(folder).unwrap().0;
+        let samples = doc["samples"].as_array().unwrap();
+        for (text, want) in samples.iter().zip(doc["ids"][name].as_array().unwrap()) {
+            let got = tok.encode(text.as_str().unwrap(), true).unwrap();
+            assert_eq!(json!(got), *want, "{name}: {text}");
+        }
+    }
 
     // --tokens: each listed token becomes one token; --init normal draws near the old rows' mean,
     // the same for one seed.
@@ -236,6 +257,20 @@ fn extend_rows_are_pytorchs_fvt_means_and_tokens_and_normal_init_work() {
         bad.to_str().unwrap(),
     ]);
     assert_user_error(&o, &["--tokens", "byte-fallback"]);
+    assert!(!bad.exists());
+    // A tokenizer without merges (T5's Unigram) cannot be extended.
+    let t5 = fixture("models/t5");
+    let o = graft(&[
+        "vocab",
+        "extend",
+        "--model",
+        t5.to_str().unwrap(),
+        "--tokens",
+        list.to_str().unwrap(),
+        "--output",
+        bad.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["supports BPE", "Unigram"]);
     assert!(!bad.exists());
 }
 

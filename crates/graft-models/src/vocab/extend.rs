@@ -39,6 +39,7 @@ pub struct Learned {
 /// Learns up to `add` merges; fewer only when the corpus offers no more pairs (the caller
 /// decides whether that is an error).
 pub fn learn(tok: &Tokenizer, texts: &[String], add: usize) -> Result<Learned> {
+    require_bpe(tok)?;
     let err = |e: String| ModelError::file(&tok.source, e);
     let vocab = tok.inner.get_vocab(true);
     let mut strings: Vec<String> =
@@ -138,6 +139,7 @@ fn old_pieces(tok: &Tokenizer, tokens: &[String]) -> Result<Vec<Vec<u32>>> {
 /// joining what is left from the left. Intermediate results become tokens too; tokens already
 /// in the vocabulary are skipped.
 pub fn learn_tokens(tok: &Tokenizer, tokens: &[String]) -> Result<Learned> {
+    require_bpe(tok)?;
     let err = |t: &str, m: &str| ModelError::file(&tok.source, format!("--tokens: `{t}`: {m}"));
     let vocab = tok.inner.get_vocab(true);
     let added: HashSet<u32> = tok
@@ -214,6 +216,24 @@ pub fn learn_tokens(tok: &Tokenizer, tokens: &[String]) -> Result<Learned> {
         }
     }
     Ok(out)
+}
+
+/// New tokens are merges: only a BPE model has them.
+fn require_bpe(tok: &Tokenizer) -> Result<()> {
+    match tok.inner.get_model() {
+        tokenizers::ModelWrapper::BPE(_) => Ok(()),
+        other => {
+            let kind = match other {
+                tokenizers::ModelWrapper::WordPiece(_) => "WordPiece",
+                tokenizers::ModelWrapper::Unigram(_) => "Unigram",
+                _ => "WordLevel",
+            };
+            Err(ModelError::file(
+                &tok.source,
+                format!("extending supports BPE tokenizers; this one is {kind}"),
+            ))
+        }
+    }
 }
 
 /// The tokenizer with the learned merges appended and their tokens given ids from `first`.
