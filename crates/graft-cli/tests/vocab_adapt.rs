@@ -177,7 +177,24 @@ fn extend_rows_are_pytorchs_fvt_means_and_tokens_and_normal_init_work() {
         trimmed.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for (name, folder) in [("extended", &out), ("trimmed", &trimmed)] {
+    let t5_trimmed = dir.path().join("t5_trimmed");
+    let t5 = fixture("models/t5");
+    let o = graft(&[
+        "vocab",
+        "trim",
+        "--model",
+        t5.to_str().unwrap(),
+        "--corpus",
+        c,
+        "--output",
+        t5_trimmed.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, folder) in [
+        ("extended", &out),
+        ("trimmed", &trimmed),
+        ("t5_trimmed", &t5_trimmed),
+    ] {
         let tok = graft_models::open_tokenizer(folder).unwrap().0;
         let samples = doc["samples"].as_array().unwrap();
         for (text, want) in samples.iter().zip(doc["ids"][name].as_array().unwrap()) {

@@ -7,8 +7,8 @@
 //! builds a kept token (recursively), so each kept token is still built the way it was. Merges
 //! are kept when both parts and their result are; a text whose tokens were all kept therefore
 //! takes the same merges in the same order and gets the same tokens.
-//! BPE tokenizers only (byte-level or SentencePiece-style with byte fallback); others are an
-//! error naming their model type.
+//! BPE tokenizers (byte-level or SentencePiece-style with byte fallback) and Unigram ones (T5,
+//! mT5: pieces kept in order with their scores); others are an error naming their model type.
 
 use std::collections::{HashMap, HashSet};
 
@@ -40,7 +40,7 @@ fn merge_pair(m: &Value) -> Option<(String, String)> {
     }
 }
 
-/// The tokenizer's JSON, checked to be a BPE whose merges concatenate their parts.
+/// The tokenizer's JSON, checked to be a Unigram or a BPE whose merges concatenate their parts.
 fn bpe_json(tok: &Tokenizer) -> Result<Value> {
     let err = |m: String| ModelError::file(&tok.source, m);
     let json: Value = tok
@@ -49,9 +49,9 @@ fn bpe_json(tok: &Tokenizer) -> Result<Value> {
         .map_err(|e| err(e.to_string()))
         .and_then(|s| serde_json::from_str(&s).map_err(|e| err(e.to_string())))?;
     let model = &json["model"];
-    if model["type"] != "BPE" {
+    if model["type"] != "BPE" && model["type"] != "Unigram" {
         return Err(err(format!(
-            "trimming supports BPE tokenizers; this one is {}",
+            "trimming supports BPE and Unigram tokenizers; this one is {}",
             model["type"]
         )));
     }
@@ -123,6 +123,7 @@ pub fn kept_ids(tok: &Tokenizer, counts: &[u64], rules: &KeepRules) -> Result<Ve
     if let Some(unk) = json["model"]["unk_token"].as_str() {
         keep.extend(vocab.get(unk).copied());
     }
+    keep.extend(json["model"]["unk_id"].as_u64().map(|i| i as u32));
     if byte_level(&json) {
         keep.extend(byte_symbols().iter().filter_map(|s| vocab.get(s).copied()));
     }
@@ -195,7 +196,6 @@ pub(super) fn remap_post_processor(v: &mut Value, new: &HashMap<u32, u32>) {
 pub fn trimmed_tokenizer_json(tok: &Tokenizer, kept: &[u32]) -> Result<String> {
     let mut json = bpe_json(tok)?;
     let new = renumbering(kept);
-    let err = |m: String| ModelError::file(&tok.source, m);
     let old_vocab = tok.inner.get_vocab(false);
     let mut vocab = serde_json::Map::new();
     let mut by_id: Vec<(&String, u32)> = old_vocab
@@ -206,6 +206,30 @@ pub fn trimmed_tokenizer_json(tok: &Tokenizer, kept: &[u32]) -> Result<String> {
     for (p, n) in by_id {
         vocab.insert(p.clone(), n.into());
     }
+    if json["model"]["type"] == "Unigram" {
+        // A Unigram has no merges: the kept pieces, in order, with their scores. The best
+        // segmentation of a text whose pieces were all kept is still the best.
+        let pieces = json["model"]["vocab"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let kept_pieces: Vec<Value> = kept
+            .iter()
+            .filter_map(|&i| pieces.get(i as usize).cloned())
+            .collect();
+        json["model"]["vocab"] = Value::Array(kept_pieces);
+        let unk = json["model"]["unk_id"]
+            .as_u64()
+            .and_then(|i| new.get(&(i as u32)));
+        json["model"]["unk_id"] = unk.map_or(Value::Null, |n| (*n).into());
+    } else {
+        trim_bpe(&mut json, vocab);
+    }
+    finish_trimmed(tok, json, &new)
+}
+
+/// A BPE's vocabulary and the merges whose parts and result are kept.
+fn trim_bpe(json: &mut Value, vocab: serde_json::Map<String, Value>) {
     let kept_piece = |p: &str| vocab.contains_key(p);
     let merges: Vec<Value> = json["model"]["merges"]
         .as_array()
@@ -220,11 +244,16 @@ pub fn trimmed_tokenizer_json(tok: &Tokenizer, kept: &[u32]) -> Result<String> {
         .collect();
     json["model"]["vocab"] = Value::Object(vocab);
     json["model"]["merges"] = Value::Array(merges);
+}
+
+/// Added tokens and post-processor ids renumbered; checked by loading the result.
+fn finish_trimmed(tok: &Tokenizer, mut json: Value, new: &HashMap<u32, u32>) -> Result<String> {
+    let err = |m: String| ModelError::file(&tok.source, m);
     for a in json["added_tokens"].as_array_mut().into_iter().flatten() {
         let id = a["id"].as_u64().and_then(|i| new.get(&(i as u32)));
         a["id"] = id.map_or(Value::Null, |n| (*n).into());
     }
-    remap_post_processor(&mut json["post_processor"], &new);
+    remap_post_processor(&mut json["post_processor"], new);
     let text = serde_json::to_string(&json).map_err(|e| err(e.to_string()))?;
     tokenizers::Tokenizer::from_bytes(text.as_bytes())
         .map_err(|e| err(format!("the trimmed tokenizer does not load: {e}")))?;
