@@ -444,4 +444,44 @@ mod tests {
         }
         Ok(())
     }
+
+    /// `restrict`: a left-out variable and the frozen leading rows of a kept one never move,
+    /// in f32 (fused update) and bf16 (composed update with an f32 master); the other rows do.
+    #[test]
+    fn restricted_variables_and_frozen_rows_stay() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::BF16] {
+            let varmap = VarMap::new();
+            let init = candle_nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            };
+            varmap.get((6, 4), "embed_tokens.weight", init, dtype, &dev)?;
+            varmap.get((4, 4), "layer.weight", init, dtype, &dev)?;
+            let mut opt = AdamW::new(&varmap, 0.9, 0.95, 1e-8, 0.1)?;
+            opt.restrict(|n| n.starts_with("embed"), |_| 4)?;
+            assert_eq!(opt.vars().count(), 1);
+            assert_eq!(opt.all_vars().count(), 2);
+            let before: Vec<Vec<Vec<f32>>> = opt
+                .all_vars()
+                .map(|(_, v)| v.to_dtype(DType::F32)?.to_vec2())
+                .collect::<Result<_>>()?;
+            for _ in 0..3 {
+                let mut grads = vec![Tensor::ones((6, 4), DType::F32, &dev)?];
+                opt.mask_frozen(&mut grads)?;
+                let g: Vec<Vec<f32>> = grads[0].to_vec2()?;
+                assert!(g[..4].iter().flatten().all(|x| *x == 0.0));
+                opt.update(&grads, 1e-2)?;
+            }
+            let after: Vec<Vec<Vec<f32>>> = opt
+                .all_vars()
+                .map(|(_, v)| v.to_dtype(DType::F32)?.to_vec2())
+                .collect::<Result<_>>()?;
+            assert_eq!(after[0][..4], before[0][..4], "{dtype:?}: frozen rows");
+            assert_ne!(after[0][4..], before[0][4..], "{dtype:?}: new rows");
+            assert_eq!(after[1], before[1], "{dtype:?}: left-out variable");
+            assert_eq!(opt.weights().len(), 2);
+        }
+        Ok(())
+    }
 }
