@@ -20,7 +20,7 @@ pub enum VocabCommand {
     Train(super::vocab_train::TrainArgs),
     /// Give a model another tokenizer: shared tokens keep their rows, the others by FVT or OMP.
     Transplant(super::vocab_transplant::TransplantArgs),
-    /// Learn N new BPE merges on a corpus, appended after the old ones; new embedding rows by FVT or the mean.
+    /// Add BPE merges (learned on a corpus, or building listed tokens) after the old ones; new rows by FVT, the mean or a fitted normal.
     Extend(super::vocab_edit::ExtendArgs),
 }
 
