@@ -110,10 +110,10 @@ impl Block {
 
 impl Block {
     /// The spec and tensors of fused_block.rs for this block of a configuration it handles
-    /// ([`crate::layers::fused_block::handles`]): f32, its projections bare or under plain LoRA.
-    /// Gradients reach the optimizer through the side store, and only the trained tensors get
-    /// one: a block with none (the embeddings-only stage of a new vocabulary) passes its input's
-    /// gradient on and computes no weight gradient at all.
+    /// ([`crate::layers::fused_block::handles`]): f32, its projections bare or under plain LoRA,
+    /// in a step that declared its trained tensors. Gradients reach the optimizer through the
+    /// side store, and only the trained tensors get one: a block with none (the embeddings-only
+    /// stage of a new vocabulary) passes its input's gradient on and computes no weight gradient.
     pub fn fused_parts(&self) -> Option<(BlockSpec, BlockParams)> {
         let (ln1, ln2) = (
             self.input_layernorm.as_ref()?,
@@ -137,6 +137,10 @@ impl Block {
             up: self.mlp.up_proj.fused_proj()?,
             down: self.mlp.down_proj.fused_proj()?,
         };
+        // Outside a step that declared its trained tensors, candle's backward keeps them all.
+        if !crate::layers::side_grads::any_trainable() {
+            return None;
+        }
         let norm = FusedRmsNorm {
             eps: ln1.eps,
             one_plus: ln1.kind == crate::config::NormKind::OnePlus,

@@ -26,6 +26,12 @@ pub fn is_trainable(id: TensorId) -> bool {
     TRAINABLE.with(|t| t.borrow().contains(&id))
 }
 
+/// Whether a training step declared any tensor (outside one, gradients go through candle's
+/// backward as usual).
+pub fn any_trainable() -> bool {
+    TRAINABLE.with(|t| !t.borrow().is_empty())
+}
+
 /// Adds `grad` to the side-store gradient of tensor `id` (ops whose own tensors are not inputs:
 /// recompute.rs, fused_block.rs).
 pub fn add_side_grad(id: TensorId, grad: Tensor) -> Result<()> {
