@@ -42,17 +42,7 @@ pub fn learn(tok: &Tokenizer, texts: &[String], add: usize) -> Result<Learned> {
     require_bpe(tok)?;
     let err = |e: String| ModelError::file(&tok.source, e);
     let vocab = tok.inner.get_vocab(true);
-    let mut strings: Vec<String> =
-        vec![String::new(); vocab.values().max().map_or(0, |m| *m as usize + 1)];
-    for (s, &i) in &vocab {
-        strings[i as usize] = s.clone();
-    }
-    let added: HashSet<u32> = tok
-        .inner
-        .get_added_tokens_decoder()
-        .keys()
-        .copied()
-        .collect();
+    let (mut strings, added) = id_strings(tok, &vocab);
     let mergeable = |id: u32, s: &str| !added.contains(&id) && !super::report::is_byte_piece(s);
     // Words (runs of tokens of one pre-token) and how often each occurs.
     let mut counts: HashMap<Vec<u32>, u64> = HashMap::new();
@@ -142,17 +132,7 @@ pub fn learn_tokens(tok: &Tokenizer, tokens: &[String]) -> Result<Learned> {
     require_bpe(tok)?;
     let err = |t: &str, m: &str| ModelError::file(&tok.source, format!("--tokens: `{t}`: {m}"));
     let vocab = tok.inner.get_vocab(true);
-    let added: HashSet<u32> = tok
-        .inner
-        .get_added_tokens_decoder()
-        .keys()
-        .copied()
-        .collect();
-    let mut strings: Vec<String> =
-        vec![String::new(); vocab.values().max().map_or(0, |m| *m as usize + 1)];
-    for (s, &i) in &vocab {
-        strings[i as usize] = s.clone();
-    }
+    let (mut strings, added) = id_strings(tok, &vocab);
     let base = strings.len() as u32;
     let mut ids_of: HashMap<String, u32> = vocab.clone().into_iter().collect();
     let mut rank: HashMap<(u32, u32), (usize, u32)> = HashMap::new();
@@ -216,6 +196,21 @@ pub fn learn_tokens(tok: &Tokenizer, tokens: &[String]) -> Result<Learned> {
         }
     }
     Ok(out)
+}
+
+/// Each id's token string (empty where the vocabulary skips an id) and the added tokens' ids.
+fn id_strings(tok: &Tokenizer, vocab: &HashMap<String, u32>) -> (Vec<String>, HashSet<u32>) {
+    let mut strings = vec![String::new(); vocab.values().max().map_or(0, |m| *m as usize + 1)];
+    for (s, &i) in vocab {
+        strings[i as usize] = s.clone();
+    }
+    let added = tok
+        .inner
+        .get_added_tokens_decoder()
+        .keys()
+        .copied()
+        .collect();
+    (strings, added)
 }
 
 /// New tokens are merges: only a BPE model has them.
