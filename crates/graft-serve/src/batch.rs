@@ -97,7 +97,11 @@ fn decode_batch(
     if live.is_empty() {
         return Ok(out);
     }
-    let (mut state, mut logits) = prefill(model, prompts, device)?;
+    let (mut state, mut logits) = {
+        let _prompt =
+            graft_models::qkernels::activations_scope(graft_models::qkernels::prompt_activations());
+        prefill(model, prompts, device)?
+    };
     if live.len() < n {
         state.keep_rows(&live, device)?;
         let index: Vec<u32> = live.iter().map(|&s| s as u32).collect();

@@ -59,9 +59,14 @@ pub(crate) fn decode(
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason)> {
     let mut sampler = Sampler::new(opts.temperature, opts.top_p, opts.seed);
-    let (mut state, mut logits) = model.prefill(prompt, device)?;
+    let (mut state, mut logits) = {
+        let _prompt =
+            graft_models::qkernels::activations_scope(graft_models::qkernels::prompt_activations());
+        model.prefill(prompt, device)?
+    };
     // Decoding steps multiply quantized weights with 8-bit activations (llama.cpp's numerics);
-    // the prompt keeps f32, whose results do not depend on how many rows share a product.
+    // the prompt too, where a tiled kernel takes the weight's format (8-bit elsewhere would be
+    // slower than one f32 GEMM).
     let _numerics =
         graft_models::qkernels::activations_scope(graft_models::qkernels::generation_activations());
     let mut out = Vec::new();

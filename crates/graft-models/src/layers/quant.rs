@@ -148,7 +148,13 @@ impl QuantLinearOp {
             return Ok(None);
         };
         let m = lead.iter().product::<usize>();
-        let acts = qkernels::activations();
+        let acts = match (qkernels::activations(), &*self.weight) {
+            (Activations::Q8Prompt, QuantWeight::Gguf(w)) if qkernels::has_gemm(w.format) => {
+                Activations::Q8Prompt
+            }
+            (Activations::Q8Prompt, _) => Activations::F32,
+            (a, _) => a,
+        };
         let w = match &*self.weight {
             QuantWeight::Gguf(m) => m.matrix(),
             // NF4 has no integer kernel: its rows are dequantized one at a time for f32 products.

@@ -38,7 +38,7 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
 
 /// 16 bytes of nibbles → 32 bytes: the low nibbles first, then the high ones.
 #[inline(always)]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     let t = _mm_loadu_si128(p as *const __m128i);
     let b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
     _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
@@ -46,7 +46,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 
 /// 32 bits (little-endian at `p`) → 32 bytes, 0xFF where the bit is set.
 #[inline(always)]
-unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+pub(super) unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
     let x = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]);
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(x as i32),
@@ -71,7 +71,7 @@ unsafe fn load(p: *const i8) -> __m256i {
 /// and converted as a vector: a scalar conversion is compiled into an insert that depends on
 /// whatever register it lands in (the accumulator, here), which serialised the loop.
 #[inline(always)]
-unsafe fn halves(p: *const u8) -> __m128 {
+pub(super) unsafe fn halves(p: *const u8) -> __m128 {
     _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i))
 }
 

@@ -18,6 +18,8 @@ mod avx2;
 mod avx2_dequant;
 #[cfg(target_arch = "x86_64")]
 mod avx2_k23;
+#[cfg(target_arch = "x86_64")]
+mod avx512_gemm;
 
 use std::cell::Cell;
 
@@ -29,6 +31,10 @@ use q8::{Q8Block, Q8KBlock};
 pub enum Activations {
     F32,
     Q8,
+    /// A prompt's products while generating: 8-bit where a tiled kernel takes the weight's format
+    /// on this CPU (as llama.cpp runs prompts), f32 elsewhere (where the row kernels would be
+    /// slower than dequantizing for one GEMM).
+    Q8Prompt,
 }
 
 thread_local! {
@@ -84,6 +90,30 @@ pub fn simd_available() -> bool {
     false
 }
 
+/// Whether this CPU runs the tiled kernels (AVX-512 F, BW and VNNI, besides the row kernels').
+pub fn tiles_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            simd_available()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The numerics of a prompt's products while generating with `generation_activations()`.
+pub fn prompt_activations() -> Activations {
+    match generation_activations() {
+        Activations::F32 => Activations::F32,
+        _ => Activations::Q8Prompt,
+    }
+}
+
 type Dot32 = unsafe fn(&[u8], &[Q8Block]) -> f32;
 type Dot32x4 = unsafe fn(&[u8], &[&[Q8Block]; 4]) -> [f32; 4];
 type Dot256 = unsafe fn(&[u8], &[Q8KBlock]) -> f32;
@@ -122,6 +152,27 @@ fn int_kernel(format: QFormat) -> Option<IntKernel> {
     #[cfg(not(target_arch = "x86_64"))]
     None
 }
+
+/// Whether `format` has the prompt GEMM on this CPU.
+pub fn has_gemm(format: QFormat) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return tiles_available() && avx512_gemm::layout(format).is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The panel a thread repacks weight rows into, reused across tasks and products.
+    static PANEL: std::cell::RefCell<avx512_gemm::Panel> = std::cell::RefCell::default();
+}
+
+/// A raw pointer that tasks writing disjoint parts of one buffer share.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: each task writes its own columns of y and nothing reads y until all are done.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
 
 /// `o[r]` = the dot product of a weight row with activation row r: four rows at a time, then
 /// one at a time.
@@ -234,8 +285,14 @@ impl<'a> QMatrix<'a> {
         use rayon::prelude::*;
         let (n, k) = (self.rows, self.cols);
         assert_eq!(x.len(), m * k, "quantized matmul: x is not (m, {k})");
+        #[cfg(target_arch = "x86_64")]
+        if acts == Activations::Q8Prompt {
+            if let Some(l) = avx512_gemm::layout(self.format).filter(|_| tiles_available()) {
+                return self.gemm(x, m, l);
+            }
+        }
         let kernel = match acts {
-            Activations::Q8 => int_kernel(self.format),
+            Activations::Q8 | Activations::Q8Prompt => int_kernel(self.format),
             Activations::F32 => None,
         };
         let (mut xq32, mut xq256) = (Vec::new(), Vec::new());
@@ -276,17 +333,48 @@ impl<'a> QMatrix<'a> {
                     }
                 }
             });
-        if m == 1 {
-            return yt;
-        }
+        transposed(yt, n, m)
+    }
+
+    /// y (m × rows) through the prompt GEMM: each task repacks 16 weight rows into a panel
+    /// and multiplies every activation row with it.
+    #[cfg(target_arch = "x86_64")]
+    fn gemm(&self, x: &[f32], m: usize, l: avx512_gemm::Layout) -> Vec<f32> {
+        use avx512_gemm::{pack, run_panel, Acts, LANES};
+        use rayon::prelude::*;
+        let (n, k) = (self.rows, self.cols);
+        let acts = Acts::new(x, m, k, l);
         let mut y = vec![0f32; m * n];
-        for (i, row) in yt.chunks_exact(m).enumerate() {
-            for (r, v) in row.iter().enumerate() {
-                y[r * n + i] = *v;
-            }
-        }
+        let out = SharedOut(y.as_mut_ptr());
+        (0..n.div_ceil(LANES)).into_par_iter().for_each(|c| {
+            let out = out;
+            let (row0, lanes) = (c * LANES, LANES.min(n - c * LANES));
+            let rows: Vec<&[u8]> = (row0..row0 + lanes).map(|i| self.row(i)).collect();
+            PANEL.with_borrow_mut(|panel| {
+                // SAFETY: the CPU features were detected at run time (`tiles_available`); this
+                // task writes columns row0..row0 + lanes of y only.
+                unsafe {
+                    pack(panel, self.format, &rows, k, l);
+                    run_panel(panel, &acts, l, (m, n), (row0, lanes), out.0);
+                }
+            });
+        });
         y
     }
+}
+
+/// `yt` (n, m) as (m, n).
+fn transposed(yt: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
+    if m == 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; m * n];
+    for (i, row) in yt.chunks_exact(m).enumerate() {
+        for (r, v) in row.iter().enumerate() {
+            y[r * n + i] = *v;
+        }
+    }
+    y
 }
 
 #[cfg(test)]

@@ -163,12 +163,21 @@ fn q8_values(f: QFormat, x: &[f32]) -> Vec<f64> {
 fn q8_activations_follow_llama_cpps_numerics() {
     for dtype in ALL {
         let f = QFormat::of(dtype).unwrap();
-        for (n, k, m) in [(37, 512, 1), (130, 256, 2), (9, 768, 4), (11, 512, 9)] {
+        let shapes = [
+            (37, 512, 1),
+            (130, 256, 2),
+            (9, 768, 4),
+            (11, 512, 9),
+            (33, 256, 13),
+        ];
+        // Decoding steps (row kernels) and prompts (the GEMM where this CPU and format have it).
+        for ((n, k, m), acts) in shapes
+            .into_iter()
+            .flat_map(|s| [(s, Activations::Q8), (s, Activations::Q8Prompt)])
+        {
             let (bytes, dense) = quantized(dtype, n, k, 3);
             let x = activations_rows(m, k);
-            let y = QMatrix::new(f, &bytes, n, k)
-                .unwrap()
-                .matmul(&x, m, Activations::Q8);
+            let y = QMatrix::new(f, &bytes, n, k).unwrap().matmul(&x, m, acts);
             let exact_path = int_kernel(f).is_none();
             for r in 0..m {
                 let xr = &x[r * k..(r + 1) * k];
@@ -189,7 +198,7 @@ fn q8_activations_follow_llama_cpps_numerics() {
                     let got = y[r * n + i] as f64;
                     assert!(
                         (got - want).abs() <= 2e-5 * mag.max(1e-6),
-                        "{f:?} ({n},{k},{m}) y[{r},{i}] = {got}, want {want}"
+                        "{f:?} {acts:?} ({n},{k},{m}) y[{r},{i}] = {got}, want {want}"
                     );
                     // And within the 8-bit activations' error of the f32 product.
                     assert!(
@@ -249,6 +258,27 @@ fn throughput() {
                 gb / s,
                 (n * k * reps) as f64 / s / 1e9
             );
+        }
+    }
+}
+
+/// A prompt row's products do not depend on how many rows share them (a prompt alone and in a
+/// batch give the same numbers).
+#[test]
+fn prompt_rows_do_not_depend_on_their_batch() {
+    for dtype in ALL {
+        let f = QFormat::of(dtype).unwrap();
+        let (n, k, m) = (21, 512, 6);
+        let (bytes, _) = quantized(dtype, n, k, 7);
+        let w = QMatrix::new(f, &bytes, n, k).unwrap();
+        let x = activations_rows(m, k);
+        let all = w.matmul(&x, m, Activations::Q8Prompt);
+        for r in 0..m {
+            let alone = w.matmul(&x[r * k..(r + 1) * k], 1, Activations::Q8Prompt);
+            for i in 0..n {
+                let (a, b) = (all[r * n + i], alone[i]);
+                assert_eq!(a.to_bits(), b.to_bits(), "{f:?} y[{r},{i}]: {a} vs {b}");
+            }
         }
     }
 }
