@@ -19,7 +19,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{bits_to_bytes, half, nibbles, q6k_half};
-use super::formats::{scale_min_k4, QFormat};
+use super::formats::{q3k_scales, scale_min_k4, QFormat};
 use super::q8::{quantize_q8, quantize_q8k};
 
 /// Weight rows per panel: one per 32-bit lane of a 512-bit register.
@@ -56,7 +56,8 @@ pub fn layout(format: QFormat) -> Option<Layout> {
         Q8_0 => l(32, 1, 128, false),
         Q4K | Q5K => l(32, 8, 0, true),
         Q6K => l(16, 16, 32, false),
-        Q2K | Q3K => None,
+        Q2K => l(16, 16, 0, true),
+        Q3K => l(16, 16, 4, false),
     }
 }
 
@@ -189,6 +190,7 @@ pub unsafe fn pack(p: &mut Panel, format: QFormat, rows: &[&[u8]], k: usize, l: 
         match format {
             QFormat::Q4K | QFormat::Q5K => pack_k4(p, format == QFormat::Q5K, row, lane),
             QFormat::Q6K => pack_q6k(p, row, lane),
+            QFormat::Q2K | QFormat::Q3K => pack_k23(p, format == QFormat::Q3K, row, lane),
             _ => {
                 let bytes = format.block_bytes();
                 for (b, block) in row.chunks_exact(bytes).enumerate() {
@@ -248,6 +250,43 @@ unsafe fn pack_q6k(p: &mut Panel, row: &[u8], lane: usize) {
                     p.put(sb * 16 + s, 16, lane, &q[16 * e..16 * e + 16]);
                     p.sc[(sb * 16 + s) * LANES + lane] = b[192 + s] as i8 as i32;
                 }
+            }
+        }
+    }
+}
+
+/// Q2_K (runs of 16: 2-bit q, 4-bit scale and min) and Q3_K (runs of 16: 3-bit q − 4, signed
+/// 6-bit scale): run `is` holds the values 16·is.., its bits at shift `is / 2 % 4` of the 32
+/// bytes of its half, and Q3_K's third bit at bit `is / 2` of hmask.
+#[inline(always)]
+unsafe fn pack_k23(p: &mut Panel, third: bool, row: &[u8], lane: usize) {
+    let bytes = if third { 110 } else { 84 };
+    for (sb, b) in row.chunks_exact(bytes).enumerate() {
+        let (qs, scales) = if third {
+            (&b[32..96], q3k_scales(&b[96..108]))
+        } else {
+            (&b[16..80], [0; 16])
+        };
+        p.d[sb * LANES + lane] = half(b, if third { 108 } else { 80 });
+        let dmin = if third { 0.0 } else { half(b, 82) };
+        for is in 0..16 {
+            let (h, shift, part) = (is / 8, is / 2 % 4, is % 2);
+            let mut q = [0u8; 16];
+            for (l, q) in q.iter_mut().enumerate() {
+                let i = part * 16 + l;
+                *q = (qs[32 * h + i] >> (2 * shift)) & 3;
+                if third && b[i] & (1 << (is / 2)) != 0 {
+                    *q |= 4;
+                }
+            }
+            let rho = sb * 16 + is;
+            p.put(rho, 16, lane, &q);
+            p.sc[rho * LANES + lane] = match third {
+                true => scales[is] as i32,
+                false => (b[is] & 0xF) as i32,
+            };
+            if !third {
+                p.min[rho * LANES + lane] = -dmin * (b[is] >> 4) as f32;
             }
         }
     }
@@ -328,6 +367,8 @@ pub unsafe fn run_panel(
             (32, 1, 0, true) => panel_rows::<32, 1, 0, true>(p, a, x0),
             (32, 8, 0, true) => panel_rows::<32, 8, 0, true>(p, a, x0),
             (16, 16, 32, false) => panel_rows::<16, 16, 32, false>(p, a, x0),
+            (16, 16, 4, false) => panel_rows::<16, 16, 4, false>(p, a, x0),
+            (16, 16, 0, true) => panel_rows::<16, 16, 0, true>(p, a, x0),
             _ => unreachable!("layouts come from `layout`"),
         };
         for (x, v) in acc.iter().enumerate().take(m - x0) {
