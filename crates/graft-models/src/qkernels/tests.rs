@@ -262,22 +262,28 @@ fn throughput() {
     }
 }
 
-/// A prompt row's products do not depend on how many rows share them (a prompt alone and in a
-/// batch give the same numbers).
+/// A row's products do not depend on how many rows share them: a prompt alone and in a batch,
+/// a sequence's decoding step alone and in a batch (more rows than one pass of the kernels takes).
 #[test]
-fn prompt_rows_do_not_depend_on_their_batch() {
+fn rows_do_not_depend_on_their_batch() {
     for dtype in ALL {
         let f = QFormat::of(dtype).unwrap();
-        let (n, k, m) = (21, 512, 6);
-        let (bytes, _) = quantized(dtype, n, k, 7);
-        let w = QMatrix::new(f, &bytes, n, k).unwrap();
-        let x = activations_rows(m, k);
-        let all = w.matmul(&x, m, Activations::Q8Prompt);
-        for r in 0..m {
-            let alone = w.matmul(&x[r * k..(r + 1) * k], 1, Activations::Q8Prompt);
-            for i in 0..n {
-                let (a, b) = (all[r * n + i], alone[i]);
-                assert_eq!(a.to_bits(), b.to_bits(), "{f:?} y[{r},{i}]: {a} vs {b}");
+        for acts in [Activations::Q8Prompt, Activations::Q8] {
+            let (n, k, m) = (37, 512, 19);
+            let (bytes, _) = quantized(dtype, n, k, 7);
+            let w = QMatrix::new(f, &bytes, n, k).unwrap();
+            let x = activations_rows(m, k);
+            let all = w.matmul(&x, m, acts);
+            for r in 0..m {
+                let alone = w.matmul(&x[r * k..(r + 1) * k], 1, acts);
+                for i in 0..n {
+                    let (a, b) = (all[r * n + i], alone[i]);
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{f:?} {acts:?} y[{r},{i}]: {a} vs {b}"
+                    );
+                }
             }
         }
     }
