@@ -167,7 +167,7 @@ fn fill<T: Copy>(v: &mut Vec<T>, len: usize, zero: T) {
 
 /// The unsigned weights of a 32-weight block (the signed formats' offsets come off later).
 #[inline(always)]
-unsafe fn block_q(format: QFormat, b: *const u8) -> __m256i {
+pub(super) unsafe fn block_q(format: QFormat, b: *const u8) -> __m256i {
     let fifth = |p| _mm256_and_si256(bits_to_bytes(p), _mm256_set1_epi8(0x10));
     match format {
         QFormat::Q4_0 => nibbles(b.add(2)),

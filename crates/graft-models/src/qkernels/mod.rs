@@ -5,7 +5,10 @@
 //!   activations, so the result equals dequantize-then-f32 to rounding (score, eval, classify).
 //! - [`Activations::Q8`]: activations are quantized to 8 bits per block and multiplied in integer
 //!   arithmetic with AVX2 (llama.cpp's method and error), for decoding; formats without such a
-//!   kernel, or CPUs without AVX2, FMA and F16C (checked at run time), take the f32 path.
+//!   kernel, or CPUs without AVX2, FMA and F16C (checked at run time), take the f32 path. With
+//!   AVX-512 VNNI, Q4_0, Q5_0 and Q8_0 steps take 16 weight rows at a time (`avx512_gemv`).
+//! - [`Activations::Q8Prompt`]: a prompt's products while generating, through the GEMM of
+//!   `avx512_gemm` where the CPU has AVX-512 VNNI.
 //!
 //! Shapes: W (n, k) quantized along k; x (m, k) f32; y = x Wᵀ (m, n).
 
@@ -20,6 +23,8 @@ mod avx2_dequant;
 mod avx2_k23;
 #[cfg(target_arch = "x86_64")]
 mod avx512_gemm;
+#[cfg(target_arch = "x86_64")]
+mod avx512_gemv;
 
 use std::cell::Cell;
 
@@ -151,6 +156,11 @@ fn int_kernel(format: QFormat) -> Option<IntKernel> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
+}
+
+/// Whether decoding steps with `format` take the 16-row kernel (`avx512_gemv`) on this CPU.
+pub fn has_gemv(format: QFormat) -> bool {
+    matches!(format, QFormat::Q4_0 | QFormat::Q5_0 | QFormat::Q8_0) && tiles_available()
 }
 
 /// Whether `format` has the prompt GEMM on this CPU.
@@ -291,6 +301,13 @@ impl<'a> QMatrix<'a> {
                 return self.gemm(x, m, l);
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        // Decoding steps with a signed 32-weight format: 16 rows at a time, for every step
+        // whatever its batch (the formats with a min keep the row kernels, which are faster
+        // for them alone).
+        if acts == Activations::Q8 && has_gemv(self.format) {
+            return self.gemv(x, m);
+        }
         let kernel = match acts {
             Activations::Q8 | Activations::Q8Prompt => int_kernel(self.format),
             Activations::F32 => None,
@@ -359,6 +376,66 @@ impl<'a> QMatrix<'a> {
                 }
             });
         });
+        y
+    }
+
+    /// Decoding steps' y (m × rows) with a 32-weight format: 16 weight rows at a time against
+    /// every activation row (`avx512_gemv`).
+    #[cfg(target_arch = "x86_64")]
+    fn gemv(&self, x: &[f32], m: usize) -> Vec<f32> {
+        use rayon::prelude::*;
+        let (n, k) = (self.rows, self.cols);
+        let xq: Vec<Vec<q8::Q8Block>> = x.chunks_exact(k).map(q8::quantize_q8).collect();
+        let sums: Vec<Vec<i32>> = xq
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|b| b.qs.iter().map(|&v| v as i32).sum())
+                    .collect()
+            })
+            .collect();
+        let (xs, sums): (Vec<&[q8::Q8Block]>, Vec<&[i32]>) = xq
+            .iter()
+            .map(Vec::as_slice)
+            .zip(sums.iter().map(Vec::as_slice))
+            .unzip();
+        let mut y = vec![0f32; m * n];
+        let out = SharedOut(y.as_mut_ptr());
+        let groups = n.div_ceil(16);
+        let per_task = (groups / (rayon::current_num_threads() * 8)).max(1);
+        (0..groups.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|t| {
+                let out = out;
+                let mut buf = vec![0f32; 16 * m];
+                // The task's first group: nothing read ahead for it (each group asks for the next).
+                let start = self.row(t * per_task * 16).as_ptr();
+                let len = 16.min(n - t * per_task * 16) * self.row_bytes();
+                for line in (0..len).step_by(64) {
+                    // SAFETY: a prefetch does not fault; the address stays within the matrix.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        use std::arch::x86_64::*;
+                        _mm_prefetch::<_MM_HINT_T1>(start.add(line) as *const i8)
+                    };
+                }
+                for g in t * per_task..((t + 1) * per_task).min(groups) {
+                    let first = g * 16;
+                    let lanes = 16.min(n - first);
+                    let rows: [&[u8]; 16] =
+                        std::array::from_fn(|i| self.row(first + i.min(lanes - 1)));
+                    // SAFETY: the CPU features were detected at run time (`tiles_available`); the
+                    // rows and activations are whole blocks of one length; this task writes
+                    // columns first..first + lanes of y only.
+                    unsafe {
+                        avx512_gemv::rows16(self.format, &rows, &xs, &sums, &mut buf);
+                        for r in 0..m {
+                            let dst = out.0.add(r * n + first);
+                            std::ptr::copy_nonoverlapping(buf.as_ptr().add(r * 16), dst, lanes);
+                        }
+                    }
+                }
+            });
         y
     }
 }
