@@ -65,7 +65,7 @@ pub(crate) fn decode(
         model.prefill(prompt, device)?
     };
     // Decoding steps multiply quantized weights with 8-bit activations (llama.cpp's numerics);
-    // the prompt too, where a tiled kernel takes the weight's format (8-bit elsewhere would be
+    // the prompt too, where the prompt GEMM takes the weight's format (8-bit elsewhere would be
     // slower than one f32 GEMM).
     let _numerics =
         graft_models::qkernels::activations_scope(graft_models::qkernels::generation_activations());

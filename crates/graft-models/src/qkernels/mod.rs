@@ -36,9 +36,9 @@ use q8::{Q8Block, Q8KBlock};
 pub enum Activations {
     F32,
     Q8,
-    /// A prompt's products while generating: 8-bit where a tiled kernel takes the weight's format
-    /// on this CPU (as llama.cpp runs prompts), f32 elsewhere (where the row kernels would be
-    /// slower than dequantizing for one GEMM).
+    /// A prompt's products while generating: 8-bit where the prompt GEMM takes the weight's
+    /// format on this CPU (as llama.cpp runs prompts), f32 elsewhere (where the row kernels would
+    /// be slower than dequantizing for one GEMM).
     Q8Prompt,
 }
 
@@ -95,8 +95,8 @@ pub fn simd_available() -> bool {
     false
 }
 
-/// Whether this CPU runs the tiled kernels (AVX-512 F, BW and VNNI, besides the row kernels').
-pub fn tiles_available() -> bool {
+/// Whether this CPU runs the AVX-512 VNNI kernels (F, BW and VNNI, besides the row kernels').
+pub fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -159,14 +159,14 @@ fn int_kernel(format: QFormat) -> Option<IntKernel> {
 }
 
 /// Whether decoding steps with `format` take the 16-row kernel (`avx512_gemv`) on this CPU.
-pub fn has_gemv(format: QFormat) -> bool {
-    matches!(format, QFormat::Q4_0 | QFormat::Q5_0 | QFormat::Q8_0) && tiles_available()
+fn has_gemv(format: QFormat) -> bool {
+    matches!(format, QFormat::Q4_0 | QFormat::Q5_0 | QFormat::Q8_0) && vnni_available()
 }
 
 /// Whether `format` has the prompt GEMM on this CPU.
 pub fn has_gemm(format: QFormat) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return tiles_available() && avx512_gemm::layout(format).is_some();
+    return vnni_available() && avx512_gemm::layout(format).is_some();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -297,7 +297,7 @@ impl<'a> QMatrix<'a> {
         assert_eq!(x.len(), m * k, "quantized matmul: x is not (m, {k})");
         #[cfg(target_arch = "x86_64")]
         if acts == Activations::Q8Prompt {
-            if let Some(l) = avx512_gemm::layout(self.format).filter(|_| tiles_available()) {
+            if let Some(l) = avx512_gemm::layout(self.format).filter(|_| vnni_available()) {
                 return self.gemm(x, m, l);
             }
         }
@@ -368,7 +368,7 @@ impl<'a> QMatrix<'a> {
             let (row0, lanes) = (c * LANES, LANES.min(n - c * LANES));
             let rows: Vec<&[u8]> = (row0..row0 + lanes).map(|i| self.row(i)).collect();
             PANEL.with_borrow_mut(|panel| {
-                // SAFETY: the CPU features were detected at run time (`tiles_available`); this
+                // SAFETY: the CPU features were detected at run time (`vnni_available`); this
                 // task writes columns row0..row0 + lanes of y only.
                 unsafe {
                     pack(panel, self.format, &rows, k, l);
@@ -379,7 +379,7 @@ impl<'a> QMatrix<'a> {
         y
     }
 
-    /// Decoding steps' y (m × rows) with a 32-weight format: 16 weight rows at a time against
+    /// Decoding steps' y (m × rows) with Q4_0, Q5_0 or Q8_0: 16 weight rows at a time against
     /// every activation row (`avx512_gemv`).
     #[cfg(target_arch = "x86_64")]
     fn gemv(&self, x: &[f32], m: usize) -> Vec<f32> {
@@ -412,19 +412,16 @@ impl<'a> QMatrix<'a> {
                 let start = self.row(t * per_task * 16).as_ptr();
                 let len = 16.min(n - t * per_task * 16) * self.row_bytes();
                 for line in (0..len).step_by(64) {
+                    use std::arch::x86_64::*;
                     // SAFETY: a prefetch does not fault; the address stays within the matrix.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        use std::arch::x86_64::*;
-                        _mm_prefetch::<_MM_HINT_T1>(start.add(line) as *const i8)
-                    };
+                    unsafe { _mm_prefetch::<_MM_HINT_T1>(start.add(line) as *const i8) };
                 }
                 for g in t * per_task..((t + 1) * per_task).min(groups) {
                     let first = g * 16;
                     let lanes = 16.min(n - first);
                     let rows: [&[u8]; 16] =
                         std::array::from_fn(|i| self.row(first + i.min(lanes - 1)));
-                    // SAFETY: the CPU features were detected at run time (`tiles_available`); the
+                    // SAFETY: the CPU features were detected at run time (`vnni_available`); the
                     // rows and activations are whole blocks of one length; this task writes
                     // columns first..first + lanes of y only.
                     unsafe {
